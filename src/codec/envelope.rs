@@ -1,0 +1,520 @@
+//! SOAP 1.1 envelopes around the pagoPA messages: reading (with the envelope rules of the SOAP
+//! 1.1 schema), writing, the message registry, and finding out which operation a request meant
+//! even when it cannot be read.
+
+use super::common::FaultBean;
+use super::node_for_psp::*;
+use super::pa_for_node::*;
+use super::schema::Content;
+use super::types::{Outcome, XsdString};
+use super::xml::{AttrPolicy, Child, Violation, ViolationKind, XmlReader, XmlWriter, check_chars, decode_document};
+use crate::xml_sequence;
+
+/// SOAP 1.1 envelope namespace.
+pub const NS_SOAP: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+/// nodeForPsp payload namespace.
+pub const NS_NODE_FOR_PSP: &str = "http://pagopa-api.pagopa.gov.it/node/nodeForPsp.xsd";
+/// paForNode payload namespace.
+pub const NS_PA_FOR_NODE: &str = "http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd";
+
+/// The two SOAP interfaces of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interface {
+    /// PSP → node.
+    NodeForPsp,
+    /// node → creditor entity station.
+    PaForNode,
+}
+
+impl Interface {
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Interface::NodeForPsp => NS_NODE_FOR_PSP,
+            Interface::PaForNode => NS_PA_FOR_NODE,
+        }
+    }
+
+    /// The conventional prefix the node writes.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Interface::NodeForPsp => "nfp",
+            Interface::PaForNode => "pafn",
+        }
+    }
+
+    fn from_namespace(ns: &str) -> Option<Interface> {
+        match ns {
+            NS_NODE_FOR_PSP => Some(Interface::NodeForPsp),
+            NS_PA_FOR_NODE => Some(Interface::PaForNode),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a message is the request or the response of its operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+macro_rules! operations {
+    ($( $op:ident => $action:literal, $iface:ident, $req:literal, $res:literal, $served:literal; )+) => {
+        /// A SOAP operation of nodeForPsp or paForNode, named as its SOAPAction.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Operation { $( $op, )+ }
+
+        impl Operation {
+            pub const ALL: &'static [Operation] = &[ $( Operation::$op, )+ ];
+
+            /// The SOAPAction, as the WSDL declares it.
+            pub fn soap_action(self) -> &'static str {
+                match self { $( Operation::$op => $action, )+ }
+            }
+
+            pub fn interface(self) -> Interface {
+                match self { $( Operation::$op => Interface::$iface, )+ }
+            }
+
+            /// Local name of the request's root element.
+            pub fn request_root(self) -> &'static str {
+                match self { $( Operation::$op => $req, )+ }
+            }
+
+            /// Local name of the response's root element.
+            pub fn response_root(self) -> &'static str {
+                match self { $( Operation::$op => $res, )+ }
+            }
+
+            /// Whether the node serves this operation (the others are read and checked only).
+            pub fn served(self) -> bool {
+                match self { $( Operation::$op => $served, )+ }
+            }
+        }
+    };
+}
+
+operations! {
+    DemandPaymentNotice => "demandPaymentNotice", NodeForPsp, "demandPaymentNoticeRequest", "demandPaymentNoticeResponse", true;
+    VerifyPaymentNotice => "verifyPaymentNotice", NodeForPsp, "verifyPaymentNoticeReq", "verifyPaymentNoticeRes", true;
+    ActivatePaymentNotice => "activatePaymentNotice", NodeForPsp, "activatePaymentNoticeReq", "activatePaymentNoticeRes", true;
+    ActivatePaymentNoticeV2 => "activatePaymentNoticeV2", NodeForPsp, "activatePaymentNoticeV2Request", "activatePaymentNoticeV2Response", true;
+    SendPaymentOutcome => "sendPaymentOutcome", NodeForPsp, "sendPaymentOutcomeReq", "sendPaymentOutcomeRes", true;
+    SendPaymentOutcomeV2 => "sendPaymentOutcomeV2", NodeForPsp, "sendPaymentOutcomeV2Request", "sendPaymentOutcomeV2Response", true;
+    NodoChiediCatalogoServiziV2 => "nodoChiediCatalogoServiziV2", NodeForPsp, "nodoChiediCatalogoServiziV2Request", "nodoChiediCatalogoServiziV2Response", true;
+    VerificaBollettino => "verificaBollettino", NodeForPsp, "verificaBollettinoReq", "verificaBollettinoRes", false;
+    NodoInviaFlussoRendicontazione => "nodoInviaFlussoRendicontazione", NodeForPsp, "nodoInviaFlussoRendicontazioneRequest", "nodoInviaFlussoRendicontazioneResponse", false;
+    NodoChiediTemplateInformativaPsp => "nodoChiediTemplateInformativaPSP", NodeForPsp, "nodoChiediTemplateInformativaPSPRequest", "nodoChiediTemplateInformativaPSPResponse", false;
+    NodoChiediInformativaPa => "nodoChiediInformativaPA", NodeForPsp, "nodoChiediInformativaPARequest", "nodoChiediInformativaPAResponse", false;
+    PaDemandPaymentNotice => "paDemandPaymentNotice", PaForNode, "paDemandPaymentNoticeRequest", "paDemandPaymentNoticeResponse", true;
+    PaVerifyPaymentNotice => "paVerifyPaymentNotice", PaForNode, "paVerifyPaymentNoticeReq", "paVerifyPaymentNoticeRes", true;
+    PaGetPayment => "paGetPayment", PaForNode, "paGetPaymentReq", "paGetPaymentRes", true;
+    PaGetPaymentV2 => "paGetPaymentV2", PaForNode, "paGetPaymentV2Request", "paGetPaymentV2Response", true;
+    PaSendRt => "paSendRT", PaForNode, "paSendRTReq", "paSendRTRes", true;
+    PaSendRtV2 => "paSendRTV2", PaForNode, "paSendRTV2Request", "paSendRTV2Response", true;
+}
+
+impl Operation {
+    /// The operation a SOAPAction names: bare or quoted, or ending a URI (`…/activatePaymentNotice`).
+    pub fn from_soap_action(action: &str) -> Option<Operation> {
+        let a = action.trim().trim_matches('"').trim();
+        let a = a.rsplit(['/', '#']).next().unwrap_or(a);
+        Operation::ALL.iter().copied().find(|op| op.soap_action() == a)
+    }
+
+    /// The operation whose request or response root is `local`.
+    pub fn from_root(local: &str) -> Option<(Operation, Direction)> {
+        Operation::ALL.iter().find_map(|&op| {
+            if op.request_root() == local {
+                Some((op, Direction::Request))
+            } else if op.response_root() == local {
+                Some((op, Direction::Response))
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// A message root element: its type knows its operation and direction.
+pub trait Message: Content {
+    const OPERATION: Operation;
+    const DIRECTION: Direction;
+
+    fn root() -> &'static str {
+        match Self::DIRECTION {
+            Direction::Request => Self::OPERATION.request_root(),
+            Direction::Response => Self::OPERATION.response_root(),
+        }
+    }
+}
+
+/// Responses that carry `outcome` and `fault` (every `ctResponse` extension): lets the node build
+/// a KO of any operation.
+pub trait KoResponse: Message {
+    fn ko(fault: FaultBean) -> Self;
+    fn outcome(&self) -> Outcome;
+    fn fault(&self) -> Option<&FaultBean>;
+}
+
+macro_rules! messages {
+    ($( $ty:ident => $op:ident, $dir:ident; )+) => {
+        $(
+            impl Message for $ty {
+                const OPERATION: Operation = Operation::$op;
+                const DIRECTION: Direction = Direction::$dir;
+            }
+        )+
+
+        /// Any of the messages the codec reads and writes.
+        #[derive(Debug, Clone, PartialEq)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum AnyMessage { $( $ty($ty), )+ }
+
+        impl AnyMessage {
+            pub fn operation(&self) -> Operation {
+                match self { $( AnyMessage::$ty(_) => Operation::$op, )+ }
+            }
+
+            pub fn direction(&self) -> Direction {
+                match self { $( AnyMessage::$ty(_) => Direction::$dir, )+ }
+            }
+
+            /// The root element's local name.
+            pub fn root(&self) -> &'static str {
+                match self { $( AnyMessage::$ty(_) => <$ty as Message>::root(), )+ }
+            }
+
+            /// The message in a SOAP envelope.
+            pub fn to_envelope(&self) -> String {
+                match self { $( AnyMessage::$ty(m) => write_envelope(m), )+ }
+            }
+
+            fn read(op: Operation, dir: Direction, r: &mut XmlReader<'_>) -> Result<AnyMessage, Violation> {
+                $(
+                    if op == Operation::$op && dir == Direction::$dir {
+                        return <$ty as Content>::read(r).map(AnyMessage::$ty);
+                    }
+                )+
+                unreachable!("every operation has both messages")
+            }
+        }
+    };
+}
+
+messages! {
+    DemandPaymentNoticeRequest => DemandPaymentNotice, Request;
+    DemandPaymentNoticeResponse => DemandPaymentNotice, Response;
+    VerifyPaymentNoticeReq => VerifyPaymentNotice, Request;
+    VerifyPaymentNoticeRes => VerifyPaymentNotice, Response;
+    ActivatePaymentNoticeReq => ActivatePaymentNotice, Request;
+    ActivatePaymentNoticeRes => ActivatePaymentNotice, Response;
+    ActivatePaymentNoticeV2Request => ActivatePaymentNoticeV2, Request;
+    ActivatePaymentNoticeV2Response => ActivatePaymentNoticeV2, Response;
+    SendPaymentOutcomeReq => SendPaymentOutcome, Request;
+    SendPaymentOutcomeRes => SendPaymentOutcome, Response;
+    SendPaymentOutcomeV2Request => SendPaymentOutcomeV2, Request;
+    SendPaymentOutcomeV2Response => SendPaymentOutcomeV2, Response;
+    NodoChiediCatalogoServiziV2Request => NodoChiediCatalogoServiziV2, Request;
+    NodoChiediCatalogoServiziV2Response => NodoChiediCatalogoServiziV2, Response;
+    VerificaBollettinoReq => VerificaBollettino, Request;
+    VerificaBollettinoRes => VerificaBollettino, Response;
+    NodoInviaFlussoRendicontazioneRequest => NodoInviaFlussoRendicontazione, Request;
+    NodoInviaFlussoRendicontazioneResponse => NodoInviaFlussoRendicontazione, Response;
+    NodoChiediTemplateInformativaPspRequest => NodoChiediTemplateInformativaPsp, Request;
+    NodoChiediTemplateInformativaPspResponse => NodoChiediTemplateInformativaPsp, Response;
+    NodoChiediInformativaPaRequest => NodoChiediInformativaPa, Request;
+    NodoChiediInformativaPaResponse => NodoChiediInformativaPa, Response;
+    PaDemandPaymentNoticeRequest => PaDemandPaymentNotice, Request;
+    PaDemandPaymentNoticeResponse => PaDemandPaymentNotice, Response;
+    PaVerifyPaymentNoticeReq => PaVerifyPaymentNotice, Request;
+    PaVerifyPaymentNoticeRes => PaVerifyPaymentNotice, Response;
+    PaGetPaymentReq => PaGetPayment, Request;
+    PaGetPaymentRes => PaGetPayment, Response;
+    PaGetPaymentV2Request => PaGetPaymentV2, Request;
+    PaGetPaymentV2Response => PaGetPaymentV2, Response;
+    PaSendRtReq => PaSendRt, Request;
+    PaSendRtRes => PaSendRt, Response;
+    PaSendRtV2Request => PaSendRtV2, Request;
+    PaSendRtV2Response => PaSendRtV2, Response;
+}
+
+/// Implements [`KoResponse`] for responses whose only required element is `outcome`.
+macro_rules! ko_responses {
+    ($( $ty:ident { $( $f:ident ),* } )+) => {
+        $(
+            impl KoResponse for $ty {
+                fn ko(fault: FaultBean) -> Self {
+                    $ty { outcome: Outcome::Ko, fault: Some(fault), $( $f: None, )* }
+                }
+                fn outcome(&self) -> Outcome {
+                    self.outcome
+                }
+                fn fault(&self) -> Option<&FaultBean> {
+                    self.fault.as_ref()
+                }
+            }
+        )+
+    };
+}
+
+ko_responses! {
+    DemandPaymentNoticeResponse { qr_code, payment_list, payment_description, fiscal_code_pa, company_name, office_name }
+    VerifyPaymentNoticeRes { payment_list, payment_description, fiscal_code_pa, company_name, office_name, standin }
+    ActivatePaymentNoticeRes { total_amount, payment_description, fiscal_code_pa, company_name, office_name, payment_token, transfer_list, creditor_reference_id, standin }
+    ActivatePaymentNoticeV2Response { total_amount, payment_description, fiscal_code_pa, company_name, office_name, payment_token, transfer_list, metadata, creditor_reference_id, suggested_user_fee, suggested_pa_fee, suggested_id_bundle, suggested_id_ci_bundle, all_ccp, standin }
+    SendPaymentOutcomeRes {}
+    SendPaymentOutcomeV2Response {}
+    NodoChiediCatalogoServiziV2Response { xml_catalogo_servizi }
+    VerificaBollettinoRes { payment_bollettino_list, payment_description, fiscal_code_pa, notice_number, company_name, office_name }
+    PaDemandPaymentNoticeResponse { qr_code, payment_list, payment_description, fiscal_code_pa, company_name, office_name }
+    PaVerifyPaymentNoticeRes { payment_list, payment_description, fiscal_code_pa, company_name, office_name }
+    PaGetPaymentRes { data }
+    PaGetPaymentV2Response { data }
+    PaSendRtRes {}
+    PaSendRtV2Response {}
+}
+
+/// Writes `m` in a SOAP 1.1 envelope, its root prefixed with the interface's conventional prefix.
+pub fn write_envelope<M: Message>(m: &M) -> String {
+    let iface = M::OPERATION.interface();
+    let (prefix, root) = (iface.prefix(), M::root());
+    let mut w = XmlWriter::with_capacity(1024);
+    w.raw("<soapenv:Envelope xmlns:soapenv=\"");
+    w.raw(NS_SOAP);
+    w.raw("\" xmlns:");
+    w.raw(prefix);
+    w.raw("=\"");
+    w.raw(iface.namespace());
+    w.raw("\"><soapenv:Body><");
+    w.raw(prefix);
+    w.raw(":");
+    w.raw(root);
+    w.raw(">");
+    m.write(&mut w);
+    w.raw("</");
+    w.raw(prefix);
+    w.raw(":");
+    w.raw(root);
+    w.raw("></soapenv:Body></soapenv:Envelope>");
+    w.into_string()
+}
+
+fn envelope_violation(reason: impl Into<String>) -> Violation {
+    Violation::new(ViolationKind::Envelope, "", reason)
+}
+
+/// Reads an envelope and hands the Body's single child element, not yet entered, to `payload`.
+fn read_envelope_with<T>(
+    bytes: &[u8],
+    payload: impl for<'d> FnOnce(&mut XmlReader<'d>, Child<'d>) -> Result<T, Violation>,
+) -> Result<T, Violation> {
+    let doc = decode_document(bytes)?;
+    check_chars(&doc)?;
+    let mut r = XmlReader::new(&doc);
+    let root = r.root()?;
+    if root.local != "Envelope" || root.ns != NS_SOAP {
+        let why = if root.local == "Envelope" {
+            format!("the Envelope namespace must be '{NS_SOAP}' (SOAP 1.1), found '{}'", root.ns)
+        } else {
+            format!("the root element must be a SOAP 1.1 Envelope, found '{}'", root.display_name())
+        };
+        return Err(envelope_violation(why));
+    }
+    r.enter(root, AttrPolicy::Other(NS_SOAP))?;
+    let mut next = r.next_child()?;
+    if let Some(h) = next.take_if(|c| c.is(NS_SOAP, "Header")) {
+        r.enter(h, AttrPolicy::Other(NS_SOAP))?;
+        while let Some(entry) = r.next_child()? {
+            check_other_namespace(&entry, "Header")?;
+            r.enter(entry, AttrPolicy::Any)?;
+            r.skip_content()?;
+        }
+        r.end_element()?;
+        next = r.next_child()?;
+    }
+    let body = match next {
+        Some(b) if b.is(NS_SOAP, "Body") => b,
+        Some(other) => return Err(envelope_violation(format!("expected soapenv:Body, found '{}'", other.display_name()))),
+        None => return Err(envelope_violation("the Envelope has no Body")),
+    };
+    r.enter(body, AttrPolicy::Any)?;
+    let Some(child) = r.next_child()? else {
+        return Err(envelope_violation("the Body is empty"));
+    };
+    r.set_path_base();
+    let value = payload(&mut r, child)?;
+    if let Some(extra) = r.next_child()? {
+        return Err(envelope_violation(format!(
+            "the Body must hold exactly one element; found another, '{}'",
+            extra.display_name()
+        )));
+    }
+    r.end_element()?;
+    while let Some(extra) = r.next_child()? {
+        check_other_namespace(&extra, "Envelope")?;
+        r.enter(extra, AttrPolicy::Any)?;
+        r.skip_content()?;
+    }
+    r.end_element()?;
+    r.finish_document()?;
+    Ok(value)
+}
+
+/// `xs:any namespace="##other"`: qualified, and not in the SOAP namespace.
+fn check_other_namespace(c: &Child<'_>, parent: &str) -> Result<(), Violation> {
+    if c.ns.is_empty() || c.ns == NS_SOAP {
+        return Err(envelope_violation(format!(
+            "element '{}' is not allowed in soapenv:{parent} (entries must be namespace-qualified, not SOAP)",
+            c.display_name()
+        )));
+    }
+    Ok(())
+}
+
+/// What a Body held: a pagoPA message or a SOAP Fault.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Body<M> {
+    Message(M),
+    Fault(SoapFault),
+}
+
+fn unknown_root(child: &Child<'_>) -> Violation {
+    let why = match Interface::from_namespace(&child.ns) {
+        Some(_) => format!("'{}' is not a message of this interface", child.local),
+        None if child.ns.is_empty() => {
+            format!("the message root '{}' must be qualified with the nodeForPsp or paForNode namespace", child.local)
+        }
+        None => format!("unknown payload namespace '{}' on '{}'", child.ns, child.local),
+    };
+    Violation::new(ViolationKind::Schema, child.local, why)
+}
+
+/// Reads and validates any of the messages, or a SOAP Fault, in a SOAP 1.1 envelope.
+pub fn read_any(bytes: &[u8]) -> Result<Body<AnyMessage>, Violation> {
+    read_envelope_with(bytes, |r, child| {
+        if child.is(NS_SOAP, "Fault") {
+            r.enter(child, AttrPolicy::Any)?;
+            return SoapFault::read(r).map(Body::Fault);
+        }
+        let found = Interface::from_namespace(&child.ns).and_then(|iface| {
+            Operation::from_root(child.local).filter(|(op, _)| op.interface() == iface)
+        });
+        let Some((op, dir)) = found else {
+            return Err(unknown_root(&child));
+        };
+        r.enter(child, AttrPolicy::None)?;
+        AnyMessage::read(op, dir, r).map(Body::Message)
+    })
+}
+
+/// Reads the message `M` (or a SOAP Fault) from an envelope; any other root is a violation.
+pub fn read_message<M: Message>(bytes: &[u8]) -> Result<Body<M>, Violation> {
+    read_envelope_with(bytes, |r, child| {
+        if child.is(NS_SOAP, "Fault") {
+            r.enter(child, AttrPolicy::Any)?;
+            return SoapFault::read(r).map(Body::Fault);
+        }
+        if !child.is(M::OPERATION.interface().namespace(), M::root()) {
+            let why = format!("expected '{}' in namespace '{}', found '{}'", M::root(), M::OPERATION.interface().namespace(), child.display_name());
+            return Err(Violation::new(ViolationKind::Schema, child.local, why));
+        }
+        r.enter(child, AttrPolicy::None)?;
+        M::read(r).map(Body::Message)
+    })
+}
+
+/// `soapenv:Fault` content: `detail` is lax wildcard content, kept unread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail;
+
+impl Content for Detail {
+    fn read(r: &mut XmlReader<'_>) -> Result<Self, Violation> {
+        r.skip_content().map(|_| Detail)
+    }
+    fn write(&self, _: &mut XmlWriter) {}
+}
+
+/// `xs:QName` (lexical form only: `prefix:local` or `local`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QNameValue(pub String);
+
+impl super::schema::Simple for QNameValue {
+    fn parse(text: &str) -> Result<Self, String> {
+        let v = super::schema::collapse(text);
+        let ncname = |s: &str| {
+            let mut cs = s.chars();
+            cs.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && cs.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        };
+        let ok = match v.split_once(':') {
+            Some((p, l)) => ncname(p) && ncname(l),
+            None => ncname(v),
+        };
+        if ok { Ok(QNameValue(v.to_string())) } else { Err(format!("value '{v}' is not a QName")) }
+    }
+    fn write(&self, w: &mut XmlWriter) {
+        w.text(&self.0)
+    }
+}
+
+xml_sequence! {
+    /// A SOAP 1.1 Fault, as an EC's SOAP stack may send instead of a pagoPA response.
+    pub struct SoapFault {
+        pub faultcode: QNameValue = "faultcode",
+        pub faultstring: XsdString = "faultstring",
+        pub faultactor: Option<XsdString> = "faultactor",
+        pub detail: Option<Detail> = "detail",
+    }
+}
+
+/// Finds the operation a request is for, even when the request cannot be read: from the
+/// `SOAPAction` header (quoted or not), else the `soapAction` query parameter, else the local
+/// name of the Body's first element (recovered leniently from broken XML).
+pub fn detect_operation(soap_action: Option<&str>, query: Option<&str>, body: &[u8]) -> Option<Operation> {
+    soap_action
+        .and_then(Operation::from_soap_action)
+        .or_else(|| query.and_then(query_soap_action).and_then(|a| Operation::from_soap_action(&a)))
+        .or_else(|| sniff_root(body).map(|(op, _)| op))
+}
+
+/// The `soapAction` parameter of a query string.
+pub fn query_soap_action(query: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.eq_ignore_ascii_case("soapAction").then(|| v.to_string())
+    })
+}
+
+/// The operation and direction named by the first element inside `Body`, read leniently.
+pub fn sniff_root(body: &[u8]) -> Option<(Operation, Direction)> {
+    let text = String::from_utf8_lossy(body);
+    let mut rest = text.as_ref();
+    // After the Body start tag if there is one, else from the start.
+    if let Some(i) = find_body_start(rest) {
+        rest = &rest[i..];
+    }
+    let mut names = rest.split('<').skip(1).filter_map(|t| {
+        let name: String = t.chars().take_while(|c| !c.is_whitespace() && !matches!(c, '>' | '/')).collect();
+        (!name.is_empty() && !name.starts_with(['?', '!'])).then_some(name)
+    });
+    names.find_map(|n| {
+        let local = n.rsplit(':').next().unwrap_or(&n);
+        Operation::from_root(local)
+    })
+}
+
+fn find_body_start(s: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s[from..].find("Body") {
+        let at = from + i;
+        let before = &s[..at];
+        let is_tag = before.ends_with('<') || before.rsplit('<').next().is_some_and(|p| !p.contains(['>', ' ']) && p.ends_with(':'));
+        if is_tag {
+            return s[at..].find('>').map(|j| at + j + 1);
+        }
+        from = at + 4;
+    }
+    None
+}

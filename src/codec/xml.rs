@@ -1,0 +1,620 @@
+//! A namespace-aware pull reader over quick-xml that enforces XML well-formedness and the
+//! element-level rules of the pagoPA schemas, and the writer that mirrors it.
+//!
+//! quick-xml tokenizes; everything a schema validator needs on top of that (namespace resolution,
+//! prefix binding errors, illegal characters, text in element-only content, unexpected attributes,
+//! content after the root) is done here, in one pass, without building a tree.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use quick_xml::{Reader, XmlVersion};
+use quick_xml::events::{BytesStart, Event};
+
+/// The XML Schema instance namespace (`xsi:`).
+pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// What kind of rule a message broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// Not well-formed XML, or an encoding the node does not read.
+    NotWellFormed,
+    /// Well-formed, but the SOAP 1.1 envelope is wrong.
+    Envelope,
+    /// The payload breaks its XSD (order, cardinality, facets, namespaces).
+    Schema,
+    /// A base64 service document (`datiSpecificiServizio`) is undecodable or breaks its schema.
+    ServicePayload,
+}
+
+/// Why a message is rejected: where (`path`, from the payload root) and what rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    /// Slash-separated local names from the message root to the offending element.
+    pub path: String,
+    pub reason: String,
+}
+
+impl Violation {
+    pub fn new(kind: ViolationKind, path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Violation { kind, path: path.into(), reason: reason.into() }
+    }
+
+    /// The offending element's local name (the last step of the path).
+    pub fn field(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or("")
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// A child element that has been read (and its namespace resolved) but not yet entered.
+#[derive(Debug)]
+pub struct Child<'a> {
+    pub local: &'a str,
+    pub ns: Cow<'a, str>,
+    start: BytesStart<'a>,
+    empty: bool,
+}
+
+impl Child<'_> {
+    /// True when this is the element `name` in namespace `ns` ("" for unqualified).
+    #[inline]
+    pub fn is(&self, ns: &str, name: &str) -> bool {
+        self.local == name && self.ns == ns
+    }
+
+    /// Qualified name for messages, `{ns}local` or `local`.
+    pub fn display_name(&self) -> String {
+        if self.ns.is_empty() { self.local.to_string() } else { format!("{{{}}}{}", self.ns, self.local) }
+    }
+}
+
+/// Which attributes an element may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrPolicy {
+    /// Payload elements: no attributes but namespace declarations and xsi schema hints.
+    None,
+    /// `xs:anyAttribute namespace="##other"` of `other_than`: qualified, not in that namespace.
+    Other(&'static str),
+    /// `xs:anyAttribute namespace="##any"`.
+    Any,
+}
+
+/// The pull reader. One per document; not reusable.
+pub struct XmlReader<'a> {
+    doc: &'a str,
+    src: Reader<&'a [u8]>,
+    bindings: Vec<(&'a str, Cow<'a, str>, u32)>,
+    stack: Vec<&'a str>,
+    path_base: usize,
+    peeked: Option<Child<'a>>,
+    current_empty: bool,
+    /// Namespace of child elements: "" for unqualified locals (every pagoPA SOAP payload),
+    /// the target namespace for `elementFormDefault="qualified"` schemas (service payloads).
+    pub child_ns: &'static str,
+    seen_first_event: bool,
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// True if `s` holds only XML whitespace.
+pub fn is_blank(s: &str) -> bool {
+    s.bytes().all(is_xml_space)
+}
+
+/// Rejects characters outside the XML 1.0 `Char` production (C0 controls but tab, LF, CR;
+/// U+FFFE, U+FFFF). One byte scan over the whole document.
+pub fn check_chars(doc: &str) -> Result<(), Violation> {
+    let bytes = doc.as_bytes();
+    let bad = |b: &u8| *b < 0x20 && !matches!(*b, b'\t' | b'\n' | b'\r');
+    if let Some(i) = bytes.iter().position(bad) {
+        return Err(not_wf(format!("illegal character U+{:04X} at byte {i}", bytes[i])));
+    }
+    // U+FFFE and U+FFFF are EF BF BE / EF BF BF in UTF-8.
+    let mut from = 0;
+    while let Some(off) = bytes[from..].iter().position(|&b| b == 0xEF) {
+        let i = from + off;
+        if bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)) {
+            return Err(not_wf(format!("illegal character (noncharacter U+FFFE/U+FFFF) at byte {i}")));
+        }
+        from = i + 1;
+    }
+    Ok(())
+}
+
+/// True for characters allowed by the XML 1.0 `Char` production.
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+fn not_wf(reason: impl Into<String>) -> Violation {
+    Violation::new(ViolationKind::NotWellFormed, "", reason)
+}
+
+/// Turns raw message bytes into UTF-8 text: strips a UTF-8 BOM, honours the declared encoding
+/// (UTF-8, US-ASCII, ISO-8859-1), rejects anything else and invalid byte sequences.
+pub fn decode_document(bytes: &[u8]) -> Result<Cow<'_, str>, Violation> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if bytes.starts_with(b"\xFE\xFF") || bytes.starts_with(b"\xFF\xFE") {
+        return Err(not_wf("UTF-16 documents are not accepted; send UTF-8"));
+    }
+    match declared_encoding(bytes) {
+        None => {}
+        Some(enc) => {
+            let enc = enc.to_ascii_lowercase();
+            match enc.as_str() {
+                "utf-8" | "utf8" | "us-ascii" | "ascii" => {}
+                "iso-8859-1" | "latin1" | "iso_8859-1" | "latin-1" => {
+                    return Ok(Cow::Owned(bytes.iter().map(|&b| b as char).collect()));
+                }
+                other => return Err(not_wf(format!("unsupported document encoding '{other}'"))),
+            }
+        }
+    }
+    std::str::from_utf8(bytes)
+        .map(Cow::Borrowed)
+        .map_err(|e| not_wf(format!("invalid UTF-8 at byte {}", e.valid_up_to())))
+}
+
+/// The `encoding` pseudo-attribute of a leading XML declaration, if any.
+fn declared_encoding(bytes: &[u8]) -> Option<String> {
+    if !bytes.starts_with(b"<?xml") {
+        return None;
+    }
+    let end = bytes.windows(2).position(|w| w == b"?>")?;
+    let decl = std::str::from_utf8(&bytes[..end]).ok()?;
+    let at = decl.find("encoding")?;
+    let rest = decl[at + "encoding".len()..].trim_start().strip_prefix('=')?.trim_start();
+    let quote = rest.chars().next()?;
+    if quote != '"' && quote != '\'' {
+        return None;
+    }
+    let rest = &rest[1..];
+    Some(rest[..rest.find(quote)?].to_string())
+}
+
+impl<'a> XmlReader<'a> {
+    /// A reader over a decoded document (see [`decode_document`]).
+    pub fn new(doc: &'a str) -> Self {
+        let mut src = Reader::from_str(doc);
+        let cfg = src.config_mut();
+        cfg.check_end_names = true;
+        cfg.check_comments = true;
+        cfg.expand_empty_elements = false;
+        cfg.trim_text(false);
+        XmlReader {
+            doc,
+            src,
+            bindings: Vec::new(),
+            stack: Vec::with_capacity(16),
+            path_base: 0,
+            peeked: None,
+            current_empty: false,
+            child_ns: "",
+            seen_first_event: false,
+        }
+    }
+
+    fn next_event(&mut self) -> Result<Event<'a>, Violation> {
+        let first = !self.seen_first_event;
+        self.seen_first_event = true;
+        match self.src.read_event() {
+            Ok(Event::Decl(_)) if !first => Err(not_wf("XML declaration not at the start of the document")),
+            Ok(Event::PI(pi)) if pi.target().eq_ignore_ascii_case("xml") => {
+                Err(not_wf("XML declaration not at the start of the document"))
+            }
+            Ok(ev) => Ok(ev),
+            Err(e) => Err(not_wf(format!("not well-formed XML: {e}"))),
+        }
+    }
+
+    /// Makes paths in violations start at the current depth + 1 (the payload root).
+    pub fn set_path_base(&mut self) {
+        self.path_base = self.stack.len();
+    }
+
+    /// The slash-separated path of the current element.
+    pub fn path(&self) -> String {
+        self.stack[self.path_base.min(self.stack.len())..].join("/")
+    }
+
+    fn path_with(&self, child: &str) -> String {
+        let p = self.path();
+        if p.is_empty() { child.to_string() } else { format!("{p}/{child}") }
+    }
+
+    /// A schema violation at the current element.
+    pub fn invalid(&self, reason: impl Into<String>) -> Violation {
+        Violation::new(ViolationKind::Schema, self.path(), reason)
+    }
+
+    /// A schema violation at a named child of the current element.
+    pub fn invalid_child(&self, child: &str, reason: impl Into<String>) -> Violation {
+        Violation::new(ViolationKind::Schema, self.path_with(child), reason)
+    }
+
+    fn resolve(&self, prefix: &str) -> Option<Cow<'a, str>> {
+        match prefix {
+            "xml" => Some(Cow::Borrowed(XML_NS)),
+            _ => self.bindings.iter().rev().find(|(p, _, _)| *p == prefix).map(|(_, ns, _)| ns.clone()),
+        }
+    }
+
+    /// Binds the namespace declarations of a start tag and resolves its name.
+    fn open_child(&mut self, start: BytesStart<'a>, empty: bool) -> Result<Child<'a>, Violation> {
+        let depth = self.stack.len() as u32 + 1;
+        if !start.attributes_raw().trim_ascii().is_empty() {
+            for attr in start.attributes() {
+                let attr = attr.map_err(|e| not_wf(format!("bad attribute: {e}")))?;
+                let key = attr.key.0;
+                let prefix = if key == "xmlns" {
+                    ""
+                } else if let Some(p) = key.strip_prefix("xmlns:") {
+                    p
+                } else {
+                    continue;
+                };
+                let uri = attr
+                    .normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|e| not_wf(format!("bad namespace declaration: {e}")))?;
+                let uri = self.doc_cow(uri);
+                if !prefix.is_empty() && uri.is_empty() {
+                    return Err(not_wf(format!("namespace prefix '{prefix}' bound to the empty name")));
+                }
+                if prefix == "xmlns" || (prefix == "xml") != (uri == XML_NS) {
+                    return Err(not_wf(format!("illegal binding of the reserved prefix or namespace '{prefix}'")));
+                }
+                let prefix = if prefix.is_empty() { "" } else { self.borrow_from_doc(prefix)? };
+                self.bindings.push((prefix, uri, depth));
+            }
+        }
+        let name = self.borrow_from_doc(start.name().0)?;
+        let (prefix, local) = match name.split_once(':') {
+            Some((p, l)) => (p, l),
+            None => ("", name),
+        };
+        if local.is_empty() || local.contains(':') {
+            return Err(not_wf(format!("malformed element name '{name}'")));
+        }
+        let ns = match self.resolve(prefix) {
+            Some(ns) => ns,
+            None if prefix.is_empty() => Cow::Borrowed(""),
+            None => return Err(not_wf(format!("unbound namespace prefix '{prefix}' on element '{name}'"))),
+        };
+        Ok(Child { local, ns, start, empty })
+    }
+
+    fn doc_cow(&self, s: Cow<'_, str>) -> Cow<'a, str> {
+        match s {
+            Cow::Borrowed(b) => self.borrow_from_doc(b).map(Cow::Borrowed).unwrap_or_else(|_| Cow::Owned(b.to_string())),
+            Cow::Owned(o) => Cow::Owned(o),
+        }
+    }
+
+    /// Re-borrows `part` (a name quick-xml sliced out of the input) for the document's lifetime,
+    /// by its offset in the document: names then live as long as the input, without copies.
+    fn borrow_from_doc(&self, part: &str) -> Result<&'a str, Violation> {
+        let start = (part.as_ptr() as usize).wrapping_sub(self.doc.as_ptr() as usize);
+        self.doc
+            .get(start..start + part.len())
+            .filter(|s| s.as_ptr() == part.as_ptr())
+            .ok_or_else(|| not_wf("element name not found in the input"))
+    }
+
+    /// Reads up to the root element of the document.
+    pub fn root(&mut self) -> Result<Child<'a>, Violation> {
+        loop {
+            match self.next_event()? {
+                Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+                Event::Text(t) if is_blank(&t) => {}
+                Event::DocType(_) => return Err(not_wf("document type declarations are not allowed in SOAP messages")),
+                Event::Start(s) => return self.open_child(s, false),
+                Event::Empty(s) => return self.open_child(s, true),
+                Event::Eof => return Err(not_wf("no root element")),
+                _ => return Err(not_wf("content before the root element")),
+            }
+        }
+    }
+
+    /// Checks that nothing but comments, processing instructions and whitespace follow the root.
+    pub fn finish_document(&mut self) -> Result<(), Violation> {
+        loop {
+            match self.next_event()? {
+                Event::Comment(_) | Event::PI(_) => {}
+                Event::Text(t) if is_blank(&t) => {}
+                Event::Eof => return Ok(()),
+                _ => return Err(not_wf("content after the root element")),
+            }
+        }
+    }
+
+    /// Enters a child returned by [`peek_child`](Self::peek_child) or [`root`](Self::root),
+    /// checking its attributes against `policy`.
+    pub fn enter(&mut self, child: Child<'a>, policy: AttrPolicy) -> Result<(), Violation> {
+        self.stack.push(child.local);
+        self.current_empty = child.empty;
+        if !child.start.attributes_raw().trim_ascii().is_empty() {
+            self.check_attributes(&child.start, policy)?;
+        }
+        Ok(())
+    }
+
+    fn check_attributes(&self, start: &BytesStart<'a>, policy: AttrPolicy) -> Result<(), Violation> {
+        for attr in start.attributes() {
+            let attr = attr.map_err(|e| not_wf(format!("bad attribute: {e}")))?;
+            let key = attr.key.0;
+            if key == "xmlns" || key.starts_with("xmlns:") {
+                continue;
+            }
+            let (ns, local) = match key.split_once(':') {
+                Some((p, l)) => match self.resolve(p) {
+                    Some(ns) => (ns, l),
+                    None => return Err(not_wf(format!("unbound namespace prefix '{p}' on attribute '{key}'"))),
+                },
+                None => (Cow::Borrowed(""), key),
+            };
+            let ok = if ns == XSI {
+                // Schema location hints are always allowed; xsi:type and xsi:nil are not:
+                // no pagoPA element is nillable and no type is meant to be substituted.
+                matches!(local, "schemaLocation" | "noNamespaceSchemaLocation")
+            } else {
+                match policy {
+                    AttrPolicy::None => false,
+                    AttrPolicy::Other(target) => !ns.is_empty() && ns != target,
+                    AttrPolicy::Any => true,
+                }
+            };
+            if !ok {
+                return Err(self.invalid(format!("attribute '{key}' is not allowed")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The attribute `local` in namespace `ns` of a start tag, unescaped.
+    pub fn attribute(&self, child: &Child<'a>, ns: &str, local: &str) -> Result<Option<String>, Violation> {
+        for attr in child.start.attributes() {
+            let attr = attr.map_err(|e| not_wf(format!("bad attribute: {e}")))?;
+            let key = attr.key.0;
+            let (ans, alocal) = match key.split_once(':') {
+                Some(("xmlns", _)) => continue,
+                Some((p, l)) => (self.resolve(p).unwrap_or_default(), l),
+                None => (Cow::Borrowed(""), key),
+            };
+            if ans == ns && alocal == local {
+                let v = attr
+                    .normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|e| not_wf(format!("bad attribute value: {e}")))?;
+                return Ok(Some(v.into_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn pop_element(&mut self) {
+        let depth = self.stack.len() as u32;
+        while self.bindings.last().is_some_and(|b| b.2 >= depth) {
+            self.bindings.pop();
+        }
+        self.stack.pop();
+    }
+
+    /// Peeks at the next child element of the current element, skipping whitespace, comments and
+    /// processing instructions. `None` at the end of the current element. Character data in
+    /// element-only content is a violation.
+    pub fn peek_child(&mut self) -> Result<Option<&Child<'a>>, Violation> {
+        if self.peeked.is_none() {
+            if self.current_empty {
+                return Ok(None);
+            }
+            loop {
+                match self.next_event()? {
+                    Event::Start(s) => {
+                        self.peeked = Some(self.open_child(s, false)?);
+                        break;
+                    }
+                    Event::Empty(s) => {
+                        self.peeked = Some(self.open_child(s, true)?);
+                        break;
+                    }
+                    Event::End(_) => {
+                        // Mark the end as seen: `end_element` then only pops.
+                        self.current_empty = true;
+                        return Ok(None);
+                    }
+                    Event::Comment(_) | Event::PI(_) => {}
+                    Event::Text(t) if is_blank(&t) => {}
+                    Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
+                        return Err(self.invalid("character data is not allowed here (element-only content)"));
+                    }
+                    Event::Eof => return Err(not_wf(format!("premature end of document inside '{}'", self.path()))),
+                    Event::Decl(_) | Event::DocType(_) => return Err(not_wf("misplaced declaration")),
+                }
+            }
+        }
+        Ok(self.peeked.as_ref())
+    }
+
+    /// Takes the peeked child (after a successful [`peek_child`](Self::peek_child)).
+    pub fn take_child(&mut self) -> Option<Child<'a>> {
+        self.peeked.take()
+    }
+
+    /// Peeks and takes the next child element, if any.
+    pub fn next_child(&mut self) -> Result<Option<Child<'a>>, Violation> {
+        self.peek_child()?;
+        Ok(self.take_child())
+    }
+
+    /// Ends the current element: any further child element is unexpected.
+    pub fn end_element(&mut self) -> Result<(), Violation> {
+        if let Some(c) = self.peek_child()? {
+            let (name, local) = (c.display_name(), c.local);
+            return Err(self.invalid_child(local, format!("element '{name}' is not expected here")));
+        }
+        self.current_empty = false;
+        self.pop_element();
+        Ok(())
+    }
+
+    /// Reads the character content of the current (simple-typed) element, EOL-normalized and with
+    /// references resolved, then ends the element. Child elements are a violation.
+    pub fn read_text(&mut self) -> Result<Cow<'a, str>, Violation> {
+        if self.current_empty {
+            self.current_empty = false;
+            self.pop_element();
+            return Ok(Cow::Borrowed(""));
+        }
+        let mut acc: Option<Cow<'a, str>> = None;
+        let push = |acc: &mut Option<Cow<'a, str>>, piece: Cow<'a, str>| match acc {
+            None => *acc = Some(piece),
+            Some(a) => a.to_mut().push_str(&piece),
+        };
+        loop {
+            match self.next_event()? {
+                Event::Text(t) => push(&mut acc, t.xml10_content()),
+                Event::CData(c) => push(&mut acc, c.xml10_content()),
+                Event::GeneralRef(r) => {
+                    let c = resolve_reference(&r)?;
+                    let mut buf = [0u8; 4];
+                    push(&mut acc, Cow::Owned(c.encode_utf8(&mut buf).to_string()));
+                }
+                Event::Comment(_) | Event::PI(_) => {}
+                Event::End(_) => break,
+                Event::Start(s) | Event::Empty(s) => {
+                    let name = String::from_utf8_lossy(s.name().0.as_bytes()).into_owned();
+                    return Err(self.invalid(format!("element '{name}' is not allowed in simple content")));
+                }
+                Event::Eof => return Err(not_wf(format!("premature end of document inside '{}'", self.path()))),
+                Event::Decl(_) | Event::DocType(_) => return Err(not_wf("misplaced declaration")),
+            }
+        }
+        Ok(acc.unwrap_or(Cow::Borrowed("")))
+    }
+
+    /// Finishes a simple-typed element whose text was read: pops it from the path.
+    pub fn close_simple(&mut self) {
+        self.pop_element();
+    }
+
+    /// Skips the content of the current element (lax wildcard content: any elements, any text),
+    /// still checking well-formedness and namespace prefixes, and ends it.
+    pub fn skip_content(&mut self) -> Result<(), Violation> {
+        if self.current_empty {
+            self.current_empty = false;
+            self.pop_element();
+            return Ok(());
+        }
+        loop {
+            match self.next_event()? {
+                Event::Start(s) => {
+                    let c = self.open_child(s, false)?;
+                    self.enter(c, AttrPolicy::Any)?;
+                    self.skip_content()?;
+                }
+                Event::Empty(s) => {
+                    let c = self.open_child(s, true)?;
+                    self.enter(c, AttrPolicy::Any)?;
+                    self.skip_content()?;
+                }
+                Event::GeneralRef(r) => {
+                    resolve_reference(&r)?;
+                }
+                Event::End(_) => break,
+                Event::Text(_) | Event::CData(_) | Event::Comment(_) | Event::PI(_) => {}
+                Event::Eof => return Err(not_wf(format!("premature end of document inside '{}'", self.path()))),
+                Event::Decl(_) | Event::DocType(_) => return Err(not_wf("misplaced declaration")),
+            }
+        }
+        self.pop_element();
+        Ok(())
+    }
+}
+
+fn resolve_reference(r: &quick_xml::events::BytesRef<'_>) -> Result<char, Violation> {
+    if r.is_char_ref() {
+        match r.resolve_char_ref() {
+            Ok(Some(c)) if is_xml_char(c) => Ok(c),
+            _ => Err(not_wf(format!("illegal character reference '&{};'", &**r))),
+        }
+    } else {
+        match &**r {
+            "lt" => Ok('<'),
+            "gt" => Ok('>'),
+            "amp" => Ok('&'),
+            "apos" => Ok('\''),
+            "quot" => Ok('"'),
+            other => Err(not_wf(format!("undefined entity '&{other};'"))),
+        }
+    }
+}
+
+/// Builds XML text. Element names are trusted (they come from the codec's static tables); text is
+/// escaped so that any validated value round-trips exactly, carriage returns included.
+#[derive(Debug, Default)]
+pub struct XmlWriter {
+    pub buf: String,
+}
+
+impl XmlWriter {
+    pub fn with_capacity(n: usize) -> Self {
+        XmlWriter { buf: String::with_capacity(n) }
+    }
+
+    #[inline]
+    pub fn open(&mut self, name: &str) {
+        self.buf.push('<');
+        self.buf.push_str(name);
+        self.buf.push('>');
+    }
+
+    #[inline]
+    pub fn close(&mut self, name: &str) {
+        self.buf.push_str("</");
+        self.buf.push_str(name);
+        self.buf.push('>');
+    }
+
+    /// Appends escaped character data.
+    pub fn text(&mut self, s: &str) {
+        let mut last = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let rep = match b {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'\r' => "&#13;",
+                _ => continue,
+            };
+            self.buf.push_str(&s[last..i]);
+            self.buf.push_str(rep);
+            last = i + 1;
+        }
+        self.buf.push_str(&s[last..]);
+    }
+
+    /// Appends text known to need no escaping (numbers, enumerations).
+    #[inline]
+    pub fn raw(&mut self, s: &str) {
+        self.buf.push_str(s);
+    }
+
+    pub fn into_string(self) -> String {
+        self.buf
+    }
+}

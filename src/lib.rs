@@ -1,0 +1,3 @@
+//! pagonode: an open-source pagoPA payment node ("Nodo dei Pagamenti").
+
+pub mod codec;
