@@ -1,3 +1,31 @@
 //! pagonode: an open-source pagoPA payment node ("Nodo dei Pagamenti").
 
 pub mod codec;
+pub mod config;
+pub mod deadlines;
+pub mod engine;
+pub mod fault;
+pub mod journal;
+pub mod registry;
+pub mod store;
+pub mod mock_ec;
+pub mod ec_client;
+
+/// The wall clock, read only by the drivers (the engine takes `now` as an argument).
+pub mod clock {
+    /// Milliseconds since the UNIX epoch.
+    pub fn now_ms() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+}
+
+/// Installs rustls' ring provider as the process default (idempotent): the HTTP client and the
+/// TLS listener both need one, and only ring is compiled in.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+pub mod delivery;
+pub mod node;
+pub mod admin;
+pub mod http;
+pub mod server;

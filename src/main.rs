@@ -1,19 +1,42 @@
 //! The `pagonode` command: the node, the simulated creditor entity and the integrators' tools.
+//! Without a subcommand it runs the demo: a node with the example configuration, an embedded
+//! SQLite database and the simulated EC.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pagonode::config::Config;
+use pagonode::mock_ec::{MockEc, MockEcConfig};
+use pagonode::server::RunningNode;
 
 #[derive(Parser)]
-#[command(name = "pagonode", version, about = "An open-source pagoPA payment node")]
+#[command(name = "pagonode", version, about = "An open-source pagoPA payment node (Nodo dei Pagamenti)")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the demo: a node with the example configuration and the simulated EC (the default).
+    Demo {
+        /// The database file (created if missing).
+        #[arg(long, default_value = "pagonode-demo.db")]
+        database: PathBuf,
+    },
+    /// Run the node.
+    Serve {
+        /// The configuration file (default: the example configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the simulated creditor entity (the `[mock_ec]` table of the configuration).
+    MockEc {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Check SOAP messages (files, or `-` for stdin) against the nodeForPsp/paForNode contract.
     Validate {
         /// Envelope files to check; `-` reads one from stdin.
@@ -22,11 +45,87 @@ enum Command {
     },
 }
 
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::from_file(p).map_err(|e| e.to_string()),
+        None => Ok(Config::example()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { files } => validate(&files),
+    if let Some(Command::Validate { files }) = &cli.command {
+        return validate(files);
     }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Demo { database: PathBuf::from("pagonode-demo.db") }) {
+            Command::Demo { database } => demo(database).await,
+            Command::Serve { config } => serve(load_config(config.as_ref())?).await,
+            Command::MockEc { config } => mock_ec(config.as_ref()).await,
+            Command::Validate { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pagonode: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let node = RunningNode::start(config, None, None).await?;
+    tracing::info!(url = %node.url(), admin = ?node.admin_url(), "node listening");
+    node.run_until_signal().await;
+    Ok(())
+}
+
+async fn mock_ec(path: Option<&PathBuf>) -> Result<(), String> {
+    let cfg = match path {
+        Some(p) => MockEcConfig::from_file(p)?,
+        None => MockEcConfig::from_toml_str(pagonode::config::EXAMPLE)?,
+    };
+    pagonode::mock_ec::run(cfg).await.map_err(|e| e.to_string())
+}
+
+/// The demo: the simulated EC and a node with the example configuration, in one process.
+async fn demo(database: PathBuf) -> Result<(), String> {
+    let mut config = Config::example();
+    config.node.database = database;
+    let mock_cfg = MockEcConfig::from_toml_str(pagonode::config::EXAMPLE)?;
+    let mock_addr = mock_cfg.listen.clone();
+    let listener = std::net::TcpListener::bind(&mock_addr).map_err(|e| format!("cannot listen on {mock_addr}: {e}"))?;
+    let ec = MockEc::new(mock_cfg).start(listener).await.map_err(|e| e.to_string())?;
+    let node = RunningNode::start(config.clone(), None, None).await?;
+    let channel = &config.channel[0];
+    println!();
+    println!("pagonode demo is running.");
+    println!("  nodeForPsp:      {}   (WSDL: {}?wsdl)", node.url(), node.url());
+    if let Some(admin) = node.admin_url() {
+        println!("  admin:           {admin}/admin/journal");
+    }
+    println!("  simulated EC:    {}   (receipts: {}/receipts)", ec.url(), ec.url());
+    println!("  database:        {}", config.node.database.display());
+    println!("  PSP credentials: idPSP={} idBrokerPSP={} idChannel={} password={}", channel.psps[0], channel.broker, channel.id, channel.password);
+    println!("  try: README.md, \"A first payment\". Stop with Ctrl-C.");
+    println!();
+    node.run_until_signal().await;
+    ec.stop().await;
+    Ok(())
 }
 
 /// `pagonode validate`: one line per message and a summary; success only if all are valid.

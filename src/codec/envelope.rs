@@ -5,10 +5,12 @@
 use super::common::FaultBean;
 use super::node_for_psp::*;
 use super::pa_for_node::*;
-use super::schema::Content;
+use super::schema::{Content, Particle, next_is};
 use super::types::{Outcome, XsdString};
-use super::xml::{AttrPolicy, Child, Violation, ViolationKind, XmlReader, XmlWriter, check_chars, decode_document};
-use crate::xml_sequence;
+use super::xml::{
+    AttrPolicy, Child, Violation, ViolationKind, XmlReader, XmlWriter, check_chars,
+    decode_document, is_ncname,
+};
 
 /// SOAP 1.1 envelope namespace.
 pub const NS_SOAP: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -119,7 +121,10 @@ impl Operation {
     pub fn from_soap_action(action: &str) -> Option<Operation> {
         let a = action.trim().trim_matches('"').trim();
         let a = a.rsplit(['/', '#']).next().unwrap_or(a);
-        Operation::ALL.iter().copied().find(|op| op.soap_action() == a)
+        Operation::ALL
+            .iter()
+            .copied()
+            .find(|op| op.soap_action() == a)
     }
 
     /// The operation whose request or response root is `local`.
@@ -275,6 +280,45 @@ ko_responses! {
     PaSendRtV2Response {}
 }
 
+/// The KO response of `op` carrying `fault`, in an envelope: how the node answers any request it
+/// refuses, whatever the operation.
+pub fn ko_envelope(op: Operation, fault: FaultBean) -> String {
+    use Operation::*;
+    match op {
+        DemandPaymentNotice => write_envelope(&DemandPaymentNoticeResponse::ko(fault)),
+        VerifyPaymentNotice => write_envelope(&VerifyPaymentNoticeRes::ko(fault)),
+        ActivatePaymentNotice => write_envelope(&ActivatePaymentNoticeRes::ko(fault)),
+        ActivatePaymentNoticeV2 => write_envelope(&ActivatePaymentNoticeV2Response::ko(fault)),
+        SendPaymentOutcome => write_envelope(&SendPaymentOutcomeRes::ko(fault)),
+        SendPaymentOutcomeV2 => write_envelope(&SendPaymentOutcomeV2Response::ko(fault)),
+        NodoChiediCatalogoServiziV2 => {
+            write_envelope(&NodoChiediCatalogoServiziV2Response::ko(fault))
+        }
+        VerificaBollettino => write_envelope(&VerificaBollettinoRes::ko(fault)),
+        // The legacy `risposta` responses have no outcome: the fault alone says KO.
+        NodoInviaFlussoRendicontazione => write_envelope(&NodoInviaFlussoRendicontazioneResponse {
+            fault: Some(fault),
+            esito: XsdString::truncated("KO"),
+        }),
+        NodoChiediTemplateInformativaPsp => {
+            write_envelope(&NodoChiediTemplateInformativaPspResponse {
+                fault: Some(fault),
+                xml_template_informativa: None,
+            })
+        }
+        NodoChiediInformativaPa => write_envelope(&NodoChiediInformativaPaResponse {
+            fault: Some(fault),
+            xml_informativa: None,
+        }),
+        PaDemandPaymentNotice => write_envelope(&PaDemandPaymentNoticeResponse::ko(fault)),
+        PaVerifyPaymentNotice => write_envelope(&PaVerifyPaymentNoticeRes::ko(fault)),
+        PaGetPayment => write_envelope(&PaGetPaymentRes::ko(fault)),
+        PaGetPaymentV2 => write_envelope(&PaGetPaymentV2Response::ko(fault)),
+        PaSendRt => write_envelope(&PaSendRtRes::ko(fault)),
+        PaSendRtV2 => write_envelope(&PaSendRtV2Response::ko(fault)),
+    }
+}
+
 /// Writes `m` in a SOAP 1.1 envelope, its root prefixed with the interface's conventional prefix.
 pub fn write_envelope<M: Message>(m: &M) -> String {
     let iface = M::OPERATION.interface();
@@ -305,6 +349,8 @@ fn envelope_violation(reason: impl Into<String>) -> Violation {
 }
 
 /// Reads an envelope and hands the Body's single child element, not yet entered, to `payload`.
+/// Violations of the envelope itself (outside the payload) are [`ViolationKind::Envelope`] with
+/// an empty path: paths are relative to the payload root.
 fn read_envelope_with<T>(
     bytes: &[u8],
     payload: impl for<'d> FnOnce(&mut XmlReader<'d>, Child<'d>) -> Result<T, Violation>,
@@ -315,50 +361,75 @@ fn read_envelope_with<T>(
     let root = r.root()?;
     if root.local != "Envelope" || root.ns != NS_SOAP {
         let why = if root.local == "Envelope" {
-            format!("the Envelope namespace must be '{NS_SOAP}' (SOAP 1.1), found '{}'", root.ns)
+            format!(
+                "the Envelope namespace must be '{NS_SOAP}' (SOAP 1.1), found '{}'",
+                root.ns
+            )
         } else {
-            format!("the root element must be a SOAP 1.1 Envelope, found '{}'", root.display_name())
+            format!(
+                "the root element must be a SOAP 1.1 Envelope, found '{}'",
+                root.display_name()
+            )
         };
         return Err(envelope_violation(why));
     }
-    r.enter(root, AttrPolicy::Other(NS_SOAP))?;
-    let mut next = r.next_child()?;
+    r.enter(root, AttrPolicy::Other(NS_SOAP))
+        .map_err(at_envelope)?;
+    let mut next = r.next_child().map_err(at_envelope)?;
     if let Some(h) = next.take_if(|c| c.is(NS_SOAP, "Header")) {
-        r.enter(h, AttrPolicy::Other(NS_SOAP))?;
-        while let Some(entry) = r.next_child()? {
+        r.enter(h, AttrPolicy::Other(NS_SOAP))
+            .map_err(at_envelope)?;
+        while let Some(entry) = r.next_child().map_err(at_envelope)? {
             check_other_namespace(&entry, "Header")?;
-            r.enter(entry, AttrPolicy::Any)?;
-            r.skip_content()?;
+            r.enter(entry, AttrPolicy::Any).map_err(at_envelope)?;
+            r.skip_content().map_err(at_envelope)?;
         }
-        r.end_element()?;
-        next = r.next_child()?;
+        r.end_element().map_err(at_envelope)?;
+        next = r.next_child().map_err(at_envelope)?;
     }
     let body = match next {
         Some(b) if b.is(NS_SOAP, "Body") => b,
-        Some(other) => return Err(envelope_violation(format!("expected soapenv:Body, found '{}'", other.display_name()))),
+        Some(other) => {
+            return Err(envelope_violation(format!(
+                "expected soapenv:Body, found '{}'",
+                other.display_name()
+            )));
+        }
         None => return Err(envelope_violation("the Envelope has no Body")),
     };
-    r.enter(body, AttrPolicy::Any)?;
-    let Some(child) = r.next_child()? else {
+    r.enter(body, AttrPolicy::Any).map_err(at_envelope)?;
+    let Some(child) = r.next_child().map_err(at_envelope)? else {
         return Err(envelope_violation("the Body is empty"));
     };
     r.set_path_base();
     let value = payload(&mut r, child)?;
-    if let Some(extra) = r.next_child()? {
+    if let Some(extra) = r.next_child().map_err(at_envelope)? {
         return Err(envelope_violation(format!(
             "the Body must hold exactly one element; found another, '{}'",
             extra.display_name()
         )));
     }
-    r.end_element()?;
-    while let Some(extra) = r.next_child()? {
+    r.end_element().map_err(at_envelope)?;
+    while let Some(extra) = r.next_child().map_err(at_envelope)? {
         check_other_namespace(&extra, "Envelope")?;
-        r.enter(extra, AttrPolicy::Any)?;
-        r.skip_content()?;
+        r.enter(extra, AttrPolicy::Any).map_err(at_envelope)?;
+        r.skip_content().map_err(at_envelope)?;
     }
-    r.end_element()?;
+    r.end_element().map_err(at_envelope)?;
     r.finish_document()?;
     Ok(value)
+}
+
+/// A schema violation found outside the payload is an envelope violation: no payload path.
+fn at_envelope(v: Violation) -> Violation {
+    match v.kind {
+        ViolationKind::Schema if v.path.is_empty() => Violation {
+            kind: ViolationKind::Envelope,
+            ..v
+        },
+        ViolationKind::Schema => envelope_violation(format!("{} (at {})", v.reason, v.path)),
+        _ => v,
+    }
 }
 
 /// `xs:any namespace="##other"`: qualified, and not in the SOAP namespace.
@@ -384,9 +455,15 @@ fn unknown_root(child: &Child<'_>) -> Violation {
     let why = match Interface::from_namespace(&child.ns) {
         Some(_) => format!("'{}' is not a message of this interface", child.local),
         None if child.ns.is_empty() => {
-            format!("the message root '{}' must be qualified with the nodeForPsp or paForNode namespace", child.local)
+            format!(
+                "the message root '{}' must be qualified with the nodeForPsp or paForNode namespace",
+                child.local
+            )
         }
-        None => format!("unknown payload namespace '{}' on '{}'", child.ns, child.local),
+        None => format!(
+            "unknown payload namespace '{}' on '{}'",
+            child.ns, child.local
+        ),
     };
     Violation::new(ViolationKind::Schema, child.local, why)
 }
@@ -395,7 +472,7 @@ fn unknown_root(child: &Child<'_>) -> Violation {
 pub fn read_any(bytes: &[u8]) -> Result<Body<AnyMessage>, Violation> {
     read_envelope_with(bytes, |r, child| {
         if child.is(NS_SOAP, "Fault") {
-            r.enter(child, AttrPolicy::Any)?;
+            r.enter(child, AttrPolicy::None)?;
             return SoapFault::read(r).map(Body::Fault);
         }
         let found = Interface::from_namespace(&child.ns).and_then(|iface| {
@@ -413,11 +490,16 @@ pub fn read_any(bytes: &[u8]) -> Result<Body<AnyMessage>, Violation> {
 pub fn read_message<M: Message>(bytes: &[u8]) -> Result<Body<M>, Violation> {
     read_envelope_with(bytes, |r, child| {
         if child.is(NS_SOAP, "Fault") {
-            r.enter(child, AttrPolicy::Any)?;
+            r.enter(child, AttrPolicy::None)?;
             return SoapFault::read(r).map(Body::Fault);
         }
         if !child.is(M::OPERATION.interface().namespace(), M::root()) {
-            let why = format!("expected '{}' in namespace '{}', found '{}'", M::root(), M::OPERATION.interface().namespace(), child.display_name());
+            let why = format!(
+                "expected '{}' in namespace '{}', found '{}'",
+                M::root(),
+                M::OPERATION.interface().namespace(),
+                child.display_name()
+            );
             return Err(Violation::new(ViolationKind::Schema, child.local, why));
         }
         r.enter(child, AttrPolicy::None)?;
@@ -425,57 +507,146 @@ pub fn read_message<M: Message>(bytes: &[u8]) -> Result<Body<M>, Violation> {
     })
 }
 
-/// `soapenv:Fault` content: `detail` is lax wildcard content, kept unread.
+/// `soapenv:Fault` `detail`: element-only, any attributes, lax wildcard entries kept unread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detail;
 
 impl Content for Detail {
     fn read(r: &mut XmlReader<'_>) -> Result<Self, Violation> {
-        r.skip_content().map(|_| Detail)
+        // Entries are lax (any content); `detail` itself holds no character data.
+        while let Some(entry) = r.next_child()? {
+            r.enter(entry, AttrPolicy::Any)?;
+            r.skip_content()?;
+        }
+        r.end_element()?;
+        Ok(Detail)
     }
     fn write(&self, _: &mut XmlWriter) {}
 }
 
-/// `xs:QName` (lexical form only: `prefix:local` or `local`).
+/// `xs:QName` (lexical form: `prefix:local` or `local`; the reader checks the prefix is bound).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QNameValue(pub String);
 
 impl super::schema::Simple for QNameValue {
     fn parse(text: &str) -> Result<Self, String> {
         let v = super::schema::collapse(text);
-        let ncname = |s: &str| {
-            let mut cs = s.chars();
-            cs.next().is_some_and(|c| c.is_alphabetic() || c == '_')
-                && cs.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        };
         let ok = match v.split_once(':') {
-            Some((p, l)) => ncname(p) && ncname(l),
-            None => ncname(v),
+            Some((p, l)) => is_ncname(p) && is_ncname(l),
+            None => is_ncname(v),
         };
-        if ok { Ok(QNameValue(v.to_string())) } else { Err(format!("value '{v}' is not a QName")) }
+        if ok {
+            Ok(QNameValue(v.to_string()))
+        } else {
+            Err(format!("value '{v}' is not a QName"))
+        }
     }
     fn write(&self, w: &mut XmlWriter) {
         w.text(&self.0)
     }
 }
 
-xml_sequence! {
-    /// A SOAP 1.1 Fault, as an EC's SOAP stack may send instead of a pagoPA response.
-    pub struct SoapFault {
-        pub faultcode: QNameValue = "faultcode",
-        pub faultstring: XsdString = "faultstring",
-        pub faultactor: Option<XsdString> = "faultactor",
-        pub detail: Option<Detail> = "detail",
+/// `faultcode`: a QName whose prefix must be bound where it appears.
+struct FaultCode(QNameValue);
+
+impl Content for FaultCode {
+    fn read(r: &mut XmlReader<'_>) -> Result<Self, Violation> {
+        let text = r.read_text()?;
+        let q = <QNameValue as super::schema::Simple>::parse(&text).map_err(|e| r.invalid(e))?;
+        if let Some((prefix, _)) = q.0.split_once(':')
+            && !r.is_bound(prefix)
+        {
+            return Err(r.invalid(format!(
+                "the prefix of QName '{}' is not bound to a namespace",
+                q.0
+            )));
+        }
+        r.close_simple();
+        Ok(FaultCode(q))
+    }
+    fn write(&self, w: &mut XmlWriter) {
+        super::schema::Simple::write(&self.0, w)
+    }
+}
+
+/// `xs:anyURI`: any string that is a URI reference once escaped, so `%` must start an escape
+/// (`%` + two hex digits) and there is at most one fragment (`#`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnyUri(pub String);
+
+impl super::schema::Simple for AnyUri {
+    fn parse(text: &str) -> Result<Self, String> {
+        let v = super::schema::collapse(text);
+        let b = v.as_bytes();
+        let bad_escape = b.iter().enumerate().any(|(i, &c)| {
+            c == b'%'
+                && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        if bad_escape || v.matches('#').count() > 1 {
+            return Err(format!("value '{v}' is not a URI reference (xs:anyURI)"));
+        }
+        Ok(AnyUri(v.to_string()))
+    }
+    fn write(&self, w: &mut XmlWriter) {
+        w.text(&self.0)
+    }
+}
+
+/// A SOAP 1.1 Fault, as an EC's SOAP stack may send instead of a pagoPA response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoapFault {
+    pub faultcode: QNameValue,
+    pub faultstring: XsdString,
+    pub faultactor: Option<AnyUri>,
+    pub detail: Option<Detail>,
+}
+
+impl Content for SoapFault {
+    fn read(r: &mut XmlReader<'_>) -> Result<Self, Violation> {
+        let FaultCode(faultcode) = Particle::read_particle(r, "faultcode")?;
+        let faultstring = Particle::read_particle(r, "faultstring")?;
+        let faultactor = Particle::read_particle(r, "faultactor")?;
+        // `detail` takes any attribute (`xs:anyAttribute namespace="##any"`).
+        let detail = if next_is(r, "detail")? {
+            let child = r.take_child().expect("peeked detail");
+            r.enter(child, AttrPolicy::Any)?;
+            Some(Detail::read(r)?)
+        } else {
+            None
+        };
+        r.end_element()?;
+        Ok(SoapFault {
+            faultcode,
+            faultstring,
+            faultactor,
+            detail,
+        })
+    }
+
+    fn write(&self, w: &mut XmlWriter) {
+        self.faultcode.write_particle(w, "faultcode");
+        self.faultstring.write_particle(w, "faultstring");
+        self.faultactor.write_particle(w, "faultactor");
+        self.detail.write_particle(w, "detail");
     }
 }
 
 /// Finds the operation a request is for, even when the request cannot be read: from the
 /// `SOAPAction` header (quoted or not), else the `soapAction` query parameter, else the local
 /// name of the Body's first element (recovered leniently from broken XML).
-pub fn detect_operation(soap_action: Option<&str>, query: Option<&str>, body: &[u8]) -> Option<Operation> {
+pub fn detect_operation(
+    soap_action: Option<&str>,
+    query: Option<&str>,
+    body: &[u8],
+) -> Option<Operation> {
     soap_action
         .and_then(Operation::from_soap_action)
-        .or_else(|| query.and_then(query_soap_action).and_then(|a| Operation::from_soap_action(&a)))
+        .or_else(|| {
+            query
+                .and_then(query_soap_action)
+                .and_then(|a| Operation::from_soap_action(&a))
+        })
         .or_else(|| sniff_root(body).map(|(op, _)| op))
 }
 
@@ -496,7 +667,10 @@ pub fn sniff_root(body: &[u8]) -> Option<(Operation, Direction)> {
         rest = &rest[i..];
     }
     let mut names = rest.split('<').skip(1).filter_map(|t| {
-        let name: String = t.chars().take_while(|c| !c.is_whitespace() && !matches!(c, '>' | '/')).collect();
+        let name: String = t
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, '>' | '/'))
+            .collect();
         (!name.is_empty() && !name.starts_with(['?', '!'])).then_some(name)
     });
     names.find_map(|n| {
@@ -510,7 +684,11 @@ fn find_body_start(s: &str) -> Option<usize> {
     while let Some(i) = s[from..].find("Body") {
         let at = from + i;
         let before = &s[..at];
-        let is_tag = before.ends_with('<') || before.rsplit('<').next().is_some_and(|p| !p.contains(['>', ' ']) && p.ends_with(':'));
+        let is_tag = before.ends_with('<')
+            || before
+                .rsplit('<')
+                .next()
+                .is_some_and(|p| !p.contains(['>', ' ']) && p.ends_with(':'));
         if is_tag {
             return s[at..].find('>').map(|j| at + j + 1);
         }

@@ -5,6 +5,7 @@
 //! [`Violation`] says which element broke which rule. Writing emits only schema-valid XML:
 //! optional values absent are omitted, text is escaped, order is the schema's.
 
+pub mod catalogue;
 pub mod common;
 pub mod envelope;
 pub mod node_for_psp;
@@ -15,7 +16,7 @@ pub mod types;
 pub mod xml;
 
 pub use envelope::{
-    AnyMessage, Body, Direction, Interface, KoResponse, Message, Operation, SoapFault, detect_operation, read_any,
-    read_message, write_envelope,
+    AnyMessage, Body, Direction, Interface, KoResponse, Message, Operation, SoapFault,
+    detect_operation, ko_envelope, read_any, read_message, write_envelope,
 };
 pub use xml::{Violation, ViolationKind};

@@ -57,9 +57,15 @@ pub fn next_is(r: &mut XmlReader<'_>, name: &str) -> Result<bool, Violation> {
         Some(c) if c.is(child_ns, name) => Ok(true),
         Some(c) if c.local == name => {
             let why = if child_ns.is_empty() {
-                format!("element '{}' must be unqualified (no namespace), found namespace '{}'", name, c.ns)
+                format!(
+                    "element '{}' must be unqualified (no namespace), found namespace '{}'",
+                    name, c.ns
+                )
             } else {
-                format!("element '{}' must be in namespace '{}', found '{}'", name, child_ns, c.ns)
+                format!(
+                    "element '{}' must be in namespace '{}', found '{}'",
+                    name, child_ns, c.ns
+                )
             };
             Err(r.invalid_child(name, why))
         }
@@ -69,7 +75,9 @@ pub fn next_is(r: &mut XmlReader<'_>, name: &str) -> Result<bool, Violation> {
 
 /// Reads the child element `name` (already peeked) as `T`.
 pub fn read_element<T: Content>(r: &mut XmlReader<'_>) -> Result<T, Violation> {
-    let child = r.take_child().expect("read_element after a successful next_is");
+    let child = r
+        .take_child()
+        .expect("read_element after a successful next_is");
     r.enter(child, AttrPolicy::None)?;
     T::read(r)
 }
@@ -80,7 +88,10 @@ pub fn missing(r: &mut XmlReader<'_>, name: &str) -> Violation {
         Ok(Some(c)) => {
             let found = c.display_name();
             let local = c.local;
-            r.invalid_child(local, format!("element '{found}' is not expected; expected '{name}'"))
+            r.invalid_child(
+                local,
+                format!("element '{found}' is not expected; expected '{name}'"),
+            )
         }
         Ok(None) => r.invalid_child(name, format!("missing required element '{name}'")),
         Err(e) => e,
@@ -95,7 +106,11 @@ pub fn write_element<T: Content>(v: &T, w: &mut XmlWriter, name: &str) {
 
 impl<T: Content> Particle for T {
     fn read_particle(r: &mut XmlReader<'_>, name: &'static str) -> Result<Self, Violation> {
-        if next_is(r, name)? { read_element(r) } else { Err(missing(r, name)) }
+        if next_is(r, name)? {
+            read_element(r)
+        } else {
+            Err(missing(r, name))
+        }
     }
 
     fn write_particle(&self, w: &mut XmlWriter, name: &'static str) {
@@ -105,7 +120,11 @@ impl<T: Content> Particle for T {
 
 impl<T: Content> Particle for Option<T> {
     fn read_particle(r: &mut XmlReader<'_>, name: &'static str) -> Result<Self, Violation> {
-        if next_is(r, name)? { read_element(r).map(Some) } else { Ok(None) }
+        if next_is(r, name)? {
+            read_element(r).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn write_particle(&self, w: &mut XmlWriter, name: &'static str) {
@@ -172,7 +191,9 @@ impl<T: Content, const MIN: usize, const MAX: usize> Particle for Bounded<T, MIN
         let mut items = Vec::with_capacity(MIN.max(1));
         while next_is(r, name)? {
             if items.len() == MAX {
-                return Err(r.invalid_child(name, format!("too many '{name}' elements (at most {MAX})")));
+                return Err(
+                    r.invalid_child(name, format!("too many '{name}' elements (at most {MAX})"))
+                );
             }
             items.push(read_element(r)?);
         }
@@ -192,7 +213,11 @@ impl<T: Content, const MIN: usize, const MAX: usize> Particle for Bounded<T, MIN
 /// Checks a string's length, in characters as XSD counts them, against `min..=max`.
 pub fn check_length(s: &str, min: usize, max: usize) -> Result<(), String> {
     // Fast path: ASCII length equals char count.
-    let n = if s.is_ascii() { s.len() } else { s.chars().count() };
+    let n = if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    };
     if n < min {
         if min == max {
             Err(format!("length {n} is not the required {min}"))
@@ -222,6 +247,30 @@ pub fn check_xml_chars(s: &str) -> Result<(), String> {
 /// no internal run needs rewriting; non-string built-ins never accept internal spaces anyway.
 pub fn collapse(s: &str) -> &str {
     s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+}
+
+/// The full `collapse` whitespace facet: trims, and turns every internal run of XML whitespace into
+/// one space. Needed where a facet measures the collapsed lexical form (`stBase64Binary72`).
+pub fn collapse_runs(s: &str) -> std::borrow::Cow<'_, str> {
+    let t = collapse(s);
+    let ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+    if !t.contains(['\t', '\n', '\r']) && !t.contains("  ") {
+        return std::borrow::Cow::Borrowed(t);
+    }
+    let mut out = String::with_capacity(t.len());
+    let mut in_run = false;
+    for c in t.chars() {
+        if ws(c) {
+            if !in_run {
+                out.push(' ');
+            }
+            in_run = true;
+        } else {
+            out.push(c);
+            in_run = false;
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Defines a `complexType` with a sequence content model: the struct, its reader and writer.
@@ -357,4 +406,22 @@ macro_rules! xml_choice {
             }
         }
     };
+}
+
+/// Writes `v` as the unqualified element `<name>…</name>`: how the store keeps complex values.
+pub fn to_fragment<T: Content>(name: &str, v: &T) -> String {
+    let mut w = XmlWriter::with_capacity(512);
+    write_element(v, &mut w, name);
+    w.into_string()
+}
+
+/// Reads a value written by [`to_fragment`], checking it as the schema does.
+pub fn from_fragment<T: Content>(xml: &str) -> Result<T, Violation> {
+    let mut r = XmlReader::new(xml);
+    let root = r.root()?;
+    r.set_path_base();
+    r.enter(root, AttrPolicy::None)?;
+    let v = T::read(&mut r)?;
+    r.finish_document()?;
+    Ok(v)
 }

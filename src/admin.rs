@@ -1,0 +1,153 @@
+//! The admin listener: the journal, one payment's story, undelivered receipts and re-sending
+//! them. Off unless `node.admin_listen` is set; protected by `node.admin_token` when set.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::codec::types::{FiscalCode, NoticeNumber};
+use crate::engine::NoticeKey;
+use crate::journal::story::{notice_story, row_json};
+use crate::node::Node;
+use crate::store::JournalQuery;
+
+/// Query parameters of `GET /admin/journal`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalParams {
+    pub notice: Option<String>,
+    pub ec: Option<String>,
+    pub token: Option<String>,
+    pub psp: Option<String>,
+    pub primitive: Option<String>,
+    pub outcome: Option<String>,
+    /// RFC 3339 timestamps or epoch milliseconds.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub after: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// Parses a time bound: epoch milliseconds or an RFC 3339 timestamp.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis().max(0) as u64).map_err(|e| format!("'{s}': {e}"))
+}
+
+impl JournalParams {
+    pub fn to_query(&self) -> Result<JournalQuery, String> {
+        Ok(JournalQuery {
+            notice_number: self.notice.clone(),
+            fiscal_code: self.ec.clone(),
+            token: self.token.clone(),
+            psp: self.psp.clone(),
+            primitive: self.primitive.clone(),
+            outcome: self.outcome.clone(),
+            from: self.from.as_deref().map(parse_time).transpose()?,
+            to: self.to.as_deref().map(parse_time).transpose()?,
+            after_id: self.after,
+            limit: self.limit.unwrap_or(100).clamp(1, 1000),
+        })
+    }
+}
+
+fn authorized(req: &HttpRequest, node: &Node) -> bool {
+    let Some(token) = &node.registry.config().node.admin_token else { return true };
+    let given = req.headers().get("Authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    given.as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message.into() }))
+}
+
+async fn journal(req: HttpRequest, params: web::Query<JournalParams>, node: web::Data<Arc<Node>>) -> HttpResponse {
+    if !authorized(&req, &node) {
+        return error(actix_web::http::StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    let q = match params.to_query() {
+        Ok(q) => q,
+        Err(e) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
+    };
+    match node.store.query_journal(&q) {
+        Ok(rows) => {
+            let next = (rows.len() == q.limit).then(|| rows.last().map(|r| r.id)).flatten();
+            HttpResponse::Ok().json(json!({ "entries": rows.iter().map(row_json).collect::<Vec<_>>(), "next_after": next }))
+        }
+        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn payment(req: HttpRequest, path: web::Path<(String, String)>, node: web::Data<Arc<Node>>) -> HttpResponse {
+    if !authorized(&req, &node) {
+        return error(actix_web::http::StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    let (fc, nn) = path.into_inner();
+    let key = match (FiscalCode::new(fc), NoticeNumber::new(nn)) {
+        (Ok(fiscal_code), Ok(notice_number)) => NoticeKey { fiscal_code, notice_number },
+        (Err(e), _) | (_, Err(e)) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
+    };
+    match notice_story(node.store.as_ref(), &key) {
+        Ok(story) => HttpResponse::Ok().json(story),
+        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RecipientParams {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn recipients(req: HttpRequest, params: web::Query<RecipientParams>, node: web::Data<Arc<Node>>) -> HttpResponse {
+    if !authorized(&req, &node) {
+        return error(actix_web::http::StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    let status = params.status.clone().unwrap_or_else(|| "FAILED".into()).to_ascii_uppercase();
+    match node.store.recipients_by_status(&status, params.limit.unwrap_or(100).clamp(1, 1000)) {
+        Ok(list) => HttpResponse::Ok().json(
+            list.iter()
+                .map(|r| {
+                    json!({
+                        "receiptId": r.receipt_id,
+                        "station": r.station.as_str(),
+                        "idPA": r.ec.as_str(),
+                        "status": r.status.as_str(),
+                        "attempts": r.attempts,
+                        "lastError": r.last_error,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ResendParams {
+    station: Option<String>,
+}
+
+async fn resend(req: HttpRequest, path: web::Path<String>, params: web::Query<ResendParams>, node: web::Data<Arc<Node>>) -> HttpResponse {
+    if !authorized(&req, &node) {
+        return error(actix_web::http::StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    match node.resend(&path.into_inner(), params.station.as_deref()).await {
+        Ok(n) => HttpResponse::Accepted().json(json!({ "queued": n })),
+        Err(e) => error(actix_web::http::StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+/// The admin routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(crate::http::health))
+        .route("/admin/journal", web::get().to(journal))
+        .route("/admin/payments/{fiscal_code}/{notice_number}", web::get().to(payment))
+        .route("/admin/recipients", web::get().to(recipients))
+        .route("/admin/receipts/{receipt_id}/resend", web::post().to(resend));
+}

@@ -1,0 +1,637 @@
+//! The node's configuration (TOML): the parties it knows (PSPs, brokers, channels, creditor
+//! entities, stations), how notices route to stations, the spontaneous-payment service catalogue,
+//! and its timings. Every parameter has a default; a bad file fails at start with an error that
+//! names the key.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::codec::types::{FiscalCode, Iban, Password, ServiceCode, Text35};
+
+/// The example configuration shipped with the node (also what `pagonode` with no arguments runs).
+pub const EXAMPLE: &str = include_str!("../pagonode.example.toml");
+
+/// A configuration error: the key (TOML path) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error at `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub timings: Timings,
+    pub receipts: ReceiptPolicy,
+    pub journal: JournalSection,
+    pub psp: Vec<PspConfig>,
+    pub psp_broker: Vec<PspBrokerConfig>,
+    pub channel: Vec<ChannelConfig>,
+    pub ec: Vec<EcConfig>,
+    pub ec_broker: Vec<EcBrokerConfig>,
+    pub station: Vec<StationConfig>,
+    pub station_link: Vec<StationLinkConfig>,
+    pub service: Vec<ServiceConfig>,
+    /// The simulated EC's own table: read by `pagonode mock-ec`, ignored by the node.
+    pub mock_ec: Option<toml::Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeSection::default(),
+            timings: Timings::default(),
+            receipts: ReceiptPolicy::default(),
+            journal: JournalSection::default(),
+            psp: Vec::new(),
+            psp_broker: Vec::new(),
+            channel: Vec::new(),
+            ec: Vec::new(),
+            ec_broker: Vec::new(),
+            station: Vec::new(),
+            station_link: Vec::new(),
+            service: Vec::new(),
+            mock_ec: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Where nodeForPsp is served.
+    pub listen: String,
+    /// PEM certificate chain and key: when both are set the node serves HTTPS (rustls).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The SQLite database file (created if missing).
+    pub database: PathBuf,
+    /// The admin listener (journal, payments, receipt re-send): off unless set.
+    pub admin_listen: Option<String>,
+    /// Bearer token the admin listener requires, if set.
+    pub admin_token: Option<String>,
+    /// Largest request body accepted; bigger ones get PPT_SINTASSI_EXTRAXSD.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads (default: the number of CPUs).
+    pub workers: Option<usize>,
+    /// Whether idempotency keys are honoured (official `useIdempotency`).
+    pub use_idempotency: bool,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            listen: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            database: PathBuf::from("pagonode.db"),
+            admin_listen: None,
+            admin_token: None,
+            max_body_bytes: 1024 * 1024,
+            workers: None,
+            use_idempotency: true,
+        }
+    }
+}
+
+/// The node's timings, in milliseconds unless the name says otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timings {
+    /// Token lifetime when activate omits `expirationTime` (`default_token_duration_validity_millis`).
+    pub token_default_ms: u64,
+    /// Largest `expirationTime` accepted; above it activate is refused (PPT_AUTORIZZAZIONE).
+    pub token_max_ms: u64,
+    /// Outcome deadline for payments of notices created by demandPaymentNotice ("entro 2 sec").
+    pub outcome_deadline_ms: u64,
+    /// Lifetime of an activate idempotency entry, capped by the token lifetime.
+    pub idempotency_activate_minutes: u64,
+    /// Lifetime of a sendPaymentOutcome idempotency entry.
+    pub idempotency_outcome_minutes: u64,
+    /// Lifetime of the entry cached for a request that failed semantically.
+    pub idempotency_failure_minutes: u64,
+    /// Default timeout of paVerify/paGetPayment/paDemand calls (official: 7 s).
+    pub ec_timeout_ms: u64,
+    /// Default timeout of paSendRT calls (official: 15 s).
+    pub receipt_timeout_ms: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            token_default_ms: 1_800_000,
+            token_max_ms: 1_800_000,
+            outcome_deadline_ms: 2_000,
+            idempotency_activate_minutes: 10,
+            idempotency_outcome_minutes: 2 * 24 * 60,
+            idempotency_failure_minutes: 24 * 60,
+            ec_timeout_ms: 7_000,
+            receipt_timeout_ms: 15_000,
+        }
+    }
+}
+
+/// How receipts are retried (official: 48 attempts one hour apart).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiptPolicy {
+    pub max_attempts: u32,
+    pub retry_interval_ms: u64,
+    /// Deliveries in flight at once towards one station.
+    pub per_station_concurrency: usize,
+}
+
+impl Default for ReceiptPolicy {
+    fn default() -> Self {
+        ReceiptPolicy {
+            max_attempts: 48,
+            retry_interval_ms: 3_600_000,
+            per_station_concurrency: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSection {
+    pub enabled: bool,
+    /// Journal entries older than this are deleted (official minimum: 24 months).
+    pub retention_days: u32,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            enabled: true,
+            retention_days: 730,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PspConfig {
+    pub id: String,
+    /// `RAGIONE_SOCIALE`: the receipt's `PSPCompanyName`.
+    pub name: String,
+    /// The receipt's `pspFiscalCode`.
+    pub fiscal_code: Option<String>,
+    /// The receipt's `pspPartitaIVA`.
+    pub vat_number: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PspBrokerConfig {
+    pub id: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `FAULT_BEAN_ESTESO`: relay the EC's fault in `originalFault*` (else in `description`).
+    #[serde(default = "yes")]
+    pub extended_fault_bean: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub id: String,
+    /// The PSP broker the channel belongs to.
+    pub broker: String,
+    pub password: String,
+    /// PSPs allowed on the channel (default: the PSP whose id is the broker's).
+    #[serde(default)]
+    pub psps: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `MODELLO_PAGAMENTO`: verify and activate need `ATTIVATO_PRESSO_PSP`.
+    #[serde(default = "default_models")]
+    pub payment_models: Vec<String>,
+    /// Overrides `timings.outcome_deadline_ms` for payments activated on this channel.
+    pub outcome_deadline_ms: Option<u64>,
+}
+
+fn default_models() -> Vec<String> {
+    vec![ATTIVATO_PRESSO_PSP.to_string()]
+}
+
+/// The payment model verify and activate require of the channel.
+pub const ATTIVATO_PRESSO_PSP: &str = "ATTIVATO_PRESSO_PSP";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcConfig {
+    pub fiscal_code: String,
+    /// Fallback `companyName` for receipts when paGetPayment (V1) omits it.
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// IBANs registered for the EC; transfers to other IBANs are refused
+    /// (PPT_STAZIONE_INT_PA_ERRORE_RESPONSE). Empty: not checked.
+    #[serde(default)]
+    pub ibans: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcBrokerConfig {
+    pub id: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    pub id: String,
+    /// The EC broker ("intermediario PA") the station belongs to.
+    pub broker: String,
+    /// Where the node sends paForNode requests.
+    pub url: String,
+    /// `VERSIONE_PRIMITIVE`: 1 = paGetPayment/paSendRT, 2 = paGetPaymentV2/paSendRTV2.
+    #[serde(default = "one")]
+    pub version: u8,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub timeout_ms: Option<u64>,
+    pub receipt_timeout_ms: Option<u64>,
+    /// Enabled for spontaneous payments ("quarto modello", paDemandPaymentNotice).
+    #[serde(default)]
+    pub spontaneous: bool,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// `PA_STAZIONE_PA`: which station serves which notices of an EC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationLinkConfig {
+    pub ec: String,
+    pub station: String,
+    /// The notice's first digit.
+    pub aux_digit: u8,
+    /// Digits 2-3 of notices with aux digit 3.
+    pub segregation_code: Option<String>,
+    /// Digits 2-3 of notices with aux digit 0.
+    pub application_code: Option<String>,
+    /// The station receives a copy of receipts where its EC is a secondary beneficiary.
+    #[serde(default)]
+    pub broadcast: bool,
+}
+
+/// A spontaneous-payment service of the catalogue ("catalogoServizi").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `idServizio` (5 characters).
+    pub id: String,
+    pub description: String,
+    pub category: Option<String>,
+    /// `xsdRiferimento`: the schema `datiSpecificiServizio` must follow.
+    pub xsd: String,
+    /// Service version: 1 is the legacy nodoChiediNumeroAvviso service (PPT_VERSIONE_SERVIZIO).
+    #[serde(default = "two")]
+    pub version: u8,
+    #[serde(default)]
+    pub provider: Vec<ServiceProviderConfig>,
+}
+
+fn two() -> u8 {
+    2
+}
+
+/// A `soggettoErogante`: an EC offering the service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceProviderConfig {
+    /// `idSoggettoServizio` (5 characters): what the PSP sends in demandPaymentNotice.
+    pub id: String,
+    pub ec: String,
+    /// The station paDemandPaymentNotice goes to (default: the EC's spontaneous station).
+    pub station: Option<String>,
+    pub valid_from: chrono::NaiveDate,
+    pub valid_to: Option<chrono::NaiveDate>,
+    /// `commissione`: Y or N.
+    pub commission: Option<String>,
+}
+
+impl Config {
+    /// Parses and checks a configuration.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let key = e.span().map(|s| describe_span(text, s)).unwrap_or_default();
+            err(key, e.message().to_string())
+        })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
+        Config::from_toml_str(&text)
+    }
+
+    /// The example configuration.
+    pub fn example() -> Config {
+        Config::from_toml_str(EXAMPLE).expect("the shipped example configuration is valid")
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let t = &self.timings;
+        positive("timings.token_default_ms", t.token_default_ms)?;
+        positive("timings.outcome_deadline_ms", t.outcome_deadline_ms)?;
+        positive("timings.ec_timeout_ms", t.ec_timeout_ms)?;
+        positive("timings.receipt_timeout_ms", t.receipt_timeout_ms)?;
+        if t.token_max_ms == 0 || t.token_max_ms > 1_800_000 {
+            return Err(err(
+                "timings.token_max_ms",
+                "must be in 1..=1800000 (the XSD maximum of expirationTime)",
+            ));
+        }
+        if t.token_default_ms > t.token_max_ms {
+            return Err(err(
+                "timings.token_default_ms",
+                "must not exceed timings.token_max_ms",
+            ));
+        }
+        if self.receipts.max_attempts == 0 {
+            return Err(err("receipts.max_attempts", "must be at least 1"));
+        }
+        if self.receipts.per_station_concurrency == 0 {
+            return Err(err(
+                "receipts.per_station_concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.node.max_body_bytes < 1024 {
+            return Err(err("node.max_body_bytes", "must be at least 1024"));
+        }
+        if self.node.tls_cert.is_some() != self.node.tls_key.is_some() {
+            return Err(err(
+                "node.tls_cert",
+                "tls_cert and tls_key must be set together",
+            ));
+        }
+
+        let psps = unique("psp", self.psp.iter().map(|p| p.id.as_str()))?;
+        for (i, p) in self.psp.iter().enumerate() {
+            text35(&format!("psp[{i}].id"), &p.id)?;
+            if p.name.is_empty() || p.name.chars().count() > 70 {
+                return Err(err(
+                    format!("psp[{i}].name"),
+                    "must be 1..70 characters (PSPCompanyName)",
+                ));
+            }
+        }
+        let brokers = unique("psp_broker", self.psp_broker.iter().map(|b| b.id.as_str()))?;
+        for (i, b) in self.psp_broker.iter().enumerate() {
+            text35(&format!("psp_broker[{i}].id"), &b.id)?;
+        }
+        unique("channel", self.channel.iter().map(|c| c.id.as_str()))?;
+        for (i, c) in self.channel.iter().enumerate() {
+            let k = |f: &str| format!("channel[{i}].{f}");
+            text35(&k("id"), &c.id)?;
+            if !brokers.contains(c.broker.as_str()) {
+                return Err(err(
+                    k("broker"),
+                    format!("unknown PSP broker '{}'", c.broker),
+                ));
+            }
+            Password::new(c.password.clone()).map_err(|e| err(k("password"), e))?;
+            for p in &c.psps {
+                if !psps.contains(p.as_str()) {
+                    return Err(err(k("psps"), format!("unknown PSP '{p}'")));
+                }
+            }
+        }
+        let ecs = unique("ec", self.ec.iter().map(|e| e.fiscal_code.as_str()))?;
+        for (i, e) in self.ec.iter().enumerate() {
+            FiscalCode::new(e.fiscal_code.clone())
+                .map_err(|m| err(format!("ec[{i}].fiscal_code"), m))?;
+            if e.name.is_empty() || e.name.chars().count() > 140 {
+                return Err(err(format!("ec[{i}].name"), "must be 1..140 characters"));
+            }
+            for (j, iban) in e.ibans.iter().enumerate() {
+                Iban::new(iban.clone()).map_err(|m| err(format!("ec[{i}].ibans[{j}]"), m))?;
+            }
+        }
+        let ec_brokers = unique("ec_broker", self.ec_broker.iter().map(|b| b.id.as_str()))?;
+        for (i, b) in self.ec_broker.iter().enumerate() {
+            text35(&format!("ec_broker[{i}].id"), &b.id)?;
+        }
+        let stations = unique("station", self.station.iter().map(|s| s.id.as_str()))?;
+        for (i, s) in self.station.iter().enumerate() {
+            let k = |f: &str| format!("station[{i}].{f}");
+            text35(&k("id"), &s.id)?;
+            if !ec_brokers.contains(s.broker.as_str()) {
+                return Err(err(
+                    k("broker"),
+                    format!("unknown EC broker '{}'", s.broker),
+                ));
+            }
+            if !(s.url.starts_with("http://") || s.url.starts_with("https://")) || s.url.len() < 10
+            {
+                return Err(err(k("url"), format!("'{}' is not an http(s) URL", s.url)));
+            }
+            if s.version != 1 && s.version != 2 {
+                return Err(err(k("version"), "must be 1 or 2"));
+            }
+            if s.timeout_ms == Some(0) || s.receipt_timeout_ms == Some(0) {
+                return Err(err(k("timeout_ms"), "timeouts must be positive"));
+            }
+        }
+        let mut routes = HashSet::new();
+        for (i, l) in self.station_link.iter().enumerate() {
+            let k = |f: &str| format!("station_link[{i}].{f}");
+            if !ecs.contains(l.ec.as_str()) {
+                return Err(err(k("ec"), format!("unknown EC '{}'", l.ec)));
+            }
+            if !stations.contains(l.station.as_str()) {
+                return Err(err(
+                    k("station"),
+                    format!("unknown station '{}'", l.station),
+                ));
+            }
+            let code = match (l.aux_digit, &l.segregation_code, &l.application_code) {
+                (3, Some(c), None) | (0, None, Some(c)) => {
+                    if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(err(
+                            k(if l.aux_digit == 3 {
+                                "segregation_code"
+                            } else {
+                                "application_code"
+                            }),
+                            "must be two digits",
+                        ));
+                    }
+                    Some(c.clone())
+                }
+                (1 | 2, None, None) => None,
+                (3, _, _) => {
+                    return Err(err(
+                        k("segregation_code"),
+                        "aux digit 3 needs segregation_code (and no application_code)",
+                    ));
+                }
+                (0, _, _) => {
+                    return Err(err(
+                        k("application_code"),
+                        "aux digit 0 needs application_code (and no segregation_code)",
+                    ));
+                }
+                (1 | 2, _, _) => {
+                    return Err(err(k("aux_digit"), "aux digits 1 and 2 take no code"));
+                }
+                _ => return Err(err(k("aux_digit"), "must be 0, 1, 2 or 3")),
+            };
+            if !routes.insert((l.ec.clone(), l.aux_digit, code)) {
+                return Err(err(
+                    k("station"),
+                    "another link already routes these notices of this EC",
+                ));
+            }
+        }
+        unique("service", self.service.iter().map(|s| s.id.as_str()))?;
+        let mut providers = HashSet::new();
+        for (i, s) in self.service.iter().enumerate() {
+            let k = |f: &str| format!("service[{i}].{f}");
+            ServiceCode::new(s.id.clone()).map_err(|m| err(k("id"), m))?;
+            if crate::codec::service::ServiceSchema::from_xsd_name(&s.xsd).is_none() {
+                let known: Vec<_> = crate::codec::service::ServiceSchema::ALL
+                    .iter()
+                    .map(|x| x.xsd_name())
+                    .collect();
+                return Err(err(
+                    k("xsd"),
+                    format!(
+                        "unknown service schema '{}' (known: {})",
+                        s.xsd,
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if s.description.is_empty() || s.description.chars().count() > 70 {
+                return Err(err(k("description"), "must be 1..70 characters"));
+            }
+            for (j, p) in s.provider.iter().enumerate() {
+                let k = |f: &str| format!("service[{i}].provider[{j}].{f}");
+                ServiceCode::new(p.id.clone()).map_err(|m| err(k("id"), m))?;
+                if !providers.insert(p.id.clone()) {
+                    return Err(err(
+                        k("id"),
+                        format!("duplicate idSoggettoServizio '{}'", p.id),
+                    ));
+                }
+                if !ecs.contains(p.ec.as_str()) {
+                    return Err(err(k("ec"), format!("unknown EC '{}'", p.ec)));
+                }
+                if let Some(st) = &p.station
+                    && !stations.contains(st.as_str())
+                {
+                    return Err(err(k("station"), format!("unknown station '{st}'")));
+                }
+                if p.valid_to.is_some_and(|to| to < p.valid_from) {
+                    return Err(err(k("valid_to"), "is before valid_from"));
+                }
+                if let Some(c) = &p.commission
+                    && c != "Y"
+                    && c != "N"
+                {
+                    return Err(err(k("commission"), "must be Y or N"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
+    if v == 0 {
+        Err(err(key, "must be positive"))
+    } else {
+        Ok(())
+    }
+}
+
+fn text35(key: &str, v: &str) -> Result<(), ConfigError> {
+    Text35::new(v.to_string())
+        .map(drop)
+        .map_err(|m| err(key, m))
+}
+
+fn unique<'a>(
+    table: &str,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<HashSet<&'a str>, ConfigError> {
+    let mut seen = HashSet::new();
+    for (i, id) in ids.enumerate() {
+        if !seen.insert(id) {
+            return Err(err(format!("{table}[{i}]"), format!("duplicate id '{id}'")));
+        }
+    }
+    Ok(seen)
+}
+
+/// Names the TOML location of a parse error: `line N` plus the nearest key.
+fn describe_span(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let mut parts: Vec<String> = Vec::new();
+    if !table.is_empty() {
+        parts.push(table.trim_matches(['[', ']']).to_string());
+    }
+    if !key.is_empty() && !key.starts_with('[') {
+        parts.push(key.to_string());
+    }
+    format!("{} (line {line_no})", parts.join("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_is_valid() {
+        let c = Config::example();
+        assert!(!c.psp.is_empty() && !c.station.is_empty() && !c.service.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = EXAMPLE.replacen("password = \"pwdpwdpwd\"", "password = \"short\"", 1);
+        let e = Config::from_toml_str(&bad).unwrap_err();
+        assert!(e.key.starts_with("channel[0].password"), "{e}");
+        let typo = format!("{EXAMPLE}\n[timings2]\nx = 1\n");
+        let e = Config::from_toml_str(&typo).unwrap_err();
+        assert!(e.to_string().contains("timings2"), "{e}");
+        let e = Config::from_toml_str("[timings]\ntoken_max_ms = 9999999\n").unwrap_err();
+        assert_eq!(e.key, "timings.token_max_ms");
+    }
+}

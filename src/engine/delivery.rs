@@ -1,0 +1,182 @@
+//! Receipt delivery results (BEHAVIOUR.md Part A §7.2-7.3, Part B §2.6): an acknowledged copy is
+//! NOTIFIED; a failed attempt is retried after the retry interval until the attempts run out,
+//! then the recipient is FAILED (visible, re-sendable on demand). The payment is NOTIFIED when
+//! every recipient is.
+
+use super::{
+    Engine, EventKind, Millis, Payment, PaymentStatus, Recipient, RecipientKey, RecipientStatus,
+    StateEvent, Step, Write,
+};
+
+/// The retry policy (official: 48 attempts one hour apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    pub max_attempts: u32,
+    pub retry_interval_ms: u64,
+}
+
+impl Engine {
+    /// Whether the engine holds the recipients of a receipt still being delivered.
+    pub fn knows_recipients(&self, receipt_id: &str) -> bool {
+        self.recipients.contains_key(receipt_id)
+    }
+
+    /// The copy to send for an outbox row, if it is still due.
+    pub fn due_delivery(&self, key: &RecipientKey) -> Option<&Recipient> {
+        self.recipients
+            .get(&key.receipt_id)?
+            .iter()
+            .find(|r| r.station.as_str() == key.station && r.status == RecipientStatus::Pending)
+    }
+
+    /// The result of one delivery attempt. `Ok` means the station acknowledged (outcome OK, or
+    /// a duplicate-receipt answer); `Err` carries why it failed.
+    pub fn delivery_result(
+        &mut self,
+        key: &RecipientKey,
+        result: Result<(), String>,
+        policy: DeliveryPolicy,
+        now: Millis,
+    ) -> Step {
+        let mut step = Step::default();
+        let payment = self.payments.get(&key.receipt_id).cloned();
+        let Some(list) = self.recipients.get_mut(&key.receipt_id) else {
+            return step;
+        };
+        let Some(r) = list
+            .iter_mut()
+            .find(|r| r.station.as_str() == key.station && r.status == RecipientStatus::Pending)
+        else {
+            return step;
+        };
+        r.attempts += 1;
+        let event = |kind: EventKind, r: &Recipient| {
+            let base = match &payment {
+                Some(p) => StateEvent::for_payment(now, kind, p),
+                None => StateEvent {
+                    at: now,
+                    kind,
+                    notice: None,
+                    token: Some(r.receipt_id.clone()),
+                    psp: None,
+                    channel: None,
+                    station: None,
+                    outcome: None,
+                    detail: None,
+                },
+            };
+            StateEvent {
+                station: Some(r.station.to_string()),
+                ..base
+            }
+        };
+        match result {
+            Ok(()) => {
+                r.status = RecipientStatus::Notified;
+                r.last_error = None;
+                step.writes.push(Write::Event(
+                    event(EventKind::RecipientNotified, r)
+                        .outcome("OK")
+                        .detail(format!("attempt {}", r.attempts)),
+                ));
+            }
+            Err(why) => {
+                r.last_error = Some(why.clone());
+                if r.attempts >= policy.max_attempts {
+                    r.status = RecipientStatus::Failed;
+                    step.writes.push(Write::Event(
+                        event(EventKind::RecipientFailed, r)
+                            .outcome("KO")
+                            .detail(format!(
+                                "{} attempts exhausted; last error: {why}",
+                                r.attempts
+                            )),
+                    ));
+                } else {
+                    r.next_attempt_at = now + policy.retry_interval_ms;
+                    step.deliver.push((r.key(), r.next_attempt_at));
+                    step.writes.push(Write::Event(
+                        event(EventKind::DeliveryFailed, r)
+                            .outcome("KO")
+                            .detail(format!("attempt {}: {why}", r.attempts)),
+                    ));
+                }
+            }
+        }
+        step.writes.push(Write::Recipient(r.clone()));
+        self.settle_receipt(&key.receipt_id, payment, now, &mut step);
+        step
+    }
+
+    /// When no recipient is pending any more, the receipt leaves memory; if every one was
+    /// notified the payment is NOTIFIED.
+    fn settle_receipt(
+        &mut self,
+        receipt_id: &str,
+        payment: Option<Payment>,
+        now: Millis,
+        step: &mut Step,
+    ) {
+        let Some(list) = self.recipients.get(receipt_id) else {
+            return;
+        };
+        if list.iter().any(|r| r.status == RecipientStatus::Pending) {
+            return;
+        }
+        let all_notified = list.iter().all(|r| r.status == RecipientStatus::Notified);
+        self.recipients.remove(receipt_id);
+        if let Some(mut p) = payment
+            && all_notified
+            && p.status == PaymentStatus::Paid
+        {
+            p.status = PaymentStatus::Notified;
+            step.writes.push(Write::Event(
+                StateEvent::for_payment(now, EventKind::PaymentNotified, &p).outcome("OK"),
+            ));
+            self.set_payment(p, now, step);
+        }
+    }
+
+    /// Queues copies of a receipt again on demand: `stored` are its outbox rows as the store has
+    /// them (failed and notified ones are no longer in memory); `station` picks one, or all.
+    pub fn resend(
+        &mut self,
+        receipt_id: &str,
+        stored: Vec<Recipient>,
+        station: Option<&str>,
+        now: Millis,
+    ) -> Step {
+        let mut step = Step::default();
+        let mut list = self.recipients.remove(receipt_id).unwrap_or_default();
+        for r in stored {
+            if !list.iter().any(|m| m.station == r.station) {
+                list.push(r);
+            }
+        }
+        for r in list
+            .iter_mut()
+            .filter(|r| station.is_none_or(|s| r.station.as_str() == s))
+        {
+            r.status = RecipientStatus::Pending;
+            r.attempts = 0;
+            r.next_attempt_at = now;
+            step.deliver.push((r.key(), now));
+            step.writes.push(Write::Recipient(r.clone()));
+            step.writes.push(Write::Event(StateEvent {
+                at: now,
+                kind: EventKind::ResendRequested,
+                notice: None,
+                token: Some(r.receipt_id.clone()),
+                psp: None,
+                channel: None,
+                station: Some(r.station.to_string()),
+                outcome: None,
+                detail: None,
+            }));
+        }
+        if !list.is_empty() {
+            self.recipients.insert(receipt_id.to_string(), list);
+        }
+        step
+    }
+}

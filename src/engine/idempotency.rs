@@ -1,0 +1,136 @@
+//! Idempotency of activatePaymentNotice and sendPaymentOutcome (BEHAVIOUR.md Part A §4): per
+//! (PSP, key, primitive), a hash of the whole request and the response it got. The same request
+//! again gets the stored response byte for byte; a different one `PPT_ERRORE_IDEMPOTENZA`.
+//! Semantic failures are cached too; syntax failures never are (they never reach the engine).
+
+use sha2::{Digest, Sha256};
+
+use super::{Engine, IdemEntry, IdemKey, Millis, PspRef, Step, Write};
+use crate::codec::{Message, Operation, ko_envelope, write_envelope};
+use crate::config::Timings;
+use crate::fault::NodeFault;
+
+/// The idempotency part of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemCtx {
+    pub key: IdemKey,
+    /// SHA-256 of the request's canonical form (see [`request_hash`]).
+    pub hash: [u8; 32],
+}
+
+/// Who asked, and how to answer them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestCtx {
+    pub operation: Operation,
+    pub psp: PspRef,
+    /// The caller broker's `FAULT_BEAN_ESTESO`.
+    pub extended_faults: bool,
+    pub idem: Option<IdemCtx>,
+}
+
+/// The hash of a request: SHA-256 of its canonical serialization, so two requests differing in
+/// anything (password, an optional element present or not) differ, and formatting does not.
+pub fn request_hash<M: Message>(m: &M) -> [u8; 32] {
+    Sha256::digest(write_envelope(m).as_bytes()).into()
+}
+
+/// What the idempotency cache says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdemCheck {
+    /// No valid entry: process the request.
+    Fresh,
+    /// The same request was answered: send this again.
+    Replay(String),
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+const MINUTE_MS: u64 = 60_000;
+
+impl Engine {
+    /// Looks the request up: entries written recently (maybe not yet committed) first, then the
+    /// one the driver read from the store.
+    pub fn check_idempotency(
+        &self,
+        idem: &IdemCtx,
+        stored: Option<IdemEntry>,
+        now: Millis,
+    ) -> IdemCheck {
+        let entry = match self.recent_idem.get(&idem.key) {
+            Some((_, recent)) => recent.clone(),
+            None => stored,
+        };
+        match entry {
+            Some(e) if e.valid_to > now => {
+                if e.request_hash == idem.hash {
+                    IdemCheck::Replay(e.response)
+                } else {
+                    IdemCheck::Mismatch
+                }
+            }
+            _ => IdemCheck::Fresh,
+        }
+    }
+
+    /// The answer to a key reused for another request: no side effects, nothing cached.
+    pub fn idempotency_mismatch(&self, ctx: &RequestCtx) -> Step {
+        Step::reply(ko_envelope(
+            ctx.operation,
+            NodeFault::ErroreIdempotenza.to_bean(ctx.extended_faults),
+        ))
+    }
+
+    /// Refuses a request with `fault`: the KO reply, cached under the request's key.
+    pub fn refuse(
+        &mut self,
+        ctx: &RequestCtx,
+        fault: &NodeFault,
+        timings: &Timings,
+        now: Millis,
+    ) -> Step {
+        let reply = ko_envelope(ctx.operation, fault.to_bean(ctx.extended_faults));
+        let mut step = Step::default();
+        let minutes = match ctx.operation {
+            Operation::SendPaymentOutcome | Operation::SendPaymentOutcomeV2 => {
+                timings.idempotency_outcome_minutes
+            }
+            _ => timings.idempotency_failure_minutes,
+        };
+        self.cache(ctx, &reply, None, now + minutes * MINUTE_MS, now, &mut step);
+        step.reply = Some(reply);
+        step
+    }
+
+    /// Caches `response` under the request's key (if it has one).
+    pub(super) fn cache(
+        &mut self,
+        ctx: &RequestCtx,
+        response: &str,
+        token: Option<String>,
+        valid_to: Millis,
+        now: Millis,
+        step: &mut Step,
+    ) {
+        let Some(idem) = &ctx.idem else { return };
+        let entry = IdemEntry {
+            key: idem.key.clone(),
+            request_hash: idem.hash,
+            response: response.to_string(),
+            token,
+            valid_to,
+            inserted_at: now,
+        };
+        step.writes.push(Write::PutIdempotency(entry.clone()));
+        self.recent_idem
+            .insert(idem.key.clone(), (now, Some(entry)));
+        self.recent_idem_order.push_back((now, idem.key.clone()));
+    }
+
+    /// Deletes an entry (an activation's, once its token has an outcome or expired). A
+    /// tombstone stays in memory until the deletion is surely committed.
+    pub(super) fn uncache(&mut self, key: IdemKey, now: Millis, step: &mut Step) {
+        self.recent_idem.insert(key.clone(), (now, None));
+        self.recent_idem_order.push_back((now, key.clone()));
+        step.writes.push(Write::DeleteIdempotency(key));
+    }
+}

@@ -1,0 +1,117 @@
+//! The HTTP layer (actix-web): nodeForPsp on any POST path, the WSDL/XSD files at `?wsdl`, a
+//! health endpoint; the admin listener (journal, payments, receipt re-send) is separate and off
+//! unless configured.
+
+use std::sync::Arc;
+
+use actix_web::http::header::ContentType;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+
+use crate::node::Node;
+
+/// The contract files the node serves (the project's own, see `wsdl/README.md`), by the path
+/// the WSDL's `schemaLocation`s use.
+pub const CONTRACT_FILES: &[(&str, &str)] = &[
+    ("nodeForPsp.wsdl", include_str!("../wsdl/nodeForPsp.wsdl")),
+    ("paForNode.wsdl", include_str!("../wsdl/paForNode.wsdl")),
+    ("xsd/nodeForPsp.xsd", include_str!("../wsdl/xsd/nodeForPsp.xsd")),
+    ("xsd/paForNode.xsd", include_str!("../wsdl/xsd/paForNode.xsd")),
+    ("xsd/common-types.xsd", include_str!("../wsdl/xsd/common-types.xsd")),
+    ("xsd/nodoPerPsp.xsd", include_str!("../wsdl/xsd/nodoPerPsp.xsd")),
+    ("xsd/soap-envelope.xsd", include_str!("../wsdl/xsd/soap-envelope.xsd")),
+    ("catalogo/CatalogoServizi_2_0_0.xsd", include_str!("../wsdl/catalogo/CatalogoServizi_2_0_0.xsd")),
+    ("catalogo/TassaAutomobilistica_1_1_0.xsd", include_str!("../wsdl/catalogo/TassaAutomobilistica_1_1_0.xsd")),
+    ("catalogo/A001_Passaporto_1_0_0.xsd", include_str!("../wsdl/catalogo/A001_Passaporto_1_0_0.xsd")),
+    ("catalogo/D847_Pesca_1_0_0.xsd", include_str!("../wsdl/catalogo/D847_Pesca_1_0_0.xsd")),
+];
+
+fn xml(status: u16, body: String) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK))
+        .insert_header(("Content-Type", "text/xml; charset=utf-8"))
+        .body(body)
+}
+
+/// nodeForPsp: reads the body up to the configured limit (an oversize body is answered with
+/// PPT_SINTASSI_EXTRAXSD in the operation's response, like any unreadable request).
+async fn soap(req: HttpRequest, mut payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+    let limit = node.registry.config().node.max_body_bytes;
+    let mut body = web::BytesMut::new();
+    let mut too_big = false;
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(c) if body.len() + c.len() <= limit => body.extend_from_slice(&c),
+            Ok(c) => {
+                // Keep what identifies the operation, drop the rest.
+                let room = limit.saturating_sub(body.len());
+                body.extend_from_slice(&c[..room.min(c.len())]);
+                too_big = true;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "request body unreadable");
+                too_big = true;
+                break;
+            }
+        }
+    }
+    let action = req.headers().get("SOAPAction").and_then(|v| v.to_str().ok());
+    let query = (!req.query_string().is_empty()).then(|| req.query_string());
+    let reply = node.handle_soap(action, query, &body, too_big).await;
+    xml(reply.status, reply.body)
+}
+
+/// `GET …?wsdl` (and the XSDs the WSDL imports, by relative path).
+async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse {
+    let path = req.path();
+    let query = req.query_string();
+    if query.eq_ignore_ascii_case("wsdl") || query.to_ascii_lowercase().starts_with("wsdl") {
+        let file = if path.contains("pa-for-node") || path.contains("paForNode") { "paForNode.wsdl" } else { "nodeForPsp.wsdl" };
+        return contract_file(file);
+    }
+    if let Some(name) = query.strip_prefix("xsd=") {
+        return contract_file(name);
+    }
+    if let Some((name, _)) = CONTRACT_FILES.iter().find(|(name, _)| path.ends_with(name)) {
+        return contract_file(name);
+    }
+    if path.ends_with("/health") || path == "/health" {
+        return health(node).await;
+    }
+    HttpResponse::NotFound().content_type(ContentType::plaintext()).body("not found: POST SOAP requests here, or GET ?wsdl\n")
+}
+
+fn contract_file(name: &str) -> HttpResponse {
+    match CONTRACT_FILES.iter().find(|(n, _)| *n == name) {
+        Some((_, body)) => xml(200, body.to_string()),
+        None => HttpResponse::NotFound().content_type(ContentType::plaintext()).body(format!("no contract file {name}\n")),
+    }
+}
+
+/// Liveness and a few numbers: 200 when the database answers, 503 otherwise.
+pub async fn health(node: web::Data<Arc<Node>>) -> HttpResponse {
+    let (notices, payments, activating, receipts) = node.engine().sizes();
+    let store = node.store.health();
+    let body = serde_json::json!({
+        "status": if store.is_ok() { "UP" } else { "DOWN" },
+        "store": store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        "engine": { "notices": notices, "payments": payments, "activations_in_flight": activating, "receipts_in_delivery": receipts },
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    if store.is_ok() { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+/// The nodeForPsp routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health)).default_service(web::route().to(dispatch));
+}
+
+async fn dispatch(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+    if req.method() == actix_web::http::Method::POST {
+        soap(req, payload, node).await
+    } else if req.method() == actix_web::http::Method::GET {
+        contract(req, node).await
+    } else {
+        HttpResponse::MethodNotAllowed().content_type(ContentType::plaintext()).body("use POST for SOAP, GET ?wsdl for the contract\n")
+    }
+}

@@ -1,0 +1,148 @@
+//! activatePaymentNotice(V2) → paGetPayment(V2): the notice is locked and a token issued.
+
+use std::time::Duration;
+
+use super::{Keys, Node, new_token, psp_ref};
+use crate::codec::Message;
+use crate::codec::node_for_psp::{ActivatePaymentNoticeReq, ActivatePaymentNoticeV2Request};
+use crate::codec::pa_for_node::{PaGetPaymentReq, PaGetPaymentRes, PaGetPaymentV2Request, PaGetPaymentV2Response, PaymentPaV2};
+use crate::codec::types::{Password, Text35};
+use crate::codec::{Operation, common::QrCode};
+use crate::engine::{ActivateCommand, ActivateStep, ActivationRequest, NoticeKey, StationRef, Version, data_from_v1};
+use crate::fault::NodeFault;
+use crate::registry::Route;
+
+/// What V1 and V2 activations have in common.
+struct Activation<'a> {
+    version: Version,
+    password: &'a Password,
+    qr: &'a QrCode,
+    request: ActivationRequest,
+}
+
+impl Node {
+    pub(super) async fn activate_v1(&self, r: ActivatePaymentNoticeReq) -> (String, Keys) {
+        let request = ActivationRequest {
+            amount: r.amount,
+            due_date: r.due_date.clone(),
+            payment_note: r.payment_note.clone(),
+            expiration_ms: r.expiration_time.map(|e| e.millis()),
+            payment_method: None,
+            touch_point: None,
+        };
+        let a = Activation { version: Version::V1, password: &r.password, qr: &r.qr_code, request };
+        self.activate(&r, (&r.id_psp, &r.id_broker_psp, &r.id_channel), r.idempotency_key.as_deref(), a).await
+    }
+
+    pub(super) async fn activate_v2(&self, r: ActivatePaymentNoticeV2Request) -> (String, Keys) {
+        let request = ActivationRequest {
+            amount: r.amount,
+            due_date: r.due_date.clone(),
+            payment_note: r.payment_note.clone(),
+            expiration_ms: r.expiration_time.map(|e| e.millis()),
+            payment_method: r.payment_method,
+            touch_point: r.touch_point,
+        };
+        let a = Activation { version: Version::V2, password: &r.password, qr: &r.qr_code, request };
+        self.activate(&r, (&r.id_psp, &r.id_broker_psp, &r.id_channel), r.idempotency_key.as_deref(), a).await
+    }
+
+    async fn activate<M: Message>(&self, msg: &M, ids: (&Text35, &Text35, &Text35), key: Option<&str>, a: Activation<'_>) -> (String, Keys) {
+        let op = M::OPERATION;
+        let notice = NoticeKey::from_qr(a.qr);
+        let mut keys = Keys::psp(ids.0, ids.2).notice(&notice);
+        let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
+        match self.idempotent_reply(&ctx) {
+            Ok(Some(reply)) => return (reply, keys),
+            Ok(None) => {}
+            Err(f) => return (crate::codec::ko_envelope(op, f.to_bean(ctx.extended_faults)), keys),
+        }
+        let caller = match self.authenticate(&ctx, a.password).await {
+            Ok(c) => c,
+            Err(reply) => return (reply, keys),
+        };
+        let checks = self.registry.require_psp_activation(&caller).and_then(|_| self.registry.route_notice(a.qr));
+        let route = match checks {
+            Ok(route) => route,
+            Err(f) => return (self.refuse(&ctx, f).await, keys),
+        };
+        keys.station = Some(route.station.id.clone());
+        if let Err(f) = self.hydrate_notice(&notice) {
+            return (self.refuse(&ctx, f).await, keys);
+        }
+        let token = new_token();
+        let cmd = ActivateCommand {
+            ctx: ctx.clone(),
+            version: a.version,
+            notice: notice.clone(),
+            station: StationRef {
+                id: Text35::truncated(&route.station.id),
+                broker: Text35::truncated(&route.station.broker),
+                version: Version::from_number(route.station.version),
+            },
+            token: token.clone(),
+            request: a.request.clone(),
+            outcome_deadline_ms: caller.channel.outcome_deadline_ms.unwrap_or(self.registry.timings().outcome_deadline_ms),
+        };
+        let pre = match self.engine().activate(self.registry.timings(), cmd, crate::clock::now_ms()) {
+            ActivateStep::Done(step) => return (self.reply(op, step).await, keys),
+            ActivateStep::CallEc(pre) => pre,
+        };
+        // An expired token found on the notice is cancelled durably before the new activation.
+        if let Err(f) = self.finish(pre).await {
+            let step = self.engine().activation_failed(self.registry.timings(), token.as_str(), &f, crate::clock::now_ms());
+            return (self.reply(op, step).await, keys);
+        }
+        let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
+        let now = crate::clock::now_ms();
+        let step = match data {
+            Ok(data) => self.engine().activation_completed(&self.registry, token.as_str(), data, now),
+            Err(f) => self.engine().activation_failed(self.registry.timings(), token.as_str(), &f, now),
+        };
+        let reply = self.reply(op, step).await;
+        if super::reply_outcome(&reply) == "OK" {
+            keys.token = Some(token.to_string());
+        }
+        (reply, keys)
+    }
+
+    /// paGetPayment or paGetPaymentV2, as the station's version says (whatever the PSP used).
+    async fn get_payment(&self, route: &Route<'_>, qr: &QrCode, a: &ActivationRequest, keys: &Keys) -> Result<PaymentPaV2, NodeFault> {
+        let (id_pa, id_broker_pa, id_station) =
+            (Text35::truncated(qr.fiscal_code.as_str()), Text35::truncated(&route.station.broker), Text35::truncated(&route.station.id));
+        let timeout = Duration::from_millis(self.registry.station_timeout_ms(route.station));
+        let url = &route.station.url;
+        let missing_data = || NodeFault::StazioneIntPaErroreResponse("data missing in the paGetPayment answer".into());
+        if route.station.version >= 2 {
+            let req = PaGetPaymentV2Request {
+                id_pa,
+                id_broker_pa,
+                id_station,
+                qr_code: qr.clone(),
+                amount: Some(a.amount),
+                payment_note: a.payment_note.clone(),
+                transfer_type: None,
+                due_date: a.due_date.clone(),
+            };
+            let (result, ex) = self.ec.call::<_, PaGetPaymentV2Response>(url, &req, timeout).await;
+            let result = result.and_then(|r| r.data.ok_or_else(missing_data));
+            self.journal_ec(Operation::PaGetPaymentV2, &route.station.id, keys, &ex, result.as_ref().map(drop));
+            result
+        } else {
+            let req = PaGetPaymentReq {
+                id_pa,
+                id_broker_pa,
+                id_station,
+                qr_code: qr.clone(),
+                amount: Some(a.amount),
+                payment_note: a.payment_note.clone(),
+                transfer_type: None,
+                due_date: a.due_date.clone(),
+            };
+            let (result, ex) = self.ec.call::<_, PaGetPaymentRes>(url, &req, timeout).await;
+            let result = result.and_then(|r| r.data.ok_or_else(missing_data));
+            self.journal_ec(Operation::PaGetPayment, &route.station.id, keys, &ex, result.as_ref().map(drop));
+            Ok(data_from_v1(result?, &route.ec.name))
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The node: the driver around the engine. It reads requests (codec), runs the registry checks,
+//! hydrates the engine from the store, calls the ECs, commits each step before answering, and
+//! schedules deadlines and receipt deliveries. One file per primitive.
+
+mod activate;
+mod catalogue;
+mod demand;
+mod outcome;
+mod verify;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::codec::{AnyMessage, Body, Direction, Operation, ko_envelope, read_any};
+use crate::deadlines::Deadlines;
+use crate::delivery::Delivery;
+use crate::ec_client::{EcClient, Exchange};
+use crate::engine::{Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, RequestCtx, Step, request_hash};
+use crate::fault::NodeFault;
+use crate::journal::{Category, JournalEntry, NODE, Subtype};
+use crate::registry::{Caller, PspCredentials, Registry};
+use crate::store::Store;
+
+/// The node's shared state.
+pub struct Node {
+    pub registry: Arc<Registry>,
+    engine: Mutex<Engine>,
+    pub store: Arc<dyn Store>,
+    pub ec: EcClient,
+    pub deadlines: Deadlines,
+    pub delivery: Delivery,
+}
+
+/// The answer to one SOAP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoapReply {
+    /// 200 for every pagoPA answer (faults travel in-band); 500 only for a SOAP Fault when not
+    /// even the operation could be recognised.
+    pub status: u16,
+    pub body: String,
+    pub operation: Option<Operation>,
+}
+
+/// What the journal needs to know about a request: its payment keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub fiscal_code: Option<String>,
+    pub notice_number: Option<String>,
+    pub token: Option<String>,
+    pub psp: Option<String>,
+    pub channel: Option<String>,
+    pub station: Option<String>,
+}
+
+impl Keys {
+    fn psp(id_psp: &str, id_channel: &str) -> Keys {
+        Keys { psp: Some(id_psp.to_string()), channel: Some(id_channel.to_string()), ..Keys::default() }
+    }
+
+    fn notice(mut self, key: &NoticeKey) -> Keys {
+        self.fiscal_code = Some(key.fiscal_code.to_string());
+        self.notice_number = Some(key.notice_number.to_string());
+        self
+    }
+}
+
+/// A token the node issues: 32 lowercase hex digits (fits `stPaymentToken`'s 35 characters).
+pub fn new_token() -> crate::codec::types::PaymentToken {
+    let n: u128 = rand::random();
+    crate::codec::types::PaymentToken::new(format!("{n:032x}")).expect("32 hex digits")
+}
+
+impl Node {
+    pub fn new(registry: Arc<Registry>, store: Arc<dyn Store>, ec: EcClient, deadlines: Deadlines, delivery: Delivery) -> Node {
+        Node { registry, engine: Mutex::new(Engine::new()), store, ec, deadlines, delivery }
+    }
+
+    /// The engine, locked. Never held across an await.
+    pub(crate) fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the engine from the store: at start-up, and after a failed commit (the engine may
+    /// then be ahead of the store; the store is the truth).
+    pub async fn recover(&self) -> Result<(usize, usize), NodeFault> {
+        let paying = self.store.paying_payments().map_err(system)?;
+        let pending = self.store.pending_recipients().map_err(system)?;
+        let counts = (paying.len(), pending.len());
+        let step = {
+            let mut engine = self.engine();
+            *engine = Engine::new();
+            engine.recover(paying, pending, crate::clock::now_ms())
+        };
+        self.finish(step).await?;
+        Ok(counts)
+    }
+
+    /// Commits a step's writes, then schedules its deadlines and deliveries, and returns its reply.
+    pub(crate) async fn finish(&self, step: Step) -> Result<Option<String>, NodeFault> {
+        let Step { writes, reply, arm, disarm, deliver } = step;
+        if !writes.is_empty()
+            && let Err(e) = self.store.commit(writes).await
+        {
+            tracing::error!(error = %e, "commit failed: resynchronising the engine with the store");
+            let reload = self.store.paying_payments().and_then(|p| self.store.pending_recipients().map(|r| (p, r)));
+            if let Ok((paying, pending)) = reload {
+                let mut engine = self.engine();
+                *engine = Engine::new();
+                engine.recover(paying, pending, crate::clock::now_ms());
+            }
+            return Err(system(e));
+        }
+        for t in disarm {
+            self.deadlines.disarm(&t);
+        }
+        for (t, at) in arm {
+            self.deadlines.arm(&t, at);
+        }
+        for (k, at) in deliver {
+            self.delivery.schedule(k, at);
+        }
+        Ok(reply)
+    }
+
+    /// Commits a step and returns its reply; a step without one (the engine lost track of the
+    /// request after a resynchronisation) answers PPT_SYSTEM_ERROR.
+    async fn reply(&self, op: Operation, step: Step) -> String {
+        match self.finish(step).await {
+            Ok(Some(r)) => r,
+            Ok(None) => ko_envelope(op, NodeFault::SystemError("request lost during a store recovery".into()).to_bean(true)),
+            Err(f) => ko_envelope(op, f.to_bean(true)),
+        }
+    }
+
+    /// Handles one nodeForPsp request: the HTTP layer's only entry point.
+    pub async fn handle_soap(&self, soap_action: Option<&str>, query: Option<&str>, body: &[u8], too_big: bool) -> SoapReply {
+        let started = crate::clock::now_ms();
+        let Some(op) = crate::codec::detect_operation(soap_action, query, body) else {
+            tracing::warn!(bytes = body.len(), "request for no recognisable operation");
+            return SoapReply { status: 500, body: soap_client_fault("unknown operation: no SOAPAction and no recognisable Body"), operation: None };
+        };
+        if op.interface() != crate::codec::Interface::NodeForPsp {
+            return SoapReply { status: 500, body: soap_client_fault(&format!("{} is not a nodeForPsp operation", op.soap_action())), operation: Some(op) };
+        }
+        let (reply, keys) = if too_big {
+            let limit = self.registry.config().node.max_body_bytes;
+            (self.syntax_fault(op, body, format!("request body larger than {limit} bytes")), Keys::default())
+        } else {
+            match read_any(body) {
+                Err(v) => (self.syntax_fault(op, body, v.to_string()), Keys::default()),
+                Ok(Body::Fault(_)) => (self.syntax_fault(op, body, "a SOAP Fault is not a request".into()), Keys::default()),
+                Ok(Body::Message(m)) if m.direction() != Direction::Request => {
+                    (self.syntax_fault(op, body, format!("'{}' is a response, not a request", m.root())), Keys::default())
+                }
+                Ok(Body::Message(m)) if m.operation() != op && soap_action.is_some() => {
+                    let why = format!("SOAPAction '{}' does not match the request element '{}'", op.soap_action(), m.root());
+                    (ko_envelope(op, NodeFault::SoapActionErrata(why).to_bean(true)), Keys::default())
+                }
+                Ok(Body::Message(m)) => self.dispatch(m).await,
+            }
+        };
+        self.journal_psp(op, body, &reply, &keys, started);
+        SoapReply { status: 200, body: reply, operation: Some(op) }
+    }
+
+    async fn dispatch(&self, m: AnyMessage) -> (String, Keys) {
+        match m {
+            AnyMessage::VerifyPaymentNoticeReq(r) => self.verify(r).await,
+            AnyMessage::ActivatePaymentNoticeReq(r) => self.activate_v1(r).await,
+            AnyMessage::ActivatePaymentNoticeV2Request(r) => self.activate_v2(r).await,
+            AnyMessage::SendPaymentOutcomeReq(r) => self.outcome_v1(r).await,
+            AnyMessage::SendPaymentOutcomeV2Request(r) => self.outcome_v2(r).await,
+            AnyMessage::DemandPaymentNoticeRequest(r) => self.demand(r).await,
+            AnyMessage::NodoChiediCatalogoServiziV2Request(r) => self.catalogue(r),
+            other => {
+                let op = other.operation();
+                let fault = NodeFault::Semantica(format!("{} is not served by this node", op.soap_action()));
+                (ko_envelope(op, fault.to_bean(true)), Keys::default())
+            }
+        }
+    }
+
+    /// The answer to a request that cannot be read. A request whose key is cached gets
+    /// PPT_ERRORE_IDEMPOTENZA instead (BEHAVIOUR.md Part A §4.4: the cache is consulted before
+    /// the schema; syntax failures are never cached).
+    fn syntax_fault(&self, op: Operation, body: &[u8], why: String) -> String {
+        tracing::info!(operation = op.soap_action(), reason = %why, "request refused: PPT_SINTASSI_EXTRAXSD");
+        if let Some((psp, key)) = sniff_idempotency(body)
+            && self.registry.config().node.use_idempotency
+        {
+            let key = IdemKey { psp, key, primitive: op.soap_action() };
+            let stored = self.store.load_idempotency(&key).ok().flatten();
+            let ctx = IdemCtx { key, hash: [0; 32] };
+            if self.engine().check_idempotency(&ctx, stored, crate::clock::now_ms()) != IdemCheck::Fresh {
+                return ko_envelope(op, NodeFault::ErroreIdempotenza.to_bean(true));
+            }
+        }
+        ko_envelope(op, NodeFault::SintassiExtraXsd(why).to_bean(true))
+    }
+
+    /// The request context, with its idempotency scope when it has a key and idempotency is on.
+    fn request_ctx<M: crate::codec::Message>(&self, msg: &M, psp: PspRef, key: Option<&str>) -> RequestCtx {
+        let extended = self.registry.psp_broker(&psp.id_broker_psp).is_none_or(|b| b.extended_fault_bean);
+        let idem = key.filter(|_| self.registry.config().node.use_idempotency).map(|k| IdemCtx {
+            key: IdemKey { psp: psp.id_psp.to_string(), key: k.to_string(), primitive: M::OPERATION.soap_action() },
+            hash: request_hash(msg),
+        });
+        RequestCtx { operation: M::OPERATION, psp, extended_faults: extended, idem }
+    }
+
+    /// Consults the idempotency cache: `Some(reply)` ends the request there.
+    fn idempotent_reply(&self, ctx: &RequestCtx) -> Result<Option<String>, NodeFault> {
+        let Some(idem) = &ctx.idem else { return Ok(None) };
+        let stored = self.store.load_idempotency(&idem.key).map_err(system)?;
+        let engine = self.engine();
+        Ok(match engine.check_idempotency(idem, stored, crate::clock::now_ms()) {
+            IdemCheck::Fresh => None,
+            IdemCheck::Replay(r) => Some(r),
+            IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
+        })
+    }
+
+    /// Authenticates the caller; a failure is answered (and cached) right away.
+    async fn authenticate(&self, ctx: &RequestCtx, password: &crate::codec::types::Password) -> Result<Caller<'_>, String> {
+        let cred = PspCredentials {
+            id_psp: &ctx.psp.id_psp,
+            id_broker_psp: &ctx.psp.id_broker_psp,
+            id_channel: &ctx.psp.id_channel,
+            password,
+        };
+        match self.registry.authenticate(cred) {
+            Ok(c) => Ok(c),
+            Err(f) => Err(self.refuse(ctx, f).await),
+        }
+    }
+
+    /// Refuses a request with a fault (cached under its key) and returns the reply.
+    async fn refuse(&self, ctx: &RequestCtx, fault: NodeFault) -> String {
+        tracing::info!(operation = ctx.operation.soap_action(), psp = %ctx.psp.id_psp, fault = fault.code(), "request refused");
+        let step = self.engine().refuse(ctx, &fault, self.registry.timings(), crate::clock::now_ms());
+        self.reply(ctx.operation, step).await
+    }
+
+    /// Brings a notice (and its current payment) into the engine if it is not there.
+    fn hydrate_notice(&self, key: &NoticeKey) -> Result<(), NodeFault> {
+        if self.engine().knows_notice(key) {
+            return Ok(());
+        }
+        let stored = self.store.load_notice(key).map_err(system)?;
+        self.engine().hydrate_notice(key, stored, crate::clock::now_ms());
+        Ok(())
+    }
+
+    /// Brings a payment (and its notice) into the engine if it is not there.
+    fn hydrate_payment(&self, token: &str) -> Result<(), NodeFault> {
+        if self.engine().knows_payment(token) {
+            return Ok(());
+        }
+        let stored = self.store.load_payment(token).map_err(system)?;
+        self.engine().hydrate_payment(stored, crate::clock::now_ms());
+        Ok(())
+    }
+
+    /// A deadline fired (from the timer wheel).
+    pub async fn on_deadline(&self, token: &str) {
+        if let Err(f) = self.hydrate_payment(token) {
+            tracing::error!(token, fault = %f, "cannot load an expiring payment");
+            return;
+        }
+        let step = self.engine().deadline_fired(token, crate::clock::now_ms());
+        if let Err(f) = self.finish(step).await {
+            tracing::error!(token, fault = %f, "expiry not committed");
+        }
+    }
+
+    /// Journals an exchange with a station.
+    pub(crate) fn journal_ec(&self, op: Operation, station: &str, keys: &Keys, ex: &Exchange, result: Result<(), &NodeFault>) {
+        if !self.registry.config().journal.enabled {
+            return;
+        }
+        let base = JournalEntry {
+            component: "paForNode".into(),
+            category: Some(Category::Interface),
+            primitive: op.soap_action().into(),
+            fiscal_code: keys.fiscal_code.clone(),
+            notice_number: keys.notice_number.clone(),
+            iuv: iuv_of(keys),
+            token: keys.token.clone(),
+            psp: keys.psp.clone(),
+            channel: keys.channel.clone(),
+            station: Some(station.to_string()),
+            caller: Some(NODE.into()),
+            callee: Some(station.to_string()),
+            ..JournalEntry::default()
+        };
+        let req = JournalEntry { at: ex.started_at, subtype: Some(Subtype::Req), payload: Some(ex.request.clone()), outcome: Some("INVIATA".into()), ..base.clone() };
+        let resp = JournalEntry {
+            at: ex.started_at + ex.elapsed_ms,
+            subtype: Some(Subtype::Resp),
+            payload: ex.response.clone(),
+            outcome: Some(match result {
+                Ok(()) => "OK".into(),
+                Err(f) => f.code().into(),
+            }),
+            detail: result.err().map(|f| f.to_string()),
+            duration_ms: Some(ex.elapsed_ms),
+            ..base
+        };
+        self.store.journal(vec![req, resp]);
+    }
+
+    fn journal_psp(&self, op: Operation, request: &[u8], reply: &str, keys: &Keys, started: Millis) {
+        if !self.registry.config().journal.enabled {
+            return;
+        }
+        let now = crate::clock::now_ms();
+        let psp = keys.psp.clone();
+        let base = JournalEntry {
+            component: "nodeForPsp".into(),
+            category: Some(Category::Interface),
+            primitive: op.soap_action().into(),
+            fiscal_code: keys.fiscal_code.clone(),
+            notice_number: keys.notice_number.clone(),
+            iuv: iuv_of(keys),
+            token: keys.token.clone(),
+            psp: psp.clone(),
+            channel: keys.channel.clone(),
+            station: keys.station.clone(),
+            caller: psp,
+            callee: Some(NODE.into()),
+            ..JournalEntry::default()
+        };
+        let req = JournalEntry { at: started, subtype: Some(Subtype::Req), payload: Some(String::from_utf8_lossy(request).into_owned()), ..base.clone() };
+        let resp = JournalEntry {
+            at: now,
+            subtype: Some(Subtype::Resp),
+            outcome: Some(reply_outcome(reply)),
+            payload: Some(reply.to_string()),
+            duration_ms: Some(now.saturating_sub(started)),
+            ..base
+        };
+        self.store.journal(vec![req, resp]);
+    }
+}
+
+fn iuv_of(keys: &Keys) -> Option<String> {
+    keys.notice_number.as_deref().and_then(|n| crate::codec::types::NoticeNumber::new(n).ok()).map(|n| n.iuv().to_string())
+}
+
+/// `OK`, or the fault code of a KO answer (for the journal's `esito`).
+pub fn reply_outcome(reply: &str) -> String {
+    match reply.split_once("<faultCode>").and_then(|(_, rest)| rest.split_once("</faultCode>")) {
+        Some((code, _)) => code.to_string(),
+        None if reply.contains("<outcome>KO</outcome>") => "KO".into(),
+        None => "OK".into(),
+    }
+}
+
+pub(crate) fn system(e: impl std::fmt::Display) -> NodeFault {
+    NodeFault::SystemError(e.to_string())
+}
+
+/// `(idPSP, idempotencyKey)` of a request that cannot be parsed, read leniently.
+fn sniff_idempotency(body: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let field = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find('<')? + start;
+        Some(text[start..end].trim().to_string())
+    };
+    Some((field("idPSP")?, field("idempotencyKey")?))
+}
+
+/// A SOAP 1.1 Client fault, for requests whose operation cannot be recognised at all.
+fn soap_client_fault(why: &str) -> String {
+    let mut w = crate::codec::xml::XmlWriter::default();
+    w.raw("<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body><soapenv:Fault><faultcode>soapenv:Client</faultcode><faultstring>");
+    w.text(why);
+    w.raw("</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>");
+    w.into_string()
+}
+
+/// The PSP identity of an authenticated request.
+fn psp_ref(id_psp: &crate::codec::types::Text35, broker: &crate::codec::types::Text35, channel: &crate::codec::types::Text35) -> PspRef {
+    PspRef { id_psp: id_psp.clone(), id_broker_psp: broker.clone(), id_channel: channel.clone() }
+}
+
+/// The node's `now` as a chrono date (for the catalogue's validity dates).
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+impl Node {
+    /// Queues a receipt's copies again (all of them, or one station's): the admin re-send.
+    pub async fn resend(&self, receipt_id: &str, station: Option<&str>) -> Result<usize, NodeFault> {
+        let stored = self.store.load_recipients(receipt_id).map_err(system)?;
+        if stored.is_empty() {
+            return Err(NodeFault::Semantica(format!("no receipt {receipt_id}")));
+        }
+        if let Some(s) = station
+            && !stored.iter().any(|r| r.station.as_str() == s)
+        {
+            return Err(NodeFault::Semantica(format!("receipt {receipt_id} has no recipient {s}")));
+        }
+        self.hydrate_payment(receipt_id)?;
+        let step = self.engine().resend(receipt_id, stored, station, crate::clock::now_ms());
+        let queued = step.deliver.len();
+        self.finish(step).await?;
+        Ok(queued)
+    }
+}

@@ -1,0 +1,83 @@
+//! sendPaymentOutcome(V2): the PSP reports the outcome; OK starts the receipts.
+
+use super::{Keys, Node, psp_ref};
+use crate::codec::Message;
+use crate::codec::node_for_psp::{OutcomeDetails, OutcomeDetailsV2, SendPaymentOutcomeReq, SendPaymentOutcomeV2Request};
+use crate::codec::types::{Outcome, Password, PaymentToken, Text35};
+use crate::engine::{OutcomeCommand, Version};
+
+/// V1 details in the V2 shape (which adds only optional elements).
+fn details_v2(d: OutcomeDetails) -> OutcomeDetailsV2 {
+    OutcomeDetailsV2 {
+        payment_method: d.payment_method,
+        payment_channel: d.payment_channel,
+        fee: d.fee,
+        primary_ci_incurred_fee: None,
+        id_bundle: None,
+        id_ci_bundle: None,
+        payer: d.payer,
+        application_date: d.application_date,
+        transfer_date: d.transfer_date,
+        marche_da_bollo: None,
+    }
+}
+
+/// What V1 and V2 outcomes have in common.
+struct OutcomeInput<'a> {
+    version: Version,
+    password: &'a Password,
+    tokens: Vec<PaymentToken>,
+    outcome: Outcome,
+    details: Option<OutcomeDetailsV2>,
+}
+
+impl Node {
+    pub(super) async fn outcome_v1(&self, r: SendPaymentOutcomeReq) -> (String, Keys) {
+        let input = OutcomeInput {
+            version: Version::V1,
+            password: &r.password,
+            tokens: vec![r.payment_token.clone()],
+            outcome: r.outcome,
+            details: r.details.clone().map(details_v2),
+        };
+        self.outcome(&r, (&r.id_psp, &r.id_broker_psp, &r.id_channel), r.idempotency_key.as_deref(), input).await
+    }
+
+    pub(super) async fn outcome_v2(&self, r: SendPaymentOutcomeV2Request) -> (String, Keys) {
+        let input = OutcomeInput {
+            version: Version::V2,
+            password: &r.password,
+            tokens: r.payment_tokens.payment_token.to_vec(),
+            outcome: r.outcome,
+            details: r.details.clone(),
+        };
+        self.outcome(&r, (&r.id_psp, &r.id_broker_psp, &r.id_channel), r.idempotency_key.as_deref(), input).await
+    }
+
+    async fn outcome<M: Message>(&self, msg: &M, ids: (&Text35, &Text35, &Text35), key: Option<&str>, input: OutcomeInput<'_>) -> (String, Keys) {
+        let mut keys = Keys::psp(ids.0, ids.2);
+        keys.token = input.tokens.first().map(|t| t.to_string());
+        let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
+        match self.idempotent_reply(&ctx) {
+            Ok(Some(reply)) => return (reply, keys),
+            Ok(None) => {}
+            Err(f) => return (crate::codec::ko_envelope(M::OPERATION, f.to_bean(ctx.extended_faults)), keys),
+        }
+        // The channel's payment model is not checked here (BEHAVIOUR.md Part A §6.2).
+        if let Err(reply) = self.authenticate(&ctx, input.password).await {
+            return (reply, keys);
+        }
+        for t in &input.tokens {
+            if let Err(f) = self.hydrate_payment(t.as_str()) {
+                return (self.refuse(&ctx, f).await, keys);
+            }
+        }
+        if let Some(p) = input.tokens.first().and_then(|t| self.engine().payment(t.as_str()).cloned()) {
+            keys = keys.notice(&p.notice);
+            keys.station = Some(p.station.id.to_string());
+        }
+        let cmd = OutcomeCommand { ctx, version: input.version, tokens: input.tokens, outcome: input.outcome, details: input.details };
+        let step = self.engine().outcome(&self.registry, cmd, crate::clock::now_ms());
+        (self.reply(M::OPERATION, step).await, keys)
+    }
+}

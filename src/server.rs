@@ -1,0 +1,182 @@
+//! Starting and stopping a whole node: store, engine recovery, deadline wheel, receipt delivery,
+//! housekeeping, the nodeForPsp listener and the optional admin listener.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer, web};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::deadlines::Deadlines;
+use crate::delivery::Delivery;
+use crate::ec_client::EcClient;
+use crate::node::Node;
+use crate::registry::Registry;
+use crate::store::{SqliteStore, Store};
+
+/// A running node.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    servers: Vec<(ServerHandle, JoinHandle<std::io::Result<()>>)>,
+    tasks: Vec<JoinHandle<()>>,
+    store: SqliteStore,
+}
+
+/// How often finished records leave the engine's memory.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often old journal rows and expired idempotency entries are deleted.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+
+fn bind(addr: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, String> {
+    crate::install_crypto_provider();
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let certs = rustls_pemfile::certs(&mut &read(cert)?[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut &read(key)?[..])
+        .map_err(|e| format!("{}: {e}", key.display()))?
+        .ok_or_else(|| format!("{}: no private key", key.display()))?;
+    rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| format!("TLS configuration: {e}"))
+}
+
+impl RunningNode {
+    /// Opens the store, recovers the engine, starts the background tasks and the listeners.
+    /// `listener` overrides `node.listen` (tests bind port 0); the admin listener follows
+    /// `node.admin_listen`, or `admin_listener` when given.
+    pub async fn start(config: Config, listener: Option<TcpListener>, admin_listener: Option<TcpListener>) -> Result<RunningNode, String> {
+        let store = SqliteStore::open(&config.node.database).map_err(|e| format!("{}: {e}", config.node.database.display()))?;
+        let listener = match listener {
+            Some(l) => l,
+            None => bind(&config.node.listen)?,
+        };
+        let admin_listener = match (admin_listener, &config.node.admin_listen) {
+            (Some(l), _) => Some(l),
+            (None, Some(a)) => Some(bind(a)?),
+            (None, None) => None,
+        };
+        let workers = config.node.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let tls = match (&config.node.tls_cert, &config.node.tls_key) {
+            (Some(c), Some(k)) => Some(tls_config(c, k)?),
+            _ => None,
+        };
+        let registry = Arc::new(Registry::new(config));
+        let (deadlines, deadline_queue) = Deadlines::new();
+        let (delivery, delivery_queue) = Delivery::new();
+        let node = Arc::new(Node::new(registry, Arc::new(store.clone()), EcClient::new()?, deadlines, delivery));
+
+        let tasks = vec![
+            tokio::spawn(crate::deadlines::run(deadline_queue, node.clone())),
+            tokio::spawn(crate::delivery::run(delivery_queue, node.clone())),
+            tokio::spawn(housekeeping(node.clone())),
+        ];
+        let (paying, pending) = node.recover().await.map_err(|f| format!("recovery failed: {f}"))?;
+        tracing::info!(payments_in_flight = paying, receipts_to_deliver = pending, "state recovered from the store");
+
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let data = web::Data::new(node.clone());
+        let app_data = data.clone();
+        let server = HttpServer::new(move || App::new().app_data(app_data.clone()).configure(crate::http::configure))
+            .workers(workers)
+            .shutdown_timeout(30);
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls),
+            None => server.listen(listener),
+        }
+        .map_err(|e| e.to_string())?
+        .run();
+        let mut servers = vec![(server.handle(), tokio::spawn(server))];
+
+        let mut admin_addr = None;
+        if let Some(l) = admin_listener {
+            admin_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
+            let data = data.clone();
+            let admin = HttpServer::new(move || App::new().app_data(data.clone()).configure(crate::admin::configure))
+                .workers(1)
+                .shutdown_timeout(5)
+                .listen(l)
+                .map_err(|e| e.to_string())?
+                .run();
+            servers.push((admin.handle(), tokio::spawn(admin)));
+        }
+        Ok(RunningNode { node, addr, admin_addr, servers, tasks, store })
+    }
+
+    /// The nodeForPsp URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/node-for-psp/v1", self.addr)
+    }
+
+    /// The admin base URL, if the admin listener is on.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin_addr.map(|a| format!("http://{a}"))
+    }
+
+    /// Graceful stop: the listeners finish in-flight requests, then the store writes what is
+    /// queued and closes.
+    pub async fn stop(self) {
+        for (handle, _) in &self.servers {
+            handle.stop(true).await;
+        }
+        for (_, task) in self.servers {
+            let _ = task.await;
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        self.store.close();
+        tracing::info!("node stopped");
+    }
+
+    /// Runs until SIGINT/SIGTERM, then stops gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        self.stop().await;
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Sweeps finished records out of the engine, and periodically applies journal retention and
+/// deletes expired idempotency entries.
+async fn housekeeping(node: Arc<Node>) {
+    let mut since_maintenance = Duration::ZERO;
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        node.engine().sweep(crate::clock::now_ms());
+        since_maintenance += SWEEP_EVERY;
+        if since_maintenance >= MAINTENANCE_EVERY {
+            since_maintenance = Duration::ZERO;
+            let now = crate::clock::now_ms();
+            let keep = u64::from(node.registry.config().journal.retention_days) * 86_400_000;
+            if let Err(e) = node.store.maintenance(now.saturating_sub(keep), now).await {
+                tracing::error!(error = %e, "maintenance failed");
+            }
+        }
+    }
+}

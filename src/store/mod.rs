@@ -1,0 +1,88 @@
+//! Durable state behind one interface. The engine's writes for one command are committed in one
+//! transaction; commits from concurrent requests are grouped (one fsync for many). SQLite is the
+//! embedded default; the interface is what a PostgreSQL backend implements for several nodes.
+
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use sqlite::SqliteStore;
+
+use crate::engine::{
+    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, ReceiptRecord, Recipient, Write,
+};
+use crate::journal::JournalEntry;
+
+/// A store failure (the node answers PPT_SYSTEM_ERROR and logs it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Resolves when a commit is durable (or failed).
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// A filter over the journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalQuery {
+    pub notice_number: Option<String>,
+    pub fiscal_code: Option<String>,
+    pub token: Option<String>,
+    pub psp: Option<String>,
+    pub primitive: Option<String>,
+    pub outcome: Option<String>,
+    pub from: Option<Millis>,
+    pub to: Option<Millis>,
+    /// Rows after this id (pagination), oldest first.
+    pub after_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// A journal row with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    pub id: i64,
+    pub entry: JournalEntry,
+}
+
+/// Durable state. Reads are short and synchronous; commits are asynchronous and grouped.
+pub trait Store: Send + Sync + 'static {
+    /// A notice and the payment its state names.
+    fn load_notice(&self, key: &NoticeKey)
+    -> Result<Option<(Notice, Option<Payment>)>, StoreError>;
+    /// A payment and its notice.
+    fn load_payment(&self, token: &str) -> Result<Option<(Payment, Notice)>, StoreError>;
+    fn load_idempotency(&self, key: &IdemKey) -> Result<Option<IdemEntry>, StoreError>;
+    /// Every outbox row of a receipt.
+    fn load_recipients(&self, receipt_id: &str) -> Result<Vec<Recipient>, StoreError>;
+    fn load_receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError>;
+    /// Payments waiting for their outcome (start-up: deadlines to re-arm).
+    fn paying_payments(&self) -> Result<Vec<(Payment, Notice)>, StoreError>;
+    /// Outbox rows still to deliver (start-up: deliveries to resume).
+    fn pending_recipients(&self) -> Result<Vec<Recipient>, StoreError>;
+    /// Outbox rows in a given status, newest first (admin).
+    fn recipients_by_status(
+        &self,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<Recipient>, StoreError>;
+    /// Payments of a notice, oldest first (admin: a payment's story).
+    fn payments_of_notice(&self, key: &NoticeKey) -> Result<Vec<Payment>, StoreError>;
+    /// Commits the writes of one engine step atomically.
+    fn commit(&self, writes: Vec<Write>) -> Commit;
+    /// Queues journal rows of SOAP exchanges: written soon, in the background, off the hot path.
+    fn journal(&self, entries: Vec<JournalEntry>);
+    fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError>;
+    /// Deletes journal rows older than `before` and expired idempotency entries.
+    fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit;
+    /// Waits until everything queued so far is durable.
+    fn flush(&self) -> Commit;
+    /// A cheap liveness check of the database.
+    fn health(&self) -> Result<(), StoreError>;
+}

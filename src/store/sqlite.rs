@@ -1,0 +1,861 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL` (a commit survives power loss),
+//! schema migrations, a pool of read connections and one writer thread that groups the commits
+//! queued while the previous one was being written into a single transaction (one fsync).
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+
+use super::{Commit, JournalQuery, JournalRow, Store, StoreError};
+use crate::codec::node_for_psp::OutcomeDetailsV2;
+use crate::codec::pa_for_node::PaymentPaV2;
+use crate::codec::schema::{from_fragment, to_fragment};
+use crate::codec::types::{
+    Amount, FiscalCode, IdempotencyKey, IsoDate, NoticeNumber, Outcome, PaymentToken, Text35,
+    Text210,
+};
+use crate::engine::{
+    ActivationRequest, IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState, OutcomeRecord,
+    Payment, PaymentStatus, PspRef, ReceiptRecord, Recipient, RecipientStatus, StationRef, Version,
+    Write,
+};
+use crate::journal::{Category, JournalEntry, Subtype};
+
+/// The schema, one entry per version: applied in order, recorded in `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "
+    CREATE TABLE notices (
+        fiscal_code TEXT NOT NULL,
+        notice_number TEXT NOT NULL,
+        state TEXT NOT NULL,
+        token TEXT,
+        demanded_at INTEGER,
+        PRIMARY KEY (fiscal_code, notice_number)
+    ) WITHOUT ROWID;
+    CREATE TABLE payments (
+        token TEXT PRIMARY KEY,
+        fiscal_code TEXT NOT NULL,
+        notice_number TEXT NOT NULL,
+        status TEXT NOT NULL,
+        id_psp TEXT NOT NULL,
+        id_broker_psp TEXT NOT NULL,
+        id_channel TEXT NOT NULL,
+        psp_version INTEGER NOT NULL,
+        station TEXT NOT NULL,
+        station_broker TEXT NOT NULL,
+        station_version INTEGER NOT NULL,
+        idempotency_key TEXT,
+        amount_cents INTEGER NOT NULL,
+        due_date TEXT,
+        payment_note TEXT,
+        expiration_ms INTEGER,
+        payment_method TEXT,
+        touch_point TEXT,
+        data TEXT NOT NULL,
+        activated_at INTEGER NOT NULL,
+        deadline INTEGER NOT NULL,
+        outcome TEXT,
+        outcome_at INTEGER,
+        outcome_psp TEXT,
+        outcome_broker TEXT,
+        outcome_channel TEXT,
+        outcome_version INTEGER,
+        outcome_details TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX payments_by_notice ON payments (fiscal_code, notice_number);
+    CREATE INDEX payments_paying ON payments (status) WHERE status = 'PAYING';
+    CREATE TABLE receipts (
+        receipt_id TEXT PRIMARY KEY,
+        fiscal_code TEXT NOT NULL,
+        notice_number TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE recipients (
+        receipt_id TEXT NOT NULL,
+        station TEXT NOT NULL,
+        ec TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        request TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        PRIMARY KEY (receipt_id, station)
+    ) WITHOUT ROWID;
+    CREATE INDEX recipients_pending ON recipients (status) WHERE status <> 'NOTIFIED';
+    CREATE TABLE idempotency (
+        psp TEXT NOT NULL,
+        key TEXT NOT NULL,
+        primitive TEXT NOT NULL,
+        request_hash BLOB NOT NULL,
+        response TEXT NOT NULL,
+        token TEXT,
+        valid_to INTEGER NOT NULL,
+        inserted_at INTEGER NOT NULL,
+        PRIMARY KEY (psp, key, primitive)
+    ) WITHOUT ROWID;
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        component TEXT NOT NULL,
+        category TEXT,
+        primitive TEXT NOT NULL,
+        subtype TEXT,
+        fiscal_code TEXT,
+        notice_number TEXT,
+        iuv TEXT,
+        token TEXT,
+        psp TEXT,
+        channel TEXT,
+        station TEXT,
+        outcome TEXT,
+        caller TEXT,
+        callee TEXT,
+        payload TEXT,
+        detail TEXT,
+        duration_ms INTEGER
+    );
+    CREATE INDEX journal_at ON journal (at);
+    CREATE INDEX journal_notice ON journal (notice_number);
+    CREATE INDEX journal_token ON journal (token);
+    ",
+];
+
+enum Job {
+    Commit(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
+    Journal(Vec<JournalEntry>),
+    Maintenance {
+        journal_before: Millis,
+        now: Millis,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The SQLite store. Cloning shares it.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+/// At most this many commits go in one transaction.
+const MAX_GROUP: usize = 1024;
+const READERS: usize = 4;
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "database schema version {version} is newer than this node ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let mut writer = open(path)?;
+        migrate(&mut writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = open(path)?;
+            r.pragma_update(None, "query_only", "ON")?;
+            readers.push(r);
+        }
+        let (tx, rx) = mpsc::channel();
+        let handle = thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                jobs: Mutex::new(Some(tx)),
+                readers: Mutex::new(readers),
+                path: path.to_path_buf(),
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stops the writer after the queued work is written (graceful shutdown).
+    pub fn close(&self) {
+        if let Ok(mut jobs) = self.inner.jobs.lock() {
+            jobs.take();
+        }
+        let handle = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    fn send(&self, job: Job) -> bool {
+        match self.inner.jobs.lock() {
+            Ok(jobs) => jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok()),
+            Err(_) => false,
+        }
+    }
+
+    fn request(&self, make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job) -> Commit {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(make(tx));
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError("the store is closed".into()));
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError("the store writer stopped".into())))
+        })
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = {
+            let mut pool = self
+                .inner
+                .readers
+                .lock()
+                .map_err(|_| StoreError("reader pool poisoned".into()))?;
+            pool.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = open(&self.inner.path)?;
+                c.pragma_update(None, "query_only", "ON")?;
+                c
+            }
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.inner.readers.lock()
+            && pool.len() < READERS
+        {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        write_batch(&mut conn, batch);
+    }
+    let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+}
+
+/// Writes a group of jobs in one transaction. Each commit job gets a savepoint, so one that
+/// fails (it should not) is rolled back alone and reported to its caller only.
+fn write_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let mut results: Vec<(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    )> = Vec::with_capacity(batch.len());
+    let outcome = (|| -> Result<(), StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for job in batch {
+            match job {
+                Job::Commit(writes, done) => {
+                    let r = savepoint(&tx, |sp| writes.iter().try_for_each(|w| apply(sp, w)));
+                    results.push((done, r));
+                }
+                Job::Journal(entries) => {
+                    if let Err(e) = savepoint(&tx, |sp| {
+                        entries.iter().try_for_each(|e| insert_journal(sp, e))
+                    }) {
+                        tracing::error!(error = %e, "journal rows lost");
+                    }
+                }
+                Job::Maintenance {
+                    journal_before,
+                    now,
+                    done,
+                } => {
+                    let r = savepoint(&tx, |sp| {
+                        sp.execute("DELETE FROM journal WHERE at < ?1", [journal_before as i64])?;
+                        sp.execute("DELETE FROM idempotency WHERE valid_to <= ?1", [now as i64])?;
+                        Ok(())
+                    });
+                    results.push((done, r));
+                }
+                Job::Flush(done) => results.push((done, Ok(()))),
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    })();
+    for (done, r) in results {
+        let r = match &outcome {
+            Ok(()) => r,
+            Err(e) => Err(e.clone()),
+        };
+        let _ = done.send(r);
+    }
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "store commit failed");
+    }
+}
+
+fn savepoint(
+    tx: &rusqlite::Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    tx.execute_batch("SAVEPOINT job")?;
+    match f(tx) {
+        Ok(()) => {
+            tx.execute_batch("RELEASE job")?;
+            Ok(())
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn state_columns(s: &NoticeState) -> (&'static str, Option<&str>) {
+    match s {
+        NoticeState::Free => ("FREE", None),
+        NoticeState::Paying(t) => ("PAYING", Some(t.as_str())),
+        NoticeState::Paid(t) => ("PAID", Some(t.as_str())),
+    }
+}
+
+fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::Notice(n) => {
+            let (state, token) = state_columns(&n.state);
+            c.prepare_cached(
+                "INSERT INTO notices (fiscal_code, notice_number, state, token, demanded_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (fiscal_code, notice_number) DO UPDATE SET state = excluded.state, token = excluded.token, demanded_at = excluded.demanded_at",
+            )?
+            .execute(params![n.key.fiscal_code.as_str(), n.key.notice_number.as_str(), state, token, n.demanded_at.map(|v| v as i64)])?;
+        }
+        Write::Payment(p) => save_payment(c, p)?,
+        Write::Receipt(r) => {
+            // A receipt is generated once: a second insert with other content would be a bug.
+            c.prepare_cached("INSERT INTO receipts (receipt_id, fiscal_code, notice_number, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![r.receipt_id, r.notice.fiscal_code.as_str(), r.notice.notice_number.as_str(), r.body, r.created_at as i64])?;
+        }
+        Write::Recipient(r) => {
+            c.prepare_cached(
+                "INSERT INTO recipients (receipt_id, station, ec, version, request, status, attempts, next_attempt_at, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (receipt_id, station) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+                   next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
+            )?
+            .execute(params![
+                r.receipt_id,
+                r.station.as_str(),
+                r.ec.as_str(),
+                r.version.number(),
+                r.request,
+                r.status.as_str(),
+                r.attempts,
+                r.next_attempt_at as i64,
+                r.last_error
+            ])?;
+        }
+        Write::PutIdempotency(e) => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO idempotency (psp, key, primitive, request_hash, response, token, valid_to, inserted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![e.key.psp, e.key.key, e.key.primitive, &e.request_hash[..], e.response, e.token, e.valid_to as i64, e.inserted_at as i64])?;
+        }
+        Write::DeleteIdempotency(k) => {
+            c.prepare_cached(
+                "DELETE FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3",
+            )?
+            .execute(params![k.psp, k.key, k.primitive])?;
+        }
+        Write::Event(e) => insert_journal(c, &JournalEntry::from(e))?,
+    }
+    Ok(())
+}
+
+fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
+    let o = p.outcome.as_ref();
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO payments (token, fiscal_code, notice_number, status, id_psp, id_broker_psp, id_channel, psp_version,
+           station, station_broker, station_version, idempotency_key, amount_cents, due_date, payment_note, expiration_ms,
+           payment_method, touch_point, data, activated_at, deadline, outcome, outcome_at, outcome_psp, outcome_broker,
+           outcome_channel, outcome_version, outcome_details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,
+           ?25, ?26, ?27, ?28)",
+    )?
+    .execute(params![
+        p.token.as_str(),
+        p.notice.fiscal_code.as_str(),
+        p.notice.notice_number.as_str(),
+        p.status.as_str(),
+        p.psp.id_psp.as_str(),
+        p.psp.id_broker_psp.as_str(),
+        p.psp.id_channel.as_str(),
+        p.psp_version.number(),
+        p.station.id.as_str(),
+        p.station.broker.as_str(),
+        p.station.version.number(),
+        p.idempotency_key.as_ref().map(|k| k.as_str()),
+        p.request.amount.cents() as i64,
+        p.request.due_date.as_ref().map(|d| d.as_str()),
+        p.request.payment_note.as_ref().map(|n| n.as_str()),
+        p.request.expiration_ms,
+        p.request.payment_method.map(|m| m.as_str()),
+        p.request.touch_point.map(|t| t.as_str()),
+        to_fragment("data", &p.data),
+        p.activated_at as i64,
+        p.deadline as i64,
+        o.map(|o| o.outcome.as_str()),
+        o.map(|o| o.received_at as i64),
+        o.map(|o| o.psp.id_psp.as_str()),
+        o.map(|o| o.psp.id_broker_psp.as_str()),
+        o.map(|o| o.psp.id_channel.as_str()),
+        o.map(|o| o.version.number()),
+        o.and_then(|o| o.details.as_ref()).map(|d| to_fragment("details", d)),
+    ])?;
+    Ok(())
+}
+
+fn insert_journal(c: &Connection, e: &JournalEntry) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO journal (at, component, category, primitive, subtype, fiscal_code, notice_number, iuv, token, psp, channel,
+           station, outcome, caller, callee, payload, detail, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?
+    .execute(params![
+        e.at as i64,
+        e.component,
+        e.category.map(|c| c.as_str()),
+        e.primitive,
+        e.subtype.map(|s| s.as_str()),
+        e.fiscal_code,
+        e.notice_number,
+        e.iuv,
+        e.token,
+        e.psp,
+        e.channel,
+        e.station,
+        e.outcome,
+        e.caller,
+        e.callee,
+        e.payload,
+        e.detail,
+        e.duration_ms.map(|d| d as i64)
+    ])?;
+    Ok(())
+}
+
+fn corrupt(what: &str, why: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("{what}: {why}").into(),
+    )
+}
+
+fn text<T>(
+    row: &Row<'_>,
+    i: &str,
+    parse: impl FnOnce(String) -> Result<T, String>,
+) -> rusqlite::Result<T> {
+    let s: String = row.get(i)?;
+    parse(s).map_err(|e| corrupt(i, e))
+}
+
+fn opt_text<T>(
+    row: &Row<'_>,
+    i: &str,
+    parse: impl FnOnce(String) -> Result<T, String>,
+) -> rusqlite::Result<Option<T>> {
+    let s: Option<String> = row.get(i)?;
+    s.map(parse).transpose().map_err(|e| corrupt(i, e))
+}
+
+fn notice_key(row: &Row<'_>) -> rusqlite::Result<NoticeKey> {
+    Ok(NoticeKey {
+        fiscal_code: text(row, "fiscal_code", FiscalCode::new)?,
+        notice_number: text(row, "notice_number", NoticeNumber::new)?,
+    })
+}
+
+fn notice_from(row: &Row<'_>) -> rusqlite::Result<Notice> {
+    let key = notice_key(row)?;
+    let state: String = row.get("state")?;
+    let token: Option<String> = row.get("token")?;
+    let token = || {
+        token
+            .clone()
+            .ok_or_else(|| corrupt("token", "missing"))
+            .and_then(|t| PaymentToken::new(t).map_err(|e| corrupt("token", e)))
+    };
+    let state = match state.as_str() {
+        "FREE" => NoticeState::Free,
+        "PAYING" => NoticeState::Paying(token()?),
+        "PAID" => NoticeState::Paid(token()?),
+        other => return Err(corrupt("state", other)),
+    };
+    Ok(Notice {
+        key,
+        state,
+        demanded_at: row.get::<_, Option<i64>>("demanded_at")?.map(|v| v as u64),
+    })
+}
+
+fn payment_from(row: &Row<'_>) -> rusqlite::Result<Payment> {
+    let t35 = |i: &str| text(row, i, Text35::new);
+    let outcome = match opt_text(row, "outcome", |s| s.parse::<Outcome>())? {
+        None => None,
+        Some(outcome) => Some(OutcomeRecord {
+            outcome,
+            received_at: row.get::<_, i64>("outcome_at")? as u64,
+            psp: PspRef {
+                id_psp: t35("outcome_psp")?,
+                id_broker_psp: t35("outcome_broker")?,
+                id_channel: t35("outcome_channel")?,
+            },
+            version: Version::from_number(row.get("outcome_version")?),
+            details: opt_text(row, "outcome_details", |s| {
+                from_fragment::<OutcomeDetailsV2>(&s).map_err(|v| v.to_string())
+            })?,
+        }),
+    };
+    Ok(Payment {
+        token: text(row, "token", PaymentToken::new)?,
+        notice: notice_key(row)?,
+        psp: PspRef {
+            id_psp: t35("id_psp")?,
+            id_broker_psp: t35("id_broker_psp")?,
+            id_channel: t35("id_channel")?,
+        },
+        psp_version: Version::from_number(row.get("psp_version")?),
+        station: StationRef {
+            id: t35("station")?,
+            broker: t35("station_broker")?,
+            version: Version::from_number(row.get("station_version")?),
+        },
+        idempotency_key: opt_text(row, "idempotency_key", IdempotencyKey::new)?,
+        request: ActivationRequest {
+            amount: Amount::from_cents(row.get::<_, i64>("amount_cents")? as u64)
+                .map_err(|e| corrupt("amount_cents", e))?,
+            due_date: opt_text(row, "due_date", |s| {
+                <IsoDate as crate::codec::schema::Simple>::parse(&s)
+            })?,
+            payment_note: opt_text(row, "payment_note", Text210::new)?,
+            expiration_ms: row.get("expiration_ms")?,
+            payment_method: opt_text(row, "payment_method", |s| s.parse())?,
+            touch_point: opt_text(row, "touch_point", |s| s.parse())?,
+        },
+        data: text(row, "data", |s| {
+            from_fragment::<PaymentPaV2>(&s).map_err(|v| v.to_string())
+        })?,
+        activated_at: row.get::<_, i64>("activated_at")? as u64,
+        deadline: row.get::<_, i64>("deadline")? as u64,
+        status: text(row, "status", |s| PaymentStatus::parse(&s).ok_or(s))?,
+        outcome,
+    })
+}
+
+fn recipient_from(row: &Row<'_>) -> rusqlite::Result<Recipient> {
+    Ok(Recipient {
+        receipt_id: row.get("receipt_id")?,
+        station: text(row, "station", Text35::new)?,
+        ec: text(row, "ec", FiscalCode::new)?,
+        version: Version::from_number(row.get("version")?),
+        request: row.get("request")?,
+        status: text(row, "status", |s| RecipientStatus::parse(&s).ok_or(s))?,
+        attempts: row.get("attempts")?,
+        next_attempt_at: row.get::<_, i64>("next_attempt_at")? as u64,
+        last_error: row.get("last_error")?,
+    })
+}
+
+fn journal_from(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
+    let category = match row.get::<_, Option<String>>("category")?.as_deref() {
+        Some("INTERFACCIA") => Some(Category::Interface),
+        Some("INTERNO") => Some(Category::Internal),
+        _ => None,
+    };
+    let subtype = match row.get::<_, Option<String>>("subtype")?.as_deref() {
+        Some("REQ") => Some(Subtype::Req),
+        Some("RESP") => Some(Subtype::Resp),
+        Some("INTERN") => Some(Subtype::Intern),
+        _ => None,
+    };
+    Ok(JournalRow {
+        id: row.get("id")?,
+        entry: JournalEntry {
+            at: row.get::<_, i64>("at")? as u64,
+            component: row.get("component")?,
+            category,
+            primitive: row.get("primitive")?,
+            subtype,
+            fiscal_code: row.get("fiscal_code")?,
+            notice_number: row.get("notice_number")?,
+            iuv: row.get("iuv")?,
+            token: row.get("token")?,
+            psp: row.get("psp")?,
+            channel: row.get("channel")?,
+            station: row.get("station")?,
+            outcome: row.get("outcome")?,
+            caller: row.get("caller")?,
+            callee: row.get("callee")?,
+            payload: row.get("payload")?,
+            detail: row.get("detail")?,
+            duration_ms: row.get::<_, Option<i64>>("duration_ms")?.map(|d| d as u64),
+        },
+    })
+}
+
+fn load_payment_row(c: &Connection, token: &str) -> Result<Option<Payment>, StoreError> {
+    Ok(c.prepare_cached("SELECT * FROM payments WHERE token = ?1")?
+        .query_row([token], payment_from)
+        .optional()?)
+}
+
+fn load_notice_row(c: &Connection, key: &NoticeKey) -> Result<Option<Notice>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT * FROM notices WHERE fiscal_code = ?1 AND notice_number = ?2")?
+            .query_row(
+                params![key.fiscal_code.as_str(), key.notice_number.as_str()],
+                notice_from,
+            )
+            .optional()?,
+    )
+}
+
+impl Store for SqliteStore {
+    fn load_notice(
+        &self,
+        key: &NoticeKey,
+    ) -> Result<Option<(Notice, Option<Payment>)>, StoreError> {
+        self.read(|c| {
+            let Some(n) = load_notice_row(c, key)? else {
+                return Ok(None);
+            };
+            let payment = match &n.state {
+                NoticeState::Free => None,
+                NoticeState::Paying(t) | NoticeState::Paid(t) => load_payment_row(c, t.as_str())?,
+            };
+            Ok(Some((n, payment)))
+        })
+    }
+
+    fn load_payment(&self, token: &str) -> Result<Option<(Payment, Notice)>, StoreError> {
+        self.read(|c| {
+            let Some(p) = load_payment_row(c, token)? else {
+                return Ok(None);
+            };
+            let n =
+                load_notice_row(c, &p.notice)?.unwrap_or_else(|| Notice::free(p.notice.clone()));
+            Ok(Some((p, n)))
+        })
+    }
+
+    fn load_idempotency(&self, key: &IdemKey) -> Result<Option<IdemEntry>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT request_hash, response, token, valid_to, inserted_at FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3")?
+                .query_row(params![key.psp, key.key, key.primitive], |row| {
+                    let hash: Vec<u8> = row.get(0)?;
+                    Ok(IdemEntry {
+                        key: key.clone(),
+                        request_hash: hash.try_into().map_err(|_| corrupt("request_hash", "not 32 bytes"))?,
+                        response: row.get(1)?,
+                        token: row.get(2)?,
+                        valid_to: row.get::<_, i64>(3)? as u64,
+                        inserted_at: row.get::<_, i64>(4)? as u64,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    fn load_recipients(&self, receipt_id: &str) -> Result<Vec<Recipient>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT * FROM recipients WHERE receipt_id = ?1 ORDER BY station",
+            )?;
+            let rows = st.query_map([receipt_id], recipient_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn load_receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT * FROM receipts WHERE receipt_id = ?1")?
+                    .query_row([receipt_id], |row| {
+                        Ok(ReceiptRecord {
+                            receipt_id: row.get("receipt_id")?,
+                            notice: notice_key(row)?,
+                            body: row.get("body")?,
+                            created_at: row.get::<_, i64>("created_at")? as u64,
+                        })
+                    })
+                    .optional()?,
+            )
+        })
+    }
+
+    fn paying_payments(&self) -> Result<Vec<(Payment, Notice)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT * FROM payments WHERE status = 'PAYING'")?;
+            let payments = st
+                .query_map([], payment_from)?
+                .collect::<Result<Vec<_>, _>>()?;
+            payments
+                .into_iter()
+                .map(|p| {
+                    let n = load_notice_row(c, &p.notice)?
+                        .unwrap_or_else(|| Notice::free(p.notice.clone()));
+                    Ok((p, n))
+                })
+                .collect()
+        })
+    }
+
+    fn pending_recipients(&self) -> Result<Vec<Recipient>, StoreError> {
+        self.recipients_by_status(RecipientStatus::Pending.as_str(), usize::MAX)
+    }
+
+    fn recipients_by_status(
+        &self,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<Recipient>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT * FROM recipients WHERE status = ?1 ORDER BY next_attempt_at DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(
+                params![status, limit.min(i64::MAX as usize) as i64],
+                recipient_from,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn payments_of_notice(&self, key: &NoticeKey) -> Result<Vec<Payment>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT * FROM payments WHERE fiscal_code = ?1 AND notice_number = ?2 ORDER BY activated_at")?;
+            let rows = st.query_map(params![key.fiscal_code.as_str(), key.notice_number.as_str()], payment_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Commit {
+        self.request(|done| Job::Commit(writes, done))
+    }
+
+    fn journal(&self, entries: Vec<JournalEntry>) {
+        if !entries.is_empty() && !self.send(Job::Journal(entries)) {
+            tracing::warn!("journal rows dropped: the store is closed");
+        }
+    }
+
+    fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
+        self.read(|c| {
+            let mut sql = String::from("SELECT * FROM journal WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut filter = |column: &str, op: &str, v: rusqlite::types::Value| {
+                args.push(v);
+                sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
+            };
+            let s = |v: &String| rusqlite::types::Value::Text(v.clone());
+            let i = |v: i64| rusqlite::types::Value::Integer(v);
+            if let Some(v) = &q.notice_number {
+                filter("notice_number", "=", s(v));
+            }
+            if let Some(v) = &q.fiscal_code {
+                filter("fiscal_code", "=", s(v));
+            }
+            if let Some(v) = &q.token {
+                filter("token", "=", s(v));
+            }
+            if let Some(v) = &q.psp {
+                filter("psp", "=", s(v));
+            }
+            if let Some(v) = &q.primitive {
+                filter("primitive", "=", s(v));
+            }
+            if let Some(v) = &q.outcome {
+                filter("outcome", "=", s(v));
+            }
+            if let Some(v) = q.from {
+                filter("at", ">=", i(v as i64));
+            }
+            if let Some(v) = q.to {
+                filter("at", "<", i(v as i64));
+            }
+            if let Some(v) = q.after_id {
+                filter("id", ">", i(v));
+            }
+            sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.clamp(1, 10_000)));
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), journal_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
+        self.request(|done| Job::Maintenance {
+            journal_before,
+            now,
+            done,
+        })
+    }
+
+    fn flush(&self) -> Commit {
+        self.request(Job::Flush)
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(drop)?)
+        })
+    }
+}
