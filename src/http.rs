@@ -92,9 +92,14 @@ fn contract_file(name: &str) -> HttpResponse {
 pub async fn health(node: web::Data<Arc<Node>>) -> HttpResponse {
     let (notices, payments, activating, receipts) = node.engine().sizes();
     let store = node.store.health();
+    let stats = node.store.stats();
     let body = serde_json::json!({
         "status": if store.is_ok() { "UP" } else { "DOWN" },
-        "store": store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        "store": {
+            "status": store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+            "transactions": stats.transactions,
+            "commit_jobs": stats.commit_jobs,
+        },
         "engine": { "notices": notices, "payments": payments, "activations_in_flight": activating, "receipts_in_delivery": receipts },
         "version": env!("CARGO_PKG_VERSION"),
     });

@@ -29,3 +29,4 @@ pub mod node;
 pub mod admin;
 pub mod http;
 pub mod server;
+pub mod loadgen;

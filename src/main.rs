@@ -37,6 +37,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Drive load against a node (or a spawned node + simulated EC) and report throughput and latency.
+    Loadgen(pagonode::loadgen::LoadArgs),
     /// Check SOAP messages (files, or `-` for stdin) against the nodeForPsp/paForNode contract.
     Validate {
         /// Envelope files to check; `-` reads one from stdin.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
             Command::Demo { database } => demo(database).await,
             Command::Serve { config } => serve(load_config(config.as_ref())?).await,
             Command::MockEc { config } => mock_ec(config.as_ref()).await,
+            Command::Loadgen(args) => pagonode::loadgen::run(args).await,
             Command::Validate { .. } => unreachable!("handled above"),
         }
     });

@@ -5,7 +5,9 @@
 
 use super::schema::{Content, Simple};
 use super::types::{Text, decode_base64, encode_base64};
-use super::xml::{AttrPolicy, Violation, ViolationKind, XmlReader, XmlWriter, check_chars, decode_document};
+use super::xml::{
+    AttrPolicy, Violation, ViolationKind, XmlReader, XmlWriter, check_chars, decode_document,
+};
 use crate::{xml_choice, xml_enum, xml_sequence};
 
 /// Namespace of `TassaAutomobilistica_1_1_0.xsd`.
@@ -25,7 +27,11 @@ pub enum ServiceSchema {
 }
 
 impl ServiceSchema {
-    pub const ALL: [ServiceSchema; 3] = [ServiceSchema::TassaAutomobilistica, ServiceSchema::Passaporto, ServiceSchema::Pesca];
+    pub const ALL: [ServiceSchema; 3] = [
+        ServiceSchema::TassaAutomobilistica,
+        ServiceSchema::Passaporto,
+        ServiceSchema::Pesca,
+    ];
 
     /// The catalogue's `xsdRiferimento` value.
     pub fn xsd_name(self) -> &'static str {
@@ -218,7 +224,11 @@ fn check_service_document(bytes: &[u8]) -> Result<Option<ServiceSchema>, String>
         r.finish_document()
     })();
     result.map_err(|v| {
-        let where_ = if v.path.is_empty() { String::new() } else { format!("{local}/{}: ", v.path) };
+        let where_ = if v.path.is_empty() {
+            String::new()
+        } else {
+            format!("{local}/{}: ", v.path)
+        };
         format!("{where_}{}", v.reason)
     })?;
     Ok(schema)
@@ -236,7 +246,9 @@ mod tests {
         assert_eq!(p.schema(), Some(ServiceSchema::TassaAutomobilistica));
         let bad = TASSA.replace(">1<", ">3<");
         assert!(ServicePayload::from_document(bad.into_bytes()).is_err());
-        let unqualified = TASSA.replace("<ta:veicoloTarga>", "<veicoloTarga>").replace("</ta:veicoloTarga>", "</veicoloTarga>");
+        let unqualified = TASSA
+            .replace("<ta:veicoloTarga>", "<veicoloTarga>")
+            .replace("</ta:veicoloTarga>", "</veicoloTarga>");
         assert!(ServicePayload::from_document(unqualified.into_bytes()).is_err());
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 use base64::Engine as _;
 
-use super::schema::{Simple, check_length, check_xml_chars, collapse};
+use super::schema::{Simple, check_length, check_xml_chars, collapse, collapse_runs};
 use super::xml::XmlWriter;
 use crate::xml_enum;
 
@@ -25,7 +25,11 @@ impl<const MIN: usize, const MAX: usize> Text<MIN, MAX> {
     /// Cuts `s` to at most `MAX` characters (for values the node composes from longer ones).
     /// Panics if the result would be shorter than `MIN`.
     pub fn truncated(s: &str) -> Self {
-        let cut: String = s.chars().filter(|&c| super::xml::is_xml_char(c)).take(MAX).collect();
+        let cut: String = s
+            .chars()
+            .filter(|&c| super::xml::is_xml_char(c))
+            .take(MAX)
+            .collect();
         Self::new(cut).expect("truncated text within bounds")
     }
 
@@ -141,7 +145,9 @@ fn ascii_digits(s: &str, n: usize, what: &str) -> Result<(), String> {
     if s.len() == n && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
-        Err(format!("value '{s}' is not a {what} ({n} digits, pattern [0-9]{{{n}}})"))
+        Err(format!(
+            "value '{s}' is not a {what} ({n} digits, pattern [0-9]{{{n}}})"
+        ))
     }
 }
 
@@ -173,7 +179,11 @@ impl NoticeNumber {
     /// the aux digit for aux 3 (segregation code + IUV base + check), else the last 15 digits
     /// (after aux digit and application code).
     pub fn iuv(&self) -> &str {
-        if self.aux_digit() == 3 { &self.0[1..] } else { &self.0[3..] }
+        if self.aux_digit() == 3 {
+            &self.0[1..]
+        } else {
+            &self.0[3..]
+        }
     }
 }
 
@@ -283,16 +293,26 @@ impl Simple for Password {
 /// into cents. Whitespace is collapsed first, as for every decimal.
 fn parse_amount_cents(text: &str) -> Result<u64, String> {
     let v = collapse(text);
-    let bad = || format!("value '{v}' is not an amount with exactly two decimals (pattern \\d+\\.\\d{{2}})");
+    let bad = || {
+        format!("value '{v}' is not an amount with exactly two decimals (pattern \\d+\\.\\d{{2}})")
+    };
     let (int, frac) = v.split_once('.').ok_or_else(bad)?;
-    if int.is_empty() || frac.len() != 2 || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || frac.len() != 2
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     let int = int.trim_start_matches('0');
     if int.len() > 9 {
         return Err(format!("value '{v}' exceeds the maximum 999999999.99"));
     }
-    let units: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+    let units: u64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
     Ok(units * 100 + frac.parse::<u64>().map_err(|_| bad())?)
 }
 
@@ -314,7 +334,11 @@ impl Amount {
     pub const ZERO: Amount = Amount(0);
 
     pub fn from_cents(cents: u64) -> Result<Self, String> {
-        if cents > MAX_CENTS { Err(format!("amount {cents} cents exceeds 999999999.99")) } else { Ok(Amount(cents)) }
+        if cents > MAX_CENTS {
+            Err(format!("amount {cents} cents exceeds 999999999.99"))
+        } else {
+            Ok(Amount(cents))
+        }
     }
 
     pub fn cents(self) -> u64 {
@@ -383,7 +407,10 @@ impl Simple for AmountNotZero {
     fn parse(text: &str) -> Result<Self, String> {
         let cents = parse_amount_cents(text)?;
         if cents == 0 {
-            return Err(format!("value '{}' is below the minimum 0.01", collapse(text)));
+            return Err(format!(
+                "value '{}' is below the minimum 0.01",
+                collapse(text)
+            ));
         }
         Ok(AmountNotZero(cents))
     }
@@ -414,12 +441,16 @@ fn parse_int(text: &str) -> Result<i32, String> {
     let mag: i64 = if digits.is_empty() {
         0
     } else if digits.len() > 10 {
-        return Err(format!("value '{}' is out of the range of xsd:int", collapse(text)));
+        return Err(format!(
+            "value '{}' is out of the range of xsd:int",
+            collapse(text)
+        ));
     } else {
         digits.parse().map_err(|_| "not an integer".to_string())?
     };
     let v = if neg { -mag } else { mag };
-    i32::try_from(v).map_err(|_| format!("value '{}' is out of the range of xsd:int", collapse(text)))
+    i32::try_from(v)
+        .map_err(|_| format!("value '{}' is out of the range of xsd:int", collapse(text)))
 }
 
 impl Simple for i32 {
@@ -450,7 +481,11 @@ pub struct IdTransfer(u8);
 
 impl IdTransfer {
     pub fn new(n: u8) -> Result<Self, String> {
-        if (1..=5).contains(&n) { Ok(IdTransfer(n)) } else { Err(format!("idTransfer {n} is not in 1..5")) }
+        if (1..=5).contains(&n) {
+            Ok(IdTransfer(n))
+        } else {
+            Err(format!("idTransfer {n} is not in 1..5"))
+        }
     }
     pub fn get(self) -> u8 {
         self.0
@@ -463,7 +498,10 @@ impl Simple for IdTransfer {
         if (1..=5).contains(&v) {
             Ok(IdTransfer(v as u8))
         } else {
-            Err(format!("value '{}' is not one of 1, 2, 3, 4, 5", collapse(text)))
+            Err(format!(
+                "value '{}' is not one of 1, 2, 3, 4, 5",
+                collapse(text)
+            ))
         }
     }
     fn write(&self, w: &mut XmlWriter) {
@@ -480,7 +518,11 @@ impl ExpirationTime {
     pub const MAX_MS: i64 = 1_800_000;
 
     pub fn from_millis(ms: i64) -> Result<Self, String> {
-        if ms > Self::MAX_MS { Err(format!("expirationTime {ms} exceeds the maximum 1800000")) } else { Ok(ExpirationTime(ms)) }
+        if ms > Self::MAX_MS {
+            Err(format!("expirationTime {ms} exceeds the maximum 1800000"))
+        } else {
+            Ok(ExpirationTime(ms))
+        }
     }
     pub fn millis(self) -> i64 {
         self.0
@@ -492,11 +534,23 @@ impl Simple for ExpirationTime {
         let (neg, digits) = integer_lexical(text)?;
         let too_big = || format!("value '{}' exceeds the maximum 1800000", collapse(text));
         if digits.len() > 18 {
-            return if neg { Ok(ExpirationTime(i64::MIN)) } else { Err(too_big()) };
+            return if neg {
+                Ok(ExpirationTime(i64::MIN))
+            } else {
+                Err(too_big())
+            };
         }
-        let mag: i64 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| too_big())? };
+        let mag: i64 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().map_err(|_| too_big())?
+        };
         let v = if neg { -mag } else { mag };
-        if v > Self::MAX_MS { Err(too_big()) } else { Ok(ExpirationTime(v)) }
+        if v > Self::MAX_MS {
+            Err(too_big())
+        } else {
+            Ok(ExpirationTime(v))
+        }
     }
     fn write(&self, w: &mut XmlWriter) {
         w.raw(&self.0.to_string())
@@ -517,7 +571,8 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 }
 
 fn two_digits(s: &[u8]) -> Option<u32> {
-    (s.len() == 2 && s.iter().all(u8::is_ascii_digit)).then(|| ((s[0] - b'0') * 10 + (s[1] - b'0')) as u32)
+    (s.len() == 2 && s.iter().all(u8::is_ascii_digit))
+        .then(|| ((s[0] - b'0') * 10 + (s[1] - b'0')) as u32)
 }
 
 /// Parses `-?YYYY-MM-DD` at the start of `s`; returns (year, month, day, rest).
@@ -534,7 +589,7 @@ fn parse_date_part(s: &str) -> Option<(i64, u32, u32, &str)> {
     if year == 0 {
         return None;
     }
-    let rest = body[ylen..].as_bytes();
+    let rest = &body.as_bytes()[ylen..];
     if rest.len() < 6 || rest[0] != b'-' || rest[3] != b'-' {
         return None;
     }
@@ -625,7 +680,11 @@ impl Simple for IsoDateTime {
         if b.len() < 9 || b[0] != b'T' || b[3] != b':' || b[6] != b':' {
             return Err(bad());
         }
-        let (h, m, s) = match (two_digits(&b[1..3]), two_digits(&b[4..6]), two_digits(&b[7..9])) {
+        let (h, m, s) = match (
+            two_digits(&b[1..3]),
+            two_digits(&b[4..6]),
+            two_digits(&b[7..9]),
+        ) {
             (Some(h), Some(m), Some(s)) => (h, m, s),
             _ => return Err(bad()),
         };
@@ -661,13 +720,21 @@ impl fmt::Display for IsoDateTime {
 /// canonical base64 with correct padding and zero trailing bits.
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
     let compact: String;
-    let v = if text.bytes().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
-        compact = text.chars().filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r')).collect();
+    let v = if text
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        compact = text
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'))
+            .collect();
         compact.as_str()
     } else {
         text
     };
-    base64::engine::general_purpose::STANDARD.decode(v).map_err(|e| format!("not valid base64: {e}"))
+    base64::engine::general_purpose::STANDARD
+        .decode(v)
+        .map_err(|e| format!("not valid base64: {e}"))
 }
 
 /// Encodes bytes as canonical base64 (no line breaks).
@@ -703,10 +770,11 @@ impl HashDocumento {
 
 impl Simple for HashDocumento {
     fn parse(text: &str) -> Result<Self, String> {
-        let v = collapse(text);
-        decode_base64(v)?;
-        check_length(v, 4, 72).map_err(|e| format!("hashDocumento {e} (pattern .{{4,72}})"))?;
-        Ok(HashDocumento(v.to_string()))
+        // base64Binary collapses whitespace: the pattern sees internal runs as one space.
+        let v = collapse_runs(text);
+        decode_base64(&v)?;
+        check_length(&v, 4, 72).map_err(|e| format!("hashDocumento {e} (pattern .{{4,72}})"))?;
+        Ok(HashDocumento(v.into_owned()))
     }
     fn write(&self, w: &mut XmlWriter) {
         w.raw(&self.0)
@@ -773,10 +841,30 @@ mod tests {
 
     #[test]
     fn amounts_follow_the_xsd() {
-        for (s, c) in [("10.00", 1000), ("010.00", 1000), (" 10.00 ", 1000), ("0.00", 0), ("999999999.99", MAX_CENTS), ("0000999999999.99", MAX_CENTS)] {
+        for (s, c) in [
+            ("10.00", 1000),
+            ("010.00", 1000),
+            (" 10.00 ", 1000),
+            ("0.00", 0),
+            ("999999999.99", MAX_CENTS),
+            ("0000999999999.99", MAX_CENTS),
+        ] {
             assert_eq!(Amount::parse(s).unwrap().cents(), c, "{s}");
         }
-        for s in ["10", "10.5", "-1.00", "+1.00", "1,00", "10.123", "1000000000.00", ".50", "1.00e2", "", "1 0.00", "١.٠٠"] {
+        for s in [
+            "10",
+            "10.5",
+            "-1.00",
+            "+1.00",
+            "1,00",
+            "10.123",
+            "1000000000.00",
+            ".50",
+            "1.00e2",
+            "",
+            "1 0.00",
+            "١.٠٠",
+        ] {
             assert!(Amount::parse(s).is_err(), "{s}");
         }
         assert!(AmountNotZero::parse("0.00").is_err());
@@ -785,16 +873,46 @@ mod tests {
 
     #[test]
     fn dates_follow_the_xsd() {
-        for s in ["2030-12-31", "2030-12-31Z", "2030-12-31+01:00", "2024-02-29", " 2030-01-01 ", "-0001-01-01", "12345-01-01", "2030-01-01+14:00"] {
+        for s in [
+            "2030-12-31",
+            "2030-12-31Z",
+            "2030-12-31+01:00",
+            "2024-02-29",
+            " 2030-01-01 ",
+            "-0001-01-01",
+            "12345-01-01",
+            "2030-01-01+14:00",
+        ] {
             assert!(IsoDate::parse(s).is_ok(), "{s}");
         }
-        for s in ["2030-13-01", "2023-02-29", "2030-1-01", "30-01-01", "0000-01-01", "2030-01-01+14:01", "2030-01-01T00:00:00", "02030-01-01", ""] {
+        for s in [
+            "2030-13-01",
+            "2023-02-29",
+            "2030-1-01",
+            "30-01-01",
+            "0000-01-01",
+            "2030-01-01+14:01",
+            "2030-01-01T00:00:00",
+            "02030-01-01",
+            "",
+        ] {
             assert!(IsoDate::parse(s).is_err(), "{s}");
         }
-        for s in ["2030-01-15T10:20:30", "2030-01-15T10:20:30.123Z", "2030-01-15T10:20:30+01:00", "2030-01-15T24:00:00"] {
+        for s in [
+            "2030-01-15T10:20:30",
+            "2030-01-15T10:20:30.123Z",
+            "2030-01-15T10:20:30+01:00",
+            "2030-01-15T24:00:00",
+        ] {
             assert!(IsoDateTime::parse(s).is_ok(), "{s}");
         }
-        for s in ["2030-01-15", "2030-01-15T10:20", "2030-01-15T25:00:00", "2030-01-15T10:20:30.", "2030-01-15T24:00:01"] {
+        for s in [
+            "2030-01-15",
+            "2030-01-15T10:20",
+            "2030-01-15T25:00:00",
+            "2030-01-15T10:20:30.",
+            "2030-01-15T24:00:01",
+        ] {
             assert!(IsoDateTime::parse(s).is_err(), "{s}");
         }
     }
@@ -805,7 +923,12 @@ mod tests {
         assert_eq!(IdTransfer::parse("+5").unwrap().get(), 5);
         assert!(IdTransfer::parse("6").is_err());
         assert!(IdTransfer::parse("1.0").is_err());
-        assert_eq!(ExpirationTime::parse("-99999999999999999999999").unwrap().millis(), i64::MIN);
+        assert_eq!(
+            ExpirationTime::parse("-99999999999999999999999")
+                .unwrap()
+                .millis(),
+            i64::MIN
+        );
         assert!(ExpirationTime::parse("1800001").is_err());
         assert!(ExpirationTime::parse("0001800000").is_ok());
     }
@@ -819,7 +942,24 @@ mod tests {
         assert!(Email::new("a@b").is_ok());
         assert!(Email::new("a@b.").is_err());
         assert!(Text35::parse("").is_err());
-        assert_eq!(NoticeNumber::new("302000100000009424").unwrap().iuv(), "02000100000009424");
+        assert_eq!(
+            NoticeNumber::new("302000100000009424").unwrap().iuv(),
+            "02000100000009424"
+        );
+    }
+
+    #[test]
+    fn hash_documento_pattern_sees_the_collapsed_form() {
+        let hash = "2yF7Xv1eN5Gq0m1kz6nX9gW8bq3kZ0y1cY5tJ2oH1aU=";
+        let spread = format!("{}\n          {}", &hash[..22], &hash[22..]);
+        assert_eq!(
+            HashDocumento::parse(&spread).unwrap().as_str(),
+            format!("{} {}", &hash[..22], &hash[22..])
+        );
+        assert!(HashDocumento::parse(&"QUJD".repeat(18)).is_ok());
+        assert!(
+            HashDocumento::parse(&format!("{} {}", "QUJD".repeat(9), "QUJD".repeat(9))).is_err()
+        );
     }
 
     #[test]

@@ -9,11 +9,14 @@ use std::borrow::Cow;
 use std::fmt;
 
 use quick_xml::{Reader, XmlVersion};
+
+use super::envelope::NS_SOAP;
 use quick_xml::events::{BytesStart, Event};
 
 /// The XML Schema instance namespace (`xsi:`).
 pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// What kind of rule a message broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +42,11 @@ pub struct Violation {
 
 impl Violation {
     pub fn new(kind: ViolationKind, path: impl Into<String>, reason: impl Into<String>) -> Self {
-        Violation { kind, path: path.into(), reason: reason.into() }
+        Violation {
+            kind,
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 
     /// The offending element's local name (the last step of the path).
@@ -78,7 +85,11 @@ impl Child<'_> {
 
     /// Qualified name for messages, `{ns}local` or `local`.
     pub fn display_name(&self) -> String {
-        if self.ns.is_empty() { self.local.to_string() } else { format!("{{{}}}{}", self.ns, self.local) }
+        if self.ns.is_empty() {
+            self.local.to_string()
+        } else {
+            format!("{{{}}}{}", self.ns, self.local)
+        }
     }
 }
 
@@ -123,18 +134,39 @@ pub fn check_chars(doc: &str) -> Result<(), Violation> {
     let bytes = doc.as_bytes();
     let bad = |b: &u8| *b < 0x20 && !matches!(*b, b'\t' | b'\n' | b'\r');
     if let Some(i) = bytes.iter().position(bad) {
-        return Err(not_wf(format!("illegal character U+{:04X} at byte {i}", bytes[i])));
+        return Err(not_wf(format!(
+            "illegal character U+{:04X} at byte {i}",
+            bytes[i]
+        )));
     }
     // U+FFFE and U+FFFF are EF BF BE / EF BF BF in UTF-8.
     let mut from = 0;
     while let Some(off) = bytes[from..].iter().position(|&b| b == 0xEF) {
         let i = from + off;
         if bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)) {
-            return Err(not_wf(format!("illegal character (noncharacter U+FFFE/U+FFFF) at byte {i}")));
+            return Err(not_wf(format!(
+                "illegal character (noncharacter U+FFFE/U+FFFF) at byte {i}"
+            )));
         }
         from = i + 1;
     }
     Ok(())
+}
+
+/// True for an XML 1.0 (5th edition) `NCName`: a `Name` without colons.
+pub fn is_ncname(s: &str) -> bool {
+    let start = |c: char| {
+        matches!(c, 'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+            | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}'
+            | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+            | '\u{10000}'..='\u{EFFFF}')
+    };
+    let rest = |c: char| {
+        start(c)
+            || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+    };
+    let mut cs = s.chars();
+    cs.next().is_some_and(start) && cs.all(rest)
 }
 
 /// True for characters allowed by the XML 1.0 `Char` production.
@@ -144,6 +176,33 @@ pub fn is_xml_char(c: char) -> bool {
 
 fn not_wf(reason: impl Into<String>) -> Violation {
     Violation::new(ViolationKind::NotWellFormed, "", reason)
+}
+
+/// Checks the XML declaration's pseudo-attributes: `version` first and `1.x`, a well-formed
+/// encoding name, `standalone` `yes` or `no`.
+fn check_declaration(d: &quick_xml::events::BytesDecl<'_>) -> Result<(), Violation> {
+    let bad = |what: &str| not_wf(format!("malformed XML declaration: {what}"));
+    let version = d.version().map_err(|e| bad(&e.to_string()))?;
+    let v = version.strip_prefix("1.").unwrap_or("");
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(&format!("version '{version}'")));
+    }
+    if let Some(enc) = d.encoding() {
+        let enc = enc.map_err(|e| bad(&e.to_string()))?;
+        let mut cs = enc.chars();
+        let ok = cs.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok {
+            return Err(bad(&format!("encoding '{enc}'")));
+        }
+    }
+    if let Some(sa) = d.standalone() {
+        let sa = sa.map_err(|e| bad(&e.to_string()))?;
+        if sa != "yes" && sa != "no" {
+            return Err(bad(&format!("standalone '{sa}'")));
+        }
+    }
+    Ok(())
 }
 
 /// Turns raw message bytes into UTF-8 text: strips a UTF-8 BOM, honours the declared encoding
@@ -158,7 +217,14 @@ pub fn decode_document(bytes: &[u8]) -> Result<Cow<'_, str>, Violation> {
         Some(enc) => {
             let enc = enc.to_ascii_lowercase();
             match enc.as_str() {
-                "utf-8" | "utf8" | "us-ascii" | "ascii" => {}
+                "utf-8" | "utf8" => {}
+                "us-ascii" | "ascii" => {
+                    if let Some(i) = bytes.iter().position(|b| !b.is_ascii()) {
+                        return Err(not_wf(format!(
+                            "non-ASCII byte at {i} in a document declared US-ASCII"
+                        )));
+                    }
+                }
                 "iso-8859-1" | "latin1" | "iso_8859-1" | "latin-1" => {
                     return Ok(Cow::Owned(bytes.iter().map(|&b| b as char).collect()));
                 }
@@ -179,7 +245,10 @@ fn declared_encoding(bytes: &[u8]) -> Option<String> {
     let end = bytes.windows(2).position(|w| w == b"?>")?;
     let decl = std::str::from_utf8(&bytes[..end]).ok()?;
     let at = decl.find("encoding")?;
-    let rest = decl[at + "encoding".len()..].trim_start().strip_prefix('=')?.trim_start();
+    let rest = decl[at + "encoding".len()..]
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start();
     let quote = rest.chars().next()?;
     if quote != '"' && quote != '\'' {
         return None;
@@ -214,7 +283,14 @@ impl<'a> XmlReader<'a> {
         let first = !self.seen_first_event;
         self.seen_first_event = true;
         match self.src.read_event() {
-            Ok(Event::Decl(_)) if !first => Err(not_wf("XML declaration not at the start of the document")),
+            Ok(Event::Decl(_)) if !first => {
+                Err(not_wf("XML declaration not at the start of the document"))
+            }
+            Ok(Event::Decl(d)) => check_declaration(&d).map(|_| Event::Decl(d)),
+            // `]]>` may only close a CDATA section (XML 1.0 `CharData`).
+            Ok(Event::Text(t)) if t.contains("]]>") => {
+                Err(not_wf("']]>' is not allowed in character data"))
+            }
             Ok(Event::PI(pi)) if pi.target().eq_ignore_ascii_case("xml") => {
                 Err(not_wf("XML declaration not at the start of the document"))
             }
@@ -235,7 +311,11 @@ impl<'a> XmlReader<'a> {
 
     fn path_with(&self, child: &str) -> String {
         let p = self.path();
-        if p.is_empty() { child.to_string() } else { format!("{p}/{child}") }
+        if p.is_empty() {
+            child.to_string()
+        } else {
+            format!("{p}/{child}")
+        }
     }
 
     /// A schema violation at the current element.
@@ -248,25 +328,51 @@ impl<'a> XmlReader<'a> {
         Violation::new(ViolationKind::Schema, self.path_with(child), reason)
     }
 
+    /// Whether `prefix` is bound to a namespace at the current element (for QName values).
+    pub fn is_bound(&self, prefix: &str) -> bool {
+        self.resolve(prefix).is_some()
+    }
+
     fn resolve(&self, prefix: &str) -> Option<Cow<'a, str>> {
         match prefix {
             "xml" => Some(Cow::Borrowed(XML_NS)),
-            _ => self.bindings.iter().rev().find(|(p, _, _)| *p == prefix).map(|(_, ns, _)| ns.clone()),
+            _ => self
+                .bindings
+                .iter()
+                .rev()
+                .find(|(p, _, _)| *p == prefix)
+                .map(|(_, ns, _)| ns.clone()),
         }
     }
 
     /// Binds the namespace declarations of a start tag and resolves its name.
     fn open_child(&mut self, start: BytesStart<'a>, empty: bool) -> Result<Child<'a>, Violation> {
         let depth = self.stack.len() as u32 + 1;
+        let mut qualified_attrs: Vec<(&str, &str)> = Vec::new();
         if !start.attributes_raw().trim_ascii().is_empty() {
             for attr in start.attributes() {
                 let attr = attr.map_err(|e| not_wf(format!("bad attribute: {e}")))?;
                 let key = attr.key.0;
+                // Every attribute value must be well-formed: no '<', known references, XML characters.
+                if attr.value.contains('<') {
+                    return Err(not_wf(format!("'<' in the value of attribute '{key}'")));
+                }
+                let value = attr
+                    .normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|e| not_wf(format!("bad value of attribute '{key}': {e}")))?;
+                if !value.chars().all(is_xml_char) {
+                    return Err(not_wf(format!(
+                        "illegal character in the value of attribute '{key}'"
+                    )));
+                }
                 let prefix = if key == "xmlns" {
                     ""
                 } else if let Some(p) = key.strip_prefix("xmlns:") {
                     p
                 } else {
+                    if let Some((p, l)) = key.split_once(':') {
+                        qualified_attrs.push((p, l));
+                    }
                     continue;
                 };
                 let uri = attr
@@ -274,13 +380,39 @@ impl<'a> XmlReader<'a> {
                     .map_err(|e| not_wf(format!("bad namespace declaration: {e}")))?;
                 let uri = self.doc_cow(uri);
                 if !prefix.is_empty() && uri.is_empty() {
-                    return Err(not_wf(format!("namespace prefix '{prefix}' bound to the empty name")));
+                    return Err(not_wf(format!(
+                        "namespace prefix '{prefix}' bound to the empty name"
+                    )));
                 }
-                if prefix == "xmlns" || (prefix == "xml") != (uri == XML_NS) {
-                    return Err(not_wf(format!("illegal binding of the reserved prefix or namespace '{prefix}'")));
+                if prefix == "xmlns" || (prefix == "xml") != (uri == XML_NS) || uri == XMLNS_NS {
+                    return Err(not_wf(format!(
+                        "illegal binding of the reserved prefix or namespace '{prefix}'"
+                    )));
                 }
-                let prefix = if prefix.is_empty() { "" } else { self.borrow_from_doc(prefix)? };
+                let prefix = if prefix.is_empty() {
+                    ""
+                } else {
+                    self.borrow_from_doc(prefix)?
+                };
                 self.bindings.push((prefix, uri, depth));
+            }
+        }
+        // Namespaces in XML: no two attributes with the same expanded name (`a:x` and `b:x` with
+        // `a` and `b` bound to one URI).
+        if qualified_attrs.len() > 1 {
+            let mut seen = Vec::with_capacity(qualified_attrs.len());
+            for (p, l) in qualified_attrs {
+                let ns = self.resolve(p).ok_or_else(|| {
+                    not_wf(format!(
+                        "unbound namespace prefix '{p}' on attribute '{p}:{l}'"
+                    ))
+                })?;
+                if seen.contains(&(ns.clone(), l)) {
+                    return Err(not_wf(format!(
+                        "attribute '{l}' in namespace '{ns}' appears twice"
+                    )));
+                }
+                seen.push((ns, l));
             }
         }
         let name = self.borrow_from_doc(start.name().0)?;
@@ -288,20 +420,32 @@ impl<'a> XmlReader<'a> {
             Some((p, l)) => (p, l),
             None => ("", name),
         };
-        if local.is_empty() || local.contains(':') {
+        if !is_ncname(local) || !(prefix.is_empty() || is_ncname(prefix)) || name.starts_with(':') {
             return Err(not_wf(format!("malformed element name '{name}'")));
         }
         let ns = match self.resolve(prefix) {
             Some(ns) => ns,
             None if prefix.is_empty() => Cow::Borrowed(""),
-            None => return Err(not_wf(format!("unbound namespace prefix '{prefix}' on element '{name}'"))),
+            None => {
+                return Err(not_wf(format!(
+                    "unbound namespace prefix '{prefix}' on element '{name}'"
+                )));
+            }
         };
-        Ok(Child { local, ns, start, empty })
+        Ok(Child {
+            local,
+            ns,
+            start,
+            empty,
+        })
     }
 
     fn doc_cow(&self, s: Cow<'_, str>) -> Cow<'a, str> {
         match s {
-            Cow::Borrowed(b) => self.borrow_from_doc(b).map(Cow::Borrowed).unwrap_or_else(|_| Cow::Owned(b.to_string())),
+            Cow::Borrowed(b) => self
+                .borrow_from_doc(b)
+                .map(Cow::Borrowed)
+                .unwrap_or_else(|_| Cow::Owned(b.to_string())),
             Cow::Owned(o) => Cow::Owned(o),
         }
     }
@@ -322,7 +466,11 @@ impl<'a> XmlReader<'a> {
             match self.next_event()? {
                 Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
                 Event::Text(t) if is_blank(&t) => {}
-                Event::DocType(_) => return Err(not_wf("document type declarations are not allowed in SOAP messages")),
+                Event::DocType(_) => {
+                    return Err(not_wf(
+                        "document type declarations are not allowed in SOAP messages",
+                    ));
+                }
                 Event::Start(s) => return self.open_child(s, false),
                 Event::Empty(s) => return self.open_child(s, true),
                 Event::Eof => return Err(not_wf("no root element")),
@@ -354,7 +502,11 @@ impl<'a> XmlReader<'a> {
         Ok(())
     }
 
-    fn check_attributes(&self, start: &BytesStart<'a>, policy: AttrPolicy) -> Result<(), Violation> {
+    fn check_attributes(
+        &self,
+        start: &BytesStart<'a>,
+        policy: AttrPolicy,
+    ) -> Result<(), Violation> {
         for attr in start.attributes() {
             let attr = attr.map_err(|e| not_wf(format!("bad attribute: {e}")))?;
             let key = attr.key.0;
@@ -364,7 +516,11 @@ impl<'a> XmlReader<'a> {
             let (ns, local) = match key.split_once(':') {
                 Some((p, l)) => match self.resolve(p) {
                     Some(ns) => (ns, l),
-                    None => return Err(not_wf(format!("unbound namespace prefix '{p}' on attribute '{key}'"))),
+                    None => {
+                        return Err(not_wf(format!(
+                            "unbound namespace prefix '{p}' on attribute '{key}'"
+                        )));
+                    }
                 },
                 None => (Cow::Borrowed(""), key),
             };
@@ -372,6 +528,20 @@ impl<'a> XmlReader<'a> {
                 // Schema location hints are always allowed; xsi:type and xsi:nil are not:
                 // no pagoPA element is nillable and no type is meant to be substituted.
                 matches!(local, "schemaLocation" | "noNamespaceSchemaLocation")
+            } else if policy == AttrPolicy::Any && ns == NS_SOAP && local == "mustUnderstand" {
+                // SOAP 1.1's global attribute is validated even under lax wildcards: `0|1` only.
+                let v = attr
+                    .normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|e| not_wf(format!("bad attribute value: {e}")))?;
+                if !matches!(
+                    v.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r')),
+                    "0" | "1"
+                ) {
+                    return Err(
+                        self.invalid(format!("attribute '{key}' must be 0 or 1, found '{v}'"))
+                    );
+                }
+                true
             } else {
                 match policy {
                     AttrPolicy::None => false,
@@ -387,7 +557,12 @@ impl<'a> XmlReader<'a> {
     }
 
     /// The attribute `local` in namespace `ns` of a start tag, unescaped.
-    pub fn attribute(&self, child: &Child<'a>, ns: &str, local: &str) -> Result<Option<String>, Violation> {
+    pub fn attribute(
+        &self,
+        child: &Child<'a>,
+        ns: &str,
+        local: &str,
+    ) -> Result<Option<String>, Violation> {
         for attr in child.start.attributes() {
             let attr = attr.map_err(|e| not_wf(format!("bad attribute: {e}")))?;
             let key = attr.key.0;
@@ -438,12 +613,31 @@ impl<'a> XmlReader<'a> {
                         return Ok(None);
                     }
                     Event::Comment(_) | Event::PI(_) => {}
+                    // Whitespace is allowed in element-only content however it is written: as
+                    // text, in a CDATA section, or as character references (`&#32;`).
                     Event::Text(t) if is_blank(&t) => {}
-                    Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
-                        return Err(self.invalid("character data is not allowed here (element-only content)"));
+                    Event::CData(c) if is_blank(&c) => {}
+                    Event::GeneralRef(r) => {
+                        // An undefined entity is a well-formedness error wherever it appears.
+                        if !matches!(resolve_reference(&r)?, ' ' | '\t' | '\n' | '\r') {
+                            return Err(self.invalid(
+                                "character data is not allowed here (element-only content)",
+                            ));
+                        }
                     }
-                    Event::Eof => return Err(not_wf(format!("premature end of document inside '{}'", self.path()))),
-                    Event::Decl(_) | Event::DocType(_) => return Err(not_wf("misplaced declaration")),
+                    Event::Text(_) | Event::CData(_) => {
+                        return Err(self
+                            .invalid("character data is not allowed here (element-only content)"));
+                    }
+                    Event::Eof => {
+                        return Err(not_wf(format!(
+                            "premature end of document inside '{}'",
+                            self.path()
+                        )));
+                    }
+                    Event::Decl(_) | Event::DocType(_) => {
+                        return Err(not_wf("misplaced declaration"));
+                    }
                 }
             }
         }
@@ -473,11 +667,13 @@ impl<'a> XmlReader<'a> {
     }
 
     /// Reads the character content of the current (simple-typed) element, EOL-normalized and with
-    /// references resolved, then ends the element. Child elements are a violation.
+    /// references resolved, up to and including its end tag. The element stays current (so a
+    /// violation of its value is reported at its path) until [`close_simple`](Self::close_simple).
+    /// Child elements are a violation.
     pub fn read_text(&mut self) -> Result<Cow<'a, str>, Violation> {
         if self.current_empty {
+            // `<x/>`: no end tag to consume. The element is popped by `close_simple`, as for `<x></x>`.
             self.current_empty = false;
-            self.pop_element();
             return Ok(Cow::Borrowed(""));
         }
         let mut acc: Option<Cow<'a, str>> = None;
@@ -497,10 +693,19 @@ impl<'a> XmlReader<'a> {
                 Event::Comment(_) | Event::PI(_) => {}
                 Event::End(_) => break,
                 Event::Start(s) | Event::Empty(s) => {
-                    let name = String::from_utf8_lossy(s.name().0.as_bytes()).into_owned();
-                    return Err(self.invalid(format!("element '{name}' is not allowed in simple content")));
+                    // Resolve it first: a malformed name or an unbound prefix is a well-formedness error.
+                    let child = self.open_child(s, false)?;
+                    let name = child.display_name();
+                    return Err(
+                        self.invalid(format!("element '{name}' is not allowed in simple content"))
+                    );
                 }
-                Event::Eof => return Err(not_wf(format!("premature end of document inside '{}'", self.path()))),
+                Event::Eof => {
+                    return Err(not_wf(format!(
+                        "premature end of document inside '{}'",
+                        self.path()
+                    )));
+                }
                 Event::Decl(_) | Event::DocType(_) => return Err(not_wf("misplaced declaration")),
             }
         }
@@ -537,7 +742,12 @@ impl<'a> XmlReader<'a> {
                 }
                 Event::End(_) => break,
                 Event::Text(_) | Event::CData(_) | Event::Comment(_) | Event::PI(_) => {}
-                Event::Eof => return Err(not_wf(format!("premature end of document inside '{}'", self.path()))),
+                Event::Eof => {
+                    return Err(not_wf(format!(
+                        "premature end of document inside '{}'",
+                        self.path()
+                    )));
+                }
                 Event::Decl(_) | Event::DocType(_) => return Err(not_wf("misplaced declaration")),
             }
         }
@@ -573,7 +783,9 @@ pub struct XmlWriter {
 
 impl XmlWriter {
     pub fn with_capacity(n: usize) -> Self {
-        XmlWriter { buf: String::with_capacity(n) }
+        XmlWriter {
+            buf: String::with_capacity(n),
+        }
     }
 
     #[inline]
@@ -616,5 +828,78 @@ impl XmlWriter {
 
     pub fn into_string(self) -> String {
         self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(doc: &str) -> Result<(), Violation> {
+        let mut r = XmlReader::new(doc);
+        let root = r.root()?;
+        r.enter(root, AttrPolicy::Any)?;
+        r.skip_content()?;
+        r.finish_document()
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["a", "_a", "a-b.c1", "città", "\u{10000}x"] {
+            assert!(is_ncname(ok), "{ok}");
+        }
+        for bad in ["", "1a", "-a", "a:b", "a$b", ".a"] {
+            assert!(!is_ncname(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn well_formedness_beyond_quick_xml() {
+        assert!(read_all("<?xml version='1.0' standalone='yes'?><a/>").is_ok());
+        for bad in [
+            "<?xml version='1.0' standalone='maybe'?><a/>",
+            "<?xml encoding='UTF-8'?><a/>",
+            "<a>x]]>y</a>",
+            "<a b='<'/>",
+            "<a b='&nope;'/>",
+            "<a xmlns:p='u' xmlns:q='u' p:x='1' q:x='2'/>",
+            "<a xmlns:p='http://www.w3.org/2000/xmlns/'/>",
+            "<a><1b/></a>",
+        ] {
+            assert_eq!(
+                read_all(bad).map_err(|v| v.kind),
+                Err(ViolationKind::NotWellFormed),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_cdata_and_references_are_whitespace_in_element_only_content() {
+        let mut r = XmlReader::new("<a><![CDATA[ ]]>&#32;<b/>&#x9;</a>");
+        let root = r.root().unwrap();
+        r.enter(root, AttrPolicy::None).unwrap();
+        let b = r.next_child().unwrap().expect("b");
+        assert_eq!(b.local, "b");
+        r.enter(b, AttrPolicy::None).unwrap();
+        r.end_element().unwrap();
+        assert!(r.next_child().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_empty_simple_element_stays_current_until_closed() {
+        let mut r = XmlReader::new("<a xmlns='urn:x'><b xmlns=''><c/><d/></b></a>");
+        let root = r.root().unwrap();
+        r.enter(root, AttrPolicy::None).unwrap();
+        let b = r.next_child().unwrap().unwrap();
+        r.enter(b, AttrPolicy::None).unwrap();
+        let c = r.next_child().unwrap().unwrap();
+        r.enter(c, AttrPolicy::None).unwrap();
+        assert_eq!(r.read_text().unwrap(), "");
+        assert_eq!(r.path(), "a/b/c");
+        r.close_simple();
+        // `d` is still in no namespace: the `xmlns=''` of `b` is still in scope.
+        let d = r.next_child().unwrap().unwrap();
+        assert!(d.is("", "d"));
     }
 }

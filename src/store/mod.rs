@@ -44,6 +44,13 @@ pub struct JournalQuery {
     pub limit: usize,
 }
 
+/// Store counters: `commit_jobs / transactions` is how well commits are grouped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub transactions: u64,
+    pub commit_jobs: u64,
+}
+
 /// A journal row with its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalRow {
@@ -85,4 +92,6 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Commit;
     /// A cheap liveness check of the database.
     fn health(&self) -> Result<(), StoreError>;
+    /// Counters since start: transactions (each one fsync) and commit jobs written.
+    fn stats(&self) -> StoreStats;
 }

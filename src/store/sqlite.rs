@@ -10,7 +10,8 @@ use std::thread;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
-use super::{Commit, JournalQuery, JournalRow, Store, StoreError};
+use super::{Commit, JournalQuery, JournalRow, Store, StoreError, StoreStats};
+use std::sync::atomic::{AtomicU64, Ordering};
 use crate::codec::node_for_psp::OutcomeDetailsV2;
 use crate::codec::pa_for_node::PaymentPaV2;
 use crate::codec::schema::{from_fragment, to_fragment};
@@ -149,6 +150,13 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    commit_jobs: AtomicU64,
 }
 
 /// At most this many commits go in one transaction.
@@ -194,9 +202,11 @@ impl SqliteStore {
             readers.push(r);
         }
         let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let writer_counters = counters.clone();
         let handle = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, &writer_counters))
             .map_err(|e| StoreError(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -204,6 +214,7 @@ impl SqliteStore {
                 readers: Mutex::new(readers),
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(handle)),
+                counters,
             }),
         })
     }
@@ -273,7 +284,7 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counters) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -282,7 +293,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let jobs = batch.iter().filter(|j| matches!(j, Job::Commit(..))).count() as u64;
         write_batch(&mut conn, batch);
+        counters.transactions.fetch_add(1, Ordering::Relaxed);
+        counters.commit_jobs.fetch_add(jobs, Ordering::Relaxed);
     }
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
 }
@@ -850,6 +864,13 @@ impl Store for SqliteStore {
 
     fn flush(&self) -> Commit {
         self.request(Job::Flush)
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
+            commit_jobs: self.inner.counters.commit_jobs.load(Ordering::Relaxed),
+        }
     }
 
     fn health(&self) -> Result<(), StoreError> {

@@ -1,0 +1,372 @@
+//! The load generator: drives activate + outcome pairs (notice payments) or demand + activate +
+//! outcome (spontaneous payments) against a node, and reports throughput and latency
+//! percentiles. With `--spawn` it starts a node and a simulated EC as child processes on
+//! loopback, with a fresh database, so one command measures the whole system.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::Mutex;
+
+use crate::codec::node_for_psp::*;
+use crate::codec::types::*;
+use crate::codec::{AnyMessage, Body, Message, read_any, write_envelope};
+
+/// Which flow each virtual user repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flow {
+    /// activatePaymentNotice + sendPaymentOutcome on a notice of the simulated EC.
+    Notice,
+    /// demandPaymentNotice + activatePaymentNotice + sendPaymentOutcome.
+    Spontaneous,
+}
+
+/// Load generator settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// The node's nodeForPsp URL (ignored with --spawn).
+    #[arg(long, default_value = "http://127.0.0.1:8080/node-for-psp/v1")]
+    pub node: String,
+    /// Start a node and a simulated EC as child processes, with a fresh database.
+    #[arg(long)]
+    pub spawn: bool,
+    /// With --spawn: the node configuration (default: the example, on free ports).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "notice")]
+    pub flow: Flow,
+    /// How long to run, in seconds (after warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Warm-up seconds (not measured).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    /// Flows in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Disable the journal in the spawned node (to measure its cost).
+    #[arg(long)]
+    pub no_journal: bool,
+    /// Pass `key=value` pairs to the spawned node's [timings]/[node] (e.g. node.workers=2).
+    #[arg(long = "set")]
+    pub overrides: Vec<String>,
+}
+
+/// The PSP the load generator pays as (the example configuration's).
+const PSP: (&str, &str, &str, &str) = ("60000000001", "60000000001", "60000000001_01", "pwdpwdpwd");
+
+struct Stats {
+    flows: Histogram<u64>,
+    per_op: Vec<(&'static str, Histogram<u64>)>,
+    errors: u64,
+    first_errors: Vec<String>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+        Stats { flows: h(), per_op: ["demandPaymentNotice", "activatePaymentNotice", "sendPaymentOutcome"].into_iter().map(|n| (n, h())).collect(), errors: 0, first_errors: Vec::new() }
+    }
+
+    fn op(&mut self, name: &str, micros: u64) {
+        if let Some((_, h)) = self.per_op.iter_mut().find(|(n, _)| *n == name) {
+            let _ = h.record(micros.max(1));
+        }
+    }
+
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        if self.first_errors.len() < 5 {
+            self.first_errors.push(e);
+        }
+    }
+}
+
+struct Ctx {
+    http: reqwest::Client,
+    url: String,
+    run_id: u64,
+    seq: AtomicU64,
+    flow: Flow,
+}
+
+fn t35(s: &str) -> Text35 {
+    Text35::new(s).expect("static id")
+}
+
+fn password() -> Password {
+    Password::new(PSP.3).expect("static password")
+}
+
+impl Ctx {
+    async fn call<M: Message>(&self, req: &M) -> Result<(AnyMessage, u64), String> {
+        let t0 = Instant::now();
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("SOAPAction", M::OPERATION.soap_action())
+            .body(write_envelope(req))
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", M::OPERATION.soap_action()))?;
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        let micros = t0.elapsed().as_micros() as u64;
+        match read_any(&body) {
+            Ok(Body::Message(m)) => match crate::node::reply_outcome(&m.to_envelope()).as_str() {
+                "OK" => Ok((m, micros)),
+                fault => Err(format!("{}: {fault}", M::OPERATION.soap_action())),
+            },
+            _ => Err(format!("{}: unreadable answer", M::OPERATION.soap_action())),
+        }
+    }
+
+    fn next_key(&self) -> (String, String) {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let notice = format!("30200{:05}{:08}", self.run_id % 100_000, n % 100_000_000);
+        (notice, format!("{}_{:05}{:05}", PSP.0, self.run_id % 100_000, n % 100_000))
+    }
+
+    /// One flow; returns the per-operation latencies.
+    async fn flow(&self) -> Result<Vec<(&'static str, u64)>, String> {
+        let mut lat = Vec::with_capacity(3);
+        let (mut notice, key) = self.next_key();
+        let mut fiscal_code = "77777777777".to_string();
+        if self.flow == Flow::Spontaneous {
+            let doc = b"<ta:tassaAuto xmlns:ta=\"http://PuntoAccessoPSP.spcoop.gov.it/TassaAuto\"><ta:veicoloConTarga><ta:tipoVeicoloTarga>1</ta:tipoVeicoloTarga><ta:veicoloTarga>AB123CD</ta:veicoloTarga></ta:veicoloConTarga></ta:tassaAuto>";
+            let req = DemandPaymentNoticeRequest {
+                id_psp: t35(PSP.0),
+                id_broker_psp: t35(PSP.1),
+                id_channel: t35(PSP.2),
+                password: password(),
+                id_soggetto_servizio: ServiceCode::new("00042").map_err(|e| e.to_string())?,
+                dati_specifici_servizio: crate::codec::service::ServicePayload::from_document(doc.to_vec())?,
+            };
+            let (m, us) = self.call(&req).await?;
+            lat.push(("demandPaymentNotice", us));
+            let AnyMessage::DemandPaymentNoticeResponse(d) = m else { return Err("demand: wrong answer".into()) };
+            let qr = d.qr_code.ok_or("demand: no qrCode")?;
+            notice = qr.notice_number.to_string();
+            fiscal_code = qr.fiscal_code.to_string();
+        }
+        let act = ActivatePaymentNoticeReq {
+            id_psp: t35(PSP.0),
+            id_broker_psp: t35(PSP.1),
+            id_channel: t35(PSP.2),
+            password: password(),
+            idempotency_key: Some(IdempotencyKey::new(key.clone())?),
+            qr_code: crate::codec::common::QrCode { fiscal_code: FiscalCode::new(fiscal_code)?, notice_number: NoticeNumber::new(notice)? },
+            expiration_time: None,
+            amount: Amount::from_cents(1000)?,
+            due_date: None,
+            payment_note: None,
+        };
+        let (m, us) = self.call(&act).await?;
+        lat.push(("activatePaymentNotice", us));
+        let AnyMessage::ActivatePaymentNoticeRes(a) = m else { return Err("activate: wrong answer".into()) };
+        let token = a.payment_token.ok_or("activate: no token")?;
+        let date = IsoDate::from_naive(chrono::Utc::now().date_naive());
+        let spo = SendPaymentOutcomeReq {
+            id_psp: t35(PSP.0),
+            id_broker_psp: t35(PSP.1),
+            id_channel: t35(PSP.2),
+            password: password(),
+            idempotency_key: Some(IdempotencyKey::new(key)?),
+            payment_token: token,
+            outcome: Outcome::Ok,
+            details: Some(OutcomeDetails {
+                payment_method: PaymentMethod::CreditCard,
+                payment_channel: Some(PaymentChannel::App),
+                fee: Amount::from_cents(100)?,
+                payer: None,
+                application_date: date.clone(),
+                transfer_date: date,
+            }),
+        };
+        let (_, us) = self.call(&spo).await?;
+        lat.push(("sendPaymentOutcome", us));
+        Ok(lat)
+    }
+}
+
+/// Runs the load and prints the report.
+pub async fn run(args: LoadArgs) -> Result<(), String> {
+    crate::install_crypto_provider();
+    let spawned = if args.spawn { Some(Spawned::start(&args).await?) } else { None };
+    let url = spawned.as_ref().map(|s| s.node_url.clone()).unwrap_or_else(|| args.node.clone());
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let run_id = crate::clock::now_ms() / 1000;
+    let ctx = Arc::new(Ctx { http, url: url.clone(), run_id, seq: AtomicU64::new(0), flow: args.flow });
+    let before = health_counters(&ctx.http, &url).await;
+    let stats = Arc::new(Mutex::new(Stats::new()));
+    let start = Instant::now();
+    let warmup = Duration::from_secs(args.warmup);
+    let end = warmup + Duration::from_secs(args.duration);
+    let measured_from = Arc::new(Mutex::new(None::<(Instant, Option<(u64, u64)>)>));
+    let mut users = Vec::new();
+    for _ in 0..args.concurrency {
+        let (ctx, stats, measured_from, url) = (ctx.clone(), stats.clone(), measured_from.clone(), url.clone());
+        users.push(tokio::spawn(async move {
+            while start.elapsed() < end {
+                let t0 = Instant::now();
+                let r = ctx.flow().await;
+                let measuring = t0.duration_since(start) >= warmup;
+                if measuring {
+                    let mut m = measured_from.lock().await;
+                    if m.is_none() {
+                        *m = Some((t0, health_counters(&ctx.http, &url).await));
+                    }
+                }
+                let mut s = stats.lock().await;
+                match r {
+                    Ok(lat) if measuring => {
+                        let _ = s.flows.record((t0.elapsed().as_micros() as u64).max(1));
+                        for (op, us) in lat {
+                            s.op(op, us);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => s.error(e),
+                }
+            }
+        }));
+    }
+    for u in users {
+        let _ = u.await;
+    }
+    let (t_measure, counters_start) = measured_from.lock().await.unwrap_or((start, before));
+    let elapsed = t_measure.elapsed().as_secs_f64();
+    let after = health_counters(&ctx.http, &url).await;
+    let s = stats.lock().await;
+    report(&args, &s, elapsed, counters_start.zip(after));
+    if let Some(sp) = spawned {
+        sp.stop().await;
+    }
+    if s.flows.is_empty() { Err("no flow completed".into()) } else { Ok(()) }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn report(args: &LoadArgs, s: &Stats, secs: f64, commits: Option<((u64, u64), (u64, u64))>) {
+    let flows = s.flows.len();
+    let name = match args.flow {
+        Flow::Notice => "activate+outcome pairs",
+        Flow::Spontaneous => "spontaneous flows (demand+activate+outcome)",
+    };
+    println!("pagonode loadgen: {flows} {name} in {secs:.1} s, concurrency {}", args.concurrency);
+    println!("  throughput: {:.0} flows/s", flows as f64 / secs);
+    println!(
+        "  flow latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        ms(s.flows.value_at_quantile(0.5)),
+        ms(s.flows.value_at_quantile(0.9)),
+        ms(s.flows.value_at_quantile(0.99)),
+        ms(s.flows.max())
+    );
+    for (op, h) in s.per_op.iter().filter(|(_, h)| !h.is_empty()) {
+        println!(
+            "  {op:<22} p50 {:.2}  p99 {:.2}  max {:.2} ms",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.max())
+        );
+    }
+    if let Some(((tx0, jobs0), (tx1, jobs1))) = commits {
+        let (tx, jobs) = (tx1.saturating_sub(tx0), jobs1.saturating_sub(jobs0));
+        println!("  store: {:.0} commits/s (fsyncs), {:.0} write jobs/s, {:.1} jobs per commit", tx as f64 / secs, jobs as f64 / secs, jobs as f64 / tx.max(1) as f64);
+    }
+    println!("  errors: {}", s.errors);
+    for e in &s.first_errors {
+        println!("    {e}");
+    }
+}
+
+/// (transactions, commit jobs) from the node's health endpoint.
+async fn health_counters(http: &reqwest::Client, node_url: &str) -> Option<(u64, u64)> {
+    let base = node_url.split("/node-for-psp").next()?;
+    let body = http.get(format!("{base}/health")).send().await.ok()?.bytes().await.ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    Some((v["store"]["transactions"].as_u64()?, v["store"]["commit_jobs"].as_u64()?))
+}
+
+/// Node and simulated EC as child processes.
+struct Spawned {
+    node: tokio::process::Child,
+    ec: tokio::process::Child,
+    node_url: String,
+    _dir: PathBuf,
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+impl Spawned {
+    async fn start(args: &LoadArgs) -> Result<Spawned, String> {
+        let dir = std::env::temp_dir().join(format!("pagonode-loadgen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let base = match &args.config {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => crate::config::EXAMPLE.to_string(),
+        };
+        let (node_port, ec_port) = (free_port()?, free_port()?);
+        let mut text = base
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
+            .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
+            .replace("pagonode-demo.db", &dir.join("load.db").display().to_string())
+            .replace("admin_listen = \"127.0.0.1:8081\"", "");
+        if args.no_journal {
+            text = text.replace("[journal]\nenabled = true", "[journal]\nenabled = false");
+        }
+        for o in &args.overrides {
+            let (k, v) = o.split_once('=').ok_or_else(|| format!("--set {o}: expected key=value"))?;
+            let (table, key) = k.split_once('.').ok_or_else(|| format!("--set {o}: expected table.key=value"))?;
+            text = text.replacen(&format!("[{table}]\n"), &format!("[{table}]\n{key} = {v}\n"), 1);
+        }
+        let cfg = dir.join("load.toml");
+        std::fs::write(&cfg, &text).map_err(|e| e.to_string())?;
+        crate::config::Config::from_toml_str(&text).map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let spawn = |cmd: &str| {
+            tokio::process::Command::new(&exe)
+                .arg(cmd)
+                .arg("--config")
+                .arg(&cfg)
+                .env("RUST_LOG", "warn")
+                .kill_on_drop(true)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start {cmd}: {e}"))
+        };
+        let ec = spawn("mock-ec")?;
+        let node = spawn("serve")?;
+        let node_url = format!("http://127.0.0.1:{node_port}/node-for-psp/v1");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            let up = http.get(format!("http://127.0.0.1:{node_port}/health")).send().await.is_ok_and(|r| r.status().is_success())
+                && http.get(format!("http://127.0.0.1:{ec_port}/health")).send().await.is_ok_and(|r| r.status().is_success());
+            if up {
+                return Ok(Spawned { node, ec, node_url, _dir: dir });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err("the spawned node or EC did not come up".into())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.node.kill().await;
+        let _ = self.ec.kill().await;
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
