@@ -28,7 +28,7 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeSection,
@@ -47,25 +47,6 @@ pub struct Config {
     pub mock_ec: Option<toml::Value>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node: NodeSection::default(),
-            timings: Timings::default(),
-            receipts: ReceiptPolicy::default(),
-            journal: JournalSection::default(),
-            psp: Vec::new(),
-            psp_broker: Vec::new(),
-            channel: Vec::new(),
-            ec: Vec::new(),
-            ec_broker: Vec::new(),
-            station: Vec::new(),
-            station_link: Vec::new(),
-            service: Vec::new(),
-            mock_ec: None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

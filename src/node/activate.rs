@@ -84,7 +84,8 @@ impl Node {
             request: a.request.clone(),
             outcome_deadline_ms: caller.channel.outcome_deadline_ms.unwrap_or(self.registry.timings().outcome_deadline_ms),
         };
-        let pre = match self.engine().activate(self.registry.timings(), cmd, crate::clock::now_ms()) {
+        let step = self.engine().activate(self.registry.timings(), cmd, crate::clock::now_ms());
+        let pre = match step {
             ActivateStep::Done(step) => return (self.reply(op, step).await, keys),
             ActivateStep::CallEc(pre) => pre,
         };

@@ -2,7 +2,8 @@
 //! schema migrations, a pool of read connections and one writer thread that groups the commits
 //! queued while the previous one was being written into a single transaction (one fsync).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -11,7 +12,6 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::{Commit, JournalQuery, JournalRow, Store, StoreError, StoreStats};
-use std::sync::atomic::{AtomicU64, Ordering};
 use crate::codec::node_for_psp::OutcomeDetailsV2;
 use crate::codec::pa_for_node::PaymentPaV2;
 use crate::codec::schema::{from_fragment, to_fragment};
@@ -28,7 +28,8 @@ use crate::journal::{Category, JournalEntry, Subtype};
 
 /// The schema, one entry per version: applied in order, recorded in `PRAGMA user_version`.
 const MIGRATIONS: &[&str] = &[
-    // 1: the initial schema.
+    // 1: the initial schema. Large values written once (payment data, receipt copies) live in
+    // their own tables so the rows updated at every transition stay small.
     "
     CREATE TABLE notices (
         fiscal_code TEXT NOT NULL,
@@ -57,7 +58,6 @@ const MIGRATIONS: &[&str] = &[
         expiration_ms INTEGER,
         payment_method TEXT,
         touch_point TEXT,
-        data TEXT NOT NULL,
         activated_at INTEGER NOT NULL,
         deadline INTEGER NOT NULL,
         outcome TEXT,
@@ -70,6 +70,10 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX payments_by_notice ON payments (fiscal_code, notice_number);
     CREATE INDEX payments_paying ON payments (status) WHERE status = 'PAYING';
+    CREATE TABLE payment_data (
+        token TEXT PRIMARY KEY,
+        data TEXT NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE receipts (
         receipt_id TEXT PRIMARY KEY,
         fiscal_code TEXT NOT NULL,
@@ -82,7 +86,6 @@ const MIGRATIONS: &[&str] = &[
         station TEXT NOT NULL,
         ec TEXT NOT NULL,
         version INTEGER NOT NULL,
-        request TEXT NOT NULL,
         status TEXT NOT NULL,
         attempts INTEGER NOT NULL,
         next_attempt_at INTEGER NOT NULL,
@@ -90,6 +93,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (receipt_id, station)
     ) WITHOUT ROWID;
     CREATE INDEX recipients_pending ON recipients (status) WHERE status <> 'NOTIFIED';
+    CREATE TABLE recipient_requests (
+        receipt_id TEXT NOT NULL,
+        station TEXT NOT NULL,
+        request TEXT NOT NULL,
+        PRIMARY KEY (receipt_id, station)
+    ) WITHOUT ROWID;
     CREATE TABLE idempotency (
         psp TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -101,7 +110,24 @@ const MIGRATIONS: &[&str] = &[
         inserted_at INTEGER NOT NULL,
         PRIMARY KEY (psp, key, primitive)
     ) WITHOUT ROWID;
-    CREATE TABLE journal (
+    CREATE TABLE events (JOURNAL_COLUMNS);
+    CREATE INDEX events_at ON events (at);
+    CREATE INDEX events_notice ON events (notice_number);
+    CREATE INDEX events_token ON events (token);
+    ",
+];
+
+/// The journal database's schema: SOAP exchanges, written off the payment path.
+const JOURNAL_MIGRATIONS: &[&str] = &["
+    CREATE TABLE journal (JOURNAL_COLUMNS);
+    CREATE INDEX journal_at ON journal (at);
+    CREATE INDEX journal_notice ON journal (notice_number);
+    CREATE INDEX journal_token ON journal (token);
+    "];
+
+/// Columns shared by `events` (state changes, in the state database) and `journal` (exchanges,
+/// in the journal database): together they are the event journal.
+const JOURNAL_COLUMNS: &str = "
         id INTEGER PRIMARY KEY,
         at INTEGER NOT NULL,
         component TEXT NOT NULL,
@@ -120,13 +146,10 @@ const MIGRATIONS: &[&str] = &[
         callee TEXT,
         payload TEXT,
         detail TEXT,
-        duration_ms INTEGER
-    );
-    CREATE INDEX journal_at ON journal (at);
-    CREATE INDEX journal_notice ON journal (notice_number);
-    CREATE INDEX journal_token ON journal (token);
-    ",
-];
+        duration_ms INTEGER";
+
+/// Tells a caller its job is written (or not).
+type Done = oneshot::Sender<Result<(), StoreError>>;
 
 enum Job {
     Commit(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
@@ -146,75 +169,117 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The state writer (commits) and the journal writer (exchanges).
+    jobs: Mutex<Option<(mpsc::Sender<Job>, mpsc::Sender<Job>)>>,
     readers: Mutex<Vec<Connection>>,
-    path: std::path::PathBuf,
-    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    path: PathBuf,
+    journal_path: PathBuf,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
 struct Counters {
     transactions: AtomicU64,
     commit_jobs: AtomicU64,
+    /// The next journal row id, shared by both databases so ids order the whole journal.
+    next_journal_id: AtomicU64,
 }
 
 /// At most this many commits go in one transaction.
 const MAX_GROUP: usize = 1024;
 const READERS: usize = 4;
 
-fn open(path: &Path) -> Result<Connection, StoreError> {
+/// How often the WAL files are checkpointed into the databases, by a thread of their own (so
+/// no commit waits for a checkpoint).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn open(path: &Path, synchronous: &str) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: usize =
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
-    if version > MIGRATIONS.len() {
+fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > migrations.len() {
         return Err(StoreError(format!(
             "database schema version {version} is newer than this node ({})",
-            MIGRATIONS.len()
+            migrations.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, sql) in migrations.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        tx.execute_batch(&sql.replace("JOURNAL_COLUMNS", JOURNAL_COLUMNS))?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
 }
 
+/// The journal database lives next to the state database: `x.db` → `x.journal.db`.
+fn journal_path(path: &Path) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("pagonode");
+    path.with_file_name(format!("{stem}.journal.db"))
+}
+
+fn reader(path: &Path, journal: &Path) -> Result<Connection, StoreError> {
+    let c = open(path, "FULL")?;
+    c.execute("ATTACH DATABASE ?1 AS jdb", [journal.to_string_lossy()])?;
+    c.pragma_update(None, "query_only", "ON")?;
+    Ok(c)
+}
+
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) the database at `path`.
+    /// Opens (creating and migrating if needed) the database at `path` and its journal
+    /// database beside it.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let mut writer = open(path)?;
-        migrate(&mut writer)?;
+        // synchronous=FULL: a commit is on disk before anyone is told about it.
+        let mut writer = open(path, "FULL")?;
+        migrate(&mut writer, MIGRATIONS)?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let journal_path = journal_path(path);
+        // The exchanges are a record, not state: NORMAL (fsync at checkpoints) keeps them off
+        // the disk's critical path; a power cut may lose the last instants of them.
+        let mut jwriter = open(&journal_path, "NORMAL")?;
+        migrate(&mut jwriter, JOURNAL_MIGRATIONS)?;
+        jwriter.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let max_id = |c: &Connection, table: &str| -> Result<u64, StoreError> {
+            Ok(c.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        let counters = Arc::new(Counters::default());
+        counters.next_journal_id.store(max_id(&writer, "events")?.max(max_id(&jwriter, "journal")?) + 1, Ordering::Relaxed);
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let r = open(path)?;
-            r.pragma_update(None, "query_only", "ON")?;
-            readers.push(r);
+            readers.push(reader(path, &journal_path)?);
         }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
-        let counters = Arc::new(Counters::default());
-        let writer_counters = counters.clone();
-        let handle = thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer_loop(writer, rx, &writer_counters))
-            .map_err(|e| StoreError(format!("cannot start the writer thread: {e}")))?;
+        let (jtx, jrx) = mpsc::channel();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new().name(name.into()).spawn(f).map_err(|e| StoreError(format!("cannot start {name}: {e}")))
+        };
+        let c = counters.clone();
+        let c2 = counters.clone();
+        let checkpoint_paths = (path.to_path_buf(), journal_path.clone());
+        let stop2 = stop.clone();
+        let threads = vec![
+            spawn("store-writer", Box::new(move || writer_loop(writer, rx, &c)))?,
+            spawn("journal-writer", Box::new(move || writer_loop(jwriter, jrx, &c2)))?,
+            spawn("store-checkpoint", Box::new(move || checkpoint_loop(&checkpoint_paths.0, &checkpoint_paths.1, &stop2)))?,
+        ];
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                jobs: Mutex::new(Some(tx)),
+                jobs: Mutex::new(Some((tx, jtx))),
                 readers: Mutex::new(readers),
                 path: path.to_path_buf(),
-                writer: Mutex::new(Some(handle)),
+                journal_path,
+                threads: Mutex::new(threads),
                 counters,
+                stop,
             }),
         })
     }
@@ -224,55 +289,44 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Stops the writer after the queued work is written (graceful shutdown).
+    /// Stops the writers after the queued work is written (graceful shutdown).
     pub fn close(&self) {
         if let Ok(mut jobs) = self.inner.jobs.lock() {
             jobs.take();
         }
-        let handle = self.inner.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(h) = handle {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        let threads = self.inner.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for h in threads {
             let _ = h.join();
         }
     }
 
-    fn send(&self, job: Job) -> bool {
+    fn send(&self, job: Job, journal: bool) -> bool {
         match self.inner.jobs.lock() {
-            Ok(jobs) => jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok()),
+            Ok(jobs) => jobs.as_ref().is_some_and(|(tx, jtx)| if journal { jtx.send(job).is_ok() } else { tx.send(job).is_ok() }),
             Err(_) => false,
         }
     }
 
-    fn request(&self, make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job) -> Commit {
+    fn request(&self, journal: bool, make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job) -> Commit {
         let (tx, rx) = oneshot::channel();
-        let sent = self.send(make(tx));
+        let sent = self.send(make(tx), journal);
         Box::pin(async move {
             if !sent {
                 return Err(StoreError("the store is closed".into()));
             }
-            rx.await
-                .unwrap_or_else(|_| Err(StoreError("the store writer stopped".into())))
+            rx.await.unwrap_or_else(|_| Err(StoreError("the store writer stopped".into())))
         })
     }
 
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = {
-            let mut pool = self
-                .inner
-                .readers
-                .lock()
-                .map_err(|_| StoreError("reader pool poisoned".into()))?;
+            let mut pool = self.inner.readers.lock().map_err(|_| StoreError("reader pool poisoned".into()))?;
             pool.pop()
         };
         let conn = match conn {
             Some(c) => c,
-            None => {
-                let c = open(&self.inner.path)?;
-                c.pragma_update(None, "query_only", "ON")?;
-                c
-            }
+            None => reader(&self.inner.path, &self.inner.journal_path)?,
         };
         let result = f(&conn);
         if let Ok(mut pool) = self.inner.readers.lock()
@@ -281,6 +335,19 @@ impl SqliteStore {
             pool.push(conn);
         }
         result
+    }
+
+}
+
+fn checkpoint_loop(path: &Path, journal: &Path, stop: &std::sync::atomic::AtomicBool) {
+    let conns: Vec<Connection> = [path, journal].iter().filter_map(|p| open(p, "FULL").ok()).collect();
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(CHECKPOINT_EVERY);
+        for c in &conns {
+            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "checkpoint failed");
+            }
+        }
     }
 }
 
@@ -294,7 +361,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counter
             }
         }
         let jobs = batch.iter().filter(|j| matches!(j, Job::Commit(..))).count() as u64;
-        write_batch(&mut conn, batch);
+        write_batch(&mut conn, batch, counters);
         counters.transactions.fetch_add(1, Ordering::Relaxed);
         counters.commit_jobs.fetch_add(jobs, Ordering::Relaxed);
     }
@@ -303,34 +370,33 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counter
 
 /// Writes a group of jobs in one transaction. Each commit job gets a savepoint, so one that
 /// fails (it should not) is rolled back alone and reported to its caller only.
-fn write_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let mut results: Vec<(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    )> = Vec::with_capacity(batch.len());
+fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
+    let mut results: Vec<(Done, Result<(), StoreError>)> = Vec::with_capacity(batch.len());
+    let next_id = || counters.next_journal_id.fetch_add(1, Ordering::Relaxed);
     let outcome = (|| -> Result<(), StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for job in batch {
             match job {
                 Job::Commit(writes, done) => {
-                    let r = savepoint(&tx, |sp| writes.iter().try_for_each(|w| apply(sp, w)));
+                    let r = savepoint(&tx, |sp| writes.iter().try_for_each(|w| apply(sp, w, &next_id)));
                     results.push((done, r));
                 }
                 Job::Journal(entries) => {
-                    if let Err(e) = savepoint(&tx, |sp| {
-                        entries.iter().try_for_each(|e| insert_journal(sp, e))
-                    }) {
+                    let r = savepoint(&tx, |sp| entries.iter().try_for_each(|e| insert_journal(sp, "journal", next_id(), e)));
+                    if let Err(e) = r {
                         tracing::error!(error = %e, "journal rows lost");
                     }
                 }
-                Job::Maintenance {
-                    journal_before,
-                    now,
-                    done,
-                } => {
+                Job::Maintenance { journal_before, now, done } => {
+                    // The same job goes to both writers: each cleans its own database.
                     let r = savepoint(&tx, |sp| {
-                        sp.execute("DELETE FROM journal WHERE at < ?1", [journal_before as i64])?;
-                        sp.execute("DELETE FROM idempotency WHERE valid_to <= ?1", [now as i64])?;
+                        let is_state = sp.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'idempotency'", [], |r| r.get::<_, i64>(0))? > 0;
+                        if is_state {
+                            sp.execute("DELETE FROM events WHERE at < ?1", [journal_before as i64])?;
+                            sp.execute("DELETE FROM idempotency WHERE valid_to <= ?1", [now as i64])?;
+                        } else {
+                            sp.execute("DELETE FROM journal WHERE at < ?1", [journal_before as i64])?;
+                        }
                         Ok(())
                     });
                     results.push((done, r));
@@ -378,7 +444,7 @@ fn state_columns(s: &NoticeState) -> (&'static str, Option<&str>) {
     }
 }
 
-fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
+fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), StoreError> {
     match w {
         Write::Notice(n) => {
             let (state, token) = state_columns(&n.state);
@@ -395,9 +461,12 @@ fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                 .execute(params![r.receipt_id, r.notice.fiscal_code.as_str(), r.notice.notice_number.as_str(), r.body, r.created_at as i64])?;
         }
         Write::Recipient(r) => {
+            // The copy's bytes are written once; status changes touch only the small row.
+            c.prepare_cached("INSERT OR IGNORE INTO recipient_requests (receipt_id, station, request) VALUES (?1, ?2, ?3)")?
+                .execute(params![r.receipt_id, r.station.as_str(), r.request])?;
             c.prepare_cached(
-                "INSERT INTO recipients (receipt_id, station, ec, version, request, status, attempts, next_attempt_at, last_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO recipients (receipt_id, station, ec, version, status, attempts, next_attempt_at, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (receipt_id, station) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
                    next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
             )?
@@ -406,7 +475,6 @@ fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                 r.station.as_str(),
                 r.ec.as_str(),
                 r.version.number(),
-                r.request,
                 r.status.as_str(),
                 r.attempts,
                 r.next_attempt_at as i64,
@@ -426,20 +494,23 @@ fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             )?
             .execute(params![k.psp, k.key, k.primitive])?;
         }
-        Write::Event(e) => insert_journal(c, &JournalEntry::from(e))?,
+        Write::Event(e) => insert_journal(c, "events", next_id(), &JournalEntry::from(e))?,
     }
     Ok(())
 }
 
 fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
+    // The EC's data never changes after activation: written once, not at every transition.
+    c.prepare_cached("INSERT OR IGNORE INTO payment_data (token, data) VALUES (?1, ?2)")?
+        .execute(params![p.token.as_str(), to_fragment("data", &p.data)])?;
     let o = p.outcome.as_ref();
     c.prepare_cached(
         "INSERT OR REPLACE INTO payments (token, fiscal_code, notice_number, status, id_psp, id_broker_psp, id_channel, psp_version,
            station, station_broker, station_version, idempotency_key, amount_cents, due_date, payment_note, expiration_ms,
-           payment_method, touch_point, data, activated_at, deadline, outcome, outcome_at, outcome_psp, outcome_broker,
+           payment_method, touch_point, activated_at, deadline, outcome, outcome_at, outcome_psp, outcome_broker,
            outcome_channel, outcome_version, outcome_details)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,
-           ?25, ?26, ?27, ?28)",
+           ?25, ?26, ?27)",
     )?
     .execute(params![
         p.token.as_str(),
@@ -460,7 +531,6 @@ fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
         p.request.expiration_ms,
         p.request.payment_method.map(|m| m.as_str()),
         p.request.touch_point.map(|t| t.as_str()),
-        to_fragment("data", &p.data),
         p.activated_at as i64,
         p.deadline as i64,
         o.map(|o| o.outcome.as_str()),
@@ -474,13 +544,14 @@ fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn insert_journal(c: &Connection, e: &JournalEntry) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT INTO journal (at, component, category, primitive, subtype, fiscal_code, notice_number, iuv, token, psp, channel,
-           station, outcome, caller, callee, payload, detail, duration_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-    )?
-    .execute(params![
+fn insert_journal(c: &Connection, table: &str, id: u64, e: &JournalEntry) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO {table} (id, at, component, category, primitive, subtype, fiscal_code, notice_number, iuv, token, psp,
+           channel, station, outcome, caller, callee, payload, detail, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+    );
+    c.prepare_cached(&sql)?.execute(params![
+        id as i64,
         e.at as i64,
         e.component,
         e.category.map(|c| c.as_str()),
@@ -665,7 +736,7 @@ fn journal_from(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
 }
 
 fn load_payment_row(c: &Connection, token: &str) -> Result<Option<Payment>, StoreError> {
-    Ok(c.prepare_cached("SELECT * FROM payments WHERE token = ?1")?
+    Ok(c.prepare_cached("SELECT payments.*, payment_data.data FROM payments JOIN payment_data USING (token) WHERE token = ?1")?
         .query_row([token], payment_from)
         .optional()?)
 }
@@ -730,7 +801,7 @@ impl Store for SqliteStore {
     fn load_recipients(&self, receipt_id: &str) -> Result<Vec<Recipient>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT * FROM recipients WHERE receipt_id = ?1 ORDER BY station",
+                "SELECT recipients.*, recipient_requests.request FROM recipients JOIN recipient_requests USING (receipt_id, station) WHERE receipt_id = ?1 ORDER BY station",
             )?;
             let rows = st.query_map([receipt_id], recipient_from)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -756,7 +827,7 @@ impl Store for SqliteStore {
 
     fn paying_payments(&self) -> Result<Vec<(Payment, Notice)>, StoreError> {
         self.read(|c| {
-            let mut st = c.prepare("SELECT * FROM payments WHERE status = 'PAYING'")?;
+            let mut st = c.prepare("SELECT payments.*, payment_data.data FROM payments JOIN payment_data USING (token) WHERE status = 'PAYING'")?;
             let payments = st
                 .query_map([], payment_from)?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -782,7 +853,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Recipient>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT * FROM recipients WHERE status = ?1 ORDER BY next_attempt_at DESC LIMIT ?2",
+                "SELECT recipients.*, recipient_requests.request FROM recipients JOIN recipient_requests USING (receipt_id, station) WHERE status = ?1 ORDER BY next_attempt_at DESC LIMIT ?2",
             )?;
             let rows = st.query_map(
                 params![status, limit.min(i64::MAX as usize) as i64],
@@ -794,25 +865,25 @@ impl Store for SqliteStore {
 
     fn payments_of_notice(&self, key: &NoticeKey) -> Result<Vec<Payment>, StoreError> {
         self.read(|c| {
-            let mut st = c.prepare_cached("SELECT * FROM payments WHERE fiscal_code = ?1 AND notice_number = ?2 ORDER BY activated_at")?;
+            let mut st = c.prepare_cached("SELECT payments.*, payment_data.data FROM payments JOIN payment_data USING (token) WHERE fiscal_code = ?1 AND notice_number = ?2 ORDER BY activated_at")?;
             let rows = st.query_map(params![key.fiscal_code.as_str(), key.notice_number.as_str()], payment_from)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
     fn commit(&self, writes: Vec<Write>) -> Commit {
-        self.request(|done| Job::Commit(writes, done))
+        self.request(false, |done| Job::Commit(writes, done))
     }
 
     fn journal(&self, entries: Vec<JournalEntry>) {
-        if !entries.is_empty() && !self.send(Job::Journal(entries)) {
+        if !entries.is_empty() && !self.send(Job::Journal(entries), true) {
             tracing::warn!("journal rows dropped: the store is closed");
         }
     }
 
     fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
         self.read(|c| {
-            let mut sql = String::from("SELECT * FROM journal WHERE 1 = 1");
+            let mut sql = String::from("SELECT * FROM (SELECT * FROM main.events UNION ALL SELECT * FROM jdb.journal) WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             let mut filter = |column: &str, op: &str, v: rusqlite::types::Value| {
                 args.push(v);
@@ -855,15 +926,21 @@ impl Store for SqliteStore {
     }
 
     fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
-        self.request(|done| Job::Maintenance {
-            journal_before,
-            now,
-            done,
+        let state = self.request(false, |done| Job::Maintenance { journal_before, now, done });
+        let journal = self.request(true, |done| Job::Maintenance { journal_before, now, done });
+        Box::pin(async move {
+            state.await?;
+            journal.await
         })
     }
 
     fn flush(&self) -> Commit {
-        self.request(Job::Flush)
+        let state = self.request(false, Job::Flush);
+        let journal = self.request(true, Job::Flush);
+        Box::pin(async move {
+            state.await?;
+            journal.await
+        })
     }
 
     fn stats(&self) -> StoreStats {

@@ -257,7 +257,7 @@ pub fn outcome_v2(psp: &Psp, tokens: &[&str], ok: bool, key: Option<&str>) -> Se
             payment_token: pagonode::codec::schema::Bounded::new(tokens.iter().map(|t| PaymentToken::new(*t).unwrap()).collect()).unwrap(),
         },
         outcome: if ok { Outcome::Ok } else { Outcome::Ko },
-        details: ok.then(|| OutcomeDetailsV2 {
+        details: ok.then_some(OutcomeDetailsV2 {
             payment_method: d.payment_method,
             payment_channel: d.payment_channel,
             fee: d.fee,
