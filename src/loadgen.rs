@@ -207,6 +207,11 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     let run_id = crate::clock::now_ms() / 1000;
     let ctx = Arc::new(Ctx { http, url: url.clone(), run_id, seq: AtomicU64::new(0), flow: args.flow });
     let before = health_counters(&ctx.http, &url).await;
+    let pids: Vec<(&str, u32)> = match &spawned {
+        Some(sp) => [("node", sp.node.id()), ("simulated EC", sp.ec.id())].into_iter().filter_map(|(n, p)| Some((n, p?))).chain([("load generator", std::process::id())]).collect(),
+        None => vec![("load generator", std::process::id())],
+    };
+    let cpu_before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
     let stats = Arc::new(Mutex::new(Stats::new()));
     let start = Instant::now();
     let warmup = Duration::from_secs(args.warmup);
@@ -248,6 +253,12 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     let after = health_counters(&ctx.http, &url).await;
     let s = stats.lock().await;
     report(&args, &s, elapsed, counters_start.zip(after));
+    let ticks = ticks_per_second();
+    let total_flows = s.flows.len().max(1) as f64;
+    for ((name, pid), before) in pids.iter().zip(cpu_before) {
+        let used = cpu_ticks(*pid).saturating_sub(before) as f64 / ticks;
+        println!("  cpu {name}: {:.2} s total, {:.3} ms per flow (whole run incl. warm-up)", used, used * 1000.0 / total_flows);
+    }
     if let Some(sp) = spawned {
         sp.stop().await;
     }
@@ -289,6 +300,20 @@ fn report(args: &LoadArgs, s: &Stats, secs: f64, commits: Option<((u64, u64), (u
     for e in &s.first_errors {
         println!("    {e}");
     }
+}
+
+/// User + system CPU ticks a process has used so far (Linux `/proc`; 0 elsewhere).
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Clock ticks per second of `/proc` CPU times (USER_HZ, 100 on Linux).
+fn ticks_per_second() -> f64 {
+    100.0
 }
 
 /// (transactions, commit jobs) from the node's health endpoint.

@@ -17,10 +17,10 @@
 //!
 //! # Levels
 //!
-//! There are [`LEVELS`] = 4 levels; a slot of level `l` spans 64^`l` ms (1 ms, 64 ms, 4.1 s,
+//! There are 4 levels; a slot of level `l` spans 64^`l` ms (1 ms, 64 ms, 4.1 s,
 //! 262 s). Each level is a ring of 128 slots (twice the 64 needed to cover the level above
 //! its own slots) and an entry sits at the lowest level where its slot is fewer than 128 slots
-//! ahead of the current time. Deadlines up to about 9.3 hours ahead (127 × 2^18 ms, at least)
+//! ahead of the current time. Deadlines up to about 9.2 hours ahead (127 × 2^18 ms, at least)
 //! therefore fit; later ones go to an overflow list that is redistributed once, when the
 //! earliest of them comes within range (payment deadlines are at most 30 minutes away, so in
 //! practice the overflow list stays empty).
@@ -38,7 +38,7 @@
 use std::mem;
 
 /// Number of levels below the overflow list.
-pub const LEVELS: usize = 4;
+const LEVELS: usize = 4;
 /// Each level's slots are 2^`LEVEL_BITS` times longer than those of the level below.
 const LEVEL_BITS: u32 = 6;
 /// Slots per level: twice 2^`LEVEL_BITS`, so a level can hold the next slot of the level above
@@ -216,11 +216,11 @@ impl<K: Copy + Eq> TimerWheel<K> {
     /// A time before which polling is pointless: `None` if nothing is pending, otherwise a
     /// lower bound of every pending deadline.
     ///
-    /// It is the earliest deadline itself when that deadline is within 127 ms (or overdue);
-    /// otherwise it may be earlier: the start of a slot that must be cascaded, or one
-    /// millisecond after the last poll while a level's next slot still has entries to move
-    /// down in the background (polling then keeps cascades small). Costs a few bit operations
-    /// per level.
+    /// It is the earliest deadline, or an earlier time when the wheel has cascading work to do:
+    /// when a slot becomes the next one of its level, or one millisecond after the last poll
+    /// while a level's next slot still has entries to move down (a driver that sleeps until
+    /// then keeps every cascade small). It may also be the deadline of an entry since
+    /// cancelled. Costs a few bit operations per level.
     pub fn next_deadline(&self) -> Option<u64> {
         let mut best = (self.heads[DUE as usize] != NIL).then_some(self.due_min);
         let mut consider = |time: u64| best = Some(best.map_or(time, |b| b.min(time)));

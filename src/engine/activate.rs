@@ -57,6 +57,9 @@ impl Engine {
         cmd: ActivateCommand,
         now: Millis,
     ) -> ActivateStep {
+        if let Some(step) = self.answered_meanwhile(&cmd.ctx, now) {
+            return ActivateStep::Done(step);
+        }
         if let Some(ms) = cmd.request.expiration_ms {
             if ms > timings.token_max_ms as i64 {
                 let fault = NodeFault::Autorizzazione(format!(

@@ -72,6 +72,25 @@ impl Engine {
         }
     }
 
+    /// What a request gets when an identical (or different) request with the same key was
+    /// answered after the driver consulted the cache and before this command took the engine
+    /// lock: a PSP re-sending while its first request is still being processed. The entry
+    /// written meanwhile wins, so the twin gets the same answer and does not overwrite it with
+    /// its own evaluation (e.g. `PPT_ESITO_GIA_ACQUISITO` in place of the accepted outcome).
+    /// Any valid entry found here was written after the driver's check, which would otherwise
+    /// have answered from it.
+    pub(super) fn answered_meanwhile(&self, ctx: &RequestCtx, now: Millis) -> Option<Step> {
+        let idem = ctx.idem.as_ref()?;
+        match self.recent_idem.get(&idem.key) {
+            Some((_, Some(e))) if e.valid_to > now => Some(if e.request_hash == idem.hash {
+                Step::reply(e.response.clone())
+            } else {
+                self.idempotency_mismatch(ctx)
+            }),
+            _ => None,
+        }
+    }
+
     /// The answer to a key reused for another request: no side effects, nothing cached.
     pub fn idempotency_mismatch(&self, ctx: &RequestCtx) -> Step {
         Step::reply(ko_envelope(

@@ -32,6 +32,9 @@ impl Engine {
     /// Applies an outcome to its token(s). The driver hydrated every token first.
     pub fn outcome(&mut self, reg: &Registry, cmd: OutcomeCommand, now: Millis) -> Step {
         let timings = reg.timings();
+        if let Some(step) = self.answered_meanwhile(&cmd.ctx, now) {
+            return step;
+        }
         if let Err(fault) = self.check_outcome(&cmd) {
             return self.refuse(&cmd.ctx, &fault, timings, now);
         }

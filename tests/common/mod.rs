@@ -306,3 +306,472 @@ pub async fn activate_ok(h: &Harness, psp: &Psp, fc: &str, nn: &str) -> String {
 pub fn code(m: &AnyMessage) -> Option<String> {
     fault_code(&m.to_envelope())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the fault, idempotency, EC-failure and late-outcome tests.
+// ---------------------------------------------------------------------------------------------
+
+use pagonode::codec::common::FaultBean;
+use pagonode::codec::{KoResponse, read_message};
+use pagonode::mock_ec::{PositionConfig, TransferConfig};
+
+/// The id the node signs its own faults with.
+pub const NODE_FAULT_ID: &str = "NodoDeiPagamentiSPC";
+
+impl Harness {
+    /// Starts with the admin listener on, a tweak to the node configuration (which also gets the
+    /// simulated EC's base URL, to point stations elsewhere) and a tweak to the simulated EC's
+    /// configuration (explicit positions, for one).
+    pub async fn start_full(
+        tweak: impl FnOnce(&mut Config, &str),
+        mock_tweak: impl FnOnce(&mut MockEcConfig),
+    ) -> Harness {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
+        pagonode::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let mut mock_config = MockEcConfig::from_toml_str(CONFIG).unwrap();
+        mock_tweak(&mut mock_config);
+        mock_config.validate().unwrap();
+        let ec = MockEc::new(mock_config);
+        let ec_server = ec
+            .clone()
+            .start(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .await
+            .unwrap();
+        let db = dir.path().join("node.db");
+        let text = CONFIG
+            .replace("{EC_URL}", &ec_server.url())
+            .replace("{DOWN_URL}", &closed_port_url())
+            .replace("{DB}", db.to_str().unwrap());
+        let mut config = Config::from_toml_str(&text).unwrap();
+        tweak(&mut config, &ec_server.url());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let node = RunningNode::start(config.clone(), Some(listener), Some(admin))
+            .await
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Harness {
+            node: Some(node),
+            ec,
+            ec_server: Some(ec_server),
+            dir,
+            config,
+            http,
+        }
+    }
+
+    /// [`Harness::start_with`] with the admin listener on.
+    pub async fn start_admin(tweak: impl FnOnce(&mut Config)) -> Harness {
+        Harness::start_full(|c, _| tweak(c), |_| {}).await
+    }
+
+    /// The simulated EC's base URL.
+    pub fn ec_url(&self) -> String {
+        self.ec_server.as_ref().expect("EC running").url()
+    }
+
+    /// The admin base URL (only with [`Harness::start_full`] / [`Harness::start_admin`]).
+    pub fn admin_url(&self) -> String {
+        self.node()
+            .admin_url()
+            .expect("started with the admin listener")
+    }
+
+    /// POSTs raw bytes with an optional SOAPAction and an optional query string.
+    pub async fn post_query(
+        &self,
+        query: Option<&str>,
+        action: Option<&str>,
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, String) {
+        let url = match query {
+            Some(q) => format!("{}?{q}", self.url()),
+            None => self.url(),
+        };
+        let mut req = self
+            .http
+            .post(url)
+            .header("Content-Type", "application/xml")
+            .body(body.into());
+        if let Some(a) = action {
+            req = req.header("SOAPAction", a);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
+    /// Sends a request (SOAPAction = its operation) and returns the raw answer, which must come
+    /// with HTTP 200.
+    pub async fn send<M: Message>(&self, req: &M) -> String {
+        let (status, body) = self
+            .post(Some(M::OPERATION.soap_action()), write_envelope(req))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Sends a request that must be refused with `code` in a `Res` element; returns the fault.
+    pub async fn refused<Req: Message, Res: KoResponse + std::fmt::Debug>(
+        &self,
+        req: &Req,
+        code: &str,
+    ) -> FaultBean {
+        let body = self.send(req).await;
+        expect_fault::<Res>(&body, code)
+    }
+
+    /// GET on the admin listener: (status, JSON).
+    pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.admin_url()))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
+    }
+
+    /// POST on the admin listener: (status, JSON).
+    pub async fn admin_post(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.admin_url()))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
+    }
+
+    /// A notice's story (`GET /admin/payments/{fc}/{nn}`).
+    pub async fn story(&self, fc: &str, nn: &str) -> serde_json::Value {
+        let (status, v) = self.admin_get(&format!("/admin/payments/{fc}/{nn}")).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    /// The payments of a notice (attempts that got a token), from its story.
+    pub async fn payments_of(&self, fc: &str, nn: &str) -> Vec<serde_json::Value> {
+        let story = self.story(fc, nn).await;
+        story["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["paymentToken"].is_string())
+            .cloned()
+            .collect()
+    }
+
+    /// The status of one payment (`PAYING`, `PAID`, `NOTIFIED`, `FAILED`, `CANCELLED`).
+    pub async fn payment_status(&self, fc: &str, nn: &str, token: &str) -> String {
+        let payments = self.payments_of(fc, nn).await;
+        let p = payments
+            .iter()
+            .find(|p| p["paymentToken"] == token)
+            .unwrap_or_else(|| panic!("no payment {token}: {payments:?}"));
+        p["status"].as_str().unwrap().to_string()
+    }
+
+    /// The recipients (`GET /admin/recipients?status=...`).
+    pub async fn recipients(&self, status: &str) -> Vec<serde_json::Value> {
+        let (code, v) = self
+            .admin_get(&format!("/admin/recipients?status={status}"))
+            .await;
+        assert_eq!(code, 200, "{v}");
+        v.as_array().unwrap().clone()
+    }
+
+    /// How many requests of `operation` about `notice` the simulated EC received.
+    pub fn ec_calls(&self, operation: &str, notice: &str) -> usize {
+        self.ec
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.operation.as_deref() == Some(operation)
+                    && r.notice_number.as_deref() == Some(notice)
+            })
+            .count()
+    }
+}
+
+/// Polls `f` every 20 ms until it gives `Some`, or panics after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads an answer that must be a `Res` element with `outcome=KO` and a fault signed by the
+/// node; returns the fault.
+pub fn ko<Res: KoResponse + std::fmt::Debug>(body: &str) -> FaultBean {
+    match read_message::<Res>(body.as_bytes()) {
+        Ok(Body::Message(m)) => {
+            assert_eq!(m.outcome(), Outcome::Ko, "{body}");
+            let f = m
+                .fault()
+                .cloned()
+                .unwrap_or_else(|| panic!("KO without a fault: {body}"));
+            assert_eq!(f.id.as_str(), NODE_FAULT_ID, "{body}");
+            f
+        }
+        other => panic!("expected a {} KO, got {other:?}\n{body}", Res::root()),
+    }
+}
+
+/// [`ko`], and the fault code must be `code`.
+pub fn expect_fault<Res: KoResponse + std::fmt::Debug>(body: &str, code: &str) -> FaultBean {
+    let f = ko::<Res>(body);
+    assert_eq!(f.fault_code.as_str(), code, "{body}");
+    f
+}
+
+/// Reads an answer that must be a `Res` element with `outcome=OK` and no fault.
+pub fn ok<Res: KoResponse + std::fmt::Debug>(body: &str) -> Res {
+    match read_message::<Res>(body.as_bytes()) {
+        Ok(Body::Message(m)) => {
+            assert_eq!(m.outcome(), Outcome::Ok, "{body}");
+            assert!(m.fault().is_none(), "{body}");
+            m
+        }
+        other => panic!("expected a {} OK, got {other:?}\n{body}", Res::root()),
+    }
+}
+
+/// The token of an OK activatePaymentNoticeRes.
+pub fn token_of(body: &str) -> String {
+    let r: ActivatePaymentNoticeRes = ok(body);
+    r.payment_token.expect("paymentToken").to_string()
+}
+
+/// An activation with `expirationTime`.
+pub fn activate_exp(
+    psp: &Psp,
+    fc: &str,
+    nn: &str,
+    expiration_ms: i64,
+    key: Option<&str>,
+) -> ActivatePaymentNoticeReq {
+    let mut r = activate(psp, fc, nn, 1000, key);
+    r.expiration_time = Some(ExpirationTime::from_millis(expiration_ms).unwrap());
+    r
+}
+
+/// The text inside the first `<tag>...</tag>` (None if absent).
+pub fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&close)? + start;
+    Some(&xml[start..end])
+}
+
+/// `xml` with the content of the first `<tag>...</tag>` replaced.
+pub fn replace_element(xml: &str, tag: &str, content: &str) -> String {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
+    let end = xml[start..].find(&close).unwrap() + start;
+    format!("{}{content}{}", &xml[..start], &xml[end..])
+}
+
+/// `xml` without its first `<tag>...</tag>` element.
+pub fn remove_element(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"));
+    let end = xml[start..].find(&close).unwrap() + start + close.len();
+    format!("{}{}", &xml[..start], &xml[end..])
+}
+
+/// An explicit position of the simulated EC, with the given transfers (beneficiary, amount,
+/// IBAN; `None` IBAN = the beneficiary's configured one).
+pub fn mock_position(
+    owner: &str,
+    nn: &str,
+    transfers: &[(&str, &str, Option<&str>)],
+) -> PositionConfig {
+    PositionConfig {
+        fiscal_code: Some(owner.to_string()),
+        notice_number: nn.to_string(),
+        transfer: transfers
+            .iter()
+            .map(|(fc, amount, iban)| TransferConfig {
+                fiscal_code: Some(fc.to_string()),
+                amount: Some(amount.to_string()),
+                iban: iban.map(str::to_string),
+                ..TransferConfig::default()
+            })
+            .collect(),
+        ..PositionConfig::default()
+    }
+}
+
+/// How a [`RewritingEc`] changes an answer: (SOAPAction of the request, the simulated EC's
+/// answer) → the answer sent to the node.
+pub type Rewrite = std::sync::Arc<dyn Fn(&str, String) -> String + Send + Sync>;
+
+/// A station that forwards every request to the simulated EC and can rewrite its answers: how
+/// the tests get answers the simulated EC never gives (KO without a fault, inconsistent amounts,
+/// missing elements). Point a station's URL at `{url}/pa/<station>`.
+pub struct RewritingEc {
+    pub url: String,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+    rewrite: std::sync::Arc<std::sync::Mutex<Option<Rewrite>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RewritingEc {
+    /// Listens on a free port; forwards nowhere until [`RewritingEc::forward_to`].
+    pub fn start() -> RewritingEc {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", std_listener.local_addr().unwrap());
+        let target: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+        let rewrite: std::sync::Arc<std::sync::Mutex<Option<Rewrite>>> = Default::default();
+        let (t, r) = (target.clone(), rewrite.clone());
+        let task = tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (t, r, http) = (t.clone(), r.clone(), http.clone());
+                tokio::spawn(async move {
+                    let _ = serve_rewritten(stream, t, r, http).await;
+                });
+            }
+        });
+        RewritingEc {
+            url,
+            target,
+            rewrite,
+            task,
+        }
+    }
+
+    /// Where requests go: the simulated EC's base URL (the request path is kept).
+    pub fn forward_to(&self, base: &str) {
+        *self.target.lock().unwrap() = base.to_string();
+    }
+
+    /// Rewrites every answer from now on.
+    pub fn rewrite(&self, f: impl Fn(&str, String) -> String + Send + Sync + 'static) {
+        *self.rewrite.lock().unwrap() = Some(std::sync::Arc::new(f));
+    }
+
+    /// Passes answers through unchanged from now on.
+    pub fn pass_through(&self) {
+        *self.rewrite.lock().unwrap() = None;
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_rewritten(
+    mut stream: tokio::net::TcpStream,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+    rewrite: std::sync::Arc<std::sync::Mutex<Option<Rewrite>>>,
+    http: reqwest::Client,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let action = header("soapaction")
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[head_end..].to_vec();
+    let base = target.lock().unwrap().clone();
+    let forwarded = http
+        .post(format!("{base}{path}"))
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .header("SOAPAction", format!("\"{action}\""))
+        .body(body)
+        .send()
+        .await;
+    let (status, answer) = match forwarded {
+        Ok(resp) => (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        ),
+        Err(e) => (502, format!("forwarding failed: {e}")),
+    };
+    let f = rewrite.lock().unwrap().clone();
+    let answer = match f {
+        Some(f) => f(&action, answer),
+        None => answer,
+    };
+    let reply = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    );
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
