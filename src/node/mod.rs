@@ -333,7 +333,7 @@ impl Node {
             callee: Some(NODE.into()),
             ..JournalEntry::default()
         };
-        let req = JournalEntry { at: started, subtype: Some(Subtype::Req), payload: Some(String::from_utf8_lossy(request).into_owned()), ..base.clone() };
+        let req = JournalEntry { at: started, subtype: Some(Subtype::Req), payload: Some(mask_password(&String::from_utf8_lossy(request))), ..base.clone() };
         let resp = JournalEntry {
             at: now,
             subtype: Some(Subtype::Resp),
@@ -345,6 +345,38 @@ impl Node {
         self.store.journal(vec![req, resp]);
     }
 }
+
+/// The placeholder the journal stores instead of a channel password.
+pub const MASKED_PASSWORD: &str = "********";
+
+/// A request as the journal keeps it: the content of every `password` element (whatever its
+/// prefix, valid request or not) replaced, so no password is ever written to disk or shown.
+pub fn mask_password(request: &str) -> String {
+    let mut out = String::with_capacity(request.len());
+    let mut rest = request;
+    while let Some(lt) = rest.find('<') {
+        let tag = &rest[lt + 1..];
+        let name_len = tag.find(|c: char| c.is_whitespace() || c == '>' || c == '/').unwrap_or(tag.len());
+        let name = &tag[..name_len];
+        let is_password = name.rsplit(':').next() == Some("password") && !name.starts_with('/');
+        match (is_password, tag.find('>')) {
+            (true, Some(gt)) if !tag[..gt].ends_with('/') => {
+                let content_start = lt + 1 + gt + 1;
+                out.push_str(&rest[..content_start]);
+                let content_len = rest[content_start..].find('<').unwrap_or(rest.len() - content_start);
+                out.push_str(MASKED_PASSWORD);
+                rest = &rest[content_start + content_len..];
+            }
+            _ => {
+                out.push_str(&rest[..lt + 1]);
+                rest = &rest[lt + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 
 fn iuv_of(keys: &Keys) -> Option<String> {
     keys.notice_number.as_deref().and_then(|n| crate::codec::types::NoticeNumber::new(n).ok()).map(|n| n.iuv().to_string())
@@ -411,5 +443,17 @@ impl Node {
         let queued = step.deliver.len();
         self.finish(step).await?;
         Ok(queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_password;
+
+    #[test]
+    fn passwords_never_reach_the_journal() {
+        assert_eq!(mask_password("<a><password>secret123</password></a>"), "<a><password>********</password></a>");
+        assert_eq!(mask_password("<nfp:password >x</nfp:password><password/>"), "<nfp:password >********</nfp:password><password/>");
+        assert_eq!(mask_password("<passwordX>keep</passwordX><password>cut"), "<passwordX>keep</passwordX><password>********");
     }
 }

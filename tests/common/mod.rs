@@ -134,12 +134,43 @@ impl Harness {
         }
     }
 
+    /// Stops both, after checking that every request the node sent the EC was valid, and
+    /// (with `PAGONODE_DUMP_DIR` set) writing every message the node sent — answers to PSPs,
+    /// requests to ECs — to that directory, for the official XSD check `.ci/run` runs.
     pub async fn stop(mut self) {
         if let Some(n) = self.node.take() {
+            if let Ok(dir) = std::env::var("PAGONODE_DUMP_DIR") {
+                dump_sent_messages(&n, std::path::Path::new(&dir));
+            }
             n.stop().await;
         }
+        let invalid: Vec<_> = self.ec.requests().into_iter().filter(|r| !r.valid).collect();
+        assert!(invalid.is_empty(), "the node sent the EC invalid requests: {invalid:?}");
         if let Some(s) = self.ec_server.take() {
             s.stop().await;
+        }
+    }
+}
+
+/// Writes the node's outgoing messages (from its journal) as files.
+fn dump_sent_messages(node: &RunningNode, dir: &std::path::Path) {
+    use pagonode::journal::Subtype;
+    use pagonode::store::JournalQuery;
+    std::fs::create_dir_all(dir).unwrap();
+    let run = SEQ.fetch_add(1, Ordering::Relaxed) + std::process::id() as u64 * 1_000_000;
+    let mut after = None;
+    loop {
+        let rows = node.node.store.query_journal(&JournalQuery { after_id: after, limit: 1000, ..JournalQuery::default() }).unwrap();
+        for r in &rows {
+            let e = &r.entry;
+            let sent = matches!((e.component.as_str(), e.subtype), ("nodeForPsp", Some(Subtype::Resp)) | ("paForNode", Some(Subtype::Req)));
+            if let (true, Some(payload)) = (sent, &e.payload) {
+                std::fs::write(dir.join(format!("{run}-{}-{}.xml", r.id, e.primitive)), payload).unwrap();
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() == 1000 => after = Some(last.id),
+            _ => break,
         }
     }
 }

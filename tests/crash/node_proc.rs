@@ -1,0 +1,180 @@
+//! The node under test as a child process (`pagonode serve --config F`): started, killed with
+//! SIGKILL and started again on the same database and ports. Every incarnation logs to its own
+//! file in the test's directory; the child is killed when this handle is dropped (a failing test
+//! leaves no node behind).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// Milliseconds since the UNIX epoch (the node's clock: `pagonode::clock::now_ms`).
+pub fn now_ms() -> u64 {
+    pagonode::clock::now_ms()
+}
+
+/// One kill and the restart that followed it.
+#[derive(Debug, Clone, Copy)]
+pub struct Crash {
+    /// Just before SIGKILL was sent.
+    pub killed_at: u64,
+    /// When the next incarnation was spawned (its recovery starts after this instant).
+    pub spawned_at: u64,
+    /// When its `/health` first answered.
+    pub up_at: u64,
+}
+
+pub struct NodeProc {
+    exe: PathBuf,
+    config: PathBuf,
+    dir: PathBuf,
+    health: String,
+    http: reqwest::Client,
+    child: Option<Child>,
+    incarnation: u32,
+}
+
+impl NodeProc {
+    pub fn new(exe: &str, config: &Path, dir: &Path, port: u16) -> NodeProc {
+        NodeProc {
+            exe: PathBuf::from(exe),
+            config: config.to_path_buf(),
+            dir: dir.to_path_buf(),
+            health: format!("http://127.0.0.1:{port}/health"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("HTTP client"),
+            child: None,
+            incarnation: 0,
+        }
+    }
+
+    fn log_path(&self, incarnation: u32) -> PathBuf {
+        self.dir.join(format!("node-{incarnation:03}.log"))
+    }
+
+    /// Spawns the next incarnation and waits (bounded) for its `/health`; returns (spawned at,
+    /// up at).
+    pub async fn start(&mut self) -> Result<(u64, u64), String> {
+        assert!(self.child.is_none(), "a node is already running");
+        self.incarnation += 1;
+        let log = std::fs::File::create(self.log_path(self.incarnation))
+            .map_err(|e| format!("node log: {e}"))?;
+        let spawned_at = now_ms();
+        let mut child = Command::new(&self.exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot spawn {}: {e}", self.exe.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "node incarnation {} exited during start-up ({status}):\n{}",
+                    self.incarnation,
+                    self.log_tail(self.incarnation, 40)
+                ));
+            }
+            let up = self
+                .http
+                .get(&self.health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                self.child = Some(child);
+                return Ok((spawned_at, now_ms()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err(format!(
+                    "node incarnation {} not healthy after 30 s:\n{}",
+                    self.incarnation,
+                    self.log_tail(self.incarnation, 40)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    /// SIGKILL (no chance to flush or finish anything) and reap. Returns when it was sent.
+    pub async fn kill9(&mut self) -> u64 {
+        let mut child = self.child.take().expect("a running node");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "node incarnation {} died by itself ({status}):\n{}",
+                self.incarnation,
+                self.log_tail(self.incarnation, 40)
+            );
+        }
+        let at = now_ms();
+        // tokio's Child::kill sends SIGKILL on Unix, then waits for the process.
+        child.kill().await.expect("SIGKILL the node");
+        at
+    }
+
+    /// Kill, pause `down` and restart: one [`Crash`].
+    pub async fn crash(&mut self, down: Duration) -> Crash {
+        let killed_at = self.kill9().await;
+        tokio::time::sleep(down).await;
+        let (spawned_at, up_at) = self.start().await.unwrap_or_else(|e| panic!("{e}"));
+        Crash {
+            killed_at,
+            spawned_at,
+            up_at,
+        }
+    }
+
+    /// Whether the current incarnation is still alive.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn incarnations(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// The last `lines` lines of an incarnation's log.
+    pub fn log_tail(&self, incarnation: u32, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path(incarnation)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Lines of every incarnation's log that say something went wrong inside the node (errors,
+    /// panics), at most `max`.
+    pub fn log_errors(&self, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 1..=self.incarnation {
+            let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+            for line in text.lines() {
+                if line.contains("ERROR") || line.contains("panicked") {
+                    out.push(format!("node-{i:03}: {line}"));
+                    if out.len() >= max {
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+    }
+}
