@@ -4,7 +4,7 @@
 //! timer fires.
 
 use super::{
-    Engine, EventKind, IdemKey, Millis, Notice, NoticeState, PaymentStatus, StateEvent, Step,
+    Engine, EventKind, Millis, Notice, NoticeState, PaymentStatus, StateEvent, Step,
     Version, Write,
 };
 use crate::codec::Operation;
@@ -56,14 +56,7 @@ impl Engine {
                 step,
             );
         }
-        if let Some(key) = &p.idempotency_key {
-            let key = IdemKey {
-                psp: p.psp.id_psp.to_string(),
-                key: key.to_string(),
-                primitive: activate_primitive(p.psp_version),
-            };
-            self.uncache(key, now, step);
-        }
+        self.uncache_activation(&p, now, step);
         step.disarm.push(p.token.clone());
         let late_by = now.saturating_sub(p.deadline);
         step.writes.push(Write::Event(

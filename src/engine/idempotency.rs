@@ -5,7 +5,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Engine, IdemEntry, IdemKey, Millis, PspRef, Step, Write};
+use super::expiry::activate_primitive;
+use super::{Engine, IdemEntry, IdemKey, Millis, Payment, PspRef, Step, Write};
 use crate::codec::{Message, Operation, ko_envelope, write_envelope};
 use crate::config::Timings;
 use crate::fault::NodeFault;
@@ -47,6 +48,15 @@ pub enum IdemCheck {
 
 const MINUTE_MS: u64 = 60_000;
 
+/// What the engine remembers of an entry it wrote or deleted recently (the store may not have
+/// the change yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Recent {
+    Entry(IdemEntry),
+    /// The entry cached for this token was deleted.
+    Deleted(String),
+}
+
 impl Engine {
     /// Looks the request up: entries written recently (maybe not yet committed) first, then the
     /// one the driver read from the store.
@@ -57,7 +67,9 @@ impl Engine {
         now: Millis,
     ) -> IdemCheck {
         let entry = match self.recent_idem.get(&idem.key) {
-            Some((_, recent)) => recent.clone(),
+            Some((_, Recent::Entry(e))) => Some(e.clone()),
+            // Deleted meanwhile: the stored entry is gone too, unless it is another token's.
+            Some((_, Recent::Deleted(token))) => stored.filter(|e| e.token.as_deref() != Some(token.as_str())),
             None => stored,
         };
         match entry {
@@ -82,7 +94,7 @@ impl Engine {
     pub(super) fn answered_meanwhile(&self, ctx: &RequestCtx, now: Millis) -> Option<Step> {
         let idem = ctx.idem.as_ref()?;
         match self.recent_idem.get(&idem.key) {
-            Some((_, Some(e))) if e.valid_to > now => Some(if e.request_hash == idem.hash {
+            Some((_, Recent::Entry(e))) if e.valid_to > now => Some(if e.request_hash == idem.hash {
                 Step::reply(e.response.clone())
             } else {
                 self.idempotency_mismatch(ctx)
@@ -140,16 +152,23 @@ impl Engine {
             inserted_at: now,
         };
         step.writes.push(Write::PutIdempotency(entry.clone()));
-        self.recent_idem
-            .insert(idem.key.clone(), (now, Some(entry)));
+        self.recent_idem.insert(idem.key.clone(), (now, Recent::Entry(entry)));
         self.recent_idem_order.push_back((now, idem.key.clone()));
     }
 
-    /// Deletes an entry (an activation's, once its token has an outcome or expired). A
-    /// tombstone stays in memory until the deletion is surely committed.
-    pub(super) fn uncache(&mut self, key: IdemKey, now: Millis, step: &mut Step) {
-        self.recent_idem.insert(key.clone(), (now, None));
-        self.recent_idem_order.push_back((now, key.clone()));
-        step.writes.push(Write::DeleteIdempotency(key));
+    /// Deletes the entry an activation cached, once its token has an outcome or expired
+    /// (BEHAVIOUR.md Part A §4.2). Only that entry: if the PSP has since reused the key for
+    /// another request, the newer entry stays. A tombstone stays in memory until the deletion is
+    /// surely committed.
+    pub(super) fn uncache_activation(&mut self, p: &Payment, now: Millis, step: &mut Step) {
+        let Some(key) = &p.idempotency_key else { return };
+        let key = IdemKey { psp: p.psp.id_psp.to_string(), key: key.to_string(), primitive: activate_primitive(p.psp_version) };
+        let token = p.token.to_string();
+        let newer = matches!(self.recent_idem.get(&key), Some((_, Recent::Entry(e))) if e.token.as_deref() != Some(token.as_str()));
+        if !newer {
+            self.recent_idem.insert(key.clone(), (now, Recent::Deleted(token.clone())));
+            self.recent_idem_order.push_back((now, key.clone()));
+        }
+        step.writes.push(Write::DeleteIdempotency { key, token });
     }
 }

@@ -37,7 +37,8 @@ pub enum Write {
     Receipt(ReceiptRecord),
     Recipient(Recipient),
     PutIdempotency(IdemEntry),
-    DeleteIdempotency(IdemKey),
+    /// Deletes the entry under `key` if it is the one cached for `token`.
+    DeleteIdempotency { key: IdemKey, token: String },
     Event(StateEvent),
 }
 
@@ -88,7 +89,7 @@ pub struct Engine {
     /// Idempotency entries written recently, newest last: they may not be committed yet, so the
     /// store cannot be asked about them.
     /// `None` is a deletion not yet known to be committed.
-    recent_idem: HashMap<IdemKey, (Millis, Option<IdemEntry>)>,
+    recent_idem: HashMap<IdemKey, (Millis, idempotency::Recent)>,
     recent_idem_order: VecDeque<(Millis, IdemKey)>,
 }
 
@@ -138,7 +139,10 @@ impl Engine {
     }
 
     /// Rebuilds the live state at start-up: payments waiting for their outcome (their deadlines
-    /// to re-arm, overdue ones included) and undelivered recipients (to re-queue).
+    /// to re-arm, overdue ones included) and the recipients of receipts still being delivered:
+    /// every copy of each such receipt, not only the pending ones (those are re-queued; the
+    /// others count when the receipt settles, so a copy that failed for good keeps the payment
+    /// PAID).
     pub fn recover(
         &mut self,
         paying: Vec<(Payment, Notice)>,

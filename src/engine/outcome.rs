@@ -2,9 +2,8 @@
 //! OK produces the receipt; KO frees the notice at once; a repeated outcome gets
 //! `PPT_ESITO_GIA_ACQUISITO`; a late one the official late-outcome codes.
 
-use super::expiry::activate_primitive;
 use super::{
-    Engine, EventKind, IdemKey, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus,
+    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus,
     RequestCtx, StateEvent, Step, Version, Write,
 };
 use crate::codec::node_for_psp::{
@@ -180,6 +179,16 @@ impl Engine {
         step: &mut Step,
     ) -> Option<NodeFault> {
         let p = self.payments.get(token.as_str())?.clone();
+        // The token now paying on the notice may be overdue itself: its deadline is honoured
+        // before its timer fires, so the notice is free for this outcome.
+        if let Some(NoticeState::Paying(other)) = self.notice(&p.notice).map(|n| n.state.clone())
+            && self
+                .payments
+                .get(other.as_str())
+                .is_some_and(|o| o.status == PaymentStatus::Paying && o.deadline <= now)
+        {
+            self.expire(other.as_str(), now, step);
+        }
         let state = self
             .notice(&p.notice)
             .map(|n| n.state.clone())
@@ -224,14 +233,7 @@ impl Engine {
         let Some(mut p) = self.payments.get(token.as_str()).cloned() else {
             return;
         };
-        if let Some(key) = &p.idempotency_key {
-            let key = IdemKey {
-                psp: p.psp.id_psp.to_string(),
-                key: key.to_string(),
-                primitive: activate_primitive(p.psp_version),
-            };
-            self.uncache(key, now, step);
-        }
+        self.uncache_activation(&p, now, step);
         let outcome = record.outcome;
         let event =
             StateEvent::for_payment(now, EventKind::OutcomeAccepted, &p).outcome(outcome.as_str());
