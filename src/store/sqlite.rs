@@ -497,11 +497,9 @@ fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), Sto
             )?
             .execute(params![e.key.psp, e.key.key, e.key.primitive, &e.request_hash[..], e.response, e.token, e.valid_to as i64, e.inserted_at as i64])?;
         }
-        Write::DeleteIdempotency(k) => {
-            c.prepare_cached(
-                "DELETE FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3",
-            )?
-            .execute(params![k.psp, k.key, k.primitive])?;
+        Write::DeleteIdempotency { key: k, token } => {
+            c.prepare_cached("DELETE FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3 AND token = ?4")?
+                .execute(params![k.psp, k.key, k.primitive, token])?;
         }
         Write::Event(e) => insert_journal(c, "events", next_id(), &JournalEntry::from(e))?,
     }
