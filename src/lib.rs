@@ -30,3 +30,4 @@ pub mod admin;
 pub mod http;
 pub mod server;
 pub mod loadgen;
+pub mod replay;

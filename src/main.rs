@@ -39,6 +39,10 @@ enum Command {
     },
     /// Drive load against a node (or a spawned node + simulated EC) and report throughput and latency.
     Loadgen(pagonode::loadgen::LoadArgs),
+    /// Replay traces (PSP/EC conversations, `docs/traces.md`) against a node; fails unless all pass.
+    Replay(pagonode::replay::ReplayArgs),
+    /// Read the event journal from a node's database (read-only): rows, a payment's story, a trace.
+    Journal(Box<pagonode::journal::cli::JournalArgs>),
     /// Check SOAP messages (files, or `-` for stdin) against the nodeForPsp/paForNode contract.
     Validate {
         /// Envelope files to check; `-` reads one from stdin.
@@ -61,8 +65,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Validate { files }) = &cli.command {
-        return validate(files);
+    match &cli.command {
+        Some(Command::Validate { files }) => return validate(files),
+        Some(Command::Replay(args)) => return pagonode::replay::main(args),
+        Some(Command::Journal(args)) => return pagonode::journal::cli::main(args),
+        _ => {}
     }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -78,7 +85,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(load_config(config.as_ref())?).await,
             Command::MockEc { config } => mock_ec(config.as_ref()).await,
             Command::Loadgen(args) => pagonode::loadgen::run(args).await,
-            Command::Validate { .. } => unreachable!("handled above"),
+            Command::Validate { .. } | Command::Replay(_) | Command::Journal(_) => unreachable!("handled above"),
         }
     });
     match result {

@@ -8,7 +8,7 @@
 //! Because every pagoPA content model is a sequence of distinct names (the schemas obey unique
 //! particle attribution), reading it greedily in order is exactly what an XSD validator does.
 
-use super::xml::{AttrPolicy, Violation, XmlReader, XmlWriter};
+use super::xml::{AttrPolicy, Violation, XmlReader, XmlWriter, any_byte};
 
 /// An `xsd:simpleType`: parsing checks every facet, writing emits the lexical form.
 pub trait Simple: Sized {
@@ -237,6 +237,13 @@ pub fn check_length(s: &str, min: usize, max: usize) -> Result<(), String> {
 
 /// Rejects characters that cannot appear in an XML document, for values built in code.
 pub fn check_xml_chars(s: &str) -> Result<(), String> {
+    // Fast path, one vectorized pass: ASCII text without C0 controls (tab, LF, CR aside) is all
+    // XML characters. Identifiers and tokens are checked here on every read; the `char` check
+    // below is for the rest.
+    let suspect = |b: u8| ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (b >= 0x80);
+    if !any_byte(s.as_bytes(), suspect) {
+        return Ok(());
+    }
     match s.chars().find(|&c| !super::xml::is_xml_char(c)) {
         Some(c) => Err(format!("character U+{:04X} cannot appear in XML", c as u32)),
         None => Ok(()),
@@ -424,4 +431,33 @@ pub fn from_fragment<T: Content>(xml: &str) -> Result<T, Violation> {
     let v = T::read(&mut r)?;
     r.finish_document()?;
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_characters_are_checked_on_both_paths() {
+        for ok in [
+            "",
+            "abc",
+            "tab\there\r\n",
+            &"x".repeat(40),
+            "città",
+            "\u{10000}",
+        ] {
+            assert!(check_xml_chars(ok).is_ok(), "{ok:?}");
+        }
+        let long = "y".repeat(37);
+        for bad in [
+            "\u{1}",
+            &format!("{long}\u{1f}"),
+            &format!("{long}\u{0}{long}"),
+            "città\u{1}",
+            "\u{FFFE}",
+        ] {
+            assert!(check_xml_chars(bad).is_err(), "{bad:?}");
+        }
+    }
 }

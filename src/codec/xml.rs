@@ -74,6 +74,9 @@ pub struct Child<'a> {
     pub ns: Cow<'a, str>,
     start: BytesStart<'a>,
     empty: bool,
+    /// Whether the start tag has attributes other than namespace declarations: only those are
+    /// checked against the attribute policy when the element is entered.
+    has_attributes: bool,
 }
 
 impl Child<'_> {
@@ -129,9 +132,17 @@ pub fn is_blank(s: &str) -> bool {
 }
 
 /// Rejects characters outside the XML 1.0 `Char` production (C0 controls but tab, LF, CR;
-/// U+FFFE, U+FFFF). One byte scan over the whole document.
+/// U+FFFE, U+FFFF). One vectorized pass over a clean document.
 pub fn check_chars(doc: &str) -> Result<(), Violation> {
     let bytes = doc.as_bytes();
+    // Fast path for the common case of a clean document, in one vectorized pass (the two
+    // per-byte `position` scans below cost a tenth of `read_any`). A byte is suspect if it is a C0
+    // control (tab, LF, CR aside) or 0xEF, the lead byte of U+FFFE/U+FFFF. Any suspect byte sends
+    // the document through the exact scans, which find and report the first offender.
+    let suspect = |b: u8| ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (b == 0xEF);
+    if !any_byte(bytes, suspect) {
+        return Ok(());
+    }
     let bad = |b: &u8| *b < 0x20 && !matches!(*b, b'\t' | b'\n' | b'\r');
     if let Some(i) = bytes.iter().position(bad) {
         return Err(not_wf(format!(
@@ -155,6 +166,10 @@ pub fn check_chars(doc: &str) -> Result<(), Violation> {
 
 /// True for an XML 1.0 (5th edition) `NCName`: a `Name` without colons.
 pub fn is_ncname(s: &str) -> bool {
+    // Fast path: names are ASCII in practice; the `char` tables below are for the rest.
+    if s.is_ascii() {
+        return is_ascii_ncname(s.as_bytes());
+    }
     let start = |c: char| {
         matches!(c, 'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
             | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}'
@@ -169,9 +184,101 @@ pub fn is_ncname(s: &str) -> bool {
     cs.next().is_some_and(start) && cs.all(rest)
 }
 
+/// Classes of bytes in names: [`NAME_START`] may begin an NCName, [`NAME_CHAR`] may follow. Only
+/// ASCII bytes have a class; names with other characters take the exact `char` checks.
+const NAME_START: u8 = 1;
+const NAME_CHAR: u8 = 2;
+const NAME_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() || c == b'_' {
+            NAME_START | NAME_CHAR
+        } else if c.is_ascii_digit() || c == b'-' || c == b'.' {
+            NAME_CHAR
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// True if `b` is an all-ASCII NCName. The tail is checked without an early exit: a table load
+/// and an `and` per byte.
+fn is_ascii_ncname(b: &[u8]) -> bool {
+    match b.split_first() {
+        Some((&first, rest)) => {
+            NAME_CLASS[first as usize] & NAME_START != 0
+                && rest
+                    .iter()
+                    .fold(NAME_CHAR, |acc, &c| acc & NAME_CLASS[c as usize])
+                    != 0
+        }
+        None => false,
+    }
+}
+
+/// Splits a qualified name `prefix:local` (or `local`, prefix "") if it is well-formed: both
+/// parts NCNames, at most one colon. Every start tag goes through here, so all-ASCII names are
+/// checked with a table; anything else takes the exact `char` checks.
+fn split_qname(name: &str) -> Option<(&str, &str)> {
+    let b = name.as_bytes();
+    if is_ascii_ncname(b) {
+        return Some(("", name));
+    }
+    if let Some(i) = b.iter().position(|&c| c == b':')
+        && is_ascii_ncname(&b[..i])
+        && is_ascii_ncname(&b[i + 1..])
+    {
+        return Some((&name[..i], &name[i + 1..]));
+    }
+    let (prefix, local) = name.split_once(':').unwrap_or(("", name));
+    (is_ncname(local) && (prefix.is_empty() || is_ncname(prefix)) && !name.starts_with(':'))
+        .then_some((prefix, local))
+}
+
+/// True if every character of `s` is allowed by the XML 1.0 `Char` production. ASCII text (every
+/// namespace name in practice) takes one vectorized pass: only C0 controls but tab, LF, CR are out.
+fn all_xml_chars(s: &str) -> bool {
+    let suspect = |b: u8| ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (b >= 0x80);
+    !any_byte(s.as_bytes(), suspect) || s.chars().all(is_xml_char)
+}
+
 /// True for characters allowed by the XML 1.0 `Char` production.
 pub fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Whether character data holds `]]>`, which may only close a CDATA section (XML 1.0
+/// `CharData`). Most text has no `]` at all: a byte search for it (memchr) is much cheaper than
+/// setting up a substring search on every text event.
+fn has_cdata_close(text: &str) -> bool {
+    text.as_bytes().contains(&b']') && text.contains("]]>")
+}
+
+/// Whether `text` holds a CR or a `]`, in one pass (values run from a few bytes to kilobytes of
+/// base64).
+#[inline]
+fn has_cr_or_bracket(text: &[u8]) -> bool {
+    any_byte(text, |b| (b == b'\r') | (b == b']'))
+}
+
+/// Whether any byte of `bytes` satisfies `pred` (which should be branch-free). Each 16-byte chunk
+/// is or-ed together without an early exit, which the compiler vectorizes; a plain `any` stops to
+/// test every byte. Only the tail is scanned bytewise.
+#[inline]
+pub fn any_byte(bytes: &[u8], pred: impl Fn(u8) -> bool) -> bool {
+    let mut chunks = bytes.chunks_exact(16);
+    chunks
+        .by_ref()
+        .any(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | pred(b) as u8) != 0)
+        || chunks.remainder().iter().any(|&b| pred(b))
+}
+
+fn cdata_close_in_text() -> Violation {
+    not_wf("']]>' is not allowed in character data")
 }
 
 fn not_wf(reason: impl Into<String>) -> Violation {
@@ -279,6 +386,9 @@ impl<'a> XmlReader<'a> {
         }
     }
 
+    // Inlined into its few callers: it runs once per event, and as a call its prologue and the
+    // moves of the returned event cost about as much as the checks it makes.
+    #[inline(always)]
     fn next_event(&mut self) -> Result<Event<'a>, Violation> {
         let first = !self.seen_first_event;
         self.seen_first_event = true;
@@ -287,10 +397,8 @@ impl<'a> XmlReader<'a> {
                 Err(not_wf("XML declaration not at the start of the document"))
             }
             Ok(Event::Decl(d)) => check_declaration(&d).map(|_| Event::Decl(d)),
-            // `]]>` may only close a CDATA section (XML 1.0 `CharData`).
-            Ok(Event::Text(t)) if t.contains("]]>") => {
-                Err(not_wf("']]>' is not allowed in character data"))
-            }
+            // `]]>` in text (XML 1.0 `CharData`) is checked by the callers, on the text they do
+            // not already know to be blank: whitespace between elements need not be scanned twice.
             Ok(Event::PI(pi)) if pi.target().eq_ignore_ascii_case("xml") => {
                 Err(not_wf("XML declaration not at the start of the document"))
             }
@@ -347,55 +455,95 @@ impl<'a> XmlReader<'a> {
 
     /// Binds the namespace declarations of a start tag and resolves its name.
     fn open_child(&mut self, start: BytesStart<'a>, empty: bool) -> Result<Child<'a>, Violation> {
+        let has_attributes = if start.attributes_raw().trim_ascii().is_empty() {
+            false
+        } else {
+            self.bind_namespaces(&start)?
+        };
+        let name = self.borrow_from_doc(start.name().0)?;
+        let Some((prefix, local)) = split_qname(name) else {
+            return Err(not_wf(format!("malformed element name '{name}'")));
+        };
+        let ns = match self.resolve(prefix) {
+            Some(ns) => ns,
+            None if prefix.is_empty() => Cow::Borrowed(""),
+            None => {
+                return Err(not_wf(format!(
+                    "unbound namespace prefix '{prefix}' on element '{name}'"
+                )));
+            }
+        };
+        Ok(Child {
+            local,
+            ns,
+            start,
+            empty,
+            has_attributes,
+        })
+    }
+
+    /// The attribute half of [`open_child`](Self::open_child): checks every attribute (syntax,
+    /// duplicates, values) and binds the namespace declarations. Returns whether there are other
+    /// attributes. Out of line: payload elements have no attributes, and keeping this code apart
+    /// keeps the per-element path small.
+    #[inline(never)]
+    fn bind_namespaces(&mut self, start: &BytesStart<'a>) -> Result<bool, Violation> {
         let depth = self.stack.len() as u32 + 1;
         let mut qualified_attrs: Vec<(&str, &str)> = Vec::new();
-        if !start.attributes_raw().trim_ascii().is_empty() {
-            for attr in start.attributes() {
-                let attr = attr.map_err(|e| not_wf(format!("bad attribute: {e}")))?;
-                let key = attr.key.0;
-                // Every attribute value must be well-formed: no '<', known references, XML characters.
+        let mut others = false;
+        for attr in start.attributes() {
+            let attr = attr.map_err(|e| not_wf(format!("bad attribute: {e}")))?;
+            let key = attr.key.0;
+            // Every attribute value must be well-formed: no '<', known references, XML characters.
+            // Fast path, one vectorized pass: a value without `<`, `&`, C0 controls or non-ASCII
+            // bytes is all that, and normalization (which replaces references, tab, LF and CR)
+            // leaves it unchanged. Every namespace name is such a value in practice.
+            let special = |b: u8| (b == b'<') | (b == b'&') | !(0x20..0x80).contains(&b);
+            let value = if !any_byte(attr.value.as_bytes(), special) {
+                attr.value.clone()
+            } else {
                 if attr.value.contains('<') {
                     return Err(not_wf(format!("'<' in the value of attribute '{key}'")));
                 }
                 let value = attr
                     .normalized_value(XmlVersion::Implicit1_0)
                     .map_err(|e| not_wf(format!("bad value of attribute '{key}': {e}")))?;
-                if !value.chars().all(is_xml_char) {
+                if !all_xml_chars(&value) {
                     return Err(not_wf(format!(
                         "illegal character in the value of attribute '{key}'"
                     )));
                 }
-                let prefix = if key == "xmlns" {
-                    ""
-                } else if let Some(p) = key.strip_prefix("xmlns:") {
-                    p
-                } else {
-                    if let Some((p, l)) = key.split_once(':') {
-                        qualified_attrs.push((p, l));
-                    }
-                    continue;
-                };
-                let uri = attr
-                    .normalized_value(XmlVersion::Implicit1_0)
-                    .map_err(|e| not_wf(format!("bad namespace declaration: {e}")))?;
-                let uri = self.doc_cow(uri);
-                if !prefix.is_empty() && uri.is_empty() {
-                    return Err(not_wf(format!(
-                        "namespace prefix '{prefix}' bound to the empty name"
-                    )));
+                value
+            };
+            let prefix = if key == "xmlns" {
+                ""
+            } else if let Some(p) = key.strip_prefix("xmlns:") {
+                p
+            } else {
+                others = true;
+                if let Some((p, l)) = key.split_once(':') {
+                    qualified_attrs.push((p, l));
                 }
-                if prefix == "xmlns" || (prefix == "xml") != (uri == XML_NS) || uri == XMLNS_NS {
-                    return Err(not_wf(format!(
-                        "illegal binding of the reserved prefix or namespace '{prefix}'"
-                    )));
-                }
-                let prefix = if prefix.is_empty() {
-                    ""
-                } else {
-                    self.borrow_from_doc(prefix)?
-                };
-                self.bindings.push((prefix, uri, depth));
+                continue;
+            };
+            // The value normalized above: a declaration is checked like any attribute.
+            let uri = self.doc_cow(value);
+            if !prefix.is_empty() && uri.is_empty() {
+                return Err(not_wf(format!(
+                    "namespace prefix '{prefix}' bound to the empty name"
+                )));
             }
+            if prefix == "xmlns" || (prefix == "xml") != (uri == XML_NS) || uri == XMLNS_NS {
+                return Err(not_wf(format!(
+                    "illegal binding of the reserved prefix or namespace '{prefix}'"
+                )));
+            }
+            let prefix = if prefix.is_empty() {
+                ""
+            } else {
+                self.borrow_from_doc(prefix)?
+            };
+            self.bindings.push((prefix, uri, depth));
         }
         // Namespaces in XML: no two attributes with the same expanded name (`a:x` and `b:x` with
         // `a` and `b` bound to one URI).
@@ -415,29 +563,7 @@ impl<'a> XmlReader<'a> {
                 seen.push((ns, l));
             }
         }
-        let name = self.borrow_from_doc(start.name().0)?;
-        let (prefix, local) = match name.split_once(':') {
-            Some((p, l)) => (p, l),
-            None => ("", name),
-        };
-        if !is_ncname(local) || !(prefix.is_empty() || is_ncname(prefix)) || name.starts_with(':') {
-            return Err(not_wf(format!("malformed element name '{name}'")));
-        }
-        let ns = match self.resolve(prefix) {
-            Some(ns) => ns,
-            None if prefix.is_empty() => Cow::Borrowed(""),
-            None => {
-                return Err(not_wf(format!(
-                    "unbound namespace prefix '{prefix}' on element '{name}'"
-                )));
-            }
-        };
-        Ok(Child {
-            local,
-            ns,
-            start,
-            empty,
-        })
+        Ok(others)
     }
 
     fn doc_cow(&self, s: Cow<'_, str>) -> Cow<'a, str> {
@@ -466,6 +592,7 @@ impl<'a> XmlReader<'a> {
             match self.next_event()? {
                 Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
                 Event::Text(t) if is_blank(&t) => {}
+                Event::Text(t) if has_cdata_close(&t) => return Err(cdata_close_in_text()),
                 Event::DocType(_) => {
                     return Err(not_wf(
                         "document type declarations are not allowed in SOAP messages",
@@ -485,6 +612,7 @@ impl<'a> XmlReader<'a> {
             match self.next_event()? {
                 Event::Comment(_) | Event::PI(_) => {}
                 Event::Text(t) if is_blank(&t) => {}
+                Event::Text(t) if has_cdata_close(&t) => return Err(cdata_close_in_text()),
                 Event::Eof => return Ok(()),
                 _ => return Err(not_wf("content after the root element")),
             }
@@ -496,7 +624,7 @@ impl<'a> XmlReader<'a> {
     pub fn enter(&mut self, child: Child<'a>, policy: AttrPolicy) -> Result<(), Violation> {
         self.stack.push(child.local);
         self.current_empty = child.empty;
-        if !child.start.attributes_raw().trim_ascii().is_empty() {
+        if child.has_attributes {
             self.check_attributes(&child.start, policy)?;
         }
         Ok(())
@@ -625,6 +753,7 @@ impl<'a> XmlReader<'a> {
                             ));
                         }
                     }
+                    Event::Text(t) if has_cdata_close(&t) => return Err(cdata_close_in_text()),
                     Event::Text(_) | Event::CData(_) => {
                         return Err(self
                             .invalid("character data is not allowed here (element-only content)"));
@@ -676,14 +805,50 @@ impl<'a> XmlReader<'a> {
             self.current_empty = false;
             return Ok(Cow::Borrowed(""));
         }
-        let mut acc: Option<Cow<'a, str>> = None;
+        // Fast path: almost every value is one text event without a CR or a `]` (so with no end
+        // of line to normalize and no `]]>`), then the end tag. Such text is returned as it lies
+        // in the document; anything else goes through the general loop.
+        let (acc, event) = match self.next_event()? {
+            Event::End(_) => return Ok(Cow::Borrowed("")),
+            Event::Text(t) if !has_cr_or_bracket(t.as_bytes()) => {
+                let text = t.into_inner();
+                match self.next_event()? {
+                    Event::End(_) => return Ok(text),
+                    event => (Some(text), event),
+                }
+            }
+            event => (None, event),
+        };
+        self.read_text_from(acc, event)
+    }
+
+    /// [`read_text`](Self::read_text) from `event` on, with the text read so far in `acc`.
+    #[inline(never)]
+    fn read_text_from(
+        &mut self,
+        mut acc: Option<Cow<'a, str>>,
+        mut event: Event<'a>,
+    ) -> Result<Cow<'a, str>, Violation> {
         let push = |acc: &mut Option<Cow<'a, str>>, piece: Cow<'a, str>| match acc {
             None => *acc = Some(piece),
             Some(a) => a.to_mut().push_str(&piece),
         };
         loop {
-            match self.next_event()? {
-                Event::Text(t) => push(&mut acc, t.xml10_content()),
+            match event {
+                Event::Text(t) => {
+                    // One pass over the value decides both checks. Without a CR there is no end
+                    // of line to normalize (`xml10_content` would return the text unchanged), and
+                    // without a `]` there can be no `]]>`.
+                    let piece = if has_cr_or_bracket(t.as_bytes()) {
+                        if has_cdata_close(&t) {
+                            return Err(cdata_close_in_text());
+                        }
+                        t.xml10_content()
+                    } else {
+                        t.into_inner()
+                    };
+                    push(&mut acc, piece)
+                }
                 Event::CData(c) => push(&mut acc, c.xml10_content()),
                 Event::GeneralRef(r) => {
                     let c = resolve_reference(&r)?;
@@ -708,6 +873,7 @@ impl<'a> XmlReader<'a> {
                 }
                 Event::Decl(_) | Event::DocType(_) => return Err(not_wf("misplaced declaration")),
             }
+            event = self.next_event()?;
         }
         Ok(acc.unwrap_or(Cow::Borrowed("")))
     }
@@ -741,6 +907,7 @@ impl<'a> XmlReader<'a> {
                     resolve_reference(&r)?;
                 }
                 Event::End(_) => break,
+                Event::Text(t) if has_cdata_close(&t) => return Err(cdata_close_in_text()),
                 Event::Text(_) | Event::CData(_) | Event::Comment(_) | Event::PI(_) => {}
                 Event::Eof => {
                     return Err(not_wf(format!(
@@ -856,12 +1023,17 @@ mod tests {
     #[test]
     fn well_formedness_beyond_quick_xml() {
         assert!(read_all("<?xml version='1.0' standalone='yes'?><a/>").is_ok());
+        // Attribute values off the fast path: references, whitespace, non-ASCII.
+        assert!(read_all("<a xmlns:p='urn:a&amp;b' p:c='x&#9;y\tz' d='città'/>").is_ok());
         for bad in [
             "<?xml version='1.0' standalone='maybe'?><a/>",
             "<?xml encoding='UTF-8'?><a/>",
             "<a>x]]>y</a>",
             "<a b='<'/>",
             "<a b='&nope;'/>",
+            "<a b='x&#1;'/>",
+            "<a xmlns:p='&#0;'/>",
+            "<a b='1' b='2'/>",
             "<a xmlns:p='u' xmlns:q='u' p:x='1' q:x='2'/>",
             "<a xmlns:p='http://www.w3.org/2000/xmlns/'/>",
             "<a><1b/></a>",
@@ -884,6 +1056,98 @@ mod tests {
         r.enter(b, AttrPolicy::None).unwrap();
         r.end_element().unwrap();
         assert!(r.next_child().unwrap().is_none());
+    }
+
+    #[test]
+    fn qualified_names_split_as_the_char_checks_do() {
+        fn reference(name: &str) -> Option<(&str, &str)> {
+            let (p, l) = name.split_once(':').unwrap_or(("", name));
+            (is_ncname(l) && (p.is_empty() || is_ncname(p)) && !name.starts_with(':'))
+                .then_some((p, l))
+        }
+        for name in [
+            "a",
+            "a:b",
+            "soapenv:Envelope",
+            "_x-1.2",
+            "a.b:c_d",
+            ":a",
+            "a:",
+            "a:b:c",
+            "1a",
+            "a:1b",
+            "",
+            ":",
+            "-a",
+            "a$",
+            "città",
+            "p:città",
+            "é:x",
+            "a:\u{10000}",
+        ] {
+            assert_eq!(split_qname(name), reference(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn character_checks_find_offenders_in_every_chunk_and_the_tail() {
+        for len in [0, 1, 15, 16, 17, 31, 32, 33, 70] {
+            let clean = "a".repeat(len);
+            assert!(check_chars(&clean).is_ok());
+            for at in 0..len {
+                let mut bad = clean.clone().into_bytes();
+                bad[at] = 0x01;
+                assert!(
+                    check_chars(std::str::from_utf8(&bad).unwrap()).is_err(),
+                    "{len} {at}"
+                );
+            }
+            for at in 0..=len {
+                let (head, tail) = clean.split_at(at);
+                assert!(
+                    check_chars(&format!("{head}\u{FFFF}{tail}")).is_err(),
+                    "{len} {at}"
+                );
+                // Same lead byte 0xEF, allowed character.
+                assert!(check_chars(&format!("{head}\u{FEFF}\t\n\r{tail}")).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn simple_content_is_normalized_and_checked_whatever_its_length() {
+        let text = |doc: &str| {
+            let mut r = XmlReader::new(doc);
+            let root = r.root()?;
+            r.enter(root, AttrPolicy::None)?;
+            r.read_text().map(|t| t.into_owned())
+        };
+        for pad in [0, 5, 16, 40] {
+            let p = "x".repeat(pad);
+            assert_eq!(text(&format!("<a>{p}</a>")).unwrap(), p);
+            assert_eq!(
+                text(&format!("<a>{p}\r\ny\rz</a>")).unwrap(),
+                format!("{p}\ny\nz")
+            );
+            assert_eq!(
+                text(&format!("<a>{p}]]&gt;</a>")).unwrap(),
+                format!("{p}]]>")
+            );
+            assert_eq!(
+                text(&format!("<a>{p}]<![CDATA[]>]]>&#13;</a>")).unwrap(),
+                format!("{p}]]>\r")
+            );
+            assert_eq!(
+                text(&format!("<a>{p}]]>{p}</a>")).map_err(|v| v.kind),
+                Err(ViolationKind::NotWellFormed)
+            );
+            assert_eq!(
+                text(&format!("<a>{p}<b/></a>")).map_err(|v| v.kind),
+                Err(ViolationKind::Schema)
+            );
+        }
+        assert_eq!(text("<a></a>").unwrap(), "");
+        assert_eq!(text("<a/>").unwrap(), "");
     }
 
     #[test]

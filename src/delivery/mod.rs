@@ -97,8 +97,8 @@ pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
 async fn attempt(node: &Node, key: &RecipientKey, policy: DeliveryPolicy) {
     let Some(copy) = node.engine().due_delivery(key).cloned() else { return };
     let Some(station) = node.registry.station(&key.station) else {
-        let step = node.engine().delivery_result(key, Err(format!("station {} no longer configured", key.station)), policy, crate::clock::now_ms());
-        let _ = node.finish(step).await;
+        let queued = node.run(|e| e.delivery_result(key, Err(format!("station {} no longer configured", key.station)), policy, crate::clock::now_ms()));
+        let _ = node.finish(queued).await;
         return;
     };
     let timeout = Duration::from_millis(node.registry.receipt_timeout_ms(station));
@@ -130,8 +130,8 @@ async fn attempt(node: &Node, key: &RecipientKey, policy: DeliveryPolicy) {
         Ok(()) => tracing::info!(receipt = %key.receipt_id, station = %key.station, "receipt delivered"),
         Err(f) => tracing::warn!(receipt = %key.receipt_id, station = %key.station, error = %f, "receipt delivery failed"),
     }
-    let step = node.engine().delivery_result(key, result.map_err(|f| f.to_string()), policy, crate::clock::now_ms());
-    if let Err(f) = node.finish(step).await {
+    let queued = node.run(|e| e.delivery_result(key, result.map_err(|f| f.to_string()), policy, crate::clock::now_ms()));
+    if let Err(f) = node.finish(queued).await {
         tracing::error!(receipt = %key.receipt_id, station = %key.station, fault = %f, "delivery result not committed");
     }
 }

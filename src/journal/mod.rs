@@ -5,6 +5,7 @@
 //! as [`Write::Event`](crate::engine::Write)), so the journal never misses one; SOAP exchanges
 //! are queued and written asynchronously by the store's writer, off the payment path.
 
+pub mod cli;
 pub mod story;
 
 use crate::engine::{Millis, StateEvent};

@@ -84,23 +84,28 @@ impl Node {
             request: a.request.clone(),
             outcome_deadline_ms: caller.channel.outcome_deadline_ms.unwrap_or(self.registry.timings().outcome_deadline_ms),
         };
-        let step = self.engine().activate(self.registry.timings(), cmd, crate::clock::now_ms());
-        let pre = match step {
-            ActivateStep::Done(step) => return (self.reply(op, step).await, keys),
-            ActivateStep::CallEc(pre) => pre,
+        let (queued, done) = {
+            let mut engine = self.engine();
+            match engine.activate(self.registry.timings(), cmd, crate::clock::now_ms()) {
+                ActivateStep::Done(step) => (self.queue(engine, step), true),
+                ActivateStep::CallEc(pre) => (self.queue(engine, pre), false),
+            }
         };
+        if done {
+            return (self.reply(op, queued).await, keys);
+        }
         // An expired token found on the notice is cancelled durably before the new activation.
-        if let Err(f) = self.finish(pre).await {
-            let step = self.engine().activation_failed(self.registry.timings(), token.as_str(), &f, crate::clock::now_ms());
-            return (self.reply(op, step).await, keys);
+        if let Err(f) = self.finish(queued).await {
+            let queued = self.run(|e| e.activation_failed(self.registry.timings(), token.as_str(), &f, crate::clock::now_ms()));
+            return (self.reply(op, queued).await, keys);
         }
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
         let now = crate::clock::now_ms();
-        let step = match data {
-            Ok(data) => self.engine().activation_completed(&self.registry, token.as_str(), data, now),
-            Err(f) => self.engine().activation_failed(self.registry.timings(), token.as_str(), &f, now),
+        let queued = match data {
+            Ok(data) => self.run(|e| e.activation_completed(&self.registry, token.as_str(), data, now)),
+            Err(f) => self.run(|e| e.activation_failed(self.registry.timings(), token.as_str(), &f, now)),
         };
-        let reply = self.reply(op, step).await;
+        let reply = self.reply(op, queued).await;
         if super::reply_outcome(&reply) == "OK" {
             keys.token = Some(token.to_string());
         }

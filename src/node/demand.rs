@@ -46,6 +46,10 @@ impl Node {
         let timeout = Duration::from_millis(self.registry.station_timeout_ms(svc.route.station));
         let (result, exchange) = self.ec.call::<_, PaDemandPaymentNoticeResponse>(&svc.route.station.url, &req, timeout).await;
         let result = result.and_then(to_psp);
+        // The notice the EC created keys the exchange too, so that it is part of the payment's story.
+        if let Some(qr) = result.as_ref().ok().and_then(|r| r.qr_code.as_ref()) {
+            keys = keys.notice(&NoticeKey::from_qr(qr));
+        }
         self.journal_ec(Operation::PaDemandPaymentNotice, &svc.route.station.id, &keys, &exchange, result.as_ref().map(drop));
         let res = match result {
             Ok(res) => res,
@@ -53,12 +57,11 @@ impl Node {
         };
         let Some(qr) = &res.qr_code else { unreachable!("to_psp requires qrCode") };
         let notice = NoticeKey::from_qr(qr);
-        keys = keys.notice(&notice);
         if let Err(f) = self.hydrate_notice(&notice) {
             return (self.refuse(&ctx, f).await, keys);
         }
-        let step = self.engine().record_demand(&notice, crate::clock::now_ms());
-        match self.finish(step).await {
+        let queued = self.run(|e| e.record_demand(&notice, crate::clock::now_ms()));
+        match self.finish(queued).await {
             Ok(_) => (write_envelope(&res), keys),
             Err(f) => (self.refuse(&ctx, f).await, keys),
         }

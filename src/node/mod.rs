@@ -18,7 +18,7 @@ use crate::engine::{Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspR
 use crate::fault::NodeFault;
 use crate::journal::{Category, JournalEntry, NODE, Subtype};
 use crate::registry::{Caller, PspCredentials, Registry};
-use crate::store::Store;
+use crate::store::{Commit, Store};
 
 /// The node's shared state.
 pub struct Node {
@@ -28,6 +28,13 @@ pub struct Node {
     pub ec: EcClient,
     pub deadlines: Deadlines,
     pub delivery: Delivery,
+}
+
+/// An engine step whose writes are already queued to the store (see [`Node::queue`]).
+pub(crate) struct Queued {
+    commit: Option<Commit>,
+    /// The step, its writes taken.
+    step: Step,
 }
 
 /// The answer to one SOAP request.
@@ -86,30 +93,72 @@ impl Node {
     /// Rebuilds the engine from the store: at start-up, and after a failed commit (the engine may
     /// then be ahead of the store; the store is the truth).
     pub async fn recover(&self) -> Result<(usize, usize), NodeFault> {
-        let paying = self.store.paying_payments().map_err(system)?;
-        let pending = self.store.pending_recipients().map_err(system)?;
-        let counts = (paying.len(), pending.len());
-        let step = {
-            let mut engine = self.engine();
-            *engine = Engine::new();
-            engine.recover(paying, pending, crate::clock::now_ms())
-        };
-        self.finish(step).await?;
+        let (queued, counts) = self.rebuild_engine().map_err(system)?;
+        self.finish(queued).await?;
         Ok(counts)
     }
 
-    /// Commits a step's writes, then schedules its deadlines and deliveries, and returns its reply.
-    pub(crate) async fn finish(&self, step: Step) -> Result<Option<String>, NodeFault> {
-        let Step { writes, reply, arm, disarm, deliver } = step;
-        if !writes.is_empty()
-            && let Err(e) = self.store.commit(writes).await
+    /// A new engine holding what the store says is live: payments waiting for their outcome,
+    /// undelivered receipt copies, and the payments those copies belong to. Without the latter,
+    /// the acknowledgement of the last copy could not mark its payment NOTIFIED: a payment whose
+    /// receipt was being delivered when the node stopped stayed PAID for ever. Returns the step
+    /// re-arming the deadlines and re-queueing the deliveries, and (payments, copies).
+    fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), crate::store::StoreError> {
+        let paying = self.store.paying_payments()?;
+        let pending = self.store.pending_recipients()?;
+        let mut owners = Vec::new();
+        {
+            let mut seen = std::collections::HashSet::new();
+            for r in &pending {
+                if seen.insert(r.receipt_id.as_str())
+                    && let Some(owner) = self.store.load_payment(&r.receipt_id)?
+                {
+                    owners.push(owner);
+                }
+            }
+        }
+        let counts = (paying.len(), pending.len());
+        let now = crate::clock::now_ms();
+        let mut engine = self.engine();
+        *engine = Engine::new();
+        for owner in owners {
+            engine.hydrate_payment(Some(owner), now);
+        }
+        let step = engine.recover(paying, pending, now);
+        Ok((self.queue(engine, step), counts))
+    }
+
+    /// Queues a step's writes to the store while the engine that made the step is still locked,
+    /// then unlocks it. The store applies commits in the order they are queued, so steps reach
+    /// the disk in the order the engine made them. Queued after the unlock, two steps on the same
+    /// records could be committed in the opposite order: an expiry made just before a late OK
+    /// outcome, committed after it, left the notice FREE (and, until the receipt was delivered,
+    /// the payment CANCELLED) beside the generated receipt, and a restart then read that.
+    pub(crate) fn queue(&self, engine: MutexGuard<'_, Engine>, mut step: Step) -> Queued {
+        let writes = std::mem::take(&mut step.writes);
+        let commit = (!writes.is_empty()).then(|| self.store.commit(writes));
+        drop(engine);
+        Queued { commit, step }
+    }
+
+    /// Runs an engine command and queues its writes (see [`Node::queue`]).
+    pub(crate) fn run(&self, command: impl FnOnce(&mut Engine) -> Step) -> Queued {
+        let mut engine = self.engine();
+        let step = command(&mut engine);
+        self.queue(engine, step)
+    }
+
+    /// Waits until a step's writes are committed, then schedules its deadlines and deliveries,
+    /// and returns its reply.
+    pub(crate) async fn finish(&self, queued: Queued) -> Result<Option<String>, NodeFault> {
+        let Queued { commit, step } = queued;
+        let Step { writes: _, reply, arm, disarm, deliver } = step;
+        if let Some(commit) = commit
+            && let Err(e) = commit.await
         {
             tracing::error!(error = %e, "commit failed: resynchronising the engine with the store");
-            let reload = self.store.paying_payments().and_then(|p| self.store.pending_recipients().map(|r| (p, r)));
-            if let Ok((paying, pending)) = reload {
-                let mut engine = self.engine();
-                *engine = Engine::new();
-                engine.recover(paying, pending, crate::clock::now_ms());
+            if let Err(e) = self.rebuild_engine() {
+                tracing::error!(error = %e, "the store cannot be read either");
             }
             return Err(system(e));
         }
@@ -127,8 +176,8 @@ impl Node {
 
     /// Commits a step and returns its reply; a step without one (the engine lost track of the
     /// request after a resynchronisation) answers PPT_SYSTEM_ERROR.
-    async fn reply(&self, op: Operation, step: Step) -> String {
-        match self.finish(step).await {
+    async fn reply(&self, op: Operation, queued: Queued) -> String {
+        match self.finish(queued).await {
             Ok(Some(r)) => r,
             Ok(None) => ko_envelope(op, NodeFault::SystemError("request lost during a store recovery".into()).to_bean(true)),
             Err(f) => ko_envelope(op, f.to_bean(true)),
@@ -240,8 +289,8 @@ impl Node {
     /// Refuses a request with a fault (cached under its key) and returns the reply.
     async fn refuse(&self, ctx: &RequestCtx, fault: NodeFault) -> String {
         tracing::info!(operation = ctx.operation.soap_action(), psp = %ctx.psp.id_psp, fault = fault.code(), "request refused");
-        let step = self.engine().refuse(ctx, &fault, self.registry.timings(), crate::clock::now_ms());
-        self.reply(ctx.operation, step).await
+        let queued = self.run(|e| e.refuse(ctx, &fault, self.registry.timings(), crate::clock::now_ms()));
+        self.reply(ctx.operation, queued).await
     }
 
     /// Brings a notice (and its current payment) into the engine if it is not there.
@@ -270,8 +319,8 @@ impl Node {
             tracing::error!(token, fault = %f, "cannot load an expiring payment");
             return;
         }
-        let step = self.engine().deadline_fired(token, crate::clock::now_ms());
-        if let Err(f) = self.finish(step).await {
+        let queued = self.run(|e| e.deadline_fired(token, crate::clock::now_ms()));
+        if let Err(f) = self.finish(queued).await {
             tracing::error!(token, fault = %f, "expiry not committed");
         }
     }
@@ -439,10 +488,10 @@ impl Node {
             return Err(NodeFault::Semantica(format!("receipt {receipt_id} has no recipient {s}")));
         }
         self.hydrate_payment(receipt_id)?;
-        let step = self.engine().resend(receipt_id, stored, station, crate::clock::now_ms());
-        let queued = step.deliver.len();
-        self.finish(step).await?;
-        Ok(queued)
+        let queued = self.run(|e| e.resend(receipt_id, stored, station, crate::clock::now_ms()));
+        let copies = queued.step.deliver.len();
+        self.finish(queued).await?;
+        Ok(copies)
     }
 }
 

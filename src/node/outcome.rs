@@ -77,7 +77,7 @@ impl Node {
             keys.station = Some(p.station.id.to_string());
         }
         let cmd = OutcomeCommand { ctx, version: input.version, tokens: input.tokens, outcome: input.outcome, details: input.details };
-        let step = self.engine().outcome(&self.registry, cmd, crate::clock::now_ms());
-        (self.reply(M::OPERATION, step).await, keys)
+        let queued = self.run(|e| e.outcome(&self.registry, cmd, crate::clock::now_ms()));
+        (self.reply(M::OPERATION, queued).await, keys)
     }
 }

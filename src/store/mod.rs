@@ -81,7 +81,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Recipient>, StoreError>;
     /// Payments of a notice, oldest first (admin: a payment's story).
     fn payments_of_notice(&self, key: &NoticeKey) -> Result<Vec<Payment>, StoreError>;
-    /// Commits the writes of one engine step atomically.
+    /// Commits the writes of one engine step atomically. The call itself queues the writes:
+    /// commits are applied in the order of the calls (the node calls it while it still holds
+    /// the engine, so steps reach the disk in the order the engine made them).
     fn commit(&self, writes: Vec<Write>) -> Commit;
     /// Queues journal rows of SOAP exchanges: written soon, in the background, off the hot path.
     fn journal(&self, entries: Vec<JournalEntry>);

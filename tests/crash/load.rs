@@ -165,7 +165,9 @@ fn classify(body: &str) -> Result<Answer, String> {
     match read_any(body.as_bytes()) {
         Ok(Body::Message(m)) => match fault_code(body) {
             Some(code) => Ok(Answer::Fault(code)),
-            None if body.contains("<outcome>KO</outcome>") => Err(format!("KO without a fault: {body}")),
+            None if body.contains("<outcome>KO</outcome>") => {
+                Err(format!("KO without a fault: {body}"))
+            }
             None => Ok(Answer::Ok(Box::new(m))),
         },
         other => Err(format!("not a valid answer ({other:?}): {body}")),
@@ -176,7 +178,11 @@ fn classify(body: &str) -> Result<Answer, String> {
 /// digits `scenario`: its own station (V2 for `02`, V1 for `01`), plus the broadcast station of
 /// each other EC in the transfers (scenario 12: the Regione; 13: the Regione and the Provincia).
 pub fn copies_for(seg: &str, scenario: &str) -> Vec<Copy> {
-    let owner = if seg == "02" { "77777777777_01" } else { "77777777777_05" };
+    let owner = if seg == "02" {
+        "77777777777_01"
+    } else {
+        "77777777777_05"
+    };
     let mut copies = vec![(owner, EC)];
     if scenario == "12" || scenario == "13" {
         copies.push(("88888888888_01", EC2));
@@ -228,12 +234,19 @@ impl Shared {
 
     /// A fresh idempotency key of `psp`.
     fn key(&self, psp: &Psp) -> String {
-        format!("{}_{:010}", psp.id, self.keys.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}_{:010}",
+            psp.id,
+            self.keys.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// A fresh notice number of the Comune.
     fn notice(&self, seg: &str, scenario: &str) -> String {
-        format!("3{seg}{scenario}{:013}", self.notices.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "3{seg}{scenario}{:013}",
+            self.notices.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Waits (bounded) until a node answers `/health`.
@@ -309,7 +322,8 @@ impl Shared {
     ) -> Option<String> {
         for _ in 0..400 {
             let key = self.key(psp);
-            let exp = expiration_ms.map(|ms| ExpirationTime::from_millis(ms as i64).expect("expirationTime"));
+            let exp = expiration_ms
+                .map(|ms| ExpirationTime::from_millis(ms as i64).expect("expirationTime"));
             let answer = if rng.coin() {
                 let mut r = activate(psp, fc, nn, 1000, Some(&key));
                 r.expiration_time = exp;
@@ -323,8 +337,12 @@ impl Shared {
             match classify(&body) {
                 Ok(Answer::Ok(m)) => {
                     let token = match *m {
-                        AnyMessage::ActivatePaymentNoticeRes(r) => r.payment_token.map(|t| t.to_string()),
-                        AnyMessage::ActivatePaymentNoticeV2Response(r) => r.payment_token.map(|t| t.to_string()),
+                        AnyMessage::ActivatePaymentNoticeRes(r) => {
+                            r.payment_token.map(|t| t.to_string())
+                        }
+                        AnyMessage::ActivatePaymentNoticeV2Response(r) => {
+                            r.payment_token.map(|t| t.to_string())
+                        }
                         _ => None,
                     };
                     let Some(token) = token else {
@@ -368,7 +386,9 @@ impl Shared {
                 }
             }
         }
-        self.violation(format!("activate {fc}/{nn}: still refused after 400 attempts"));
+        self.violation(format!(
+            "activate {fc}/{nn}: still refused after 400 attempts"
+        ));
         None
     }
 
@@ -381,12 +401,19 @@ impl Shared {
             self.call(&outcome_v2(psp, &[token], ok, Some(&key))).await
         };
         let Some((body, _, _)) = answer else { return };
-        let late = if ok { "PPT_TOKEN_SCADUTO" } else { "PPT_TOKEN_SCADUTO_KO" };
+        let late = if ok {
+            "PPT_TOKEN_SCADUTO"
+        } else {
+            "PPT_TOKEN_SCADUTO_KO"
+        };
         let answer = match classify(&body) {
             Ok(Answer::Ok(_)) => "OK".to_string(),
             Ok(Answer::Fault(code)) if code == late => code,
             Ok(Answer::Fault(code)) => {
-                self.violation(format!("outcome {} on {token}: unexpected {code}", if ok { "OK" } else { "KO" }));
+                self.violation(format!(
+                    "outcome {} on {token}: unexpected {code}",
+                    if ok { "OK" } else { "KO" }
+                ));
                 return;
             }
             Err(e) => {
@@ -404,7 +431,9 @@ impl Shared {
     /// demandPaymentNotice for the Regione's service 00042 until a notice is created.
     async fn demand(&self, rng: &mut Prng, psp: &Psp) -> Option<(String, String)> {
         for _ in 0..400 {
-            let (body, sent, answered) = self.call(&demand(psp, "00042", tassa_auto("AB123CD"))).await?;
+            let (body, sent, answered) = self
+                .call(&demand(psp, "00042", tassa_auto("AB123CD")))
+                .await?;
             match classify(&body) {
                 Ok(Answer::Ok(m)) => {
                     if let AnyMessage::DemandPaymentNoticeResponse(d) = *m
@@ -439,20 +468,47 @@ impl Shared {
         None
     }
 
-    /// A notice of the Comune: activate, then the outcome.
-    async fn notice_flow(&self, rng: &mut Prng, psp: &Psp, kind: Kind, scenario: &str, ok: bool) {
+    /// A notice of the Comune: activate, then the outcome. A hurried one has a short
+    /// `expirationTime` and the user takes a while: its outcome races the deadline (and the
+    /// kills), so some arrive late.
+    async fn notice_flow(
+        &self,
+        rng: &mut Prng,
+        psp: &Psp,
+        kind: Kind,
+        scenario: &str,
+        ok: bool,
+        hurried: bool,
+    ) {
         let seg = if rng.coin() { "02" } else { "01" };
         let nn = self.notice(seg, scenario);
-        if let Some(token) = self.activate(rng, psp, EC, &nn, None, kind, copies_for(seg, scenario)).await {
+        let exp = hurried.then(|| rng.range(400, 900));
+        if let Some(token) = self
+            .activate(rng, psp, EC, &nn, exp, kind, copies_for(seg, scenario))
+            .await
+        {
+            if hurried {
+                tokio::time::sleep(Duration::from_millis(rng.range(0, 800))).await;
+            }
             self.outcome(rng, psp, &token, ok).await;
         }
     }
 
+    /// demand, activate, outcome; a quarter of the users take up to a second to pay, around the
+    /// outcome deadline of spontaneous payments.
     async fn spontaneous_flow(&self, rng: &mut Prng, psp: &Psp) {
-        let Some((fc, nn)) = self.demand(rng, psp).await else { return };
+        let Some((fc, nn)) = self.demand(rng, psp).await else {
+            return;
+        };
         // Service 00042 belongs to the Regione: one transfer, its own (spontaneous) station.
         let copies = vec![("88888888888_01", EC2)];
-        if let Some(token) = self.activate(rng, psp, &fc, &nn, None, Kind::Spontaneous, copies).await {
+        if let Some(token) = self
+            .activate(rng, psp, &fc, &nn, None, Kind::Spontaneous, copies)
+            .await
+        {
+            if rng.range(0, 4) == 0 {
+                tokio::time::sleep(Duration::from_millis(rng.range(0, 1000))).await;
+            }
             self.outcome(rng, psp, &token, true).await;
         }
     }
@@ -463,14 +519,64 @@ impl Shared {
         let scenario = ["00", "12", "13"][rng.range(0, 3) as usize];
         let nn = self.notice(seg, scenario);
         let exp = rng.range(300, 1200);
-        self.activate(rng, psp, EC, &nn, Some(exp), Kind::Abandoned, copies_for(seg, scenario))
-            .await;
+        self.activate(
+            rng,
+            psp,
+            EC,
+            &nn,
+            Some(exp),
+            Kind::Abandoned,
+            copies_for(seg, scenario),
+        )
+        .await;
+    }
+
+    /// Activates notices whose outcomes [`Shared::pay_probes`] sends once a phase has begun, so
+    /// that receipts are generated, and fail to be delivered, while the EC is failing.
+    pub async fn activate_probes(&self, rng: &mut Prng) -> Vec<(&'static Psp, String)> {
+        let mut probes = Vec::new();
+        for (seg, scenario) in [("01", "13"), ("02", "12")] {
+            let psp = if rng.coin() { &PSP1 } else { &PSP2 };
+            let nn = self.notice(seg, scenario);
+            if let Some(token) = self
+                .activate(
+                    rng,
+                    psp,
+                    EC,
+                    &nn,
+                    None,
+                    Kind::Multi,
+                    copies_for(seg, scenario),
+                )
+                .await
+            {
+                probes.push((psp, token));
+            }
+        }
+        probes
+    }
+
+    pub async fn pay_probes(&self, rng: &mut Prng, probes: Vec<(&'static Psp, String)>) {
+        for (psp, token) in probes {
+            self.outcome(rng, psp, &token, true).await;
+        }
     }
 
     /// Pays an abandoned notice at the end: it must be payable again.
     pub async fn reactivate(&self, rng: &mut Prng, a: &Activation) {
         let psp = if rng.coin() { &PSP1 } else { &PSP2 };
-        if let Some(token) = self.activate(rng, psp, &a.fc, &a.nn, None, Kind::Reactivated, a.copies.clone()).await {
+        if let Some(token) = self
+            .activate(
+                rng,
+                psp,
+                &a.fc,
+                &a.nn,
+                None,
+                Kind::Reactivated,
+                a.copies.clone(),
+            )
+            .await
+        {
             self.outcome(rng, psp, &token, true).await;
         }
     }
@@ -482,13 +588,33 @@ pub async fn worker(sh: Arc<Shared>, seed: u64) {
     while !sh.stop.load(Ordering::Relaxed) {
         let psp = if rng.coin() { &PSP1 } else { &PSP2 };
         match rng.range(0, 100) {
-            0..35 => sh.notice_flow(&mut rng, psp, Kind::Single, "00", true).await,
-            35..45 => sh.notice_flow(&mut rng, psp, Kind::Ko, "00", false).await,
-            45..65 => {
-                let scenario = if rng.coin() { "12" } else { "13" };
-                sh.notice_flow(&mut rng, psp, Kind::Multi, scenario, true).await
+            0..30 => {
+                sh.notice_flow(&mut rng, psp, Kind::Single, "00", true, false)
+                    .await
             }
-            65..85 => sh.spontaneous_flow(&mut rng, psp).await,
+            30..38 => {
+                sh.notice_flow(&mut rng, psp, Kind::Ko, "00", false, false)
+                    .await
+            }
+            38..56 => {
+                let scenario = if rng.coin() { "12" } else { "13" };
+                sh.notice_flow(&mut rng, psp, Kind::Multi, scenario, true, false)
+                    .await
+            }
+            56..74 => sh.spontaneous_flow(&mut rng, psp).await,
+            74..80 => {
+                sh.notice_flow(&mut rng, psp, Kind::Single, "00", true, true)
+                    .await
+            }
+            80..83 => {
+                sh.notice_flow(&mut rng, psp, Kind::Ko, "00", false, true)
+                    .await
+            }
+            83..88 => {
+                let scenario = if rng.coin() { "12" } else { "13" };
+                sh.notice_flow(&mut rng, psp, Kind::Multi, scenario, true, true)
+                    .await
+            }
             _ => sh.abandoned_flow(&mut rng, psp).await,
         }
     }

@@ -17,7 +17,7 @@ pub fn now_ms() -> u64 {
 /// One kill and the restart that followed it.
 #[derive(Debug, Clone, Copy)]
 pub struct Crash {
-    /// Just before SIGKILL was sent.
+    /// When the killed process was reaped: whatever its database holds was written before.
     pub killed_at: u64,
     /// When the next incarnation was spawned (its recovery starts after this instant).
     pub spawned_at: u64,
@@ -106,7 +106,7 @@ impl NodeProc {
         }
     }
 
-    /// SIGKILL (no chance to flush or finish anything) and reap. Returns when it was sent.
+    /// SIGKILL (no chance to flush or finish anything) and reap. Returns when it was dead.
     pub async fn kill9(&mut self) -> u64 {
         let mut child = self.child.take().expect("a running node");
         if let Ok(Some(status)) = child.try_wait() {
@@ -116,10 +116,9 @@ impl NodeProc {
                 self.log_tail(self.incarnation, 40)
             );
         }
-        let at = now_ms();
         // tokio's Child::kill sends SIGKILL on Unix, then waits for the process.
         child.kill().await.expect("SIGKILL the node");
-        at
+        now_ms()
     }
 
     /// Kill, pause `down` and restart: one [`Crash`].

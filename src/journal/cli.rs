@@ -1,0 +1,491 @@
+//! `pagonode journal`: reads a node's event journal from its database files, read-only (safe
+//! next to a running node), and prints rows, a payment's story, or a payment as a trace.
+//!
+//! The journal is two tables: state changes in `events` of the node's database, SOAP exchanges
+//! in `journal` of `<stem>.journal.db` beside it (see `store::sqlite`). They share one id
+//! sequence, so the union ordered by id is the journal.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, Row};
+
+use super::story::{self, Classification, row_json, timestamp};
+use super::{Category, JournalEntry, Subtype};
+use crate::codec::types::{FiscalCode, NoticeNumber};
+use crate::config::Config;
+use crate::engine::NoticeKey;
+use crate::store::{JournalQuery, JournalRow};
+
+/// Where the database is: named, or taken from a node configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Source {
+    /// The node's database file (its journal database is found beside it).
+    #[arg(long, value_name = "FILE")]
+    pub database: Option<PathBuf>,
+    /// A node configuration: its `node.database` is read.
+    #[arg(long, value_name = "FILE", conflicts_with = "database")]
+    pub config: Option<PathBuf>,
+}
+
+impl Source {
+    fn path(&self) -> Result<PathBuf, String> {
+        match (&self.database, &self.config) {
+            (Some(db), _) => Ok(db.clone()),
+            (None, Some(cfg)) => Ok(Config::from_file(cfg)
+                .map_err(|e| e.to_string())?
+                .node
+                .database),
+            (None, None) => Err("say which database: --database FILE or --config FILE".into()),
+        }
+    }
+}
+
+/// Filters and output of `pagonode journal [query]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    /// The database read.
+    #[command(flatten)]
+    pub source: Source,
+    /// Notice number.
+    #[arg(long)]
+    pub notice: Option<String>,
+    /// Payment token.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// EC fiscal code.
+    #[arg(long)]
+    pub ec: Option<String>,
+    /// PSP id.
+    #[arg(long)]
+    pub psp: Option<String>,
+    /// Primitive (`activatePaymentNoticeV2`, `paSendRT`, …) or state change (`EXPIRED`, …).
+    #[arg(long)]
+    pub primitive: Option<String>,
+    /// Outcome: OK, KO, a fault code.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// From this time on (RFC 3339 or epoch milliseconds).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Before this time (RFC 3339 or epoch milliseconds).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// At most this many rows (default: all).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print the SOAP messages too.
+    #[arg(long)]
+    pub payload: bool,
+    /// One JSON object per line (the official field names).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `pagonode journal story`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoryArgs {
+    /// The database read.
+    #[command(flatten)]
+    pub source: Source,
+    /// The EC's fiscal code.
+    pub fiscal_code: String,
+    /// The notice number.
+    pub notice_number: String,
+    /// The story as JSON (as `GET /admin/payments/{fc}/{notice}` gives it, without the store's
+    /// payment records).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `pagonode journal export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// The database read.
+    #[command(flatten)]
+    pub source: Source,
+    /// The payment: `<fiscal code>/<notice number>`.
+    #[arg(long, value_name = "FC/NOTICE")]
+    pub payment: String,
+}
+
+/// The subcommands of `pagonode journal`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum JournalCommand {
+    /// Journal rows, filtered (the default).
+    Query(QueryArgs),
+    /// One payment's story: every attempt classified POSITIVE / NEGATIVE / TO_VERIFY, with the
+    /// messages.
+    Story(StoryArgs),
+    /// One payment as a trace for `pagonode replay` (printed on stdout).
+    Export(ExportArgs),
+}
+
+/// `pagonode journal`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct JournalArgs {
+    /// What to do (default: query).
+    #[command(subcommand)]
+    pub command: Option<JournalCommand>,
+    /// The query, when no subcommand is given.
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+/// The journal of a node's database, opened read-only.
+pub struct JournalReader {
+    conn: Connection,
+    /// The journal database (SOAP exchanges) was found.
+    exchanges: bool,
+    path: PathBuf,
+}
+
+/// The journal database beside a node database: `x.db` → `x.journal.db` (as the store names it).
+fn journal_path(db: &Path) -> PathBuf {
+    let stem = db
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("pagonode");
+    db.with_file_name(format!("{stem}.journal.db"))
+}
+
+const PAGE: usize = 1000;
+
+/// The URI a database is read through. A database without a `-wal` file beside it belongs to a
+/// stopped node (a clean stop folds the WAL in and removes it): it is opened `immutable`, so
+/// that SQLite does not create `-wal`/`-shm` files next to it. A running node's database is read
+/// through its WAL like any reader would.
+fn read_only_uri(db: &Path) -> Result<String, String> {
+    let abs = std::path::absolute(db).map_err(|e| format!("{}: {e}", db.display()))?;
+    let mut wal = abs.clone().into_os_string();
+    wal.push("-wal");
+    let encoded: String = abs
+        .to_string_lossy()
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let mode = if Path::new(&wal).exists() {
+        "mode=ro"
+    } else {
+        "immutable=1"
+    };
+    Ok(format!("file:{encoded}?{mode}"))
+}
+
+impl JournalReader {
+    /// Opens `db` (and its journal database, if there) read-only.
+    pub fn open(db: &Path) -> Result<JournalReader, String> {
+        if !db.is_file() {
+            return Err(format!("{}: no such database", db.display()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(read_only_uri(db)?, flags)
+            .map_err(|e| format!("{}: {e}", db.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let jpath = journal_path(db);
+        let exchanges = jpath.is_file();
+        if exchanges {
+            // Attached databases open with the connection's flags: read-only too.
+            conn.execute("ATTACH DATABASE ?1 AS jdb", [read_only_uri(&jpath)?])
+                .map_err(|e| format!("{}: {e}", jpath.display()))?;
+        }
+        Ok(JournalReader {
+            conn,
+            exchanges,
+            path: db.to_path_buf(),
+        })
+    }
+
+    /// One page of rows matching `q`, oldest first.
+    pub fn query(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
+        let union = if self.exchanges {
+            "SELECT * FROM main.events UNION ALL SELECT * FROM jdb.journal"
+        } else {
+            "SELECT * FROM main.events"
+        };
+        let mut sql = format!("SELECT * FROM ({union}) WHERE 1 = 1");
+        let mut args: Vec<SqlValue> = Vec::new();
+        let text = |v: &Option<String>| v.clone().map(SqlValue::Text);
+        let int = |v: Option<i64>| v.map(SqlValue::Integer);
+        let filters = [
+            ("notice_number", "=", text(&q.notice_number)),
+            ("fiscal_code", "=", text(&q.fiscal_code)),
+            ("token", "=", text(&q.token)),
+            ("psp", "=", text(&q.psp)),
+            ("primitive", "=", text(&q.primitive)),
+            ("outcome", "=", text(&q.outcome)),
+            ("at", ">=", int(q.from.map(|v| v as i64))),
+            ("at", "<", int(q.to.map(|v| v as i64))),
+            ("id", ">", int(q.after_id)),
+        ];
+        for (column, op, value) in filters {
+            if let Some(v) = value {
+                args.push(v);
+                sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.clamp(1, 10_000)));
+        let mut st = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), row_from)
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
+    /// Every row matching `q` (page by page), up to `limit`.
+    pub fn query_all(
+        &self,
+        q: &JournalQuery,
+        limit: Option<usize>,
+        mut each: impl FnMut(&JournalRow),
+    ) -> Result<usize, String> {
+        let mut seen = 0;
+        let mut q = q.clone();
+        loop {
+            q.limit = limit.map_or(PAGE, |l| (l - seen).min(PAGE));
+            if q.limit == 0 {
+                return Ok(seen);
+            }
+            let page = self.query(&q)?;
+            page.iter().for_each(&mut each);
+            seen += page.len();
+            match page.last() {
+                Some(last) if page.len() == q.limit => q.after_id = Some(last.id),
+                _ => return Ok(seen),
+            }
+        }
+    }
+
+    /// A notice's rows, in the order things happened.
+    pub fn notice_rows(&self, key: &NoticeKey) -> Result<Vec<JournalRow>, String> {
+        let mut rows = Vec::new();
+        let q = JournalQuery {
+            notice_number: Some(key.notice_number.to_string()),
+            ..JournalQuery::default()
+        };
+        self.query_all(&q, None, |r| rows.push(r.clone()))?;
+        Ok(story::notice_rows(key, rows))
+    }
+}
+
+/// A row of either table (they share their columns).
+fn row_from(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
+    let category = match row.get::<_, Option<String>>("category")?.as_deref() {
+        Some("INTERFACCIA") => Some(Category::Interface),
+        Some("INTERNO") => Some(Category::Internal),
+        _ => None,
+    };
+    let subtype = match row.get::<_, Option<String>>("subtype")?.as_deref() {
+        Some("REQ") => Some(Subtype::Req),
+        Some("RESP") => Some(Subtype::Resp),
+        Some("INTERN") => Some(Subtype::Intern),
+        _ => None,
+    };
+    Ok(JournalRow {
+        id: row.get("id")?,
+        entry: JournalEntry {
+            at: row.get::<_, i64>("at")? as u64,
+            component: row.get("component")?,
+            category,
+            primitive: row.get("primitive")?,
+            subtype,
+            fiscal_code: row.get("fiscal_code")?,
+            notice_number: row.get("notice_number")?,
+            iuv: row.get("iuv")?,
+            token: row.get("token")?,
+            psp: row.get("psp")?,
+            channel: row.get("channel")?,
+            station: row.get("station")?,
+            outcome: row.get("outcome")?,
+            caller: row.get("caller")?,
+            callee: row.get("callee")?,
+            payload: row.get("payload")?,
+            detail: row.get("detail")?,
+            duration_ms: row.get::<_, Option<i64>>("duration_ms")?.map(|d| d as u64),
+        },
+    })
+}
+
+/// One row on one line: time, component, primitive, REQ/RESP, notice, token, PSP, station,
+/// outcome (`-` for what the row does not have).
+pub fn row_line(r: &JournalRow) -> String {
+    let e = &r.entry;
+    let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    format!(
+        "{}  {:<10} {:<28} {:<6} {:<18} {:<32} {:<11} {:<14} {}",
+        timestamp(e.at),
+        e.component,
+        e.primitive,
+        e.subtype.map_or("-", |s| s.as_str()),
+        o(&e.notice_number),
+        o(&e.token),
+        o(&e.psp),
+        o(&e.station),
+        o(&e.outcome),
+    )
+}
+
+/// A message, indented under its row.
+fn indented(payload: &str) -> String {
+    payload.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn notice_key(fc: &str, nn: &str) -> Result<NoticeKey, String> {
+    Ok(NoticeKey {
+        fiscal_code: FiscalCode::new(fc)?,
+        notice_number: NoticeNumber::new(nn)?,
+    })
+}
+
+fn query(args: &QueryArgs) -> Result<(), String> {
+    let reader = JournalReader::open(&args.source.path()?)?;
+    let parse = |t: &Option<String>| t.as_deref().map(crate::admin::parse_time).transpose();
+    let q = JournalQuery {
+        notice_number: args.notice.clone(),
+        fiscal_code: args.ec.clone(),
+        token: args.token.clone(),
+        psp: args.psp.clone(),
+        primitive: args.primitive.clone(),
+        outcome: args.outcome.clone(),
+        from: parse(&args.from)?,
+        to: parse(&args.to)?,
+        after_id: None,
+        limit: PAGE,
+    };
+    // Write errors (a closed pipe: `| head`) are ignored rather than fatal.
+    let mut out = std::io::stdout().lock();
+    reader.query_all(&q, args.limit, |r| {
+        if args.json {
+            let mut v = row_json(r);
+            if !args.payload {
+                v["payload"] = serde_json::Value::Null;
+            }
+            let _ = writeln!(out, "{v}");
+        } else {
+            let _ = writeln!(out, "{}", row_line(r));
+            if let (true, Some(p)) = (args.payload, &r.entry.payload) {
+                let _ = write!(out, "{}", indented(p));
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// The story as text: the attempts, then every row with its message, marked with its attempt.
+pub fn story_text(key: &NoticeKey, rows: &[JournalRow]) -> String {
+    let attempts = story::attempts(rows);
+    let mut out = format!(
+        "payment {}/{} (IUV {}): {} attempt(s)\n",
+        key.fiscal_code.as_str(),
+        key.notice_number.as_str(),
+        key.notice_number.iuv(),
+        attempts.len()
+    );
+    for (i, a) in attempts.iter().enumerate() {
+        let who = format!(
+            "PSP {} channel {}",
+            a.psp.as_deref().unwrap_or("-"),
+            a.channel.as_deref().unwrap_or("-")
+        );
+        let what = match (&a.token, &a.refused_with) {
+            (Some(t), _) => format!("token {t}  station {}", a.station.as_deref().unwrap_or("-")),
+            (None, refused) => format!("activation refused: {}", refused.as_deref().unwrap_or("-")),
+        };
+        out.push_str(&format!(
+            "  #{} {:<11} {what}  {who}  at {}\n",
+            i + 1,
+            a.classification.as_str(),
+            timestamp(a.at)
+        ));
+    }
+    if attempts
+        .iter()
+        .any(|a| a.classification == Classification::ToVerify)
+    {
+        out.push_str("  TO_VERIFY: no outcome before the deadline, or contradicting outcomes; check with the PSP.\n");
+    }
+    out.push('\n');
+    for r in rows {
+        let mark = attempts
+            .iter()
+            .position(|a| a.row_ids.contains(&r.id))
+            .map_or_else(|| "   ".to_string(), |i| format!("#{:<2}", i + 1));
+        out.push_str(&format!("{mark} {}\n", row_line(r)));
+        if let Some(d) = &r.entry.detail {
+            out.push_str(&format!("    ({d})\n"));
+        }
+        if let Some(p) = &r.entry.payload {
+            out.push_str(&indented(p));
+        }
+    }
+    out
+}
+
+fn story(args: &StoryArgs) -> Result<(), String> {
+    let key = notice_key(&args.fiscal_code, &args.notice_number)?;
+    let reader = JournalReader::open(&args.source.path()?)?;
+    let rows = reader.notice_rows(&key)?;
+    if rows.is_empty() {
+        return Err(format!(
+            "the journal has nothing about {}/{}",
+            args.fiscal_code, args.notice_number
+        ));
+    }
+    let text = if args.json {
+        format!("{:#}\n", story::story_json(&key, &rows))
+    } else {
+        story_text(&key, &rows)
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
+/// The trace of one payment, from a database.
+pub fn export_payment(db: &Path, payment: &str) -> Result<String, String> {
+    let (fc, nn) = payment
+        .split_once('/')
+        .ok_or_else(|| format!("--payment '{payment}': expected <fiscal code>/<notice number>"))?;
+    let key = notice_key(fc, nn)?;
+    let reader = JournalReader::open(db)?;
+    let rows = reader.notice_rows(&key)?;
+    crate::replay::export::export(&rows, fc, nn, &db.display().to_string())
+}
+
+/// `pagonode journal …`: prints, and fails with a message on stderr.
+pub fn main(args: &JournalArgs) -> ExitCode {
+    let result = match &args.command {
+        None => query(&args.query),
+        Some(JournalCommand::Query(q)) => query(q),
+        Some(JournalCommand::Story(s)) => story(s),
+        Some(JournalCommand::Export(x)) => x
+            .source
+            .path()
+            .and_then(|db| export_payment(&db, &x.payment))
+            .map(|t| {
+                let _ = std::io::stdout().lock().write_all(t.as_bytes());
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pagonode journal: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

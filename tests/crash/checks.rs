@@ -1,0 +1,818 @@
+//! The final checks of the crash test: the node's SQLite file (read-only, beside the running
+//! node) against what the PSP side was told and what the simulated EC received.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use pagonode::mock_ec::StoredReceipt;
+use rusqlite::{Connection, OpenFlags};
+
+use super::load::{Activation, Kind, Ledger, Phase, PhaseSpan};
+use super::node_proc::Crash;
+
+/// How long after a phase ends its effects may still be seen (requests already in flight, idle
+/// connections of the node's pool to a server that was restarted).
+pub const PHASE_GRACE_MS: u64 = 1500;
+
+/// How soon after its deadline (or after the restart, if the node was down at the deadline) a
+/// deadline must have fired.
+pub const DEADLINE_SLACK_MS: u64 = 5000;
+
+#[derive(Debug, Clone)]
+pub struct DbPayment {
+    pub fc: String,
+    pub nn: String,
+    pub status: String,
+    pub activated_at: u64,
+    pub deadline: u64,
+    pub outcome: Option<String>,
+    pub outcome_at: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbEvent {
+    pub kind: String,
+    pub at: u64,
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbRecipient {
+    pub status: String,
+    pub ec: String,
+    pub request: Option<String>,
+}
+
+/// The node's state tables.
+pub struct Db {
+    pub payments: HashMap<String, DbPayment>,
+    /// Engine events by token, in commit order.
+    pub events: HashMap<String, Vec<DbEvent>>,
+    /// Every engine event (kind, at), for the phase checks.
+    pub all_events: Vec<(String, u64)>,
+    pub receipts: BTreeSet<String>,
+    /// By (receipt id, station).
+    pub recipients: HashMap<(String, String), DbRecipient>,
+    /// (fiscal code, notice number) → (state, token).
+    pub notices: HashMap<(String, String), (String, Option<String>)>,
+}
+
+fn open(path: &Path) -> Result<Connection, String> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    c.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+/// (PAYING payments whose deadline passed at `now`, PENDING recipients, FAILED recipients).
+pub fn open_work(path: &Path, now: u64) -> Result<(u64, u64, u64), String> {
+    let c = open(path)?;
+    let count = |sql: &str| {
+        c.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| e.to_string())
+    };
+    Ok((
+        count(&format!(
+            "SELECT count(*) FROM payments WHERE status = 'PAYING' AND deadline <= {now}"
+        ))?,
+        count("SELECT count(*) FROM recipients WHERE status = 'PENDING'")?,
+        count("SELECT count(*) FROM recipients WHERE status = 'FAILED'")?,
+    ))
+}
+
+/// PAYING payments whose deadline passed at `now`: (token, deadline).
+pub fn overdue(path: &Path, now: u64) -> Result<Vec<(String, u64)>, String> {
+    let c = open(path)?;
+    let mut st = c
+        .prepare("SELECT token, deadline FROM payments WHERE status = 'PAYING' AND deadline <= ?1 ORDER BY deadline LIMIT 10")
+        .map_err(|e| e.to_string())?;
+    let rows = st
+        .query_map([now as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(|e| e.to_string())?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
+/// Receipt ids with a FAILED recipient.
+pub fn failed_receipts(path: &Path) -> Result<Vec<String>, String> {
+    let c = open(path)?;
+    let mut st = c
+        .prepare("SELECT DISTINCT receipt_id FROM recipients WHERE status = 'FAILED'")
+        .map_err(|e| e.to_string())?;
+    let rows = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| e.to_string())?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
+impl Db {
+    pub fn read(path: &Path) -> Result<Db, String> {
+        let c = open(path)?;
+        let e = |e: rusqlite::Error| e.to_string();
+        let mut payments = HashMap::new();
+        let mut st = c
+            .prepare("SELECT token, fiscal_code, notice_number, status, activated_at, deadline, outcome, outcome_at FROM payments")
+            .map_err(e)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    DbPayment {
+                        fc: r.get(1)?,
+                        nn: r.get(2)?,
+                        status: r.get(3)?,
+                        activated_at: r.get::<_, i64>(4)? as u64,
+                        deadline: r.get::<_, i64>(5)? as u64,
+                        outcome: r.get(6)?,
+                        outcome_at: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    },
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (token, p) = row.map_err(e)?;
+            payments.insert(token, p);
+        }
+        let mut events: HashMap<String, Vec<DbEvent>> = HashMap::new();
+        let mut all_events = Vec::new();
+        let mut st = c
+            .prepare("SELECT token, primitive, at, outcome FROM events WHERE component = 'engine' ORDER BY id")
+            .map_err(e)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    DbEvent {
+                        kind: r.get(1)?,
+                        at: r.get::<_, i64>(2)? as u64,
+                        outcome: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (token, ev) = row.map_err(e)?;
+            all_events.push((ev.kind.clone(), ev.at));
+            if let Some(t) = token {
+                events.entry(t).or_default().push(ev);
+            }
+        }
+        let mut st = c.prepare("SELECT receipt_id FROM receipts").map_err(e)?;
+        let receipts = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(e)?
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map_err(e)?;
+        let mut recipients = HashMap::new();
+        let mut st = c
+            .prepare(
+                "SELECT r.receipt_id, r.station, r.status, r.ec, q.request FROM recipients r
+                 LEFT JOIN recipient_requests q ON q.receipt_id = r.receipt_id AND q.station = r.station",
+            )
+            .map_err(e)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    DbRecipient {
+                        status: r.get(2)?,
+                        ec: r.get(3)?,
+                        request: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (k, v) = row.map_err(e)?;
+            recipients.insert(k, v);
+        }
+        let mut notices = HashMap::new();
+        let mut st = c
+            .prepare("SELECT fiscal_code, notice_number, state, token FROM notices")
+            .map_err(e)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    (r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?),
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (k, v) = row.map_err(e)?;
+            notices.insert(k, v);
+        }
+        Ok(Db {
+            payments,
+            events,
+            all_events,
+            receipts,
+            recipients,
+            notices,
+        })
+    }
+
+    fn events_of(&self, token: &str, kind: &str) -> Vec<&DbEvent> {
+        self.events
+            .get(token)
+            .map(|v| v.iter().filter(|e| e.kind == kind).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The numbers of the summary line, and every violation found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub violations: Vec<String>,
+    pub acknowledged: usize,
+    pub completed: usize,
+    pub copies_delivered: usize,
+    pub lost: usize,
+    pub conflicts: usize,
+    pub bad_expiries: usize,
+    pub pending_fired: usize,
+    pub late_ok: usize,
+    pub ko_acknowledged: usize,
+    pub abandoned: usize,
+    pub reactivated: usize,
+    pub spontaneous: usize,
+    pub multi: usize,
+    pub redeliveries: u64,
+    pub ec_failures: usize,
+    pub delivery_failures: usize,
+    pub spurious_timeouts: usize,
+}
+
+const PAID: [&str; 2] = ["PAID", "NOTIFIED"];
+
+/// Runs every check.
+pub fn check(
+    db: &Db,
+    ledger: &Ledger,
+    crashes: &[Crash],
+    phases: &[PhaseSpan],
+    mock: &[StoredReceipt],
+) -> Report {
+    let mut r = Report {
+        violations: ledger
+            .violations
+            .iter()
+            .map(|v| format!("PSP side: {v}"))
+            .collect(),
+        ..Report::default()
+    };
+    let activations: HashMap<&str, &Activation> = ledger
+        .activations
+        .iter()
+        .map(|a| (a.token.as_str(), a))
+        .collect();
+    let delivered: HashMap<(&str, &str), &StoredReceipt> = mock
+        .iter()
+        .map(|m| ((m.station.as_str(), m.receipt_id.as_str()), m))
+        .collect();
+
+    acknowledged_payments(&mut r, db, ledger, &activations, &delivered);
+    no_conflicting_receipts(&mut r, db, mock);
+    expiries(&mut r, db);
+    crash_deadlines(&mut r, db, ledger, crashes);
+    nothing_lost(&mut r, db, ledger);
+    ec_phases(&mut r, db, ledger, phases);
+    r
+}
+
+/// 1. Every acknowledged OK outcome: its payment completed, its receipt delivered to every
+///    recipient, with the bytes the node stored.
+fn acknowledged_payments(
+    r: &mut Report,
+    db: &Db,
+    ledger: &Ledger,
+    activations: &HashMap<&str, &Activation>,
+    delivered: &HashMap<(&str, &str), &StoredReceipt>,
+) {
+    for o in ledger.outcomes.iter().filter(|o| o.ok) {
+        r.acknowledged += 1;
+        let t = o.token.as_str();
+        let Some(a) = activations.get(t) else {
+            r.violations.push(format!(
+                "outcome OK acknowledged on {t}, a token no activation answered"
+            ));
+            r.lost += 1;
+            continue;
+        };
+        match a.kind {
+            Kind::Spontaneous => r.spontaneous += 1,
+            Kind::Multi => r.multi += 1,
+            _ => {}
+        }
+        let Some(p) = db.payments.get(t) else {
+            r.violations.push(format!(
+                "LOST: outcome OK acknowledged ({}) on {t} ({}/{}), no such payment in the store",
+                o.answer, a.fc, a.nn
+            ));
+            r.lost += 1;
+            continue;
+        };
+        if !PAID.contains(&p.status.as_str()) {
+            r.violations.push(format!(
+                "LOST: outcome OK acknowledged ({}) on {t} ({}/{}), payment is {}",
+                o.answer, a.fc, a.nn, p.status
+            ));
+            r.lost += 1;
+            continue;
+        }
+        r.completed += 1;
+        if !db.receipts.contains(t) {
+            r.violations.push(format!(
+                "LOST: payment {t} is {} but has no receipt",
+                p.status
+            ));
+            r.lost += 1;
+        }
+        let expected: BTreeSet<&str> = a.copies.iter().map(|(s, _)| *s).collect();
+        let actual: BTreeSet<&str> = db
+            .recipients
+            .keys()
+            .filter(|(id, _)| id == t)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        if expected != actual {
+            r.violations.push(format!(
+                "receipt {t} ({}/{}): recipients {actual:?}, expected {expected:?}",
+                a.fc, a.nn
+            ));
+        }
+        let mut all_notified = true;
+        for (station, id_pa) in &a.copies {
+            let row = db.recipients.get(&(t.to_string(), station.to_string()));
+            match row {
+                Some(row) if row.status == "NOTIFIED" => {}
+                Some(row) => {
+                    all_notified = false;
+                    r.violations.push(format!(
+                        "receipt {t} → {station}: recipient {} after the drain",
+                        row.status
+                    ));
+                }
+                None => all_notified = false,
+            }
+            if let Some(row) = row
+                && row.ec != *id_pa
+            {
+                r.violations.push(format!(
+                    "receipt {t} → {station}: idPA {} in the store, expected {id_pa}",
+                    row.ec
+                ));
+            }
+            match delivered.get(&(*station, t)) {
+                None => {
+                    r.lost += 1;
+                    r.violations.push(format!(
+                        "LOST: receipt {t} ({}/{}) never delivered to {station}",
+                        a.fc, a.nn
+                    ));
+                }
+                Some(m) => {
+                    r.copies_delivered += 1;
+                    if m.id_pa != *id_pa || m.outcome != "OK" {
+                        r.violations.push(format!("receipt {t} → {station}: delivered with idPA {} outcome {}, expected {id_pa} OK", m.id_pa, m.outcome));
+                    }
+                }
+            }
+        }
+        if all_notified && p.status != "NOTIFIED" {
+            r.violations.push(format!(
+                "payment {t} is {} although every recipient acknowledged its receipt",
+                p.status
+            ));
+        }
+        match o.answer.as_str() {
+            "OK" => {
+                if !db.events_of(t, "EXPIRED").is_empty() {
+                    r.violations.push(format!(
+                        "{t}: the PSP was told OK, yet the token has an EXPIRED event"
+                    ));
+                }
+            }
+            _ => {
+                // PPT_TOKEN_SCADUTO: the documented late-OK recovery.
+                r.late_ok += 1;
+                let late = db.events_of(t, "LATE_OUTCOME");
+                if db.events_of(t, "EXPIRED").len() != 1
+                    || !late
+                        .iter()
+                        .any(|e| e.outcome.as_deref() == Some("PPT_TOKEN_SCADUTO"))
+                {
+                    r.violations.push(format!("{t}: answered PPT_TOKEN_SCADUTO without one EXPIRED and a LATE_OUTCOME PPT_TOKEN_SCADUTO event"));
+                }
+            }
+        }
+    }
+    // Every receipt whose copies were all acknowledged must have completed its payment.
+    for id in &db.receipts {
+        let rows: Vec<&DbRecipient> = db
+            .recipients
+            .iter()
+            .filter(|((rid, _), _)| rid == id)
+            .map(|(_, v)| v)
+            .collect();
+        if rows.is_empty() {
+            r.violations.push(format!("receipt {id} has no recipients"));
+        }
+        for row in &rows {
+            if row.status != "NOTIFIED" {
+                r.violations.push(format!(
+                    "receipt {id}: a recipient is {} after the drain",
+                    row.status
+                ));
+            }
+        }
+        if let Some(p) = db.payments.get(id)
+            && !rows.is_empty()
+            && rows.iter().all(|x| x.status == "NOTIFIED")
+            && p.status != "NOTIFIED"
+            && !activations.contains_key(id.as_str())
+        {
+            r.violations.push(format!(
+                "payment {id} is {} although every recipient acknowledged its receipt",
+                p.status
+            ));
+        }
+    }
+}
+
+/// 2. No receipt id delivered with two bodies; one receipt per token; no notice paid twice; every
+///    delivered copy is exactly the copy the node stored.
+fn no_conflicting_receipts(r: &mut Report, db: &Db, mock: &[StoredReceipt]) {
+    let mut conflicting = BTreeSet::new();
+    for m in mock {
+        r.redeliveries += u64::from(m.deliveries.saturating_sub(1));
+        if !m.conflicts.is_empty() {
+            conflicting.insert((m.receipt_id.as_str(), m.station.as_str()));
+            r.violations.push(format!(
+                "CONFLICT: receipt {} delivered to {} with {} different bodies",
+                m.receipt_id,
+                m.station,
+                m.conflicts.len() + 1
+            ));
+        }
+        if !db.receipts.contains(&m.receipt_id) {
+            r.violations.push(format!(
+                "receipt {} delivered to {} but absent from the store",
+                m.receipt_id, m.station
+            ));
+        }
+        match db
+            .recipients
+            .get(&(m.receipt_id.clone(), m.station.clone()))
+        {
+            None => r.violations.push(format!(
+                "receipt {} delivered to {}, which is not one of its recipients",
+                m.receipt_id, m.station
+            )),
+            Some(row) if row.request.as_deref() != Some(m.request_body.as_str()) => {
+                conflicting.insert((m.receipt_id.as_str(), m.station.as_str()));
+                r.violations.push(format!("CONFLICT: receipt {} → {}: the delivered bytes differ from the copy the node stored", m.receipt_id, m.station));
+            }
+            Some(_) => {}
+        }
+    }
+    r.conflicts = conflicting.len();
+    for (token, events) in &db.events {
+        let generated = events
+            .iter()
+            .filter(|e| e.kind == "RECEIPT_GENERATED")
+            .count();
+        if generated > 1 {
+            r.violations
+                .push(format!("token {token}: {generated} receipts generated"));
+        }
+        if generated == 1 && !db.receipts.contains(token) {
+            r.violations.push(format!(
+                "token {token}: receipt generated but no receipts row"
+            ));
+        }
+    }
+    let mut paid: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for (t, p) in &db.payments {
+        if PAID.contains(&p.status.as_str()) {
+            paid.entry((p.fc.as_str(), p.nn.as_str()))
+                .or_default()
+                .push(t);
+        }
+    }
+    for ((fc, nn), tokens) in paid {
+        if tokens.len() > 1 {
+            r.violations
+                .push(format!("notice {fc}/{nn} paid twice: {tokens:?}"));
+        }
+        match db.notices.get(&(fc.to_string(), nn.to_string())) {
+            Some((state, Some(tok))) if state == "PAID" && tokens.contains(&tok.as_str()) => {}
+            other => r.violations.push(format!(
+                "notice {fc}/{nn} has a paid payment {tokens:?} but its state is {other:?}"
+            )),
+        }
+    }
+}
+
+/// 3. No payment expired early or twice, and expiry agrees with the outcome. Also: a token's
+///    events were committed in the order the engine made them (each step reads the clock under
+///    the engine's lock; the events' ids follow the commit order), else an older step can
+///    overwrite a newer one's state on disk.
+fn expiries(r: &mut Report, db: &Db) {
+    for (t, events) in &db.events {
+        for w in events.windows(2) {
+            if w[1].at < w[0].at {
+                r.violations.push(format!(
+                    "token {t}: {} made at {} was committed after {} made at {}: steps reached the store out of order",
+                    w[1].kind, w[1].at, w[0].kind, w[0].at
+                ));
+            }
+        }
+    }
+    for (t, p) in &db.payments {
+        let expired = db.events_of(t, "EXPIRED");
+        if expired.len() > 1 {
+            r.bad_expiries += 1;
+            r.violations
+                .push(format!("token {t} expired {} times", expired.len()));
+        }
+        if let Some(e) = expired.first() {
+            if e.at < p.deadline {
+                r.bad_expiries += 1;
+                r.violations.push(format!(
+                    "token {t} expired early: at {} < deadline {} ({} ms)",
+                    e.at,
+                    p.deadline,
+                    p.deadline - e.at
+                ));
+            }
+            if let Some(at) = p.outcome_at
+                && at < p.deadline
+            {
+                r.bad_expiries += 1;
+                r.violations.push(format!("token {t} expired although its outcome came on time ({} ms before the deadline)", p.deadline - at));
+            }
+            let late = db.events_of(t, "LATE_OUTCOME");
+            let late_is = |code: &str| {
+                late.iter()
+                    .any(|l| l.outcome.as_deref() == Some(code) && l.at >= e.at)
+            };
+            match p.status.as_str() {
+                "PAID" | "NOTIFIED" if !late_is("PPT_TOKEN_SCADUTO") => {
+                    r.bad_expiries += 1;
+                    r.violations.push(format!("token {t} is {} but expired, without the late-OK recovery (PPT_TOKEN_SCADUTO)", p.status));
+                }
+                "FAILED" if !late_is("PPT_TOKEN_SCADUTO_KO") => {
+                    r.violations.push(format!(
+                        "token {t} is FAILED but expired, without a late KO"
+                    ));
+                }
+                "PAYING" => r
+                    .violations
+                    .push(format!("token {t} expired but is still PAYING")),
+                _ => {}
+            }
+            if PAID.contains(&p.status.as_str())
+                && !db
+                    .events_of(t, "OUTCOME_ACCEPTED")
+                    .iter()
+                    .any(|o| o.at >= e.at)
+            {
+                r.violations
+                    .push(format!("token {t}: EXPIRED after its accepted outcome"));
+            }
+        }
+        match p.status.as_str() {
+            "CANCELLED" if expired.len() != 1 => {
+                r.violations.push(format!("token {t} is CANCELLED with {} EXPIRED events", expired.len()));
+            }
+            // Every flow ends with an outcome or a short deadline: a token still live at the end
+            // is one the PSP never learnt about (its activation or its outcome was lost).
+            "PAYING" => r.violations.push(format!(
+                "token {t} ({}/{}) still PAYING at the end (deadline {}, activated {}): its deadline never fired, or its outcome was lost",
+                p.fc, p.nn, p.deadline, p.activated_at
+            )),
+            _ => {}
+        }
+        if let Some(at) = p.outcome_at
+            && at >= p.deadline
+            && expired.is_empty()
+        {
+            r.violations.push(format!(
+                "token {t}: outcome accepted {} ms after the deadline without an expiry",
+                at - p.deadline
+            ));
+        }
+        if p.outcome.is_some() != p.outcome_at.is_some() {
+            r.violations
+                .push(format!("token {t}: outcome and outcome_at disagree"));
+        }
+    }
+}
+
+/// 4. Deadlines pending at a crash fired after the restart, and every expiry came from its
+///    timer (soon after the deadline, or after the restart when the node was down then), not
+///    from a later request that happened to touch the notice; abandoned notices are payable
+///    again.
+fn crash_deadlines(r: &mut Report, db: &Db, ledger: &Ledger, crashes: &[Crash]) {
+    let mut untimely = BTreeSet::new();
+    for (t, p) in &db.payments {
+        if let Some(e) = db.events_of(t, "EXPIRED").first() {
+            let due = crashes
+                .iter()
+                .find(|c| c.killed_at <= p.deadline && p.deadline <= c.up_at)
+                .map_or(p.deadline, |c| c.up_at);
+            if e.at > due + DEADLINE_SLACK_MS {
+                untimely.insert(t.as_str());
+                r.violations.push(format!(
+                    "token {t}: deadline {} fired {} ms late (its timer did not fire; something else expired it)",
+                    p.deadline,
+                    e.at - due
+                ));
+            }
+        }
+    }
+    for (t, p) in &db.payments {
+        let pending_at = crashes.iter().find(|c| {
+            p.activated_at < c.killed_at
+                && c.killed_at < p.deadline
+                && p.outcome_at.is_none_or(|o| o > c.killed_at)
+        });
+        let Some(c) = pending_at else { continue };
+        match db.events_of(t, "EXPIRED").first() {
+            Some(e) => {
+                if e.at < c.spawned_at {
+                    r.violations.push(format!("token {t}: pending at the kill at {}, expired at {} before the restart at {}", c.killed_at, e.at, c.spawned_at));
+                } else if !untimely.contains(t.as_str()) {
+                    r.pending_fired += 1;
+                }
+            }
+            None if p.outcome_at.is_some_and(|o| o < p.deadline) => {}
+            None => r.violations.push(format!(
+                "token {t}: deadline {} pending at the kill at {} never fired (status {})",
+                p.deadline, c.killed_at, p.status
+            )),
+        }
+    }
+    let reactivated: HashMap<(&str, &str), &Activation> = ledger
+        .activations
+        .iter()
+        .filter(|a| a.kind == Kind::Reactivated)
+        .map(|a| ((a.fc.as_str(), a.nn.as_str()), a))
+        .collect();
+    for a in ledger
+        .activations
+        .iter()
+        .filter(|a| a.kind == Kind::Abandoned)
+    {
+        r.abandoned += 1;
+        let t = a.token.as_str();
+        match db.payments.get(t) {
+            None => {} // reported by nothing_lost
+            Some(p) if p.status != "CANCELLED" => {
+                r.violations.push(format!(
+                    "abandoned token {t} ({}/{}) is {}, not CANCELLED",
+                    a.fc, a.nn, p.status
+                ));
+            }
+            Some(_) => {}
+        }
+        match reactivated.get(&(a.fc.as_str(), a.nn.as_str())) {
+            None => r.violations.push(format!(
+                "abandoned notice {}/{} was not payable again",
+                a.fc, a.nn
+            )),
+            Some(re) => {
+                if !ledger.outcomes.iter().any(|o| o.token == re.token && o.ok) {
+                    r.violations.push(format!(
+                        "abandoned notice {}/{}: the new payment got no OK outcome",
+                        a.fc, a.nn
+                    ));
+                }
+            }
+        }
+    }
+    r.reactivated = reactivated.len();
+}
+
+/// 5. Nothing acknowledged was lost: activations exist, KO outcomes are FAILED.
+fn nothing_lost(r: &mut Report, db: &Db, ledger: &Ledger) {
+    for a in &ledger.activations {
+        match db.payments.get(&a.token) {
+            None => {
+                r.lost += 1;
+                r.violations.push(format!(
+                    "LOST: activation of {}/{} acknowledged with token {}, absent from the store",
+                    a.fc, a.nn, a.token
+                ));
+            }
+            Some(p) if p.fc != a.fc || p.nn != a.nn => {
+                r.violations.push(format!(
+                    "token {} belongs to {}/{} in the store, {}/{} was activated",
+                    a.token, p.fc, p.nn, a.fc, a.nn
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for o in ledger.outcomes.iter().filter(|o| !o.ok) {
+        r.ko_acknowledged += 1;
+        match db.payments.get(&o.token) {
+            Some(p) if p.status == "FAILED" && p.outcome.as_deref() == Some("KO") => {}
+            Some(p) => {
+                r.lost += 1;
+                r.violations.push(format!(
+                    "LOST: outcome KO acknowledged ({}) on {}, payment is {} with outcome {:?}",
+                    o.answer, o.token, p.status, p.outcome
+                ));
+            }
+            None => {
+                r.lost += 1;
+                r.violations.push(format!(
+                    "LOST: outcome KO acknowledged on {}, no such payment",
+                    o.token
+                ));
+            }
+        }
+    }
+}
+
+/// The EC failure phases: activations failed with the phase's code, never with a code no
+/// phase explains, and receipt deliveries failed during each (check 1 shows they arrived later).
+/// A timeout outside the slow phase is the node answering correctly for an EC that took more
+/// than its timeout on a loaded machine: allowed, and counted.
+fn ec_phases(r: &mut Report, db: &Db, ledger: &Ledger, phases: &[PhaseSpan]) {
+    let window = |p: &PhaseSpan| {
+        (
+            p.start,
+            p.end.unwrap_or(u64::MAX).saturating_add(PHASE_GRACE_MS),
+        )
+    };
+    let during = |p: &PhaseSpan, sent: u64, answered: u64| {
+        let (from, to) = window(p);
+        answered >= from && sent <= to
+    };
+    r.ec_failures = ledger.ec_failures.len();
+    for f in &ledger.ec_failures {
+        let explained = phases
+            .iter()
+            .any(|p| p.phase.code() == f.code && during(p, f.sent, f.answered));
+        if explained {
+            continue;
+        }
+        if f.code == Phase::Slow.code() {
+            r.spurious_timeouts += 1;
+        } else {
+            let overlapping: Vec<&str> = phases
+                .iter()
+                .filter(|p| during(p, f.sent, f.answered))
+                .map(|p| p.phase.name())
+                .collect();
+            r.violations.push(format!(
+                "{} {} answered {} (sent {}, answered {}), which no EC failure explains (phases then: {overlapping:?})",
+                f.op, f.notice, f.code, f.sent, f.answered
+            ));
+        }
+    }
+    r.delivery_failures = db
+        .all_events
+        .iter()
+        .filter(|(k, _)| k == "DELIVERY_FAILED")
+        .count();
+    for p in phases {
+        let (from, to) = window(p);
+        let activations = ledger
+            .ec_failures
+            .iter()
+            .filter(|f| {
+                f.op == "activate" && f.code == p.phase.code() && during(p, f.sent, f.answered)
+            })
+            .count();
+        let deliveries = db
+            .all_events
+            .iter()
+            .filter(|(k, at)| k == "DELIVERY_FAILED" && *at >= from && *at <= to)
+            .count();
+        if activations == 0 {
+            r.violations.push(format!(
+                "phase '{}' at {from}: no activation failed with {}",
+                p.phase.name(),
+                p.phase.code()
+            ));
+        }
+        if deliveries == 0 {
+            r.violations.push(format!(
+                "phase '{}' at {from}: no receipt delivery failed",
+                p.phase.name()
+            ));
+        }
+    }
+}
