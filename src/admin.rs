@@ -36,7 +36,9 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(ms);
     }
-    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis().max(0) as u64).map_err(|e| format!("'{s}': {e}"))
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis().max(0) as u64)
+        .map_err(|e| format!("'{s}': {e}"))
 }
 
 impl JournalParams {
@@ -57,8 +59,15 @@ impl JournalParams {
 }
 
 fn authorized(req: &HttpRequest, node: &Node) -> bool {
-    let Some(token) = &node.registry.config().node.admin_token else { return true };
-    let given = req.headers().get("Authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let Some(token) = &node.registry.config().node.admin_token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
     given.as_bytes().ct_eq(token.as_bytes()).into()
 }
 
@@ -66,9 +75,16 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
     HttpResponse::build(status).json(json!({ "error": message.into() }))
 }
 
-async fn journal(req: HttpRequest, params: web::Query<JournalParams>, node: web::Data<Arc<Node>>) -> HttpResponse {
+async fn journal(
+    req: HttpRequest,
+    params: web::Query<JournalParams>,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
     if !authorized(&req, &node) {
-        return error(actix_web::http::StatusCode::UNAUTHORIZED, "admin token required");
+        return error(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "admin token required",
+        );
     }
     let q = match params.to_query() {
         Ok(q) => q,
@@ -76,25 +92,43 @@ async fn journal(req: HttpRequest, params: web::Query<JournalParams>, node: web:
     };
     match node.store.query_journal(&q) {
         Ok(rows) => {
-            let next = (rows.len() == q.limit).then(|| rows.last().map(|r| r.id)).flatten();
+            let next = (rows.len() == q.limit)
+                .then(|| rows.last().map(|r| r.id))
+                .flatten();
             HttpResponse::Ok().json(json!({ "entries": rows.iter().map(row_json).collect::<Vec<_>>(), "next_after": next }))
         }
-        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        ),
     }
 }
 
-async fn payment(req: HttpRequest, path: web::Path<(String, String)>, node: web::Data<Arc<Node>>) -> HttpResponse {
+async fn payment(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
     if !authorized(&req, &node) {
-        return error(actix_web::http::StatusCode::UNAUTHORIZED, "admin token required");
+        return error(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "admin token required",
+        );
     }
     let (fc, nn) = path.into_inner();
     let key = match (FiscalCode::new(fc), NoticeNumber::new(nn)) {
-        (Ok(fiscal_code), Ok(notice_number)) => NoticeKey { fiscal_code, notice_number },
+        (Ok(fiscal_code), Ok(notice_number)) => NoticeKey {
+            fiscal_code,
+            notice_number,
+        },
         (Err(e), _) | (_, Err(e)) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
     };
     match notice_story(node.store.as_ref(), &key) {
         Ok(story) => HttpResponse::Ok().json(story),
-        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        ),
     }
 }
 
@@ -104,12 +138,26 @@ struct RecipientParams {
     limit: Option<usize>,
 }
 
-async fn recipients(req: HttpRequest, params: web::Query<RecipientParams>, node: web::Data<Arc<Node>>) -> HttpResponse {
+async fn recipients(
+    req: HttpRequest,
+    params: web::Query<RecipientParams>,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
     if !authorized(&req, &node) {
-        return error(actix_web::http::StatusCode::UNAUTHORIZED, "admin token required");
+        return error(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "admin token required",
+        );
     }
-    let status = params.status.clone().unwrap_or_else(|| "FAILED".into()).to_ascii_uppercase();
-    match node.store.recipients_by_status(&status, params.limit.unwrap_or(100).clamp(1, 1000)) {
+    let status = params
+        .status
+        .clone()
+        .unwrap_or_else(|| "FAILED".into())
+        .to_ascii_uppercase();
+    match node
+        .store
+        .recipients_by_status(&status, params.limit.unwrap_or(100).clamp(1, 1000))
+    {
         Ok(list) => HttpResponse::Ok().json(
             list.iter()
                 .map(|r| {
@@ -124,7 +172,10 @@ async fn recipients(req: HttpRequest, params: web::Query<RecipientParams>, node:
                 })
                 .collect::<Vec<_>>(),
         ),
-        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        ),
     }
 }
 
@@ -133,11 +184,22 @@ struct ResendParams {
     station: Option<String>,
 }
 
-async fn resend(req: HttpRequest, path: web::Path<String>, params: web::Query<ResendParams>, node: web::Data<Arc<Node>>) -> HttpResponse {
+async fn resend(
+    req: HttpRequest,
+    path: web::Path<String>,
+    params: web::Query<ResendParams>,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
     if !authorized(&req, &node) {
-        return error(actix_web::http::StatusCode::UNAUTHORIZED, "admin token required");
+        return error(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "admin token required",
+        );
     }
-    match node.resend(&path.into_inner(), params.station.as_deref()).await {
+    match node
+        .resend(&path.into_inner(), params.station.as_deref())
+        .await
+    {
         Ok(n) => HttpResponse::Accepted().json(json!({ "queued": n })),
         Err(e) => error(actix_web::http::StatusCode::NOT_FOUND, e.to_string()),
     }
@@ -147,7 +209,13 @@ async fn resend(req: HttpRequest, path: web::Path<String>, params: web::Query<Re
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(crate::http::health))
         .route("/admin/journal", web::get().to(journal))
-        .route("/admin/payments/{fiscal_code}/{notice_number}", web::get().to(payment))
+        .route(
+            "/admin/payments/{fiscal_code}/{notice_number}",
+            web::get().to(payment),
+        )
         .route("/admin/recipients", web::get().to(recipients))
-        .route("/admin/receipts/{receipt_id}/resend", web::post().to(resend));
+        .route(
+            "/admin/receipts/{receipt_id}/resend",
+            web::post().to(resend),
+        );
 }

@@ -47,7 +47,6 @@ pub struct Config {
     pub mock_ec: Option<toml::Value>,
 }
 
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSection {

@@ -45,12 +45,29 @@ impl EcClient {
     }
 
     /// Sends `req` to `url` and reads the typed answer; a KO becomes the fault the PSP gets.
-    pub async fn call<Req: Message, Res: Message + KoResponse>(&self, url: &str, req: &Req, timeout: Duration) -> (Result<Res, NodeFault>, Exchange) {
-        self.call_raw(url, Req::OPERATION.soap_action(), write_envelope(req), timeout).await
+    pub async fn call<Req: Message, Res: Message + KoResponse>(
+        &self,
+        url: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> (Result<Res, NodeFault>, Exchange) {
+        self.call_raw(
+            url,
+            Req::OPERATION.soap_action(),
+            write_envelope(req),
+            timeout,
+        )
+        .await
     }
 
     /// Sends a ready envelope (a stored receipt copy) and reads the typed answer.
-    pub async fn call_raw<Res: Message + KoResponse>(&self, url: &str, soap_action: &str, body: String, timeout: Duration) -> (Result<Res, NodeFault>, Exchange) {
+    pub async fn call_raw<Res: Message + KoResponse>(
+        &self,
+        url: &str,
+        soap_action: &str,
+        body: String,
+        timeout: Duration,
+    ) -> (Result<Res, NodeFault>, Exchange) {
         let started_at = crate::clock::now_ms();
         let t0 = Instant::now();
         let sent = self
@@ -80,7 +97,15 @@ impl EcClient {
                 (interpret::<Res>(status.as_u16(), &bytes), Some(text))
             }
         };
-        (outcome, Exchange { request: body, response, started_at, elapsed_ms })
+        (
+            outcome,
+            Exchange {
+                request: body,
+                response,
+                started_at,
+                elapsed_ms,
+            },
+        )
     }
 }
 
@@ -110,7 +135,10 @@ fn interpret<Res: Message + KoResponse>(status: u16, bytes: &[u8]) -> Result<Res
     }
     match read_message::<Res>(bytes) {
         Err(v) => Err(bad(format!("invalid {} (HTTP {status}): {v}", Res::root()))),
-        Ok(Body::Fault(f)) => Err(bad(format!("SOAP Fault {}: {}", f.faultcode.0, f.faultstring))),
+        Ok(Body::Fault(f)) => Err(bad(format!(
+            "SOAP Fault {}: {}",
+            f.faultcode.0, f.faultstring
+        ))),
         Ok(Body::Message(m)) => match (m.outcome(), m.fault()) {
             (Outcome::Ok, None) => Ok(m),
             (Outcome::Ok, Some(_)) => Err(bad("outcome OK together with a fault".into())),

@@ -15,26 +15,59 @@ use crate::node::Node;
 pub const CONTRACT_FILES: &[(&str, &str)] = &[
     ("nodeForPsp.wsdl", include_str!("../wsdl/nodeForPsp.wsdl")),
     ("paForNode.wsdl", include_str!("../wsdl/paForNode.wsdl")),
-    ("xsd/nodeForPsp.xsd", include_str!("../wsdl/xsd/nodeForPsp.xsd")),
-    ("xsd/paForNode.xsd", include_str!("../wsdl/xsd/paForNode.xsd")),
-    ("xsd/common-types.xsd", include_str!("../wsdl/xsd/common-types.xsd")),
-    ("xsd/nodoPerPsp.xsd", include_str!("../wsdl/xsd/nodoPerPsp.xsd")),
-    ("xsd/soap-envelope.xsd", include_str!("../wsdl/xsd/soap-envelope.xsd")),
-    ("catalogo/CatalogoServizi_2_0_0.xsd", include_str!("../wsdl/catalogo/CatalogoServizi_2_0_0.xsd")),
-    ("catalogo/TassaAutomobilistica_1_1_0.xsd", include_str!("../wsdl/catalogo/TassaAutomobilistica_1_1_0.xsd")),
-    ("catalogo/A001_Passaporto_1_0_0.xsd", include_str!("../wsdl/catalogo/A001_Passaporto_1_0_0.xsd")),
-    ("catalogo/D847_Pesca_1_0_0.xsd", include_str!("../wsdl/catalogo/D847_Pesca_1_0_0.xsd")),
+    (
+        "xsd/nodeForPsp.xsd",
+        include_str!("../wsdl/xsd/nodeForPsp.xsd"),
+    ),
+    (
+        "xsd/paForNode.xsd",
+        include_str!("../wsdl/xsd/paForNode.xsd"),
+    ),
+    (
+        "xsd/common-types.xsd",
+        include_str!("../wsdl/xsd/common-types.xsd"),
+    ),
+    (
+        "xsd/nodoPerPsp.xsd",
+        include_str!("../wsdl/xsd/nodoPerPsp.xsd"),
+    ),
+    (
+        "xsd/soap-envelope.xsd",
+        include_str!("../wsdl/xsd/soap-envelope.xsd"),
+    ),
+    (
+        "catalogo/CatalogoServizi_2_0_0.xsd",
+        include_str!("../wsdl/catalogo/CatalogoServizi_2_0_0.xsd"),
+    ),
+    (
+        "catalogo/TassaAutomobilistica_1_1_0.xsd",
+        include_str!("../wsdl/catalogo/TassaAutomobilistica_1_1_0.xsd"),
+    ),
+    (
+        "catalogo/A001_Passaporto_1_0_0.xsd",
+        include_str!("../wsdl/catalogo/A001_Passaporto_1_0_0.xsd"),
+    ),
+    (
+        "catalogo/D847_Pesca_1_0_0.xsd",
+        include_str!("../wsdl/catalogo/D847_Pesca_1_0_0.xsd"),
+    ),
 ];
 
 fn xml(status: u16, body: String) -> HttpResponse {
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK))
-        .insert_header(("Content-Type", "text/xml; charset=utf-8"))
-        .body(body)
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK),
+    )
+    .insert_header(("Content-Type", "text/xml; charset=utf-8"))
+    .body(body)
 }
 
 /// nodeForPsp: reads the body up to the configured limit (an oversize body is answered with
 /// PPT_SINTASSI_EXTRAXSD in the operation's response, like any unreadable request).
-async fn soap(req: HttpRequest, mut payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+async fn soap(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
     let limit = node.registry.config().node.max_body_bytes;
     let mut body = web::BytesMut::new();
     let mut too_big = false;
@@ -55,7 +88,10 @@ async fn soap(req: HttpRequest, mut payload: web::Payload, node: web::Data<Arc<N
             }
         }
     }
-    let action = req.headers().get("SOAPAction").and_then(|v| v.to_str().ok());
+    let action = req
+        .headers()
+        .get("SOAPAction")
+        .and_then(|v| v.to_str().ok());
     let query = (!req.query_string().is_empty()).then(|| req.query_string());
     let reply = node.handle_soap(action, query, &body, too_big).await;
     xml(reply.status, reply.body)
@@ -66,7 +102,11 @@ async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse 
     let path = req.path();
     let query = req.query_string();
     if query.eq_ignore_ascii_case("wsdl") || query.to_ascii_lowercase().starts_with("wsdl") {
-        let file = if path.contains("pa-for-node") || path.contains("paForNode") { "paForNode.wsdl" } else { "nodeForPsp.wsdl" };
+        let file = if path.contains("pa-for-node") || path.contains("paForNode") {
+            "paForNode.wsdl"
+        } else {
+            "nodeForPsp.wsdl"
+        };
         return contract_file(file);
     }
     if let Some(name) = query.strip_prefix("xsd=") {
@@ -78,13 +118,17 @@ async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse 
     if path.ends_with("/health") || path == "/health" {
         return health(node).await;
     }
-    HttpResponse::NotFound().content_type(ContentType::plaintext()).body("not found: POST SOAP requests here, or GET ?wsdl\n")
+    HttpResponse::NotFound()
+        .content_type(ContentType::plaintext())
+        .body("not found: POST SOAP requests here, or GET ?wsdl\n")
 }
 
 fn contract_file(name: &str) -> HttpResponse {
     match CONTRACT_FILES.iter().find(|(n, _)| *n == name) {
         Some((_, body)) => xml(200, body.to_string()),
-        None => HttpResponse::NotFound().content_type(ContentType::plaintext()).body(format!("no contract file {name}\n")),
+        None => HttpResponse::NotFound()
+            .content_type(ContentType::plaintext())
+            .body(format!("no contract file {name}\n")),
     }
 }
 
@@ -103,20 +147,31 @@ pub async fn health(node: web::Data<Arc<Node>>) -> HttpResponse {
         "engine": { "notices": notices, "payments": payments, "activations_in_flight": activating, "receipts_in_delivery": receipts },
         "version": env!("CARGO_PKG_VERSION"),
     });
-    if store.is_ok() { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if store.is_ok() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 /// The nodeForPsp routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health)).default_service(web::route().to(dispatch));
+    cfg.route("/health", web::get().to(health))
+        .default_service(web::route().to(dispatch));
 }
 
-async fn dispatch(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
     if req.method() == actix_web::http::Method::POST {
         soap(req, payload, node).await
     } else if req.method() == actix_web::http::Method::GET {
         contract(req, node).await
     } else {
-        HttpResponse::MethodNotAllowed().content_type(ContentType::plaintext()).body("use POST for SOAP, GET ?wsdl for the contract\n")
+        HttpResponse::MethodNotAllowed()
+            .content_type(ContentType::plaintext())
+            .body("use POST for SOAP, GET ?wsdl for the contract\n")
     }
 }

@@ -3,19 +3,22 @@
 pub mod codec;
 pub mod config;
 pub mod deadlines;
+pub mod ec_client;
 pub mod engine;
 pub mod fault;
 pub mod journal;
+pub mod mock_ec;
 pub mod registry;
 pub mod store;
-pub mod mock_ec;
-pub mod ec_client;
 
 /// The wall clock, read only by the drivers (the engine takes `now` as an argument).
 pub mod clock {
     /// Milliseconds since the UNIX epoch.
     pub fn now_ms() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -24,10 +27,10 @@ pub mod clock {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
-pub mod delivery;
-pub mod node;
 pub mod admin;
+pub mod delivery;
 pub mod http;
-pub mod server;
 pub mod loadgen;
+pub mod node;
 pub mod replay;
+pub mod server;

@@ -68,7 +68,19 @@ struct Stats {
 impl Stats {
     fn new() -> Stats {
         let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-        Stats { flows: h(), per_op: ["demandPaymentNotice", "activatePaymentNotice", "sendPaymentOutcome"].into_iter().map(|n| (n, h())).collect(), errors: 0, first_errors: Vec::new() }
+        Stats {
+            flows: h(),
+            per_op: [
+                "demandPaymentNotice",
+                "activatePaymentNotice",
+                "sendPaymentOutcome",
+            ]
+            .into_iter()
+            .map(|n| (n, h()))
+            .collect(),
+            errors: 0,
+            first_errors: Vec::new(),
+        }
     }
 
     fn op(&mut self, name: &str, micros: u64) {
@@ -127,7 +139,10 @@ impl Ctx {
     fn next_key(&self) -> (String, String) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let notice = format!("30200{:05}{:08}", self.run_id % 100_000, n % 100_000_000);
-        (notice, format!("{}_{:05}{:05}", PSP.0, self.run_id % 100_000, n % 100_000))
+        (
+            notice,
+            format!("{}_{:05}{:05}", PSP.0, self.run_id % 100_000, n % 100_000),
+        )
     }
 
     /// One flow; returns the per-operation latencies.
@@ -143,11 +158,15 @@ impl Ctx {
                 id_channel: t35(PSP.2),
                 password: password(),
                 id_soggetto_servizio: ServiceCode::new("00042").map_err(|e| e.to_string())?,
-                dati_specifici_servizio: crate::codec::service::ServicePayload::from_document(doc.to_vec())?,
+                dati_specifici_servizio: crate::codec::service::ServicePayload::from_document(
+                    doc.to_vec(),
+                )?,
             };
             let (m, us) = self.call(&req).await?;
             lat.push(("demandPaymentNotice", us));
-            let AnyMessage::DemandPaymentNoticeResponse(d) = m else { return Err("demand: wrong answer".into()) };
+            let AnyMessage::DemandPaymentNoticeResponse(d) = m else {
+                return Err("demand: wrong answer".into());
+            };
             let qr = d.qr_code.ok_or("demand: no qrCode")?;
             notice = qr.notice_number.to_string();
             fiscal_code = qr.fiscal_code.to_string();
@@ -158,7 +177,10 @@ impl Ctx {
             id_channel: t35(PSP.2),
             password: password(),
             idempotency_key: Some(IdempotencyKey::new(key.clone())?),
-            qr_code: crate::codec::common::QrCode { fiscal_code: FiscalCode::new(fiscal_code)?, notice_number: NoticeNumber::new(notice)? },
+            qr_code: crate::codec::common::QrCode {
+                fiscal_code: FiscalCode::new(fiscal_code)?,
+                notice_number: NoticeNumber::new(notice)?,
+            },
             expiration_time: None,
             amount: Amount::from_cents(1000)?,
             due_date: None,
@@ -166,7 +188,9 @@ impl Ctx {
         };
         let (m, us) = self.call(&act).await?;
         lat.push(("activatePaymentNotice", us));
-        let AnyMessage::ActivatePaymentNoticeRes(a) = m else { return Err("activate: wrong answer".into()) };
+        let AnyMessage::ActivatePaymentNoticeRes(a) = m else {
+            return Err("activate: wrong answer".into());
+        };
         let token = a.payment_token.ok_or("activate: no token")?;
         let date = IsoDate::from_naive(chrono::Utc::now().date_naive());
         let spo = SendPaymentOutcomeReq {
@@ -195,8 +219,15 @@ impl Ctx {
 /// Runs the load and prints the report.
 pub async fn run(args: LoadArgs) -> Result<(), String> {
     crate::install_crypto_provider();
-    let spawned = if args.spawn { Some(Spawned::start(&args).await?) } else { None };
-    let url = spawned.as_ref().map(|s| s.node_url.clone()).unwrap_or_else(|| args.node.clone());
+    let spawned = if args.spawn {
+        Some(Spawned::start(&args).await?)
+    } else {
+        None
+    };
+    let url = spawned
+        .as_ref()
+        .map(|s| s.node_url.clone())
+        .unwrap_or_else(|| args.node.clone());
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .tcp_nodelay(true)
@@ -205,10 +236,20 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let run_id = crate::clock::now_ms() / 1000;
-    let ctx = Arc::new(Ctx { http, url: url.clone(), run_id, seq: AtomicU64::new(0), flow: args.flow });
+    let ctx = Arc::new(Ctx {
+        http,
+        url: url.clone(),
+        run_id,
+        seq: AtomicU64::new(0),
+        flow: args.flow,
+    });
     let before = health_counters(&ctx.http, &url).await;
     let pids: Vec<(&str, u32)> = match &spawned {
-        Some(sp) => [("node", sp.node.id()), ("simulated EC", sp.ec.id())].into_iter().filter_map(|(n, p)| Some((n, p?))).chain([("load generator", std::process::id())]).collect(),
+        Some(sp) => [("node", sp.node.id()), ("simulated EC", sp.ec.id())]
+            .into_iter()
+            .filter_map(|(n, p)| Some((n, p?)))
+            .chain([("load generator", std::process::id())])
+            .collect(),
         None => vec![("load generator", std::process::id())],
     };
     let cpu_before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
@@ -219,7 +260,12 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     let measured_from = Arc::new(Mutex::new(None::<(Instant, Option<(u64, u64)>)>));
     let mut users = Vec::new();
     for _ in 0..args.concurrency {
-        let (ctx, stats, measured_from, url) = (ctx.clone(), stats.clone(), measured_from.clone(), url.clone());
+        let (ctx, stats, measured_from, url) = (
+            ctx.clone(),
+            stats.clone(),
+            measured_from.clone(),
+            url.clone(),
+        );
         users.push(tokio::spawn(async move {
             while start.elapsed() < end {
                 let t0 = Instant::now();
@@ -257,12 +303,20 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     let total_flows = s.flows.len().max(1) as f64;
     for ((name, pid), before) in pids.iter().zip(cpu_before) {
         let used = cpu_ticks(*pid).saturating_sub(before) as f64 / ticks;
-        println!("  cpu {name}: {:.2} s total, {:.3} ms per flow (whole run incl. warm-up)", used, used * 1000.0 / total_flows);
+        println!(
+            "  cpu {name}: {:.2} s total, {:.3} ms per flow (whole run incl. warm-up)",
+            used,
+            used * 1000.0 / total_flows
+        );
     }
     if let Some(sp) = spawned {
         sp.stop().await;
     }
-    if s.flows.is_empty() { Err("no flow completed".into()) } else { Ok(()) }
+    if s.flows.is_empty() {
+        Err("no flow completed".into())
+    } else {
+        Ok(())
+    }
 }
 
 fn ms(us: u64) -> f64 {
@@ -275,7 +329,10 @@ fn report(args: &LoadArgs, s: &Stats, secs: f64, commits: Option<((u64, u64), (u
         Flow::Notice => "activate+outcome pairs",
         Flow::Spontaneous => "spontaneous flows (demand+activate+outcome)",
     };
-    println!("pagonode loadgen: {flows} {name} in {secs:.1} s, concurrency {}", args.concurrency);
+    println!(
+        "pagonode loadgen: {flows} {name} in {secs:.1} s, concurrency {}",
+        args.concurrency
+    );
     println!("  throughput: {:.0} flows/s", flows as f64 / secs);
     println!(
         "  flow latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
@@ -294,7 +351,12 @@ fn report(args: &LoadArgs, s: &Stats, secs: f64, commits: Option<((u64, u64), (u
     }
     if let Some(((tx0, jobs0), (tx1, jobs1))) = commits {
         let (tx, jobs) = (tx1.saturating_sub(tx0), jobs1.saturating_sub(jobs0));
-        println!("  store: {:.0} commits/s (fsyncs), {:.0} write jobs/s, {:.1} jobs per commit", tx as f64 / secs, jobs as f64 / secs, jobs as f64 / tx.max(1) as f64);
+        println!(
+            "  store: {:.0} commits/s (fsyncs), {:.0} write jobs/s, {:.1} jobs per commit",
+            tx as f64 / secs,
+            jobs as f64 / secs,
+            jobs as f64 / tx.max(1) as f64
+        );
     }
     println!("  errors: {}", s.errors);
     for e in &s.first_errors {
@@ -304,10 +366,20 @@ fn report(args: &LoadArgs, s: &Stats, secs: f64, commits: Option<((u64, u64), (u
 
 /// User + system CPU ticks a process has used so far (Linux `/proc`; 0 elsewhere).
 fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
     // Fields after the command name (which may contain spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -319,9 +391,19 @@ fn ticks_per_second() -> f64 {
 /// (transactions, commit jobs) from the node's health endpoint.
 async fn health_counters(http: &reqwest::Client, node_url: &str) -> Option<(u64, u64)> {
     let base = node_url.split("/node-for-psp").next()?;
-    let body = http.get(format!("{base}/health")).send().await.ok()?.bytes().await.ok()?;
+    let body = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    Some((v["store"]["transactions"].as_u64()?, v["store"]["commit_jobs"].as_u64()?))
+    Some((
+        v["store"]["transactions"].as_u64()?,
+        v["store"]["commit_jobs"].as_u64()?,
+    ))
 }
 
 /// Node and simulated EC as child processes.
@@ -349,15 +431,26 @@ impl Spawned {
         let mut text = base
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
             .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
-            .replace("pagonode-demo.db", &dir.join("load.db").display().to_string())
+            .replace(
+                "pagonode-demo.db",
+                &dir.join("load.db").display().to_string(),
+            )
             .replace("admin_listen = \"127.0.0.1:8081\"", "");
         if args.no_journal {
             text = text.replace("[journal]\nenabled = true", "[journal]\nenabled = false");
         }
         for o in &args.overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| format!("--set {o}: expected key=value"))?;
-            let (table, key) = k.split_once('.').ok_or_else(|| format!("--set {o}: expected table.key=value"))?;
-            text = text.replacen(&format!("[{table}]\n"), &format!("[{table}]\n{key} = {v}\n"), 1);
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| format!("--set {o}: expected key=value"))?;
+            let (table, key) = k
+                .split_once('.')
+                .ok_or_else(|| format!("--set {o}: expected table.key=value"))?;
+            text = text.replacen(
+                &format!("[{table}]\n"),
+                &format!("[{table}]\n{key} = {v}\n"),
+                1,
+            );
         }
         let cfg = dir.join("load.toml");
         std::fs::write(&cfg, &text).map_err(|e| e.to_string())?;
@@ -379,10 +472,23 @@ impl Spawned {
         let node_url = format!("http://127.0.0.1:{node_port}/node-for-psp/v1");
         let http = reqwest::Client::new();
         for _ in 0..200 {
-            let up = http.get(format!("http://127.0.0.1:{node_port}/health")).send().await.is_ok_and(|r| r.status().is_success())
-                && http.get(format!("http://127.0.0.1:{ec_port}/health")).send().await.is_ok_and(|r| r.status().is_success());
+            let up = http
+                .get(format!("http://127.0.0.1:{node_port}/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+                && http
+                    .get(format!("http://127.0.0.1:{ec_port}/health"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
             if up {
-                return Ok(Spawned { node, ec, node_url, _dir: dir });
+                return Ok(Spawned {
+                    node,
+                    ec,
+                    node_url,
+                    _dir: dir,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

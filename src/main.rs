@@ -12,7 +12,11 @@ use pagonode::mock_ec::{MockEc, MockEcConfig};
 use pagonode::server::RunningNode;
 
 #[derive(Parser)]
-#[command(name = "pagonode", version, about = "An open-source pagoPA payment node (Nodo dei Pagamenti)")]
+#[command(
+    name = "pagonode",
+    version,
+    about = "An open-source pagoPA payment node (Nodo dei Pagamenti)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -52,8 +56,12 @@ enum Command {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -72,7 +80,10 @@ fn main() -> ExitCode {
         _ => {}
     }
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -80,12 +91,16 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Demo { database: PathBuf::from("pagonode-demo.db") }) {
+        match cli.command.unwrap_or(Command::Demo {
+            database: PathBuf::from("pagonode-demo.db"),
+        }) {
             Command::Demo { database } => demo(database).await,
             Command::Serve { config } => serve(load_config(config.as_ref())?).await,
             Command::MockEc { config } => mock_ec(config.as_ref()).await,
             Command::Loadgen(args) => pagonode::loadgen::run(args).await,
-            Command::Validate { .. } | Command::Replay(_) | Command::Journal(_) => unreachable!("handled above"),
+            Command::Validate { .. } | Command::Replay(_) | Command::Journal(_) => {
+                unreachable!("handled above")
+            }
         }
     });
     match result {
@@ -118,19 +133,34 @@ async fn demo(database: PathBuf) -> Result<(), String> {
     config.node.database = database;
     let mock_cfg = MockEcConfig::from_toml_str(pagonode::config::EXAMPLE)?;
     let mock_addr = mock_cfg.listen.clone();
-    let listener = std::net::TcpListener::bind(&mock_addr).map_err(|e| format!("cannot listen on {mock_addr}: {e}"))?;
-    let ec = MockEc::new(mock_cfg).start(listener).await.map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind(&mock_addr)
+        .map_err(|e| format!("cannot listen on {mock_addr}: {e}"))?;
+    let ec = MockEc::new(mock_cfg)
+        .start(listener)
+        .await
+        .map_err(|e| e.to_string())?;
     let node = RunningNode::start(config.clone(), None, None).await?;
     let channel = &config.channel[0];
     println!();
     println!("pagonode demo is running.");
-    println!("  nodeForPsp:      {}   (WSDL: {}?wsdl)", node.url(), node.url());
+    println!(
+        "  nodeForPsp:      {}   (WSDL: {}?wsdl)",
+        node.url(),
+        node.url()
+    );
     if let Some(admin) = node.admin_url() {
         println!("  admin:           {admin}/admin/journal");
     }
-    println!("  simulated EC:    {}   (receipts: {}/receipts)", ec.url(), ec.url());
+    println!(
+        "  simulated EC:    {}   (receipts: {}/receipts)",
+        ec.url(),
+        ec.url()
+    );
     println!("  database:        {}", config.node.database.display());
-    println!("  PSP credentials: idPSP={} idBrokerPSP={} idChannel={} password={}", channel.psps[0], channel.broker, channel.id, channel.password);
+    println!(
+        "  PSP credentials: idPSP={} idBrokerPSP={} idChannel={} password={}",
+        channel.psps[0], channel.broker, channel.id, channel.password
+    );
     println!("  try: README.md, \"A first payment\". Stop with Ctrl-C.");
     println!();
     node.run_until_signal().await;
@@ -150,7 +180,9 @@ fn validate(files: &[String]) -> ExitCode {
         };
         let verdict = match data {
             Err(e) => Err(format!("cannot read: {e}")),
-            Ok(bytes) => pagonode::codec::read_any(&bytes).map(|_| ()).map_err(|v| v.to_string()),
+            Ok(bytes) => pagonode::codec::read_any(&bytes)
+                .map(|_| ())
+                .map_err(|v| v.to_string()),
         };
         match verdict {
             Ok(()) => println!("VALID   {name}"),
@@ -161,5 +193,9 @@ fn validate(files: &[String]) -> ExitCode {
         }
     }
     println!("{} passed, {} failed", files.len() - failed, failed);
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

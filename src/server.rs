@@ -36,7 +36,10 @@ fn bind(addr: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, String> {
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
     crate::install_crypto_provider();
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let certs = rustls_pemfile::certs(&mut &read(cert)?[..])
@@ -45,15 +48,23 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::S
     let key = rustls_pemfile::private_key(&mut &read(key)?[..])
         .map_err(|e| format!("{}: {e}", key.display()))?
         .ok_or_else(|| format!("{}: no private key", key.display()))?;
-    rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| format!("TLS configuration: {e}"))
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS configuration: {e}"))
 }
 
 impl RunningNode {
     /// Opens the store, recovers the engine, starts the background tasks and the listeners.
     /// `listener` overrides `node.listen` (tests bind port 0); the admin listener follows
     /// `node.admin_listen`, or `admin_listener` when given.
-    pub async fn start(config: Config, listener: Option<TcpListener>, admin_listener: Option<TcpListener>) -> Result<RunningNode, String> {
-        let store = SqliteStore::open(&config.node.database).map_err(|e| format!("{}: {e}", config.node.database.display()))?;
+    pub async fn start(
+        config: Config,
+        listener: Option<TcpListener>,
+        admin_listener: Option<TcpListener>,
+    ) -> Result<RunningNode, String> {
+        let store = SqliteStore::open(&config.node.database)
+            .map_err(|e| format!("{}: {e}", config.node.database.display()))?;
         let listener = match listener {
             Some(l) => l,
             None => bind(&config.node.listen)?,
@@ -63,7 +74,11 @@ impl RunningNode {
             (None, Some(a)) => Some(bind(a)?),
             (None, None) => None,
         };
-        let workers = config.node.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let workers = config.node.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
         let tls = match (&config.node.tls_cert, &config.node.tls_key) {
             (Some(c), Some(k)) => Some(tls_config(c, k)?),
             _ => None,
@@ -71,22 +86,39 @@ impl RunningNode {
         let registry = Arc::new(Registry::new(config));
         let (deadlines, deadline_queue) = Deadlines::new();
         let (delivery, delivery_queue) = Delivery::new();
-        let node = Arc::new(Node::new(registry, Arc::new(store.clone()), EcClient::new()?, deadlines, delivery));
+        let node = Arc::new(Node::new(
+            registry,
+            Arc::new(store.clone()),
+            EcClient::new()?,
+            deadlines,
+            delivery,
+        ));
 
         let tasks = vec![
             tokio::spawn(crate::deadlines::run(deadline_queue, node.clone())),
             tokio::spawn(crate::delivery::run(delivery_queue, node.clone())),
             tokio::spawn(housekeeping(node.clone())),
         ];
-        let (paying, pending) = node.recover().await.map_err(|f| format!("recovery failed: {f}"))?;
-        tracing::info!(payments_in_flight = paying, receipts_to_deliver = pending, "state recovered from the store");
+        let (paying, pending) = node
+            .recover()
+            .await
+            .map_err(|f| format!("recovery failed: {f}"))?;
+        tracing::info!(
+            payments_in_flight = paying,
+            receipts_to_deliver = pending,
+            "state recovered from the store"
+        );
 
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let data = web::Data::new(node.clone());
         let app_data = data.clone();
-        let server = HttpServer::new(move || App::new().app_data(app_data.clone()).configure(crate::http::configure))
-            .workers(workers)
-            .shutdown_timeout(30);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_data.clone())
+                .configure(crate::http::configure)
+        })
+        .workers(workers)
+        .shutdown_timeout(30);
         let server = match tls {
             Some(tls) => server.listen_rustls_0_23(listener, tls),
             None => server.listen(listener),
@@ -99,15 +131,26 @@ impl RunningNode {
         if let Some(l) = admin_listener {
             admin_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
             let data = data.clone();
-            let admin = HttpServer::new(move || App::new().app_data(data.clone()).configure(crate::admin::configure))
-                .workers(1)
-                .shutdown_timeout(5)
-                .listen(l)
-                .map_err(|e| e.to_string())?
-                .run();
+            let admin = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .configure(crate::admin::configure)
+            })
+            .workers(1)
+            .shutdown_timeout(5)
+            .listen(l)
+            .map_err(|e| e.to_string())?
+            .run();
             servers.push((admin.handle(), tokio::spawn(admin)));
         }
-        Ok(RunningNode { node, addr, admin_addr, servers, tasks, store })
+        Ok(RunningNode {
+            node,
+            addr,
+            admin_addr,
+            servers,
+            tasks,
+            store,
+        })
     }
 
     /// The nodeForPsp URL.
@@ -152,7 +195,8 @@ pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = ctrl_c => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}

@@ -2017,7 +2017,12 @@ impl World {
                     self.store.idem.insert(e.key.clone(), e.clone());
                 }
                 Write::DeleteIdempotency { key, token } => {
-                    if self.store.idem.get(key).is_some_and(|e| e.token.as_deref() == Some(token.as_str())) {
+                    if self
+                        .store
+                        .idem
+                        .get(key)
+                        .is_some_and(|e| e.token.as_deref() == Some(token.as_str()))
+                    {
                         self.store.idem.remove(key);
                     }
                 }

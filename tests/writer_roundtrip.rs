@@ -8,7 +8,9 @@ use pagonode::codec::{Body, read_any};
 fn every_valid_fixture_round_trips_through_the_writer() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("xsd-fixtures");
     let manifest = std::fs::read_to_string(root.join("manifest.tsv")).unwrap();
-    let dump = std::env::var("PAGONODE_DUMP_DIR").ok().map(std::path::PathBuf::from);
+    let dump = std::env::var("PAGONODE_DUMP_DIR")
+        .ok()
+        .map(std::path::PathBuf::from);
     if let Some(d) = &dump {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -19,16 +21,34 @@ fn every_valid_fixture_round_trips_through_the_writer() {
             continue;
         }
         let bytes = std::fs::read(root.join(cols[0])).unwrap();
-        let Body::Message(first) = read_any(&bytes).unwrap_or_else(|v| panic!("{}: {v}", cols[0])) else { continue };
+        let Body::Message(first) = read_any(&bytes).unwrap_or_else(|v| panic!("{}: {v}", cols[0]))
+        else {
+            continue;
+        };
         let written = first.to_envelope();
-        let Body::Message(again) = read_any(written.as_bytes()).unwrap_or_else(|v| panic!("{}: rewritten form invalid: {v}\n{written}", cols[0])) else {
+        let Body::Message(again) = read_any(written.as_bytes())
+            .unwrap_or_else(|v| panic!("{}: rewritten form invalid: {v}\n{written}", cols[0]))
+        else {
             panic!("{}: rewritten as a fault", cols[0]);
         };
-        assert_eq!(first, again, "{}: the value changed through the writer", cols[0]);
-        assert_eq!(written, again.to_envelope(), "{}: writing is not deterministic", cols[0]);
+        assert_eq!(
+            first, again,
+            "{}: the value changed through the writer",
+            cols[0]
+        );
+        assert_eq!(
+            written,
+            again.to_envelope(),
+            "{}: writing is not deterministic",
+            cols[0]
+        );
         if let Some(d) = &dump {
             let name = std::path::Path::new(cols[0]).file_name().unwrap();
-            std::fs::write(d.join(format!("written-{}", name.to_string_lossy())), &written).unwrap();
+            std::fs::write(
+                d.join(format!("written-{}", name.to_string_lossy())),
+                &written,
+            )
+            .unwrap();
         }
         checked += 1;
     }

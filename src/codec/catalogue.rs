@@ -4,7 +4,9 @@
 
 use super::schema::{Bounded, Content};
 use super::types::{Commissione, IsoDate, ServiceCode, Text35, Text70};
-use super::xml::{AttrPolicy, Violation, ViolationKind, XmlReader, XmlWriter, check_chars, decode_document};
+use super::xml::{
+    AttrPolicy, Violation, ViolationKind, XmlReader, XmlWriter, check_chars, decode_document,
+};
 use crate::xml_sequence;
 
 /// The catalogue's namespace.
@@ -66,7 +68,11 @@ impl ListaCatalogoServizi {
         let mut r = XmlReader::new(&doc);
         let root = r.root()?;
         if !root.is(NS_CATALOGO, "listaCatalogoServizi") {
-            return Err(Violation::new(ViolationKind::Schema, root.local, format!("expected listaCatalogoServizi in {NS_CATALOGO}")));
+            return Err(Violation::new(
+                ViolationKind::Schema,
+                root.local,
+                format!("expected listaCatalogoServizi in {NS_CATALOGO}"),
+            ));
         }
         r.set_path_base();
         r.enter(root, AttrPolicy::None)?;

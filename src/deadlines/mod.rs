@@ -34,7 +34,9 @@ pub struct DeadlineQueue(mpsc::UnboundedReceiver<Command>);
 
 /// Node-issued tokens are 32 hex digits: the wheel keys them as 16 bytes.
 fn key_of(token: &str) -> Option<u128> {
-    (token.len() == 32).then(|| u128::from_str_radix(token, 16).ok()).flatten()
+    (token.len() == 32)
+        .then(|| u128::from_str_radix(token, 16).ok())
+        .flatten()
 }
 
 impl Deadlines {
@@ -49,7 +51,9 @@ impl Deadlines {
             Some(k) => {
                 let _ = self.tx.send(Command::Arm(k, at));
             }
-            None => tracing::error!(%token, "token not issued by this node: no deadline timer (the engine still checks it on every transition)"),
+            None => {
+                tracing::error!(%token, "token not issued by this node: no deadline timer (the engine still checks it on every transition)")
+            }
         }
     }
 
@@ -75,7 +79,11 @@ pub async fn run(DeadlineQueue(mut rx): DeadlineQueue, node: Arc<Node>) {
             let node = node.clone();
             tokio::spawn(async move { node.on_deadline(&format!("{key:032x}")).await });
         }
-        let wait = wheel.next_deadline().map(|at| at.saturating_sub(now)).unwrap_or(1_000).min(1_000);
+        let wait = wheel
+            .next_deadline()
+            .map(|at| at.saturating_sub(now))
+            .unwrap_or(1_000)
+            .min(1_000);
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(Command::Arm(key, at)) => {

@@ -42,7 +42,10 @@ pub const RECEIPT_DUPLICATE: &str = "PAA_RECEIPT_DUPLICATA";
 /// Runs the scheduler until the node shuts down.
 pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
     let cfg = &node.registry.config().receipts;
-    let policy = DeliveryPolicy { max_attempts: cfg.max_attempts, retry_interval_ms: cfg.retry_interval_ms };
+    let policy = DeliveryPolicy {
+        max_attempts: cfg.max_attempts,
+        retry_interval_ms: cfg.retry_interval_ms,
+    };
     let per_station = cfg.per_station_concurrency;
     let mut due: BinaryHeap<Reverse<(Millis, u64)>> = BinaryHeap::new();
     let mut keys: HashMap<u64, RecipientKey> = HashMap::new();
@@ -56,8 +59,14 @@ pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
                 break;
             }
             due.pop();
-            let Some(key) = keys.remove(&id) else { continue };
-            if !in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+            let Some(key) = keys.remove(&id) else {
+                continue;
+            };
+            if !in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone())
+            {
                 // Already being sent: look again shortly, so a re-send is not lost.
                 seq += 1;
                 due.push(Reverse((now + 100, seq)));
@@ -75,10 +84,16 @@ pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
                 if let Ok(_permit) = sem.acquire_owned().await {
                     attempt(&node, &key, policy).await;
                 }
-                in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
             });
         }
-        let wait = due.peek().map(|Reverse((at, _))| at.saturating_sub(now)).unwrap_or(60_000);
+        let wait = due
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_sub(now))
+            .unwrap_or(60_000);
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some((key, at)) => {
@@ -95,25 +110,47 @@ pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
 
 /// One delivery attempt of one copy.
 async fn attempt(node: &Node, key: &RecipientKey, policy: DeliveryPolicy) {
-    let Some(copy) = node.engine().due_delivery(key).cloned() else { return };
+    let Some(copy) = node.engine().due_delivery(key).cloned() else {
+        return;
+    };
     let Some(station) = node.registry.station(&key.station) else {
-        let queued = node.run(|e| e.delivery_result(key, Err(format!("station {} no longer configured", key.station)), policy, crate::clock::now_ms()));
+        let queued = node.run(|e| {
+            e.delivery_result(
+                key,
+                Err(format!("station {} no longer configured", key.station)),
+                policy,
+                crate::clock::now_ms(),
+            )
+        });
         let _ = node.finish(queued).await;
         return;
     };
     let timeout = Duration::from_millis(node.registry.receipt_timeout_ms(station));
     let (result, exchange, op) = match copy.version {
         Version::V1 => {
-            let (r, ex) = node.ec.call_raw::<PaSendRtRes>(&station.url, "paSendRT", copy.request.clone(), timeout).await;
+            let (r, ex) = node
+                .ec
+                .call_raw::<PaSendRtRes>(&station.url, "paSendRT", copy.request.clone(), timeout)
+                .await;
             (r.map(drop), ex, crate::codec::Operation::PaSendRt)
         }
         Version::V2 => {
-            let (r, ex) = node.ec.call_raw::<PaSendRtV2Response>(&station.url, "paSendRTV2", copy.request.clone(), timeout).await;
+            let (r, ex) = node
+                .ec
+                .call_raw::<PaSendRtV2Response>(
+                    &station.url,
+                    "paSendRTV2",
+                    copy.request.clone(),
+                    timeout,
+                )
+                .await;
             (r.map(drop), ex, crate::codec::Operation::PaSendRtV2)
         }
     };
     let result = match result {
-        Err(NodeFault::ErroreEmessoDaPaa(f)) if f.fault_code.as_str() == RECEIPT_DUPLICATE => Ok(()),
+        Err(NodeFault::ErroreEmessoDaPaa(f)) if f.fault_code.as_str() == RECEIPT_DUPLICATE => {
+            Ok(())
+        }
         other => other,
     };
     let payment = node.engine().payment(&key.receipt_id).cloned();
@@ -125,12 +162,29 @@ async fn attempt(node: &Node, key: &RecipientKey, policy: DeliveryPolicy) {
         channel: payment.as_ref().map(|p| p.psp.id_channel.to_string()),
         station: Some(key.station.clone()),
     };
-    node.journal_ec(op, &key.station, &keys, &exchange, result.as_ref().map(|_| ()));
+    node.journal_ec(
+        op,
+        &key.station,
+        &keys,
+        &exchange,
+        result.as_ref().map(|_| ()),
+    );
     match &result {
-        Ok(()) => tracing::info!(receipt = %key.receipt_id, station = %key.station, "receipt delivered"),
-        Err(f) => tracing::warn!(receipt = %key.receipt_id, station = %key.station, error = %f, "receipt delivery failed"),
+        Ok(()) => {
+            tracing::info!(receipt = %key.receipt_id, station = %key.station, "receipt delivered")
+        }
+        Err(f) => {
+            tracing::warn!(receipt = %key.receipt_id, station = %key.station, error = %f, "receipt delivery failed")
+        }
     }
-    let queued = node.run(|e| e.delivery_result(key, result.map_err(|f| f.to_string()), policy, crate::clock::now_ms()));
+    let queued = node.run(|e| {
+        e.delivery_result(
+            key,
+            result.map_err(|f| f.to_string()),
+            policy,
+            crate::clock::now_ms(),
+        )
+    });
     if let Err(f) = node.finish(queued).await {
         tracing::error!(receipt = %key.receipt_id, station = %key.station, fault = %f, "delivery result not committed");
     }

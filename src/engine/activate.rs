@@ -417,8 +417,15 @@ impl Engine {
             None | Some(NoticeState::Free) => Ok(()),
             Some(NoticeState::Paid(_)) => Err(NodeFault::PagamentoDuplicato),
             Some(NoticeState::Paying(t)) => {
-                let overdue = self.payments.get(t.as_str()).is_some_and(|p| p.deadline <= now);
-                if overdue { Ok(()) } else { Err(NodeFault::PagamentoInCorso) }
+                let overdue = self
+                    .payments
+                    .get(t.as_str())
+                    .is_some_and(|p| p.deadline <= now);
+                if overdue {
+                    Ok(())
+                } else {
+                    Err(NodeFault::PagamentoInCorso)
+                }
             }
         }
     }
@@ -426,7 +433,10 @@ impl Engine {
     /// demandPaymentNotice created this notice: its payments get the outcome deadline.
     pub fn record_demand(&mut self, key: &NoticeKey, now: Millis) -> Step {
         let mut step = Step::default();
-        let notice = self.notice(key).cloned().unwrap_or_else(|| super::Notice::free(key.clone()));
+        let notice = self
+            .notice(key)
+            .cloned()
+            .unwrap_or_else(|| super::Notice::free(key.clone()));
         if notice.state == NoticeState::Free {
             step.writes.push(Write::Event(StateEvent {
                 at: now,
@@ -439,7 +449,14 @@ impl Engine {
                 outcome: Some("OK".into()),
                 detail: None,
             }));
-            self.set_notice(super::Notice { demanded_at: Some(now), ..notice }, now, &mut step);
+            self.set_notice(
+                super::Notice {
+                    demanded_at: Some(now),
+                    ..notice
+                },
+                now,
+                &mut step,
+            );
         }
         step
     }

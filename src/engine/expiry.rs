@@ -4,8 +4,7 @@
 //! timer fires.
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, PaymentStatus, StateEvent, Step,
-    Version, Write,
+    Engine, EventKind, Millis, Notice, NoticeState, PaymentStatus, StateEvent, Step, Version, Write,
 };
 use crate::codec::Operation;
 

@@ -69,7 +69,9 @@ impl Engine {
         let entry = match self.recent_idem.get(&idem.key) {
             Some((_, Recent::Entry(e))) => Some(e.clone()),
             // Deleted meanwhile: the stored entry is gone too, unless it is another token's.
-            Some((_, Recent::Deleted(token))) => stored.filter(|e| e.token.as_deref() != Some(token.as_str())),
+            Some((_, Recent::Deleted(token))) => {
+                stored.filter(|e| e.token.as_deref() != Some(token.as_str()))
+            }
             None => stored,
         };
         match entry {
@@ -94,11 +96,13 @@ impl Engine {
     pub(super) fn answered_meanwhile(&self, ctx: &RequestCtx, now: Millis) -> Option<Step> {
         let idem = ctx.idem.as_ref()?;
         match self.recent_idem.get(&idem.key) {
-            Some((_, Recent::Entry(e))) if e.valid_to > now => Some(if e.request_hash == idem.hash {
-                Step::reply(e.response.clone())
-            } else {
-                self.idempotency_mismatch(ctx)
-            }),
+            Some((_, Recent::Entry(e))) if e.valid_to > now => {
+                Some(if e.request_hash == idem.hash {
+                    Step::reply(e.response.clone())
+                } else {
+                    self.idempotency_mismatch(ctx)
+                })
+            }
             _ => None,
         }
     }
@@ -152,7 +156,8 @@ impl Engine {
             inserted_at: now,
         };
         step.writes.push(Write::PutIdempotency(entry.clone()));
-        self.recent_idem.insert(idem.key.clone(), (now, Recent::Entry(entry)));
+        self.recent_idem
+            .insert(idem.key.clone(), (now, Recent::Entry(entry)));
         self.recent_idem_order.push_back((now, idem.key.clone()));
     }
 
@@ -161,12 +166,19 @@ impl Engine {
     /// another request, the newer entry stays. A tombstone stays in memory until the deletion is
     /// surely committed.
     pub(super) fn uncache_activation(&mut self, p: &Payment, now: Millis, step: &mut Step) {
-        let Some(key) = &p.idempotency_key else { return };
-        let key = IdemKey { psp: p.psp.id_psp.to_string(), key: key.to_string(), primitive: activate_primitive(p.psp_version) };
+        let Some(key) = &p.idempotency_key else {
+            return;
+        };
+        let key = IdemKey {
+            psp: p.psp.id_psp.to_string(),
+            key: key.to_string(),
+            primitive: activate_primitive(p.psp_version),
+        };
         let token = p.token.to_string();
         let newer = matches!(self.recent_idem.get(&key), Some((_, Recent::Entry(e))) if e.token.as_deref() != Some(token.as_str()));
         if !newer {
-            self.recent_idem.insert(key.clone(), (now, Recent::Deleted(token.clone())));
+            self.recent_idem
+                .insert(key.clone(), (now, Recent::Deleted(token.clone())));
             self.recent_idem_order.push_back((now, key.clone()));
         }
         step.writes.push(Write::DeleteIdempotency { key, token });

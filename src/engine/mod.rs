@@ -38,7 +38,10 @@ pub enum Write {
     Recipient(Recipient),
     PutIdempotency(IdemEntry),
     /// Deletes the entry under `key` if it is the one cached for `token`.
-    DeleteIdempotency { key: IdemKey, token: String },
+    DeleteIdempotency {
+        key: IdemKey,
+        token: String,
+    },
     Event(StateEvent),
 }
 

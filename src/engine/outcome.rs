@@ -3,8 +3,8 @@
 //! `PPT_ESITO_GIA_ACQUISITO`; a late one the official late-outcome codes.
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus,
-    RequestCtx, StateEvent, Step, Version, Write,
+    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus, RequestCtx,
+    StateEvent, Step, Version, Write,
 };
 use crate::codec::node_for_psp::{
     OutcomeDetailsV2, SendPaymentOutcomeRes, SendPaymentOutcomeV2Response,

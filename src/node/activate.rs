@@ -5,10 +5,14 @@ use std::time::Duration;
 use super::{Keys, Node, new_token, psp_ref};
 use crate::codec::Message;
 use crate::codec::node_for_psp::{ActivatePaymentNoticeReq, ActivatePaymentNoticeV2Request};
-use crate::codec::pa_for_node::{PaGetPaymentReq, PaGetPaymentRes, PaGetPaymentV2Request, PaGetPaymentV2Response, PaymentPaV2};
+use crate::codec::pa_for_node::{
+    PaGetPaymentReq, PaGetPaymentRes, PaGetPaymentV2Request, PaGetPaymentV2Response, PaymentPaV2,
+};
 use crate::codec::types::{Password, Text35};
 use crate::codec::{Operation, common::QrCode};
-use crate::engine::{ActivateCommand, ActivateStep, ActivationRequest, NoticeKey, StationRef, Version, data_from_v1};
+use crate::engine::{
+    ActivateCommand, ActivateStep, ActivationRequest, NoticeKey, StationRef, Version, data_from_v1,
+};
 use crate::fault::NodeFault;
 use crate::registry::Route;
 
@@ -30,8 +34,19 @@ impl Node {
             payment_method: None,
             touch_point: None,
         };
-        let a = Activation { version: Version::V1, password: &r.password, qr: &r.qr_code, request };
-        self.activate(&r, (&r.id_psp, &r.id_broker_psp, &r.id_channel), r.idempotency_key.as_deref(), a).await
+        let a = Activation {
+            version: Version::V1,
+            password: &r.password,
+            qr: &r.qr_code,
+            request,
+        };
+        self.activate(
+            &r,
+            (&r.id_psp, &r.id_broker_psp, &r.id_channel),
+            r.idempotency_key.as_deref(),
+            a,
+        )
+        .await
     }
 
     pub(super) async fn activate_v2(&self, r: ActivatePaymentNoticeV2Request) -> (String, Keys) {
@@ -43,11 +58,28 @@ impl Node {
             payment_method: r.payment_method,
             touch_point: r.touch_point,
         };
-        let a = Activation { version: Version::V2, password: &r.password, qr: &r.qr_code, request };
-        self.activate(&r, (&r.id_psp, &r.id_broker_psp, &r.id_channel), r.idempotency_key.as_deref(), a).await
+        let a = Activation {
+            version: Version::V2,
+            password: &r.password,
+            qr: &r.qr_code,
+            request,
+        };
+        self.activate(
+            &r,
+            (&r.id_psp, &r.id_broker_psp, &r.id_channel),
+            r.idempotency_key.as_deref(),
+            a,
+        )
+        .await
     }
 
-    async fn activate<M: Message>(&self, msg: &M, ids: (&Text35, &Text35, &Text35), key: Option<&str>, a: Activation<'_>) -> (String, Keys) {
+    async fn activate<M: Message>(
+        &self,
+        msg: &M,
+        ids: (&Text35, &Text35, &Text35),
+        key: Option<&str>,
+        a: Activation<'_>,
+    ) -> (String, Keys) {
         let op = M::OPERATION;
         let notice = NoticeKey::from_qr(a.qr);
         let mut keys = Keys::psp(ids.0, ids.2).notice(&notice);
@@ -55,13 +87,21 @@ impl Node {
         match self.idempotent_reply(&ctx) {
             Ok(Some(reply)) => return (reply, keys),
             Ok(None) => {}
-            Err(f) => return (crate::codec::ko_envelope(op, f.to_bean(ctx.extended_faults)), keys),
+            Err(f) => {
+                return (
+                    crate::codec::ko_envelope(op, f.to_bean(ctx.extended_faults)),
+                    keys,
+                );
+            }
         }
         let caller = match self.authenticate(&ctx, a.password).await {
             Ok(c) => c,
             Err(reply) => return (reply, keys),
         };
-        let checks = self.registry.require_psp_activation(&caller).and_then(|_| self.registry.route_notice(a.qr));
+        let checks = self
+            .registry
+            .require_psp_activation(&caller)
+            .and_then(|_| self.registry.route_notice(a.qr));
         let route = match checks {
             Ok(route) => route,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
@@ -82,7 +122,10 @@ impl Node {
             },
             token: token.clone(),
             request: a.request.clone(),
-            outcome_deadline_ms: caller.channel.outcome_deadline_ms.unwrap_or(self.registry.timings().outcome_deadline_ms),
+            outcome_deadline_ms: caller
+                .channel
+                .outcome_deadline_ms
+                .unwrap_or(self.registry.timings().outcome_deadline_ms),
         };
         let (queued, done) = {
             let mut engine = self.engine();
@@ -96,14 +139,25 @@ impl Node {
         }
         // An expired token found on the notice is cancelled durably before the new activation.
         if let Err(f) = self.finish(queued).await {
-            let queued = self.run(|e| e.activation_failed(self.registry.timings(), token.as_str(), &f, crate::clock::now_ms()));
+            let queued = self.run(|e| {
+                e.activation_failed(
+                    self.registry.timings(),
+                    token.as_str(),
+                    &f,
+                    crate::clock::now_ms(),
+                )
+            });
             return (self.reply(op, queued).await, keys);
         }
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
         let now = crate::clock::now_ms();
         let queued = match data {
-            Ok(data) => self.run(|e| e.activation_completed(&self.registry, token.as_str(), data, now)),
-            Err(f) => self.run(|e| e.activation_failed(self.registry.timings(), token.as_str(), &f, now)),
+            Ok(data) => {
+                self.run(|e| e.activation_completed(&self.registry, token.as_str(), data, now))
+            }
+            Err(f) => {
+                self.run(|e| e.activation_failed(self.registry.timings(), token.as_str(), &f, now))
+            }
         };
         let reply = self.reply(op, queued).await;
         if super::reply_outcome(&reply) == "OK" {
@@ -113,12 +167,23 @@ impl Node {
     }
 
     /// paGetPayment or paGetPaymentV2, as the station's version says (whatever the PSP used).
-    async fn get_payment(&self, route: &Route<'_>, qr: &QrCode, a: &ActivationRequest, keys: &Keys) -> Result<PaymentPaV2, NodeFault> {
-        let (id_pa, id_broker_pa, id_station) =
-            (Text35::truncated(qr.fiscal_code.as_str()), Text35::truncated(&route.station.broker), Text35::truncated(&route.station.id));
+    async fn get_payment(
+        &self,
+        route: &Route<'_>,
+        qr: &QrCode,
+        a: &ActivationRequest,
+        keys: &Keys,
+    ) -> Result<PaymentPaV2, NodeFault> {
+        let (id_pa, id_broker_pa, id_station) = (
+            Text35::truncated(qr.fiscal_code.as_str()),
+            Text35::truncated(&route.station.broker),
+            Text35::truncated(&route.station.id),
+        );
         let timeout = Duration::from_millis(self.registry.station_timeout_ms(route.station));
         let url = &route.station.url;
-        let missing_data = || NodeFault::StazioneIntPaErroreResponse("data missing in the paGetPayment answer".into());
+        let missing_data = || {
+            NodeFault::StazioneIntPaErroreResponse("data missing in the paGetPayment answer".into())
+        };
         if route.station.version >= 2 {
             let req = PaGetPaymentV2Request {
                 id_pa,
@@ -130,9 +195,18 @@ impl Node {
                 transfer_type: None,
                 due_date: a.due_date.clone(),
             };
-            let (result, ex) = self.ec.call::<_, PaGetPaymentV2Response>(url, &req, timeout).await;
+            let (result, ex) = self
+                .ec
+                .call::<_, PaGetPaymentV2Response>(url, &req, timeout)
+                .await;
             let result = result.and_then(|r| r.data.ok_or_else(missing_data));
-            self.journal_ec(Operation::PaGetPaymentV2, &route.station.id, keys, &ex, result.as_ref().map(drop));
+            self.journal_ec(
+                Operation::PaGetPaymentV2,
+                &route.station.id,
+                keys,
+                &ex,
+                result.as_ref().map(drop),
+            );
             result
         } else {
             let req = PaGetPaymentReq {
@@ -147,7 +221,13 @@ impl Node {
             };
             let (result, ex) = self.ec.call::<_, PaGetPaymentRes>(url, &req, timeout).await;
             let result = result.and_then(|r| r.data.ok_or_else(missing_data));
-            self.journal_ec(Operation::PaGetPayment, &route.station.id, keys, &ex, result.as_ref().map(drop));
+            self.journal_ec(
+                Operation::PaGetPayment,
+                &route.station.id,
+                keys,
+                &ex,
+                result.as_ref().map(drop),
+            );
             Ok(data_from_v1(result?, &route.ec.name))
         }
     }

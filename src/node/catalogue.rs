@@ -2,10 +2,16 @@
 //! category and commission, as a base64 `listaCatalogoServizi` document.
 
 use super::{Keys, Node, psp_ref};
-use crate::codec::catalogue::{CatalogoServizi, ElencoSoggettiEroganti, ListaCatalogoServizi, SoggettoErogante};
-use crate::codec::node_for_psp::{NodoChiediCatalogoServiziV2Request, NodoChiediCatalogoServiziV2Response};
+use crate::codec::catalogue::{
+    CatalogoServizi, ElencoSoggettiEroganti, ListaCatalogoServizi, SoggettoErogante,
+};
+use crate::codec::node_for_psp::{
+    NodoChiediCatalogoServiziV2Request, NodoChiediCatalogoServiziV2Response,
+};
 use crate::codec::schema::Bounded;
-use crate::codec::types::{Base64Binary, Commissione, IsoDate, Outcome, ServiceCode, Text35, Text70};
+use crate::codec::types::{
+    Base64Binary, Commissione, IsoDate, Outcome, ServiceCode, Text35, Text70,
+};
 use crate::codec::{ko_envelope, write_envelope};
 use crate::engine::RequestCtx;
 use crate::fault::NodeFault;
@@ -15,7 +21,11 @@ impl Node {
     /// Answers from configuration only: nothing to commit, nothing to cache.
     pub(super) fn catalogue(&self, r: NodoChiediCatalogoServiziV2Request) -> (String, Keys) {
         let keys = Keys::psp(&r.identificativo_psp, &r.identificativo_canale);
-        let psp = psp_ref(&r.identificativo_psp, &r.identificativo_intermediario_psp, &r.identificativo_canale);
+        let psp = psp_ref(
+            &r.identificativo_psp,
+            &r.identificativo_intermediario_psp,
+            &r.identificativo_canale,
+        );
         let ctx = self.request_ctx(&r, psp, None);
         let cred = PspCredentials {
             id_psp: &r.identificativo_psp,
@@ -23,7 +33,10 @@ impl Node {
             id_channel: &r.identificativo_canale,
             password: &r.password,
         };
-        let result = self.registry.authenticate(cred).and_then(|_| self.build_catalogue(&r));
+        let result = self
+            .registry
+            .authenticate(cred)
+            .and_then(|_| self.build_catalogue(&r));
         let reply = match result {
             Ok(doc) => write_envelope(&NodoChiediCatalogoServiziV2Response {
                 outcome: Outcome::Ok,
@@ -37,7 +50,10 @@ impl Node {
 
     /// The catalogue document after the filters; `None` when no service matches (the
     /// document needs at least one).
-    fn build_catalogue(&self, r: &NodoChiediCatalogoServiziV2Request) -> Result<Option<String>, NodeFault> {
+    fn build_catalogue(
+        &self,
+        r: &NodoChiediCatalogoServiziV2Request,
+    ) -> Result<Option<String>, NodeFault> {
         if let Some(ec) = &r.identificativo_dominio {
             match self.registry.ec(ec) {
                 None => return Err(NodeFault::DominioSconosciuto),
@@ -47,24 +63,44 @@ impl Node {
         }
         let mut services = Vec::new();
         for s in self.registry.services() {
-            if r.categoria.as_ref().is_some_and(|c| s.category.as_deref() != Some(c.as_str())) {
+            if r.categoria
+                .as_ref()
+                .is_some_and(|c| s.category.as_deref() != Some(c.as_str()))
+            {
                 continue;
             }
             let providers: Vec<SoggettoErogante> = s
                 .provider
                 .iter()
-                .filter(|p| r.identificativo_dominio.as_ref().is_none_or(|d| d.as_str() == p.ec))
-                .filter(|p| r.commissione.is_none_or(|c| p.commission.as_deref().unwrap_or("N") == c.as_str()))
+                .filter(|p| {
+                    r.identificativo_dominio
+                        .as_ref()
+                        .is_none_or(|d| d.as_str() == p.ec)
+                })
+                .filter(|p| {
+                    r.commissione
+                        .is_none_or(|c| p.commission.as_deref().unwrap_or("N") == c.as_str())
+                })
                 .map(|p| SoggettoErogante {
                     id_soggetto_servizio: ServiceCode::truncated(&p.id),
                     id_dominio: Text35::truncated(&p.ec),
-                    denominazione_ente_creditore: Text70::truncated(self.registry.ec(&p.ec).map(|e| e.name.as_str()).unwrap_or(&p.ec)),
+                    denominazione_ente_creditore: Text70::truncated(
+                        self.registry
+                            .ec(&p.ec)
+                            .map(|e| e.name.as_str())
+                            .unwrap_or(&p.ec),
+                    ),
                     data_inizio_validita: IsoDate::from_naive(p.valid_from),
                     data_fine_validita: p.valid_to.map(IsoDate::from_naive),
-                    commissione: p.commission.as_deref().and_then(|c| c.parse::<Commissione>().ok()),
+                    commissione: p
+                        .commission
+                        .as_deref()
+                        .and_then(|c| c.parse::<Commissione>().ok()),
                 })
                 .collect();
-            let Some(soggetto_erogante) = Bounded::new(providers) else { continue };
+            let Some(soggetto_erogante) = Bounded::new(providers) else {
+                continue;
+            };
             services.push(CatalogoServizi {
                 id_servizio: ServiceCode::truncated(&s.id),
                 descrizione_servizio: Text70::truncated(&s.description),
@@ -73,7 +109,8 @@ impl Node {
                 xsd_riferimento: Text35::truncated(&s.xsd),
             });
         }
-        Ok(Bounded::new(services).map(|catalogo_servizi| ListaCatalogoServizi { catalogo_servizi }.to_document()))
+        Ok(Bounded::new(services)
+            .map(|catalogo_servizi| ListaCatalogoServizi { catalogo_servizi }.to_document()))
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::verify::psp_option;
 use super::{Keys, Node, psp_ref, today};
-use crate::codec::node_for_psp::{DemandPaymentNoticeRequest, DemandPaymentNoticeResponse, PaymentOptionsDescriptionList};
+use crate::codec::node_for_psp::{
+    DemandPaymentNoticeRequest, DemandPaymentNoticeResponse, PaymentOptionsDescriptionList,
+};
 use crate::codec::pa_for_node::{PaDemandPaymentNoticeRequest, PaDemandPaymentNoticeResponse};
 use crate::codec::schema::Bounded;
 use crate::codec::service::ServiceSchema;
@@ -18,11 +20,18 @@ use crate::fault::NodeFault;
 impl Node {
     pub(super) async fn demand(&self, r: DemandPaymentNoticeRequest) -> (String, Keys) {
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel);
-        let ctx = self.request_ctx(&r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
+        let ctx = self.request_ctx(
+            &r,
+            psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel),
+            None,
+        );
         if let Err(reply) = self.authenticate(&ctx, &r.password).await {
             return (reply, keys);
         }
-        let svc = match self.registry.resolve_service(&r.id_soggetto_servizio, today()) {
+        let svc = match self
+            .registry
+            .resolve_service(&r.id_soggetto_servizio, today())
+        {
             Ok(s) => s,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
@@ -32,7 +41,10 @@ impl Node {
         // schema the catalogue names for this service.
         let expected = ServiceSchema::from_xsd_name(&svc.service.xsd);
         if r.dati_specifici_servizio.schema() != expected || expected.is_none() {
-            let fault = NodeFault::SintassiXsd(format!("datiSpecificiServizio is not a {} document", svc.service.xsd));
+            let fault = NodeFault::SintassiXsd(format!(
+                "datiSpecificiServizio is not a {} document",
+                svc.service.xsd
+            ));
             return (self.refuse(&ctx, fault).await, keys);
         }
         let req = PaDemandPaymentNoticeRequest {
@@ -44,18 +56,29 @@ impl Node {
             dati_specifici_servizio_request: r.dati_specifici_servizio.clone(),
         };
         let timeout = Duration::from_millis(self.registry.station_timeout_ms(svc.route.station));
-        let (result, exchange) = self.ec.call::<_, PaDemandPaymentNoticeResponse>(&svc.route.station.url, &req, timeout).await;
+        let (result, exchange) = self
+            .ec
+            .call::<_, PaDemandPaymentNoticeResponse>(&svc.route.station.url, &req, timeout)
+            .await;
         let result = result.and_then(to_psp);
         // The notice the EC created keys the exchange too, so that it is part of the payment's story.
         if let Some(qr) = result.as_ref().ok().and_then(|r| r.qr_code.as_ref()) {
             keys = keys.notice(&NoticeKey::from_qr(qr));
         }
-        self.journal_ec(Operation::PaDemandPaymentNotice, &svc.route.station.id, &keys, &exchange, result.as_ref().map(drop));
+        self.journal_ec(
+            Operation::PaDemandPaymentNotice,
+            &svc.route.station.id,
+            &keys,
+            &exchange,
+            result.as_ref().map(drop),
+        );
         let res = match result {
             Ok(res) => res,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
-        let Some(qr) = &res.qr_code else { unreachable!("to_psp requires qrCode") };
+        let Some(qr) = &res.qr_code else {
+            unreachable!("to_psp requires qrCode")
+        };
         let notice = NoticeKey::from_qr(qr);
         if let Err(f) = self.hydrate_notice(&notice) {
             return (self.refuse(&ctx, f).await, keys);
@@ -71,17 +94,25 @@ impl Node {
 /// The node's rules on an OK paDemandPaymentNotice answer (BEHAVIOUR.md Part A §2.4): qrCode,
 /// the payment option, description, fiscal code and company name must be there.
 fn to_psp(res: PaDemandPaymentNoticeResponse) -> Result<DemandPaymentNoticeResponse, NodeFault> {
-    let missing = |what: &str| NodeFault::StazioneIntPaErroreResponse(format!("{what} missing in paDemandPaymentNoticeResponse"));
+    let missing = |what: &str| {
+        NodeFault::StazioneIntPaErroreResponse(format!(
+            "{what} missing in paDemandPaymentNoticeResponse"
+        ))
+    };
     let qr = res.qr_code.ok_or_else(|| missing("qrCode"))?;
     let list = res.payment_list.ok_or_else(|| missing("paymentList"))?;
-    let description = res.payment_description.ok_or_else(|| missing("paymentDescription"))?;
+    let description = res
+        .payment_description
+        .ok_or_else(|| missing("paymentDescription"))?;
     let fiscal_code = res.fiscal_code_pa.ok_or_else(|| missing("fiscalCodePA"))?;
     let company = res.company_name.ok_or_else(|| missing("companyName"))?;
     Ok(DemandPaymentNoticeResponse {
         outcome: Outcome::Ok,
         fault: None,
         qr_code: Some(qr),
-        payment_list: Some(PaymentOptionsDescriptionList { payment_option_description: Bounded::one(psp_option(&list.payment_option_description)) }),
+        payment_list: Some(PaymentOptionsDescriptionList {
+            payment_option_description: Bounded::one(psp_option(&list.payment_option_description)),
+        }),
         payment_description: Some(Text210::truncated(&description)),
         fiscal_code_pa: Some(fiscal_code),
         company_name: Some(company),

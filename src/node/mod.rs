@@ -14,7 +14,9 @@ use crate::codec::{AnyMessage, Body, Direction, Operation, ko_envelope, read_any
 use crate::deadlines::Deadlines;
 use crate::delivery::Delivery;
 use crate::ec_client::{EcClient, Exchange};
-use crate::engine::{Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, RequestCtx, Step, request_hash};
+use crate::engine::{
+    Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, RequestCtx, Step, request_hash,
+};
 use crate::fault::NodeFault;
 use crate::journal::{Category, JournalEntry, NODE, Subtype};
 use crate::registry::{Caller, PspCredentials, Registry};
@@ -60,7 +62,11 @@ pub struct Keys {
 
 impl Keys {
     fn psp(id_psp: &str, id_channel: &str) -> Keys {
-        Keys { psp: Some(id_psp.to_string()), channel: Some(id_channel.to_string()), ..Keys::default() }
+        Keys {
+            psp: Some(id_psp.to_string()),
+            channel: Some(id_channel.to_string()),
+            ..Keys::default()
+        }
     }
 
     fn notice(mut self, key: &NoticeKey) -> Keys {
@@ -81,8 +87,21 @@ pub fn new_token() -> crate::codec::types::PaymentToken {
 }
 
 impl Node {
-    pub fn new(registry: Arc<Registry>, store: Arc<dyn Store>, ec: EcClient, deadlines: Deadlines, delivery: Delivery) -> Node {
-        Node { registry, engine: Mutex::new(Engine::new()), store, ec, deadlines, delivery }
+    pub fn new(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        ec: EcClient,
+        deadlines: Deadlines,
+        delivery: Delivery,
+    ) -> Node {
+        Node {
+            registry,
+            engine: Mutex::new(Engine::new()),
+            store,
+            ec,
+            deadlines,
+            delivery,
+        }
     }
 
     /// The engine, locked. Never held across an await.
@@ -152,7 +171,13 @@ impl Node {
     /// and returns its reply.
     pub(crate) async fn finish(&self, queued: Queued) -> Result<Option<String>, NodeFault> {
         let Queued { commit, step } = queued;
-        let Step { writes: _, reply, arm, disarm, deliver } = step;
+        let Step {
+            writes: _,
+            reply,
+            arm,
+            disarm,
+            deliver,
+        } = step;
         if let Some(commit) = commit
             && let Err(e) = commit.await
         {
@@ -179,40 +204,84 @@ impl Node {
     async fn reply(&self, op: Operation, queued: Queued) -> String {
         match self.finish(queued).await {
             Ok(Some(r)) => r,
-            Ok(None) => ko_envelope(op, NodeFault::SystemError("request lost during a store recovery".into()).to_bean(true)),
+            Ok(None) => ko_envelope(
+                op,
+                NodeFault::SystemError("request lost during a store recovery".into()).to_bean(true),
+            ),
             Err(f) => ko_envelope(op, f.to_bean(true)),
         }
     }
 
     /// Handles one nodeForPsp request: the HTTP layer's only entry point.
-    pub async fn handle_soap(&self, soap_action: Option<&str>, query: Option<&str>, body: &[u8], too_big: bool) -> SoapReply {
+    pub async fn handle_soap(
+        &self,
+        soap_action: Option<&str>,
+        query: Option<&str>,
+        body: &[u8],
+        too_big: bool,
+    ) -> SoapReply {
         let started = crate::clock::now_ms();
         let Some(op) = crate::codec::detect_operation(soap_action, query, body) else {
             tracing::warn!(bytes = body.len(), "request for no recognisable operation");
-            return SoapReply { status: 500, body: soap_client_fault("unknown operation: no SOAPAction and no recognisable Body"), operation: None };
+            return SoapReply {
+                status: 500,
+                body: soap_client_fault(
+                    "unknown operation: no SOAPAction and no recognisable Body",
+                ),
+                operation: None,
+            };
         };
         if op.interface() != crate::codec::Interface::NodeForPsp {
-            return SoapReply { status: 500, body: soap_client_fault(&format!("{} is not a nodeForPsp operation", op.soap_action())), operation: Some(op) };
+            return SoapReply {
+                status: 500,
+                body: soap_client_fault(&format!(
+                    "{} is not a nodeForPsp operation",
+                    op.soap_action()
+                )),
+                operation: Some(op),
+            };
         }
         let (reply, keys) = if too_big {
             let limit = self.registry.config().node.max_body_bytes;
-            (self.syntax_fault(op, body, format!("request body larger than {limit} bytes")), Keys::default())
+            (
+                self.syntax_fault(op, body, format!("request body larger than {limit} bytes")),
+                Keys::default(),
+            )
         } else {
             match read_any(body) {
                 Err(v) => (self.syntax_fault(op, body, v.to_string()), Keys::default()),
-                Ok(Body::Fault(_)) => (self.syntax_fault(op, body, "a SOAP Fault is not a request".into()), Keys::default()),
-                Ok(Body::Message(m)) if m.direction() != Direction::Request => {
-                    (self.syntax_fault(op, body, format!("'{}' is a response, not a request", m.root())), Keys::default())
-                }
+                Ok(Body::Fault(_)) => (
+                    self.syntax_fault(op, body, "a SOAP Fault is not a request".into()),
+                    Keys::default(),
+                ),
+                Ok(Body::Message(m)) if m.direction() != Direction::Request => (
+                    self.syntax_fault(
+                        op,
+                        body,
+                        format!("'{}' is a response, not a request", m.root()),
+                    ),
+                    Keys::default(),
+                ),
                 Ok(Body::Message(m)) if m.operation() != op && soap_action.is_some() => {
-                    let why = format!("SOAPAction '{}' does not match the request element '{}'", op.soap_action(), m.root());
-                    (ko_envelope(op, NodeFault::SoapActionErrata(why).to_bean(true)), Keys::default())
+                    let why = format!(
+                        "SOAPAction '{}' does not match the request element '{}'",
+                        op.soap_action(),
+                        m.root()
+                    );
+                    (
+                        ko_envelope(op, NodeFault::SoapActionErrata(why).to_bean(true)),
+                        Keys::default(),
+                    )
                 }
                 Ok(Body::Message(m)) => self.dispatch(m).await,
             }
         };
         self.journal_psp(op, body, &reply, &keys, started);
-        SoapReply { status: 200, body: reply, operation: Some(op) }
+        SoapReply {
+            status: 200,
+            body: reply,
+            operation: Some(op),
+        }
     }
 
     async fn dispatch(&self, m: AnyMessage) -> (String, Keys) {
@@ -226,7 +295,10 @@ impl Node {
             AnyMessage::NodoChiediCatalogoServiziV2Request(r) => self.catalogue(r),
             other => {
                 let op = other.operation();
-                let fault = NodeFault::Semantica(format!("{} is not served by this node", op.soap_action()));
+                let fault = NodeFault::Semantica(format!(
+                    "{} is not served by this node",
+                    op.soap_action()
+                ));
                 (ko_envelope(op, fault.to_bean(true)), Keys::default())
             }
         }
@@ -240,10 +312,18 @@ impl Node {
         if let Some((psp, key)) = sniff_idempotency(body)
             && self.registry.config().node.use_idempotency
         {
-            let key = IdemKey { psp, key, primitive: op.soap_action() };
+            let key = IdemKey {
+                psp,
+                key,
+                primitive: op.soap_action(),
+            };
             let stored = self.store.load_idempotency(&key).ok().flatten();
             let ctx = IdemCtx { key, hash: [0; 32] };
-            if self.engine().check_idempotency(&ctx, stored, crate::clock::now_ms()) != IdemCheck::Fresh {
+            if self
+                .engine()
+                .check_idempotency(&ctx, stored, crate::clock::now_ms())
+                != IdemCheck::Fresh
+            {
                 return ko_envelope(op, NodeFault::ErroreIdempotenza.to_bean(true));
             }
         }
@@ -251,29 +331,56 @@ impl Node {
     }
 
     /// The request context, with its idempotency scope when it has a key and idempotency is on.
-    fn request_ctx<M: crate::codec::Message>(&self, msg: &M, psp: PspRef, key: Option<&str>) -> RequestCtx {
-        let extended = self.registry.psp_broker(&psp.id_broker_psp).is_none_or(|b| b.extended_fault_bean);
-        let idem = key.filter(|_| self.registry.config().node.use_idempotency).map(|k| IdemCtx {
-            key: IdemKey { psp: psp.id_psp.to_string(), key: k.to_string(), primitive: M::OPERATION.soap_action() },
-            hash: request_hash(msg),
-        });
-        RequestCtx { operation: M::OPERATION, psp, extended_faults: extended, idem }
+    fn request_ctx<M: crate::codec::Message>(
+        &self,
+        msg: &M,
+        psp: PspRef,
+        key: Option<&str>,
+    ) -> RequestCtx {
+        let extended = self
+            .registry
+            .psp_broker(&psp.id_broker_psp)
+            .is_none_or(|b| b.extended_fault_bean);
+        let idem = key
+            .filter(|_| self.registry.config().node.use_idempotency)
+            .map(|k| IdemCtx {
+                key: IdemKey {
+                    psp: psp.id_psp.to_string(),
+                    key: k.to_string(),
+                    primitive: M::OPERATION.soap_action(),
+                },
+                hash: request_hash(msg),
+            });
+        RequestCtx {
+            operation: M::OPERATION,
+            psp,
+            extended_faults: extended,
+            idem,
+        }
     }
 
     /// Consults the idempotency cache: `Some(reply)` ends the request there.
     fn idempotent_reply(&self, ctx: &RequestCtx) -> Result<Option<String>, NodeFault> {
-        let Some(idem) = &ctx.idem else { return Ok(None) };
+        let Some(idem) = &ctx.idem else {
+            return Ok(None);
+        };
         let stored = self.store.load_idempotency(&idem.key).map_err(system)?;
         let engine = self.engine();
-        Ok(match engine.check_idempotency(idem, stored, crate::clock::now_ms()) {
-            IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r),
-            IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
-        })
+        Ok(
+            match engine.check_idempotency(idem, stored, crate::clock::now_ms()) {
+                IdemCheck::Fresh => None,
+                IdemCheck::Replay(r) => Some(r),
+                IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
+            },
+        )
     }
 
     /// Authenticates the caller; a failure is answered (and cached) right away.
-    async fn authenticate(&self, ctx: &RequestCtx, password: &crate::codec::types::Password) -> Result<Caller<'_>, String> {
+    async fn authenticate(
+        &self,
+        ctx: &RequestCtx,
+        password: &crate::codec::types::Password,
+    ) -> Result<Caller<'_>, String> {
         let cred = PspCredentials {
             id_psp: &ctx.psp.id_psp,
             id_broker_psp: &ctx.psp.id_broker_psp,
@@ -289,7 +396,8 @@ impl Node {
     /// Refuses a request with a fault (cached under its key) and returns the reply.
     async fn refuse(&self, ctx: &RequestCtx, fault: NodeFault) -> String {
         tracing::info!(operation = ctx.operation.soap_action(), psp = %ctx.psp.id_psp, fault = fault.code(), "request refused");
-        let queued = self.run(|e| e.refuse(ctx, &fault, self.registry.timings(), crate::clock::now_ms()));
+        let queued =
+            self.run(|e| e.refuse(ctx, &fault, self.registry.timings(), crate::clock::now_ms()));
         self.reply(ctx.operation, queued).await
     }
 
@@ -299,7 +407,8 @@ impl Node {
             return Ok(());
         }
         let stored = self.store.load_notice(key).map_err(system)?;
-        self.engine().hydrate_notice(key, stored, crate::clock::now_ms());
+        self.engine()
+            .hydrate_notice(key, stored, crate::clock::now_ms());
         Ok(())
     }
 
@@ -309,7 +418,8 @@ impl Node {
             return Ok(());
         }
         let stored = self.store.load_payment(token).map_err(system)?;
-        self.engine().hydrate_payment(stored, crate::clock::now_ms());
+        self.engine()
+            .hydrate_payment(stored, crate::clock::now_ms());
         Ok(())
     }
 
@@ -326,7 +436,14 @@ impl Node {
     }
 
     /// Journals an exchange with a station.
-    pub(crate) fn journal_ec(&self, op: Operation, station: &str, keys: &Keys, ex: &Exchange, result: Result<(), &NodeFault>) {
+    pub(crate) fn journal_ec(
+        &self,
+        op: Operation,
+        station: &str,
+        keys: &Keys,
+        ex: &Exchange,
+        result: Result<(), &NodeFault>,
+    ) {
         if !self.registry.config().journal.enabled {
             return;
         }
@@ -345,7 +462,13 @@ impl Node {
             callee: Some(station.to_string()),
             ..JournalEntry::default()
         };
-        let req = JournalEntry { at: ex.started_at, subtype: Some(Subtype::Req), payload: Some(ex.request.clone()), outcome: Some("INVIATA".into()), ..base.clone() };
+        let req = JournalEntry {
+            at: ex.started_at,
+            subtype: Some(Subtype::Req),
+            payload: Some(ex.request.clone()),
+            outcome: Some("INVIATA".into()),
+            ..base.clone()
+        };
         let resp = JournalEntry {
             at: ex.started_at + ex.elapsed_ms,
             subtype: Some(Subtype::Resp),
@@ -361,7 +484,14 @@ impl Node {
         self.store.journal(vec![req, resp]);
     }
 
-    fn journal_psp(&self, op: Operation, request: &[u8], reply: &str, keys: &Keys, started: Millis) {
+    fn journal_psp(
+        &self,
+        op: Operation,
+        request: &[u8],
+        reply: &str,
+        keys: &Keys,
+        started: Millis,
+    ) {
         if !self.registry.config().journal.enabled {
             return;
         }
@@ -382,7 +512,12 @@ impl Node {
             callee: Some(NODE.into()),
             ..JournalEntry::default()
         };
-        let req = JournalEntry { at: started, subtype: Some(Subtype::Req), payload: Some(mask_password(&String::from_utf8_lossy(request))), ..base.clone() };
+        let req = JournalEntry {
+            at: started,
+            subtype: Some(Subtype::Req),
+            payload: Some(mask_password(&String::from_utf8_lossy(request))),
+            ..base.clone()
+        };
         let resp = JournalEntry {
             at: now,
             subtype: Some(Subtype::Resp),
@@ -405,14 +540,18 @@ pub fn mask_password(request: &str) -> String {
     let mut rest = request;
     while let Some(lt) = rest.find('<') {
         let tag = &rest[lt + 1..];
-        let name_len = tag.find(|c: char| c.is_whitespace() || c == '>' || c == '/').unwrap_or(tag.len());
+        let name_len = tag
+            .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+            .unwrap_or(tag.len());
         let name = &tag[..name_len];
         let is_password = name.rsplit(':').next() == Some("password") && !name.starts_with('/');
         match (is_password, tag.find('>')) {
             (true, Some(gt)) if !tag[..gt].ends_with('/') => {
                 let content_start = lt + 1 + gt + 1;
                 out.push_str(&rest[..content_start]);
-                let content_len = rest[content_start..].find('<').unwrap_or(rest.len() - content_start);
+                let content_len = rest[content_start..]
+                    .find('<')
+                    .unwrap_or(rest.len() - content_start);
                 out.push_str(MASKED_PASSWORD);
                 rest = &rest[content_start + content_len..];
             }
@@ -426,14 +565,19 @@ pub fn mask_password(request: &str) -> String {
     out
 }
 
-
 fn iuv_of(keys: &Keys) -> Option<String> {
-    keys.notice_number.as_deref().and_then(|n| crate::codec::types::NoticeNumber::new(n).ok()).map(|n| n.iuv().to_string())
+    keys.notice_number
+        .as_deref()
+        .and_then(|n| crate::codec::types::NoticeNumber::new(n).ok())
+        .map(|n| n.iuv().to_string())
 }
 
 /// `OK`, or the fault code of a KO answer (for the journal's `esito`).
 pub fn reply_outcome(reply: &str) -> String {
-    match reply.split_once("<faultCode>").and_then(|(_, rest)| rest.split_once("</faultCode>")) {
+    match reply
+        .split_once("<faultCode>")
+        .and_then(|(_, rest)| rest.split_once("</faultCode>"))
+    {
         Some((code, _)) => code.to_string(),
         None if reply.contains("<outcome>KO</outcome>") => "KO".into(),
         None => "OK".into(),
@@ -466,8 +610,16 @@ fn soap_client_fault(why: &str) -> String {
 }
 
 /// The PSP identity of an authenticated request.
-fn psp_ref(id_psp: &crate::codec::types::Text35, broker: &crate::codec::types::Text35, channel: &crate::codec::types::Text35) -> PspRef {
-    PspRef { id_psp: id_psp.clone(), id_broker_psp: broker.clone(), id_channel: channel.clone() }
+fn psp_ref(
+    id_psp: &crate::codec::types::Text35,
+    broker: &crate::codec::types::Text35,
+    channel: &crate::codec::types::Text35,
+) -> PspRef {
+    PspRef {
+        id_psp: id_psp.clone(),
+        id_broker_psp: broker.clone(),
+        id_channel: channel.clone(),
+    }
 }
 
 /// The node's `now` as a chrono date (for the catalogue's validity dates).
@@ -477,7 +629,11 @@ fn today() -> chrono::NaiveDate {
 
 impl Node {
     /// Queues a receipt's copies again (all of them, or one station's): the admin re-send.
-    pub async fn resend(&self, receipt_id: &str, station: Option<&str>) -> Result<usize, NodeFault> {
+    pub async fn resend(
+        &self,
+        receipt_id: &str,
+        station: Option<&str>,
+    ) -> Result<usize, NodeFault> {
         let stored = self.store.load_recipients(receipt_id).map_err(system)?;
         if stored.is_empty() {
             return Err(NodeFault::Semantica(format!("no receipt {receipt_id}")));
@@ -485,7 +641,9 @@ impl Node {
         if let Some(s) = station
             && !stored.iter().any(|r| r.station.as_str() == s)
         {
-            return Err(NodeFault::Semantica(format!("receipt {receipt_id} has no recipient {s}")));
+            return Err(NodeFault::Semantica(format!(
+                "receipt {receipt_id} has no recipient {s}"
+            )));
         }
         self.hydrate_payment(receipt_id)?;
         let queued = self.run(|e| e.resend(receipt_id, stored, station, crate::clock::now_ms()));
@@ -501,8 +659,17 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_journal() {
-        assert_eq!(mask_password("<a><password>secret123</password></a>"), "<a><password>********</password></a>");
-        assert_eq!(mask_password("<nfp:password >x</nfp:password><password/>"), "<nfp:password >********</nfp:password><password/>");
-        assert_eq!(mask_password("<passwordX>keep</passwordX><password>cut"), "<passwordX>keep</passwordX><password>********");
+        assert_eq!(
+            mask_password("<a><password>secret123</password></a>"),
+            "<a><password>********</password></a>"
+        );
+        assert_eq!(
+            mask_password("<nfp:password >x</nfp:password><password/>"),
+            "<nfp:password >********</nfp:password><password/>"
+        );
+        assert_eq!(
+            mask_password("<passwordX>keep</passwordX><password>cut"),
+            "<passwordX>keep</passwordX><password>********"
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 use super::{Keys, Node, psp_ref};
 use crate::codec::Message;
-use crate::codec::node_for_psp::{OutcomeDetails, OutcomeDetailsV2, SendPaymentOutcomeReq, SendPaymentOutcomeV2Request};
+use crate::codec::node_for_psp::{
+    OutcomeDetails, OutcomeDetailsV2, SendPaymentOutcomeReq, SendPaymentOutcomeV2Request,
+};
 use crate::codec::types::{Outcome, Password, PaymentToken, Text35};
 use crate::engine::{OutcomeCommand, Version};
 
@@ -40,7 +42,13 @@ impl Node {
             outcome: r.outcome,
             details: r.details.clone().map(details_v2),
         };
-        self.outcome(&r, (&r.id_psp, &r.id_broker_psp, &r.id_channel), r.idempotency_key.as_deref(), input).await
+        self.outcome(
+            &r,
+            (&r.id_psp, &r.id_broker_psp, &r.id_channel),
+            r.idempotency_key.as_deref(),
+            input,
+        )
+        .await
     }
 
     pub(super) async fn outcome_v2(&self, r: SendPaymentOutcomeV2Request) -> (String, Keys) {
@@ -51,17 +59,34 @@ impl Node {
             outcome: r.outcome,
             details: r.details.clone(),
         };
-        self.outcome(&r, (&r.id_psp, &r.id_broker_psp, &r.id_channel), r.idempotency_key.as_deref(), input).await
+        self.outcome(
+            &r,
+            (&r.id_psp, &r.id_broker_psp, &r.id_channel),
+            r.idempotency_key.as_deref(),
+            input,
+        )
+        .await
     }
 
-    async fn outcome<M: Message>(&self, msg: &M, ids: (&Text35, &Text35, &Text35), key: Option<&str>, input: OutcomeInput<'_>) -> (String, Keys) {
+    async fn outcome<M: Message>(
+        &self,
+        msg: &M,
+        ids: (&Text35, &Text35, &Text35),
+        key: Option<&str>,
+        input: OutcomeInput<'_>,
+    ) -> (String, Keys) {
         let mut keys = Keys::psp(ids.0, ids.2);
         keys.token = input.tokens.first().map(|t| t.to_string());
         let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
         match self.idempotent_reply(&ctx) {
             Ok(Some(reply)) => return (reply, keys),
             Ok(None) => {}
-            Err(f) => return (crate::codec::ko_envelope(M::OPERATION, f.to_bean(ctx.extended_faults)), keys),
+            Err(f) => {
+                return (
+                    crate::codec::ko_envelope(M::OPERATION, f.to_bean(ctx.extended_faults)),
+                    keys,
+                );
+            }
         }
         // The channel's payment model is not checked here (BEHAVIOUR.md Part A §6.2).
         if let Err(reply) = self.authenticate(&ctx, input.password).await {
@@ -72,11 +97,21 @@ impl Node {
                 return (self.refuse(&ctx, f).await, keys);
             }
         }
-        if let Some(p) = input.tokens.first().and_then(|t| self.engine().payment(t.as_str()).cloned()) {
+        if let Some(p) = input
+            .tokens
+            .first()
+            .and_then(|t| self.engine().payment(t.as_str()).cloned())
+        {
             keys = keys.notice(&p.notice);
             keys.station = Some(p.station.id.to_string());
         }
-        let cmd = OutcomeCommand { ctx, version: input.version, tokens: input.tokens, outcome: input.outcome, details: input.details };
+        let cmd = OutcomeCommand {
+            ctx,
+            version: input.version,
+            tokens: input.tokens,
+            outcome: input.outcome,
+            details: input.details,
+        };
         let queued = self.run(|e| e.outcome(&self.registry, cmd, crate::clock::now_ms()));
         (self.reply(M::OPERATION, queued).await, keys)
     }

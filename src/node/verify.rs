@@ -3,8 +3,13 @@
 use std::time::Duration;
 
 use super::{Keys, Node, psp_ref};
-use crate::codec::node_for_psp::{PaymentOptionDescription, PaymentOptionsDescriptionList, VerifyPaymentNoticeReq, VerifyPaymentNoticeRes};
-use crate::codec::pa_for_node::{PaVerifyPaymentNoticeReq, PaVerifyPaymentNoticeRes, PaymentOptionDescriptionPa};
+use crate::codec::node_for_psp::{
+    PaymentOptionDescription, PaymentOptionsDescriptionList, VerifyPaymentNoticeReq,
+    VerifyPaymentNoticeRes,
+};
+use crate::codec::pa_for_node::{
+    PaVerifyPaymentNoticeReq, PaVerifyPaymentNoticeRes, PaymentOptionDescriptionPa,
+};
 use crate::codec::schema::Bounded;
 use crate::codec::types::{Outcome, Text35, Text210};
 use crate::codec::{Operation, write_envelope};
@@ -15,18 +20,27 @@ impl Node {
     pub(super) async fn verify(&self, r: VerifyPaymentNoticeReq) -> (String, Keys) {
         let key = NoticeKey::from_qr(&r.qr_code);
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel).notice(&key);
-        let ctx = self.request_ctx(&r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
+        let ctx = self.request_ctx(
+            &r,
+            psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel),
+            None,
+        );
         let caller = match self.authenticate(&ctx, &r.password).await {
             Ok(c) => c,
             Err(reply) => return (reply, keys),
         };
-        let checks = self.registry.require_psp_activation(&caller).and_then(|_| self.registry.route_notice(&r.qr_code));
+        let checks = self
+            .registry
+            .require_psp_activation(&caller)
+            .and_then(|_| self.registry.route_notice(&r.qr_code));
         let route = match checks {
             Ok(route) => route,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
         keys.station = Some(route.station.id.clone());
-        let state = self.hydrate_notice(&key).and_then(|_| self.engine().payable(&key, crate::clock::now_ms()));
+        let state = self
+            .hydrate_notice(&key)
+            .and_then(|_| self.engine().payable(&key, crate::clock::now_ms()));
         if let Err(f) = state {
             return (self.refuse(&ctx, f).await, keys);
         }
@@ -37,9 +51,18 @@ impl Node {
             qr_code: r.qr_code.clone(),
         };
         let timeout = Duration::from_millis(self.registry.station_timeout_ms(route.station));
-        let (result, exchange) = self.ec.call::<_, PaVerifyPaymentNoticeRes>(&route.station.url, &req, timeout).await;
+        let (result, exchange) = self
+            .ec
+            .call::<_, PaVerifyPaymentNoticeRes>(&route.station.url, &req, timeout)
+            .await;
         let result = result.and_then(to_psp);
-        self.journal_ec(Operation::PaVerifyPaymentNotice, &route.station.id, &keys, &exchange, result.as_ref().map(drop));
+        self.journal_ec(
+            Operation::PaVerifyPaymentNotice,
+            &route.station.id,
+            &keys,
+            &exchange,
+            result.as_ref().map(drop),
+        );
         match result {
             Ok(res) => (write_envelope(&res), keys),
             Err(f) => (self.refuse(&ctx, f).await, keys),
@@ -61,15 +84,23 @@ pub(super) fn psp_option(o: &PaymentOptionDescriptionPa) -> PaymentOptionDescrip
 /// The node's rules on an OK paVerifyPaymentNotice answer (BEHAVIOUR.md Part B §1.1): every
 /// element but `officeName` must be there.
 fn to_psp(res: PaVerifyPaymentNoticeRes) -> Result<VerifyPaymentNoticeRes, NodeFault> {
-    let missing = |what: &str| NodeFault::StazioneIntPaErroreResponse(format!("{what} missing in paVerifyPaymentNoticeRes"));
+    let missing = |what: &str| {
+        NodeFault::StazioneIntPaErroreResponse(format!(
+            "{what} missing in paVerifyPaymentNoticeRes"
+        ))
+    };
     let list = res.payment_list.ok_or_else(|| missing("paymentList"))?;
-    let description = res.payment_description.ok_or_else(|| missing("paymentDescription"))?;
+    let description = res
+        .payment_description
+        .ok_or_else(|| missing("paymentDescription"))?;
     let fiscal_code = res.fiscal_code_pa.ok_or_else(|| missing("fiscalCodePA"))?;
     let company = res.company_name.ok_or_else(|| missing("companyName"))?;
     Ok(VerifyPaymentNoticeRes {
         outcome: Outcome::Ok,
         fault: None,
-        payment_list: Some(PaymentOptionsDescriptionList { payment_option_description: Bounded::one(psp_option(&list.payment_option_description)) }),
+        payment_list: Some(PaymentOptionsDescriptionList {
+            payment_option_description: Bounded::one(psp_option(&list.payment_option_description)),
+        }),
         payment_description: Some(Text210::truncated(&description)),
         fiscal_code_pa: Some(fiscal_code),
         company_name: Some(company),

@@ -195,9 +195,15 @@ struct Linger {
 }
 
 /// State commits: someone waits for each, so linger briefly.
-const STATE_LINGER: Linger = Linger { max: std::time::Duration::from_micros(1500), step: std::time::Duration::from_micros(300) };
+const STATE_LINGER: Linger = Linger {
+    max: std::time::Duration::from_micros(1500),
+    step: std::time::Duration::from_micros(300),
+};
 /// Journal rows: nobody waits, so gather many per transaction (fewer pages written per row).
-const JOURNAL_LINGER: Linger = Linger { max: std::time::Duration::from_millis(50), step: std::time::Duration::from_millis(10) };
+const JOURNAL_LINGER: Linger = Linger {
+    max: std::time::Duration::from_millis(50),
+    step: std::time::Duration::from_millis(10),
+};
 const READERS: usize = 4;
 
 /// How often the WAL files are checkpointed into the databases, by a thread of their own (so
@@ -216,7 +222,8 @@ fn open(path: &Path, synchronous: &str) -> Result<Connection, StoreError> {
 }
 
 fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if version > migrations.len() {
         return Err(StoreError(format!(
             "database schema version {version} is newer than this node ({})",
@@ -234,7 +241,10 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError>
 
 /// The journal database lives next to the state database: `x.db` → `x.journal.db`.
 fn journal_path(path: &Path) -> PathBuf {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("pagonode");
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("pagonode");
     path.with_file_name(format!("{stem}.journal.db"))
 }
 
@@ -260,10 +270,17 @@ impl SqliteStore {
         migrate(&mut jwriter, JOURNAL_MIGRATIONS)?;
         jwriter.pragma_update(None, "wal_autocheckpoint", 0)?;
         let max_id = |c: &Connection, table: &str| -> Result<u64, StoreError> {
-            Ok(c.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
+            Ok(c.query_row(
+                &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
         };
         let counters = Arc::new(Counters::default());
-        counters.next_journal_id.store(max_id(&writer, "events")?.max(max_id(&jwriter, "journal")?) + 1, Ordering::Relaxed);
+        counters.next_journal_id.store(
+            max_id(&writer, "events")?.max(max_id(&jwriter, "journal")?) + 1,
+            Ordering::Relaxed,
+        );
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(reader(path, &journal_path)?);
@@ -272,16 +289,28 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let (jtx, jrx) = mpsc::channel();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            thread::Builder::new().name(name.into()).spawn(f).map_err(|e| StoreError(format!("cannot start {name}: {e}")))
+            thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| StoreError(format!("cannot start {name}: {e}")))
         };
         let c = counters.clone();
         let c2 = counters.clone();
         let checkpoint_paths = (path.to_path_buf(), journal_path.clone());
         let stop2 = stop.clone();
         let threads = vec![
-            spawn("store-writer", Box::new(move || writer_loop(writer, rx, &c, STATE_LINGER)))?,
-            spawn("journal-writer", Box::new(move || writer_loop(jwriter, jrx, &c2, JOURNAL_LINGER)))?,
-            spawn("store-checkpoint", Box::new(move || checkpoint_loop(&checkpoint_paths.0, &checkpoint_paths.1, &stop2)))?,
+            spawn(
+                "store-writer",
+                Box::new(move || writer_loop(writer, rx, &c, STATE_LINGER)),
+            )?,
+            spawn(
+                "journal-writer",
+                Box::new(move || writer_loop(jwriter, jrx, &c2, JOURNAL_LINGER)),
+            )?,
+            spawn(
+                "store-checkpoint",
+                Box::new(move || checkpoint_loop(&checkpoint_paths.0, &checkpoint_paths.1, &stop2)),
+            )?,
         ];
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -307,7 +336,12 @@ impl SqliteStore {
             jobs.take();
         }
         self.inner.stop.store(true, Ordering::Relaxed);
-        let threads = self.inner.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let threads = self
+            .inner
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
         for h in threads {
             let _ = h.join();
         }
@@ -315,25 +349,43 @@ impl SqliteStore {
 
     fn send(&self, job: Job, journal: bool) -> bool {
         match self.inner.jobs.lock() {
-            Ok(jobs) => jobs.as_ref().is_some_and(|(tx, jtx)| if journal { jtx.send(job).is_ok() } else { tx.send(job).is_ok() }),
+            Ok(jobs) => jobs.as_ref().is_some_and(|(tx, jtx)| {
+                if journal {
+                    jtx.send(job).is_ok()
+                } else {
+                    tx.send(job).is_ok()
+                }
+            }),
             Err(_) => false,
         }
     }
 
-    fn request(&self, journal: bool, make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job) -> Commit {
+    fn request(
+        &self,
+        journal: bool,
+        make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
+    ) -> Commit {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(make(tx), journal);
         Box::pin(async move {
             if !sent {
                 return Err(StoreError("the store is closed".into()));
             }
-            rx.await.unwrap_or_else(|_| Err(StoreError("the store writer stopped".into())))
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError("the store writer stopped".into())))
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = {
-            let mut pool = self.inner.readers.lock().map_err(|_| StoreError("reader pool poisoned".into()))?;
+            let mut pool = self
+                .inner
+                .readers
+                .lock()
+                .map_err(|_| StoreError("reader pool poisoned".into()))?;
             pool.pop()
         };
         let conn = match conn {
@@ -348,11 +400,13 @@ impl SqliteStore {
         }
         result
     }
-
 }
 
 fn checkpoint_loop(path: &Path, journal: &Path, stop: &std::sync::atomic::AtomicBool) {
-    let conns: Vec<Connection> = [path, journal].iter().filter_map(|p| open(p, "FULL").ok()).collect();
+    let conns: Vec<Connection> = [path, journal]
+        .iter()
+        .filter_map(|p| open(p, "FULL").ok())
+        .collect();
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(CHECKPOINT_EVERY);
         for c in &conns {
@@ -380,7 +434,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counter
                 Err(_) => break,
             }
         }
-        let jobs = batch.iter().filter(|j| matches!(j, Job::Commit(..))).count() as u64;
+        let jobs = batch
+            .iter()
+            .filter(|j| matches!(j, Job::Commit(..)))
+            .count() as u64;
         write_batch(&mut conn, batch, counters);
         // Only state transactions count: they are the fsyncs the payment path waits for.
         if jobs > 0 {
@@ -409,7 +466,10 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
         Err(e) if batch.len() == 1 => vec![Err(e)],
         Err(e) => {
             tracing::warn!(error = %e, jobs = batch.len(), "group commit failed: retrying its jobs one by one");
-            batch.iter().map(|job| run(conn, std::slice::from_ref(job))).collect()
+            batch
+                .iter()
+                .map(|job| run(conn, std::slice::from_ref(job)))
+                .collect()
         }
     };
     for (job, r) in batch.into_iter().zip(results) {
@@ -429,15 +489,31 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
 fn run_job(c: &Connection, job: &Job, next_id: &dyn Fn() -> u64) -> Result<(), StoreError> {
     match job {
         Job::Commit(writes, _) => writes.iter().try_for_each(|w| apply(c, w, next_id)),
-        Job::Journal(entries) => entries.iter().try_for_each(|e| insert_journal(c, "journal", next_id(), e)),
-        Job::Maintenance { journal_before, now, .. } => {
+        Job::Journal(entries) => entries
+            .iter()
+            .try_for_each(|e| insert_journal(c, "journal", next_id(), e)),
+        Job::Maintenance {
+            journal_before,
+            now,
+            ..
+        } => {
             // The same job goes to both writers: each cleans its own database.
-            let is_state = c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'idempotency'", [], |r| r.get::<_, i64>(0))? > 0;
+            let is_state = c.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'idempotency'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? > 0;
             if is_state {
                 c.execute("DELETE FROM events WHERE at < ?1", [*journal_before as i64])?;
-                c.execute("DELETE FROM idempotency WHERE valid_to <= ?1", [*now as i64])?;
+                c.execute(
+                    "DELETE FROM idempotency WHERE valid_to <= ?1",
+                    [*now as i64],
+                )?;
             } else {
-                c.execute("DELETE FROM journal WHERE at < ?1", [*journal_before as i64])?;
+                c.execute(
+                    "DELETE FROM journal WHERE at < ?1",
+                    [*journal_before as i64],
+                )?;
             }
             Ok(())
         }
@@ -551,7 +627,12 @@ fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn insert_journal(c: &Connection, table: &str, id: u64, e: &JournalEntry) -> Result<(), StoreError> {
+fn insert_journal(
+    c: &Connection,
+    table: &str,
+    id: u64,
+    e: &JournalEntry,
+) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO {table} (id, at, component, category, primitive, subtype, fiscal_code, notice_number, iuv, token, psp,
            channel, station, outcome, caller, callee, payload, detail, duration_ms)
@@ -933,8 +1014,16 @@ impl Store for SqliteStore {
     }
 
     fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
-        let state = self.request(false, |done| Job::Maintenance { journal_before, now, done });
-        let journal = self.request(true, |done| Job::Maintenance { journal_before, now, done });
+        let state = self.request(false, |done| Job::Maintenance {
+            journal_before,
+            now,
+            done,
+        });
+        let journal = self.request(true, |done| Job::Maintenance {
+            journal_before,
+            now,
+            done,
+        });
         Box::pin(async move {
             state.await?;
             journal.await

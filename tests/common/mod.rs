@@ -25,8 +25,18 @@ pub struct Psp {
     pub password: &'static str,
 }
 
-pub const PSP1: Psp = Psp { id: "60000000001", broker: "60000000001", channel: "60000000001_01", password: "pwdpwdpwd" };
-pub const PSP2: Psp = Psp { id: "60000000002", broker: "60000000002", channel: "60000000002_01", password: "secondpwd2" };
+pub const PSP1: Psp = Psp {
+    id: "60000000001",
+    broker: "60000000001",
+    channel: "60000000001_01",
+    password: "pwdpwdpwd",
+};
+pub const PSP2: Psp = Psp {
+    id: "60000000002",
+    broker: "60000000002",
+    channel: "60000000002_01",
+    password: "secondpwd2",
+};
 
 pub const EC: &str = "77777777777";
 pub const EC2: &str = "88888888888";
@@ -71,11 +81,18 @@ impl Harness {
 
     /// Starts with a tweak to the node configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
-        let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
         pagonode::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let ec = MockEc::new(MockEcConfig::from_toml_str(CONFIG).unwrap());
-        let ec_server = ec.clone().start(std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await.unwrap();
+        let ec_server = ec
+            .clone()
+            .start(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .await
+            .unwrap();
         let db = dir.path().join("node.db");
         let text = CONFIG
             .replace("{EC_URL}", &ec_server.url())
@@ -83,9 +100,25 @@ impl Harness {
             .replace("{DB}", db.to_str().unwrap());
         let mut config = Config::from_toml_str(&text).unwrap();
         tweak(&mut config);
-        let node = RunningNode::start(config.clone(), Some(std::net::TcpListener::bind("127.0.0.1:0").unwrap()), None).await.unwrap();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Harness { node: Some(node), ec, ec_server: Some(ec_server), dir, config, http }
+        let node = RunningNode::start(
+            config.clone(),
+            Some(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Harness {
+            node: Some(node),
+            ec,
+            ec_server: Some(ec_server),
+            dir,
+            config,
+            http,
+        }
     }
 
     pub fn node(&self) -> &RunningNode {
@@ -100,12 +133,20 @@ impl Harness {
     pub async fn restart(&mut self) {
         self.node.take().unwrap().stop().await;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        self.node = Some(RunningNode::start(self.config.clone(), Some(listener), None).await.unwrap());
+        self.node = Some(
+            RunningNode::start(self.config.clone(), Some(listener), None)
+                .await
+                .unwrap(),
+        );
     }
 
     /// POSTs raw bytes with a SOAPAction: (HTTP status, body).
     pub async fn post(&self, action: Option<&str>, body: impl Into<Vec<u8>>) -> (u16, String) {
-        let mut req = self.http.post(self.url()).header("Content-Type", "text/xml; charset=utf-8").body(body.into());
+        let mut req = self
+            .http
+            .post(self.url())
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .body(body.into());
         if let Some(a) = action {
             req = req.header("SOAPAction", a);
         }
@@ -116,7 +157,9 @@ impl Harness {
 
     /// Sends a request and reads the answer, which must be a valid message.
     pub async fn call<M: Message>(&self, req: &M) -> AnyMessage {
-        let (status, body) = self.post(Some(M::OPERATION.soap_action()), write_envelope(req)).await;
+        let (status, body) = self
+            .post(Some(M::OPERATION.soap_action()), write_envelope(req))
+            .await;
         assert_eq!(status, 200, "{body}");
         parse(&body)
     }
@@ -127,7 +170,11 @@ impl Harness {
         loop {
             let r = self.ec.receipts();
             if r.len() >= n || std::time::Instant::now() > deadline {
-                assert!(r.len() >= n, "expected {n} receipts, the EC has {}: {r:?}", r.len());
+                assert!(
+                    r.len() >= n,
+                    "expected {n} receipts, the EC has {}: {r:?}",
+                    r.len()
+                );
                 return r;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -144,8 +191,16 @@ impl Harness {
             }
             n.stop().await;
         }
-        let invalid: Vec<_> = self.ec.requests().into_iter().filter(|r| !r.valid).collect();
-        assert!(invalid.is_empty(), "the node sent the EC invalid requests: {invalid:?}");
+        let invalid: Vec<_> = self
+            .ec
+            .requests()
+            .into_iter()
+            .filter(|r| !r.valid)
+            .collect();
+        assert!(
+            invalid.is_empty(),
+            "the node sent the EC invalid requests: {invalid:?}"
+        );
         if let Some(s) = self.ec_server.take() {
             s.stop().await;
         }
@@ -160,12 +215,27 @@ fn dump_sent_messages(node: &RunningNode, dir: &std::path::Path) {
     let run = SEQ.fetch_add(1, Ordering::Relaxed) + std::process::id() as u64 * 1_000_000;
     let mut after = None;
     loop {
-        let rows = node.node.store.query_journal(&JournalQuery { after_id: after, limit: 1000, ..JournalQuery::default() }).unwrap();
+        let rows = node
+            .node
+            .store
+            .query_journal(&JournalQuery {
+                after_id: after,
+                limit: 1000,
+                ..JournalQuery::default()
+            })
+            .unwrap();
         for r in &rows {
             let e = &r.entry;
-            let sent = matches!((e.component.as_str(), e.subtype), ("nodeForPsp", Some(Subtype::Resp)) | ("paForNode", Some(Subtype::Req)));
+            let sent = matches!(
+                (e.component.as_str(), e.subtype),
+                ("nodeForPsp", Some(Subtype::Resp)) | ("paForNode", Some(Subtype::Req))
+            );
             if let (true, Some(payload)) = (sent, &e.payload) {
-                std::fs::write(dir.join(format!("{run}-{}-{}.xml", r.id, e.primitive)), payload).unwrap();
+                std::fs::write(
+                    dir.join(format!("{run}-{}-{}.xml", r.id, e.primitive)),
+                    payload,
+                )
+                .unwrap();
             }
         }
         match rows.last() {
@@ -185,7 +255,9 @@ pub fn parse(body: &str) -> AnyMessage {
 
 /// The fault code of an answer (None for OK).
 pub fn fault_code(body: &str) -> Option<String> {
-    body.split_once("<faultCode>").and_then(|(_, r)| r.split_once("</faultCode>")).map(|(c, _)| c.to_string())
+    body.split_once("<faultCode>")
+        .and_then(|(_, r)| r.split_once("</faultCode>"))
+        .map(|(c, _)| c.to_string())
 }
 
 pub fn t35(s: &str) -> Text35 {
@@ -193,7 +265,10 @@ pub fn t35(s: &str) -> Text35 {
 }
 
 pub fn qr(fc: &str, nn: &str) -> QrCode {
-    QrCode { fiscal_code: FiscalCode::new(fc).unwrap(), notice_number: NoticeNumber::new(nn).unwrap() }
+    QrCode {
+        fiscal_code: FiscalCode::new(fc).unwrap(),
+        notice_number: NoticeNumber::new(nn).unwrap(),
+    }
 }
 
 pub fn verify(psp: &Psp, fc: &str, nn: &str) -> VerifyPaymentNoticeReq {
@@ -206,7 +281,13 @@ pub fn verify(psp: &Psp, fc: &str, nn: &str) -> VerifyPaymentNoticeReq {
     }
 }
 
-pub fn activate(psp: &Psp, fc: &str, nn: &str, cents: u64, key: Option<&str>) -> ActivatePaymentNoticeReq {
+pub fn activate(
+    psp: &Psp,
+    fc: &str,
+    nn: &str,
+    cents: u64,
+    key: Option<&str>,
+) -> ActivatePaymentNoticeReq {
     ActivatePaymentNoticeReq {
         id_psp: t35(psp.id),
         id_broker_psp: t35(psp.broker),
@@ -221,7 +302,13 @@ pub fn activate(psp: &Psp, fc: &str, nn: &str, cents: u64, key: Option<&str>) ->
     }
 }
 
-pub fn activate_v2(psp: &Psp, fc: &str, nn: &str, cents: u64, key: Option<&str>) -> ActivatePaymentNoticeV2Request {
+pub fn activate_v2(
+    psp: &Psp,
+    fc: &str,
+    nn: &str,
+    cents: u64,
+    key: Option<&str>,
+) -> ActivatePaymentNoticeV2Request {
     let v1 = activate(psp, fc, nn, cents, key);
     ActivatePaymentNoticeV2Request {
         id_psp: v1.id_psp,
@@ -247,7 +334,10 @@ pub fn details() -> OutcomeDetails {
         payer: Some(Subject {
             unique_identifier: EntityUniqueIdentifier {
                 entity_unique_identifier_type: EntityUniqueIdentifierType::F,
-                entity_unique_identifier_value: EntityUniqueIdentifierValue::new("RSSMRA80A01H501U").unwrap(),
+                entity_unique_identifier_value: EntityUniqueIdentifierValue::new(
+                    "RSSMRA80A01H501U",
+                )
+                .unwrap(),
             },
             full_name: Text70::new("Mario Rossi").unwrap(),
             street_name: None,
@@ -258,7 +348,9 @@ pub fn details() -> OutcomeDetails {
             country: None,
             email: None,
         }),
-        application_date: IsoDate::from_naive(chrono::NaiveDate::from_ymd_opt(2030, 1, 15).unwrap()),
+        application_date: IsoDate::from_naive(
+            chrono::NaiveDate::from_ymd_opt(2030, 1, 15).unwrap(),
+        ),
         transfer_date: IsoDate::from_naive(chrono::NaiveDate::from_ymd_opt(2030, 1, 16).unwrap()),
     }
 }
@@ -276,7 +368,12 @@ pub fn outcome(psp: &Psp, token: &str, ok: bool, key: Option<&str>) -> SendPayme
     }
 }
 
-pub fn outcome_v2(psp: &Psp, tokens: &[&str], ok: bool, key: Option<&str>) -> SendPaymentOutcomeV2Request {
+pub fn outcome_v2(
+    psp: &Psp,
+    tokens: &[&str],
+    ok: bool,
+    key: Option<&str>,
+) -> SendPaymentOutcomeV2Request {
     let d = details();
     SendPaymentOutcomeV2Request {
         id_psp: t35(psp.id),
@@ -285,7 +382,13 @@ pub fn outcome_v2(psp: &Psp, tokens: &[&str], ok: bool, key: Option<&str>) -> Se
         password: Password::new(psp.password).unwrap(),
         idempotency_key: key.map(|k| IdempotencyKey::new(k).unwrap()),
         payment_tokens: PaymentTokens {
-            payment_token: pagonode::codec::schema::Bounded::new(tokens.iter().map(|t| PaymentToken::new(*t).unwrap()).collect()).unwrap(),
+            payment_token: pagonode::codec::schema::Bounded::new(
+                tokens
+                    .iter()
+                    .map(|t| PaymentToken::new(*t).unwrap())
+                    .collect(),
+            )
+            .unwrap(),
         },
         outcome: if ok { Outcome::Ok } else { Outcome::Ko },
         details: ok.then_some(OutcomeDetailsV2 {
