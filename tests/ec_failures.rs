@@ -732,6 +732,46 @@ async fn one_failed_copy_of_a_multi_beneficiary_receipt_is_resent_alone() {
 }
 
 #[tokio::test]
+async fn a_copy_failed_before_a_restart_keeps_the_payment_paid_after_it() {
+    let mut h = Harness::start_admin(|_| {}).await;
+    // Scenario 12 again: the Regione's copy fails for good while the Comune's is still being
+    // retried (each attempt outlasts the receipt timeout); then the node restarts.
+    let nn = notice("02", "12");
+    h.ec.add_script(
+        ScriptRule::new("paSendRTV2", ScriptAction::Fault).for_station("88888888888_01"),
+    )
+    .unwrap();
+    h.ec.add_script(
+        ScriptRule::new("paSendRTV2", ScriptAction::Delay)
+            .with_delay_ms(2000)
+            .for_station("77777777777_01"),
+    )
+    .unwrap();
+    let token = pay(&h, &nn).await;
+    recipient(&h, &token, "88888888888_01", "FAILED").await;
+    recipient(&h, &token, "77777777777_01", "PENDING").await;
+    h.ec.clear_scripts();
+    h.restart().await;
+    recipient(&h, &token, "77777777777_01", "NOTIFIED").await;
+    recipient(&h, &token, "88888888888_01", "FAILED").await;
+    // The copy that failed before the restart still counts: the payment is not NOTIFIED.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(h.payment_status(EC, &nn, &token).await, "PAID");
+    let (status, _) = h
+        .admin_post(&format!(
+            "/admin/receipts/{token}/resend?station=88888888888_01"
+        ))
+        .await;
+    assert_eq!(status, 202);
+    recipient(&h, &token, "88888888888_01", "NOTIFIED").await;
+    eventually(5, "payment NOTIFIED", || async {
+        (h.payment_status(EC, &nn, &token).await == "NOTIFIED").then_some(())
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn receipt_duplicata_counts_as_delivered() {
     let h = Harness::start_admin(|_| {}).await;
     let nn = notice("02", "00");

@@ -27,12 +27,11 @@
 //! deadlines are exactly the live tokens', and the scheduled deliveries exactly the pending
 //! copies'.
 //!
-//! The harness is a correct driver, on two points where the node is not today (both found here):
-//! before `delivery_result` it hydrates the receipt's payment, as before any other command (the
-//! node's delivery worker does not: after a restart such payments never become NOTIFIED); and
-//! `Engine::recover` gets every copy of each receipt still in delivery, not only the pending
-//! ones (the node passes the pending ones: a copy that failed for good before the restart is
-//! forgotten, and the payment becomes NOTIFIED when the others are delivered). An activation's
+//! The harness drives the engine as the node does: before `delivery_result` it hydrates the
+//! receipt's payment, as before any other command, and `Engine::recover` gets every copy of
+//! each receipt still in delivery, not only the pending ones (both found here, both fixed in
+//! the node: without them a payment recovered after a restart never became NOTIFIED, or became
+//! NOTIFIED although a copy had failed for good). An activation's
 //! idempotency entry is deleted when its token gets an outcome or expires, only if the key still
 //! holds the entry that token's activation cached.
 //!

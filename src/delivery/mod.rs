@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 use crate::codec::pa_for_node::{PaSendRtRes, PaSendRtV2Response};
 use crate::engine::{DeliveryPolicy, Millis, RecipientKey, Version};
@@ -52,6 +53,10 @@ pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
     let mut seq = 0u64;
     let limits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
     let in_flight: Arc<Mutex<HashSet<RecipientKey>>> = Arc::default();
+    // Attempts in flight belong to the scheduler: when the node stops (this task is aborted)
+    // they are dropped before they record anything, so a shutdown never counts as a failed
+    // attempt; their copies stay PENDING and are sent again after the restart.
+    let mut attempts = JoinSet::new();
     loop {
         let now = crate::clock::now_ms();
         while let Some(Reverse((at, id))) = due.peek().copied() {
@@ -80,7 +85,7 @@ pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
                 .or_insert_with(|| Arc::new(Semaphore::new(per_station)))
                 .clone();
             let (node, in_flight) = (node.clone(), in_flight.clone());
-            tokio::spawn(async move {
+            attempts.spawn(async move {
                 if let Ok(_permit) = sem.acquire_owned().await {
                     attempt(&node, &key, policy).await;
                 }
@@ -103,6 +108,7 @@ pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
                 }
                 None => return,
             },
+            Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
             _ = tokio::time::sleep(Duration::from_millis(wait.min(60_000))) => {}
         }
     }
@@ -153,6 +159,10 @@ async fn attempt(node: &Node, key: &RecipientKey, policy: DeliveryPolicy) {
         }
         other => other,
     };
+    // The payment must be in the engine for the last acknowledged copy to mark it NOTIFIED.
+    if let Err(f) = node.hydrate_payment(&key.receipt_id) {
+        tracing::error!(receipt = %key.receipt_id, fault = %f, "cannot load the receipt's payment");
+    }
     let payment = node.engine().payment(&key.receipt_id).cloned();
     let keys = Keys {
         fiscal_code: payment.as_ref().map(|p| p.notice.fiscal_code.to_string()),

@@ -118,13 +118,13 @@ impl Node {
     }
 
     /// A new engine holding what the store says is live: payments waiting for their outcome,
-    /// undelivered receipt copies, and the payments those copies belong to. Without the latter,
+    /// the copies of receipts still being delivered, and the payments those copies belong to. Without the latter,
     /// the acknowledgement of the last copy could not mark its payment NOTIFIED: a payment whose
     /// receipt was being delivered when the node stopped stayed PAID for ever. Returns the step
     /// re-arming the deadlines and re-queueing the deliveries, and (payments, copies).
     fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), crate::store::StoreError> {
         let paying = self.store.paying_payments()?;
-        let pending = self.store.pending_recipients()?;
+        let pending = self.store.recipients_in_delivery()?;
         let mut owners = Vec::new();
         {
             let mut seen = std::collections::HashSet::new();
@@ -136,7 +136,11 @@ impl Node {
                 }
             }
         }
-        let counts = (paying.len(), pending.len());
+        let to_deliver = pending
+            .iter()
+            .filter(|r| r.status == crate::engine::RecipientStatus::Pending)
+            .count();
+        let counts = (paying.len(), to_deliver);
         let now = crate::clock::now_ms();
         let mut engine = self.engine();
         *engine = Engine::new();
@@ -413,7 +417,7 @@ impl Node {
     }
 
     /// Brings a payment (and its notice) into the engine if it is not there.
-    fn hydrate_payment(&self, token: &str) -> Result<(), NodeFault> {
+    pub(crate) fn hydrate_payment(&self, token: &str) -> Result<(), NodeFault> {
         if self.engine().knows_payment(token) {
             return Ok(());
         }

@@ -71,8 +71,10 @@ pub trait Store: Send + Sync + 'static {
     fn load_receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError>;
     /// Payments waiting for their outcome (start-up: deadlines to re-arm).
     fn paying_payments(&self) -> Result<Vec<(Payment, Notice)>, StoreError>;
-    /// Outbox rows still to deliver (start-up: deliveries to resume).
-    fn pending_recipients(&self) -> Result<Vec<Recipient>, StoreError>;
+    /// Every outbox row of each receipt that still has a copy to deliver (start-up: deliveries
+    /// to resume). The settled copies come too: a copy that failed for good keeps its payment
+    /// PAID when the others are delivered (Part A §7.3: NOTIFIED needs every recipient).
+    fn recipients_in_delivery(&self) -> Result<Vec<Recipient>, StoreError>;
     /// Outbox rows in a given status, newest first (admin).
     fn recipients_by_status(
         &self,

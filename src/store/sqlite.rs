@@ -930,8 +930,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn pending_recipients(&self) -> Result<Vec<Recipient>, StoreError> {
-        self.recipients_by_status(RecipientStatus::Pending.as_str(), usize::MAX)
+    fn recipients_in_delivery(&self) -> Result<Vec<Recipient>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT recipients.*, recipient_requests.request FROM recipients JOIN recipient_requests USING (receipt_id, station) WHERE receipt_id IN (SELECT receipt_id FROM recipients WHERE status = ?1) ORDER BY receipt_id",
+            )?;
+            let rows = st.query_map(params![RecipientStatus::Pending.as_str()], recipient_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn recipients_by_status(

@@ -130,11 +130,16 @@ impl Harness {
     }
 
     /// Stops the node gracefully and starts it again on the same database.
+    /// The admin listener comes back (on a new port) if the node had one.
     pub async fn restart(&mut self) {
-        self.node.take().unwrap().stop().await;
+        let node = self.node.take().unwrap();
+        let admin = node
+            .admin_url()
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        node.stop().await;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         self.node = Some(
-            RunningNode::start(self.config.clone(), Some(listener), None)
+            RunningNode::start(self.config.clone(), Some(listener), admin)
                 .await
                 .unwrap(),
         );
