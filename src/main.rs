@@ -47,6 +47,8 @@ enum Command {
     Replay(pagonode::replay::ReplayArgs),
     /// Read the event journal from a node's database (read-only): rows, a payment's story, a trace.
     Journal(Box<pagonode::journal::cli::JournalArgs>),
+    /// Receipt delivery on a running node (admin listener): list FAILED copies, re-send.
+    Receipts(pagonode::delivery::cli::ReceiptsArgs),
     /// Check SOAP messages (files, or `-` for stdin) against the nodeForPsp/paForNode contract.
     Validate {
         /// Envelope files to check; `-` reads one from stdin.
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(load_config(config.as_ref())?).await,
             Command::MockEc { config } => mock_ec(config.as_ref()).await,
             Command::Loadgen(args) => pagonode::loadgen::run(args).await,
+            Command::Receipts(args) => pagonode::delivery::cli::run(args).await,
             Command::Validate { .. } | Command::Replay(_) | Command::Journal(_) => {
                 unreachable!("handled above")
             }

@@ -691,6 +691,25 @@ async fn receipt_failed_after_max_attempts_is_listed_and_resent_on_demand() {
     h.stop().await;
 }
 
+/// Runs `pagonode receipts ARGS --admin <the harness's admin URL>`; returns its stdout.
+async fn receipts_cli(h: &Harness, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pagonode"))
+        .arg("receipts")
+        .args(args)
+        .args(["--admin", &h.admin_url()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "pagonode receipts {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[tokio::test]
 async fn one_failed_copy_of_a_multi_beneficiary_receipt_is_resent_alone() {
     let h = Harness::start_admin(|_| {}).await;
@@ -711,12 +730,14 @@ async fn one_failed_copy_of_a_multi_beneficiary_receipt_is_resent_alone() {
         "NOTIFIED needs every copy delivered"
     );
     h.ec.clear_scripts();
-    let (status, v) = h
-        .admin_post(&format!(
-            "/admin/receipts/{token}/resend?station=88888888888_01"
-        ))
-        .await;
-    assert_eq!((status, v["queued"].as_u64()), (202, Some(1)), "{v}");
+    // The operator's way: `pagonode receipts list`, then `pagonode receipts resend`.
+    let listed = receipts_cli(&h, &["list"]).await;
+    assert!(
+        listed.contains(&token) && listed.contains("88888888888_01") && listed.contains("FAILED"),
+        "{listed}"
+    );
+    let resent = receipts_cli(&h, &["resend", &token, "--station", "88888888888_01"]).await;
+    assert_eq!(resent.trim(), format!("receipt {token}: 1 copy queued"));
     recipient(&h, &token, "88888888888_01", "NOTIFIED").await;
     eventually(5, "payment NOTIFIED", || async {
         (h.payment_status(EC, &nn, &token).await == "NOTIFIED").then_some(())

@@ -3,6 +3,8 @@
 //! re-sends) and from the store at start-up; results go back to the engine, which decides
 //! NOTIFIED, retry or FAILED.
 
+pub mod cli;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
