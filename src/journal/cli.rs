@@ -9,11 +9,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags, Row};
+use rusqlite::{Connection, OpenFlags};
 
 use super::story::{self, Classification, row_json, timestamp};
-use super::{Category, JournalEntry, Subtype};
 use crate::codec::types::{FiscalCode, NoticeNumber};
 use crate::config::Config;
 use crate::engine::NoticeKey;
@@ -210,41 +208,7 @@ impl JournalReader {
 
     /// One page of rows matching `q`, oldest first.
     pub fn query(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
-        let union = if self.exchanges {
-            "SELECT * FROM main.events UNION ALL SELECT * FROM jdb.journal"
-        } else {
-            "SELECT * FROM main.events"
-        };
-        let mut sql = format!("SELECT * FROM ({union}) WHERE 1 = 1");
-        let mut args: Vec<SqlValue> = Vec::new();
-        let text = |v: &Option<String>| v.clone().map(SqlValue::Text);
-        let int = |v: Option<i64>| v.map(SqlValue::Integer);
-        let filters = [
-            ("notice_number", "=", text(&q.notice_number)),
-            ("fiscal_code", "=", text(&q.fiscal_code)),
-            ("token", "=", text(&q.token)),
-            ("psp", "=", text(&q.psp)),
-            ("primitive", "=", text(&q.primitive)),
-            ("outcome", "=", text(&q.outcome)),
-            ("at", ">=", int(q.from.map(|v| v as i64))),
-            ("at", "<", int(q.to.map(|v| v as i64))),
-            ("id", ">", int(q.after_id)),
-        ];
-        for (column, op, value) in filters {
-            if let Some(v) = value {
-                args.push(v);
-                sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
-            }
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.clamp(1, 10_000)));
-        let mut st = self
-            .conn
-            .prepare(&sql)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let rows = st
-            .query_map(rusqlite::params_from_iter(args), row_from)
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<Vec<_>, _>>()
+        crate::store::sqlite::query_journal(&self.conn, q, self.exchanges)
             .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 
@@ -282,44 +246,6 @@ impl JournalReader {
         self.query_all(&q, None, |r| rows.push(r.clone()))?;
         Ok(story::notice_rows(key, rows))
     }
-}
-
-/// A row of either table (they share their columns).
-fn row_from(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
-    let category = match row.get::<_, Option<String>>("category")?.as_deref() {
-        Some("INTERFACCIA") => Some(Category::Interface),
-        Some("INTERNO") => Some(Category::Internal),
-        _ => None,
-    };
-    let subtype = match row.get::<_, Option<String>>("subtype")?.as_deref() {
-        Some("REQ") => Some(Subtype::Req),
-        Some("RESP") => Some(Subtype::Resp),
-        Some("INTERN") => Some(Subtype::Intern),
-        _ => None,
-    };
-    Ok(JournalRow {
-        id: row.get("id")?,
-        entry: JournalEntry {
-            at: row.get::<_, i64>("at")? as u64,
-            component: row.get("component")?,
-            category,
-            primitive: row.get("primitive")?,
-            subtype,
-            fiscal_code: row.get("fiscal_code")?,
-            notice_number: row.get("notice_number")?,
-            iuv: row.get("iuv")?,
-            token: row.get("token")?,
-            psp: row.get("psp")?,
-            channel: row.get("channel")?,
-            station: row.get("station")?,
-            outcome: row.get("outcome")?,
-            caller: row.get("caller")?,
-            callee: row.get("callee")?,
-            payload: row.get("payload")?,
-            detail: row.get("detail")?,
-            duration_ms: row.get::<_, Option<i64>>("duration_ms")?.map(|d| d as u64),
-        },
-    })
 }
 
 /// One row on one line: time, component, primitive, REQ/RESP, notice, token, PSP, station,

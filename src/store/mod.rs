@@ -2,7 +2,7 @@
 //! transaction; commits from concurrent requests are grouped (one fsync for many). SQLite is the
 //! embedded default; the interface is what a PostgreSQL backend implements for several nodes.
 
-mod sqlite;
+pub(crate) mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -786,6 +786,46 @@ fn recipient_from(row: &Row<'_>) -> rusqlite::Result<Recipient> {
     })
 }
 
+/// One page of journal rows matching `q`, oldest first: the union of the state changes
+/// (`events`) and, when `exchanges` (the journal database is attached as `jdb`), the SOAP
+/// exchanges. Shared by the store and the read-only `pagonode journal` reader.
+pub(crate) fn query_journal(
+    c: &Connection,
+    q: &JournalQuery,
+    exchanges: bool,
+) -> rusqlite::Result<Vec<JournalRow>> {
+    let union = if exchanges {
+        "SELECT * FROM main.events UNION ALL SELECT * FROM jdb.journal"
+    } else {
+        "SELECT * FROM main.events"
+    };
+    let mut sql = format!("SELECT * FROM ({union}) WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let text = |v: &Option<String>| v.clone().map(rusqlite::types::Value::Text);
+    let int = |v: Option<i64>| v.map(rusqlite::types::Value::Integer);
+    let filters = [
+        ("notice_number", "=", text(&q.notice_number)),
+        ("fiscal_code", "=", text(&q.fiscal_code)),
+        ("token", "=", text(&q.token)),
+        ("psp", "=", text(&q.psp)),
+        ("primitive", "=", text(&q.primitive)),
+        ("outcome", "=", text(&q.outcome)),
+        ("at", ">=", int(q.from.map(|v| v as i64))),
+        ("at", "<", int(q.to.map(|v| v as i64))),
+        ("id", ">", int(q.after_id)),
+    ];
+    for (column, op, value) in filters {
+        if let Some(v) = value {
+            args.push(v);
+            sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.clamp(1, 10_000)));
+    let mut st = c.prepare(&sql)?;
+    let rows = st.query_map(rusqlite::params_from_iter(args), journal_from)?;
+    rows.collect()
+}
+
 fn journal_from(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
     let category = match row.get::<_, Option<String>>("category")?.as_deref() {
         Some("INTERFACCIA") => Some(Category::Interface),
@@ -976,47 +1016,7 @@ impl Store for SqliteStore {
     }
 
     fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
-        self.read(|c| {
-            let mut sql = String::from("SELECT * FROM (SELECT * FROM main.events UNION ALL SELECT * FROM jdb.journal) WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            let mut filter = |column: &str, op: &str, v: rusqlite::types::Value| {
-                args.push(v);
-                sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
-            };
-            let s = |v: &String| rusqlite::types::Value::Text(v.clone());
-            let i = |v: i64| rusqlite::types::Value::Integer(v);
-            if let Some(v) = &q.notice_number {
-                filter("notice_number", "=", s(v));
-            }
-            if let Some(v) = &q.fiscal_code {
-                filter("fiscal_code", "=", s(v));
-            }
-            if let Some(v) = &q.token {
-                filter("token", "=", s(v));
-            }
-            if let Some(v) = &q.psp {
-                filter("psp", "=", s(v));
-            }
-            if let Some(v) = &q.primitive {
-                filter("primitive", "=", s(v));
-            }
-            if let Some(v) = &q.outcome {
-                filter("outcome", "=", s(v));
-            }
-            if let Some(v) = q.from {
-                filter("at", ">=", i(v as i64));
-            }
-            if let Some(v) = q.to {
-                filter("at", "<", i(v as i64));
-            }
-            if let Some(v) = q.after_id {
-                filter("id", ">", i(v));
-            }
-            sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.clamp(1, 10_000)));
-            let mut st = c.prepare(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args), journal_from)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        self.read(|c| Ok(query_journal(c, q, true)?))
     }
 
     fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
