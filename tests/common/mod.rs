@@ -81,44 +81,7 @@ impl Harness {
 
     /// Starts with a tweak to the node configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("warn")
-            .with_test_writer()
-            .try_init();
-        pagonode::install_crypto_provider();
-        let dir = tempfile::tempdir().unwrap();
-        let ec = MockEc::new(MockEcConfig::from_toml_str(CONFIG).unwrap());
-        let ec_server = ec
-            .clone()
-            .start(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .await
-            .unwrap();
-        let db = dir.path().join("node.db");
-        let text = CONFIG
-            .replace("{EC_URL}", &ec_server.url())
-            .replace("{DOWN_URL}", &closed_port_url())
-            .replace("{DB}", db.to_str().unwrap());
-        let mut config = Config::from_toml_str(&text).unwrap();
-        tweak(&mut config);
-        let node = RunningNode::start(
-            config.clone(),
-            Some(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
-            None,
-        )
-        .await
-        .unwrap();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        Harness {
-            node: Some(node),
-            ec,
-            ec_server: Some(ec_server),
-            dir,
-            config,
-            http,
-        }
+        Harness::launch(|c, _| tweak(c), |_| {}, false).await
     }
 
     pub fn node(&self) -> &RunningNode {
@@ -465,6 +428,14 @@ impl Harness {
         tweak: impl FnOnce(&mut Config, &str),
         mock_tweak: impl FnOnce(&mut MockEcConfig),
     ) -> Harness {
+        Harness::launch(tweak, mock_tweak, true).await
+    }
+
+    async fn launch(
+        tweak: impl FnOnce(&mut Config, &str),
+        mock_tweak: impl FnOnce(&mut MockEcConfig),
+        admin: bool,
+    ) -> Harness {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("warn")
             .with_test_writer()
@@ -488,8 +459,8 @@ impl Harness {
         let mut config = Config::from_toml_str(&text).unwrap();
         tweak(&mut config, &ec_server.url());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let node = RunningNode::start(config.clone(), Some(listener), Some(admin))
+        let admin = admin.then(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let node = RunningNode::start(config.clone(), Some(listener), admin)
             .await
             .unwrap();
         let http = reqwest::Client::builder()
