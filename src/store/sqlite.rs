@@ -187,23 +187,28 @@ struct Counters {
 
 /// At most this many commits go in one transaction.
 const MAX_GROUP: usize = 1024;
-/// The longest a transaction waits for more jobs to join it, and the silence that ends the wait.
+/// How a writer gathers jobs into one transaction.
 #[derive(Clone, Copy)]
-struct Linger {
-    max: std::time::Duration,
-    step: std::time::Duration,
+enum Linger {
+    /// Someone waits for each commit: wait for company at most `max`, and stop at the first
+    /// silence of `step`.
+    WhileArriving {
+        max: std::time::Duration,
+        step: std::time::Duration,
+    },
+    /// Nobody waits: after the first job, sleep this long, then take everything queued. While
+    /// the writer sleeps (rather than waits on the channel) senders do not wake it, so the
+    /// payment path pays no wake-up per journal row.
+    Gather(std::time::Duration),
 }
 
-/// State commits: someone waits for each, so linger briefly.
-const STATE_LINGER: Linger = Linger {
+/// State commits: linger briefly.
+const STATE_LINGER: Linger = Linger::WhileArriving {
     max: std::time::Duration::from_micros(1500),
     step: std::time::Duration::from_micros(300),
 };
-/// Journal rows: nobody waits, so gather many per transaction (fewer pages written per row).
-const JOURNAL_LINGER: Linger = Linger {
-    max: std::time::Duration::from_millis(50),
-    step: std::time::Duration::from_millis(10),
-};
+/// Journal rows: many per transaction (fewer pages written per row), one wake-up per batch.
+const JOURNAL_LINGER: Linger = Linger::Gather(std::time::Duration::from_millis(50));
 const READERS: usize = 4;
 
 /// How often the WAL files are checkpointed into the databases, by a thread of their own (so
@@ -420,18 +425,28 @@ fn checkpoint_loop(path: &Path, journal: &Path, stop: &std::sync::atomic::Atomic
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counters, linger: Linger) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        // Linger briefly while jobs keep arriving: a transaction costs about the same for one
-        // job as for twenty (the same pages are written), so waiting a fraction of a
-        // millisecond for company is cheaper than committing alone.
-        let lingering = std::time::Instant::now();
-        while batch.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) if lingering.elapsed() < linger.max => match rx.recv_timeout(linger.step) {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                },
-                Err(_) => break,
+        match linger {
+            // A transaction costs about the same for one job as for twenty (the same pages
+            // are written), so waiting a fraction of a millisecond for company is cheaper
+            // than committing alone.
+            Linger::WhileArriving { max, step } => {
+                let lingering = std::time::Instant::now();
+                while batch.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) if lingering.elapsed() < max => match rx.recv_timeout(step) {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        },
+                        Err(_) => break,
+                    }
+                }
+            }
+            Linger::Gather(pause) => {
+                if !matches!(batch[0], Job::Flush(_)) {
+                    thread::sleep(pause);
+                }
+                batch.extend(rx.try_iter().take(MAX_GROUP));
             }
         }
         let jobs = batch
@@ -491,7 +506,7 @@ fn run_job(c: &Connection, job: &Job, next_id: &dyn Fn() -> u64) -> Result<(), S
         Job::Commit(writes, _) => writes.iter().try_for_each(|w| apply(c, w, next_id)),
         Job::Journal(entries) => entries
             .iter()
-            .try_for_each(|e| insert_journal(c, "journal", next_id(), e)),
+            .try_for_each(|e| insert_journal(c, INSERT_EXCHANGE, next_id(), e)),
         Job::Maintenance {
             journal_before,
             now,
@@ -577,7 +592,7 @@ fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), Sto
             c.prepare_cached("DELETE FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3 AND token = ?4")?
                 .execute(params![k.psp, k.key, k.primitive, token])?;
         }
-        Write::Event(e) => insert_journal(c, "events", next_id(), &JournalEntry::from(e))?,
+        Write::Event(e) => insert_journal(c, INSERT_EVENT, next_id(), &JournalEntry::from(e))?,
     }
     Ok(())
 }
@@ -627,18 +642,23 @@ fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn insert_journal(
-    c: &Connection,
-    table: &str,
-    id: u64,
-    e: &JournalEntry,
-) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO {table} (id, at, component, category, primitive, subtype, fiscal_code, notice_number, iuv, token, psp,
-           channel, station, outcome, caller, callee, payload, detail, duration_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-    );
-    c.prepare_cached(&sql)?.execute(params![
+/// The insert of a journal row into `events` or `journal` (same columns).
+macro_rules! insert_journal_sql {
+    ($table:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (id, at, component, category, primitive, subtype, fiscal_code, notice_number, iuv,
+               token, psp, channel, station, outcome, caller, callee, payload, detail, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        )
+    };
+}
+const INSERT_EVENT: &str = insert_journal_sql!("events");
+const INSERT_EXCHANGE: &str = insert_journal_sql!("journal");
+
+fn insert_journal(c: &Connection, sql: &str, id: u64, e: &JournalEntry) -> Result<(), StoreError> {
+    c.prepare_cached(sql)?.execute(params![
         id as i64,
         e.at as i64,
         e.component,
