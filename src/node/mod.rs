@@ -118,10 +118,10 @@ impl Node {
     }
 
     /// A new engine holding what the store says is live: payments waiting for their outcome,
-    /// the copies of receipts still being delivered, and the payments those copies belong to. Without the latter,
-    /// the acknowledgement of the last copy could not mark its payment NOTIFIED: a payment whose
-    /// receipt was being delivered when the node stopped stayed PAID for ever. Returns the step
-    /// re-arming the deadlines and re-queueing the deliveries, and (payments, copies).
+    /// every copy of each receipt still being delivered (settled ones too: a copy that failed
+    /// for good keeps its payment PAID), and the payments those copies belong to (without them
+    /// the last acknowledged copy could not mark its payment NOTIFIED). Returns the step
+    /// re-arming the deadlines and re-queueing the deliveries, and (payments, copies to send).
     fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), crate::store::StoreError> {
         let paying = self.store.paying_payments()?;
         let pending = self.store.recipients_in_delivery()?;
