@@ -50,6 +50,15 @@ pub struct LoadArgs {
     /// Disable the journal in the spawned node (to measure its cost).
     #[arg(long)]
     pub no_journal: bool,
+    /// With --spawn: measure the journal's cost in one run. Two nodes are started, journal on
+    /// and off, and loaded in turn (`--rounds` rounds of `--duration` seconds each, after
+    /// `--warmup`, the order flipped every round), so that a noisy machine's drift falls on
+    /// both alike. Prints the throughput ratio.
+    #[arg(long, requires = "spawn", conflicts_with = "no_journal")]
+    pub compare_journal: bool,
+    /// Rounds of --compare-journal.
+    #[arg(long, default_value_t = 6)]
+    pub rounds: usize,
     /// Pass `key=value` pairs to the spawned node's [timings]/[node] (e.g. node.workers=2).
     #[arg(long = "set")]
     pub overrides: Vec<String>,
@@ -101,8 +110,19 @@ struct Ctx {
     http: reqwest::Client,
     url: String,
     run_id: u64,
-    seq: AtomicU64,
+    /// Shared by every node a run loads, so no notice is paid twice at the simulated EC.
+    seq: Arc<AtomicU64>,
     flow: Flow,
+}
+
+/// `v` in base 36, `width` digits (0-9, a-z).
+fn base36(mut v: u64, width: usize) -> String {
+    let mut digits = vec![b'0'; width];
+    for d in digits.iter_mut().rev() {
+        *d = b"0123456789abcdefghijklmnopqrstuvwxyz"[(v % 36) as usize];
+        v /= 36;
+    }
+    String::from_utf8(digits).expect("ASCII digits")
 }
 
 fn t35(s: &str) -> Text35 {
@@ -128,7 +148,7 @@ impl Ctx {
         let body = resp.bytes().await.map_err(|e| e.to_string())?;
         let micros = t0.elapsed().as_micros() as u64;
         match read_any(&body) {
-            Ok(Body::Message(m)) => match crate::node::reply_outcome(&m.to_envelope()).as_str() {
+            Ok(Body::Message(m)) => match crate::node::reply_outcome(&m.to_envelope()) {
                 "OK" => Ok((m, micros)),
                 fault => Err(format!("{}: {fault}", M::OPERATION.soap_action())),
             },
@@ -141,7 +161,14 @@ impl Ctx {
         let notice = format!("30200{:05}{:08}", self.run_id % 100_000, n % 100_000_000);
         (
             notice,
-            format!("{}_{:05}{:05}", PSP.0, self.run_id % 100_000, n % 100_000),
+            // `[0-9]{11}_[a-zA-Z0-9]{10}`: the run and the flow in base 36, unique for 78
+            // billion flows of a run (a key reused with another request would be refused).
+            format!(
+                "{}_{}{}",
+                PSP.0,
+                base36(self.run_id % 36u64.pow(3), 3),
+                base36(n % 36u64.pow(7), 7)
+            ),
         )
     }
 
@@ -216,56 +243,29 @@ impl Ctx {
     }
 }
 
-/// Runs the load and prints the report.
-pub async fn run(args: LoadArgs) -> Result<(), String> {
-    crate::install_crypto_provider();
-    let spawned = if args.spawn {
-        Some(Spawned::start(&args).await?)
-    } else {
-        None
-    };
-    let url = spawned
-        .as_ref()
-        .map(|s| s.node_url.clone())
-        .unwrap_or_else(|| args.node.clone());
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .tcp_nodelay(true)
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let run_id = crate::clock::now_ms() / 1000;
-    let ctx = Arc::new(Ctx {
-        http,
-        url: url.clone(),
-        run_id,
-        seq: AtomicU64::new(0),
-        flow: args.flow,
-    });
-    let before = health_counters(&ctx.http, &url).await;
-    let pids: Vec<(&str, u32)> = match &spawned {
-        Some(sp) => [("node", sp.node.id()), ("simulated EC", sp.ec.id())]
-            .into_iter()
-            .filter_map(|(n, p)| Some((n, p?)))
-            .chain([("load generator", std::process::id())])
-            .collect(),
-        None => vec![("load generator", std::process::id())],
-    };
-    let cpu_before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
+/// The measured part of a load: stats, how long it lasted, and the node's commit counters
+/// (before, after).
+struct Measured {
+    stats: Stats,
+    secs: f64,
+    commits: Option<((u64, u64), (u64, u64))>,
+}
+
+/// Drives `concurrency` users against the node of `ctx` for `warmup + duration`.
+async fn drive(
+    ctx: &Arc<Ctx>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Measured {
+    let before = health_counters(&ctx.http, &ctx.url).await;
     let stats = Arc::new(Mutex::new(Stats::new()));
     let start = Instant::now();
-    let warmup = Duration::from_secs(args.warmup);
-    let end = warmup + Duration::from_secs(args.duration);
+    let end = warmup + duration;
     let measured_from = Arc::new(Mutex::new(None::<(Instant, Option<(u64, u64)>)>));
     let mut users = Vec::new();
-    for _ in 0..args.concurrency {
-        let (ctx, stats, measured_from, url) = (
-            ctx.clone(),
-            stats.clone(),
-            measured_from.clone(),
-            url.clone(),
-        );
+    for _ in 0..concurrency {
+        let (ctx, stats, measured_from) = (ctx.clone(), stats.clone(), measured_from.clone());
         users.push(tokio::spawn(async move {
             while start.elapsed() < end {
                 let t0 = Instant::now();
@@ -274,7 +274,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 if measuring {
                     let mut m = measured_from.lock().await;
                     if m.is_none() {
-                        *m = Some((t0, health_counters(&ctx.http, &url).await));
+                        *m = Some((t0, health_counters(&ctx.http, &ctx.url).await));
                     }
                 }
                 let mut s = stats.lock().await;
@@ -295,12 +295,68 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         let _ = u.await;
     }
     let (t_measure, counters_start) = measured_from.lock().await.unwrap_or((start, before));
-    let elapsed = t_measure.elapsed().as_secs_f64();
-    let after = health_counters(&ctx.http, &url).await;
-    let s = stats.lock().await;
-    report(&args, &s, elapsed, counters_start.zip(after));
+    let secs = t_measure.elapsed().as_secs_f64();
+    let after = health_counters(&ctx.http, &ctx.url).await;
+    let stats = std::mem::replace(&mut *stats.lock().await, Stats::new());
+    Measured {
+        stats,
+        secs,
+        commits: counters_start.zip(after),
+    }
+}
+
+fn http_client(concurrency: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the load and prints the report.
+pub async fn run(args: LoadArgs) -> Result<(), String> {
+    crate::install_crypto_provider();
+    if args.compare_journal {
+        return compare_journal(&args).await;
+    }
+    let spawned = if args.spawn {
+        let journal = !args.no_journal;
+        Some(Spawned::start(&args, &[journal]).await?)
+    } else {
+        None
+    };
+    let url = spawned
+        .as_ref()
+        .map(|s| s.nodes[0].1.clone())
+        .unwrap_or_else(|| args.node.clone());
+    let ctx = Arc::new(Ctx {
+        http: http_client(args.concurrency)?,
+        url,
+        run_id: crate::clock::now_ms() / 1000,
+        seq: Arc::new(AtomicU64::new(0)),
+        flow: args.flow,
+    });
+    let pids: Vec<(&str, u32)> = match &spawned {
+        Some(sp) => [("node", sp.nodes[0].0.id()), ("simulated EC", sp.ec.id())]
+            .into_iter()
+            .filter_map(|(n, p)| Some((n, p?)))
+            .chain([("load generator", std::process::id())])
+            .collect(),
+        None => vec![("load generator", std::process::id())],
+    };
+    let cpu_before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
+    let m = drive(
+        &ctx,
+        args.concurrency,
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.duration),
+    )
+    .await;
+    report(&args, &m.stats, m.secs, m.commits);
     let ticks = ticks_per_second();
-    let total_flows = s.flows.len().max(1) as f64;
+    let total_flows = m.stats.flows.len().max(1) as f64;
     for ((name, pid), before) in pids.iter().zip(cpu_before) {
         let used = cpu_ticks(*pid).saturating_sub(before) as f64 / ticks;
         println!(
@@ -312,7 +368,81 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     if let Some(sp) = spawned {
         sp.stop().await;
     }
-    if s.flows.is_empty() {
+    if m.stats.flows.is_empty() {
+        Err("no flow completed".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// `--compare-journal`: two nodes (journal on, off) loaded in turn; prints each round's
+/// throughputs and the ratio on/off of the totals.
+async fn compare_journal(args: &LoadArgs) -> Result<(), String> {
+    let spawned = Spawned::start(args, &[true, false]).await?;
+    let (http, run_id, seq) = (
+        http_client(args.concurrency)?,
+        crate::clock::now_ms() / 1000,
+        Arc::new(AtomicU64::new(0)),
+    );
+    let ctx = |i: usize| {
+        Arc::new(Ctx {
+            http: http.clone(),
+            url: spawned.nodes[i].1.clone(),
+            run_id,
+            seq: seq.clone(),
+            flow: args.flow,
+        })
+    };
+    let sides = [ctx(0), ctx(1)];
+    println!(
+        "pagonode loadgen --compare-journal: {} rounds of {} s per side (after {} s warm-up), concurrency {}",
+        args.rounds, args.duration, args.warmup, args.concurrency
+    );
+    let (mut flows, mut secs, mut ratios, mut errors) = ([0u64; 2], [0f64; 2], Vec::new(), 0);
+    let mut first_errors = Vec::new();
+    for round in 0..args.rounds {
+        let mut rate = [0f64; 2];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let m = drive(
+                &sides[side],
+                args.concurrency,
+                Duration::from_secs(args.warmup),
+                Duration::from_secs(args.duration),
+            )
+            .await;
+            flows[side] += m.stats.flows.len();
+            secs[side] += m.secs;
+            errors += m.stats.errors;
+            if first_errors.is_empty() {
+                first_errors = m.stats.first_errors;
+            }
+            rate[side] = m.stats.flows.len() as f64 / m.secs;
+        }
+        ratios.push(rate[0] / rate[1]);
+        println!(
+            "  round {}: journal on {:.0} flows/s, off {:.0} flows/s, ratio {:.3}",
+            round + 1,
+            rate[0],
+            rate[1],
+            rate[0] / rate[1]
+        );
+    }
+    spawned.stop().await;
+    let total = (flows[0] as f64 / secs[0]) / (flows[1] as f64 / secs[1]);
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+    println!(
+        "  all rounds: journal on {:.0} flows/s, off {:.0} flows/s: ratio {total:.3} (median of rounds {median:.3}); the journal costs {:.1}% of throughput",
+        flows[0] as f64 / secs[0],
+        flows[1] as f64 / secs[1],
+        (1.0 - total) * 100.0
+    );
+    println!("  errors: {errors}");
+    for e in &first_errors {
+        println!("    {e}");
+    }
+    if flows.contains(&0) {
         Err("no flow completed".into())
     } else {
         Ok(())
@@ -406,11 +536,11 @@ async fn health_counters(http: &reqwest::Client, node_url: &str) -> Option<(u64,
     ))
 }
 
-/// Node and simulated EC as child processes.
+/// Nodes and a simulated EC as child processes.
 struct Spawned {
-    node: tokio::process::Child,
+    /// Each node and its nodeForPsp URL.
+    nodes: Vec<(tokio::process::Child, String)>,
     ec: tokio::process::Child,
-    node_url: String,
     _dir: PathBuf,
 }
 
@@ -420,83 +550,99 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl Spawned {
-    async fn start(args: &LoadArgs) -> Result<Spawned, String> {
+    /// A simulated EC and one node per entry of `journals` (its journal on or off), each with
+    /// a fresh database.
+    async fn start(args: &LoadArgs, journals: &[bool]) -> Result<Spawned, String> {
         let dir = std::env::temp_dir().join(format!("pagonode-loadgen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let base = match &args.config {
             Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
             None => crate::config::EXAMPLE.to_string(),
         };
-        let (node_port, ec_port) = (free_port()?, free_port()?);
-        let mut text = base
-            .replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
-            .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
-            .replace(
-                "pagonode-demo.db",
-                &dir.join("load.db").display().to_string(),
-            )
-            .replace("admin_listen = \"127.0.0.1:8081\"", "");
-        if args.no_journal {
-            text = text.replace("[journal]\nenabled = true", "[journal]\nenabled = false");
+        let ec_port = free_port()?;
+        let mut configs = Vec::new();
+        for (i, &journal) in journals.iter().enumerate() {
+            let node_port = free_port()?;
+            let mut text = base
+                .replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
+                .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
+                .replace(
+                    "pagonode-demo.db",
+                    &dir.join(format!("load{i}.db")).display().to_string(),
+                )
+                .replace("admin_listen = \"127.0.0.1:8081\"", "");
+            if !journal {
+                text = text.replace("[journal]\nenabled = true", "[journal]\nenabled = false");
+            }
+            for o in &args.overrides {
+                let (k, v) = o
+                    .split_once('=')
+                    .ok_or_else(|| format!("--set {o}: expected key=value"))?;
+                let (table, key) = k
+                    .split_once('.')
+                    .ok_or_else(|| format!("--set {o}: expected table.key=value"))?;
+                text = text.replacen(
+                    &format!("[{table}]\n"),
+                    &format!("[{table}]\n{key} = {v}\n"),
+                    1,
+                );
+            }
+            let cfg = dir.join(format!("load{i}.toml"));
+            std::fs::write(&cfg, &text).map_err(|e| e.to_string())?;
+            crate::config::Config::from_toml_str(&text).map_err(|e| e.to_string())?;
+            configs.push((cfg, node_port));
         }
-        for o in &args.overrides {
-            let (k, v) = o
-                .split_once('=')
-                .ok_or_else(|| format!("--set {o}: expected key=value"))?;
-            let (table, key) = k
-                .split_once('.')
-                .ok_or_else(|| format!("--set {o}: expected table.key=value"))?;
-            text = text.replacen(
-                &format!("[{table}]\n"),
-                &format!("[{table}]\n{key} = {v}\n"),
-                1,
-            );
-        }
-        let cfg = dir.join("load.toml");
-        std::fs::write(&cfg, &text).map_err(|e| e.to_string())?;
-        crate::config::Config::from_toml_str(&text).map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let spawn = |cmd: &str| {
+        let spawn = |cmd: &str, cfg: &std::path::Path| {
             tokio::process::Command::new(&exe)
                 .arg(cmd)
                 .arg("--config")
-                .arg(&cfg)
+                .arg(cfg)
                 .env("RUST_LOG", "warn")
                 .kill_on_drop(true)
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .map_err(|e| format!("cannot start {cmd}: {e}"))
         };
-        let ec = spawn("mock-ec")?;
-        let node = spawn("serve")?;
-        let node_url = format!("http://127.0.0.1:{node_port}/node-for-psp/v1");
+        let ec = spawn("mock-ec", &configs[0].0)?;
+        let mut nodes = Vec::new();
+        for (cfg, port) in &configs {
+            nodes.push((
+                spawn("serve", cfg)?,
+                format!("http://127.0.0.1:{port}/node-for-psp/v1"),
+            ));
+        }
         let http = reqwest::Client::new();
-        for _ in 0..200 {
-            let up = http
-                .get(format!("http://127.0.0.1:{node_port}/health"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-                && http
-                    .get(format!("http://127.0.0.1:{ec_port}/health"))
+        let healthy = |port: u16| {
+            let http = http.clone();
+            async move {
+                http.get(format!("http://127.0.0.1:{port}/health"))
                     .send()
                     .await
-                    .is_ok_and(|r| r.status().is_success());
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        };
+        for _ in 0..200 {
+            let mut up = healthy(ec_port).await;
+            for (_, port) in &configs {
+                up = up && healthy(*port).await;
+            }
             if up {
                 return Ok(Spawned {
-                    node,
+                    nodes,
                     ec,
-                    node_url,
                     _dir: dir,
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err("the spawned node or EC did not come up".into())
+        Err("the spawned nodes or EC did not come up".into())
     }
 
     async fn stop(mut self) {
-        let _ = self.node.kill().await;
+        for (node, _) in &mut self.nodes {
+            let _ = node.kill().await;
+        }
         let _ = self.ec.kill().await;
         let _ = std::fs::remove_dir_all(&self._dir);
     }

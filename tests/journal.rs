@@ -202,18 +202,23 @@ async fn the_story_classifies_every_attempt() {
     assert!(!v["journal"].as_array().unwrap().is_empty());
 }
 
-/// Every file of a directory with its bytes.
+/// Every file under a directory (the journal segments are in a directory of their own) with
+/// its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
+    let mut files = BTreeMap::new();
+    for p in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() {
+            files.extend(
+                snapshot(&p)
+                    .into_iter()
+                    .map(|(k, v)| (format!("{name}/{k}"), v)),
+            );
+        } else {
+            files.insert(name, std::fs::read(&p).unwrap());
+        }
+    }
+    files
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

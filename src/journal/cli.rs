@@ -1,9 +1,9 @@
 //! `pagonode journal`: reads a node's event journal from its database files, read-only (safe
 //! next to a running node), and prints rows, a payment's story, or a payment as a trace.
 //!
-//! The journal is two tables: state changes in `events` of the node's database, SOAP exchanges
-//! in `journal` of `<stem>.journal.db` beside it (see `store::sqlite`). They share one id
-//! sequence, so the union ordered by id is the journal.
+//! The journal is in two places: state changes in `events` of the node's database, SOAP
+//! exchanges in the segment files of `<stem>.journal/` beside it (see `journal::segment`). They
+//! share one id sequence, so the two merged by id are the journal.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use crate::store::{JournalQuery, JournalRow};
 /// Where the database is: named, or taken from a node configuration.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Source {
-    /// The node's database file (its journal database is found beside it).
+    /// The node's database file (its journal segments are found beside it).
     #[arg(long, value_name = "FILE")]
     pub database: Option<PathBuf>,
     /// A node configuration: its `node.database` is read.
@@ -136,18 +136,9 @@ pub struct JournalArgs {
 /// The journal of a node's database, opened read-only.
 pub struct JournalReader {
     conn: Connection,
-    /// The journal database (SOAP exchanges) was found.
-    exchanges: bool,
+    /// The segments of the SOAP exchanges.
+    exchanges: PathBuf,
     path: PathBuf,
-}
-
-/// The journal database beside a node database: `x.db` → `x.journal.db` (as the store names it).
-fn journal_path(db: &Path) -> PathBuf {
-    let stem = db
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("pagonode");
-    db.with_file_name(format!("{stem}.journal.db"))
 }
 
 const PAGE: usize = 1000;
@@ -192,23 +183,16 @@ impl JournalReader {
             .map_err(|e| format!("{}: {e}", db.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
-        let jpath = journal_path(db);
-        let exchanges = jpath.is_file();
-        if exchanges {
-            // Attached databases open with the connection's flags: read-only too.
-            conn.execute("ATTACH DATABASE ?1 AS jdb", [read_only_uri(&jpath)?])
-                .map_err(|e| format!("{}: {e}", jpath.display()))?;
-        }
         Ok(JournalReader {
             conn,
-            exchanges,
+            exchanges: super::writer::journal_dir(db),
             path: db.to_path_buf(),
         })
     }
 
     /// One page of rows matching `q`, oldest first.
     pub fn query(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
-        crate::store::sqlite::query_journal(&self.conn, q, self.exchanges)
+        crate::store::sqlite::query_journal(&self.conn, &self.exchanges, q)
             .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 

@@ -3,10 +3,13 @@
 //!
 //! State changes are written in the same transaction as the change (they come from the engine
 //! as [`Write::Event`](crate::engine::Write)), so the journal never misses one; SOAP exchanges
-//! are queued and written asynchronously by the store's writer, off the payment path.
+//! are encoded where they happen and appended to segment files by the journal writer, off the
+//! payment path ([`segment`], [`writer`]).
 
 pub mod cli;
+pub mod segment;
 pub mod story;
+pub mod writer;
 
 use crate::engine::{Millis, StateEvent};
 

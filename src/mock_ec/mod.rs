@@ -95,7 +95,7 @@ struct Inner {
 /// What changes while the mock runs.
 pub(crate) struct State {
     positions: Positions,
-    receipts: Vec<StoredReceipt>,
+    receipts: records::Receipts,
     requests: VecDeque<RequestRecord>,
     /// Sequence number of the last request recorded.
     next_seq: u64,
@@ -118,7 +118,7 @@ impl MockEc {
                 .into_iter()
                 .map(|p| (p.key(), p))
                 .collect(),
-            receipts: Vec::new(),
+            receipts: records::Receipts::default(),
             requests: VecDeque::new(),
             next_seq: 0,
             scripts: resolved.scripts,
@@ -144,7 +144,7 @@ impl MockEc {
 
     /// The receipts received, each with its deliveries and conflicts.
     pub fn receipts(&self) -> Vec<StoredReceipt> {
-        self.lock().receipts.clone()
+        self.lock().receipts.all().to_vec()
     }
 
     /// Forgets every receipt (positions stay paid).

@@ -1,5 +1,7 @@
 //! What the mock remembers for inspection: the receipts delivered to it and every SOAP request.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -55,23 +57,39 @@ pub(crate) enum Delivery {
     Conflict,
 }
 
-/// Stores `incoming` (a first delivery: count 1, no conflicts), or counts it against the receipt
-/// with its station and id.
-pub(crate) fn deliver(receipts: &mut Vec<StoredReceipt>, incoming: StoredReceipt) -> Delivery {
-    let existing = receipts
-        .iter_mut()
-        .find(|r| r.station == incoming.station && r.receipt_id == incoming.receipt_id);
-    match existing {
-        None => {
-            receipts.push(incoming);
-            Delivery::First
-        }
-        Some(r) if r.fingerprint == incoming.fingerprint => {
+/// The receipts received, in arrival order, found by (station, receipt id) in constant time (a
+/// long load run delivers hundreds of thousands).
+#[derive(Debug, Default)]
+pub(crate) struct Receipts {
+    list: Vec<StoredReceipt>,
+    index: HashMap<(String, String), usize>,
+}
+
+impl Receipts {
+    pub fn all(&self) -> &[StoredReceipt] {
+        &self.list
+    }
+
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.index.clear();
+    }
+
+    /// Stores `incoming` (a first delivery: count 1, no conflicts), or counts it against the
+    /// receipt with its station and id.
+    pub fn deliver(&mut self, incoming: StoredReceipt) -> Delivery {
+        let key = (incoming.station.clone(), incoming.receipt_id.clone());
+        let Some(&i) = self.index.get(&key) else {
+            self.index.insert(key, self.list.len());
+            self.list.push(incoming);
+            return Delivery::First;
+        };
+        let r = &mut self.list[i];
+        if r.fingerprint == incoming.fingerprint {
             r.deliveries += 1;
             r.last_received = incoming.first_received;
             Delivery::Repeat
-        }
-        Some(r) => {
+        } else {
             r.conflicts.push(ReceiptConflict {
                 received_at: incoming.first_received,
                 request_body: incoming.request_body,

@@ -13,7 +13,7 @@ use super::faults::{
 use super::positions::{
     Position, PositionOrigin, PositionStatus, Transfer, demand_notice, generated_debtor, remittance,
 };
-use super::records::{AnswerKind, Delivery, RequestRecord, StoredReceipt, deliver};
+use super::records::{AnswerKind, Delivery, RequestRecord, StoredReceipt};
 use super::scripts::{Decision, Plan, take_match};
 use super::{MockEc, State};
 use crate::codec::common::QrCode;
@@ -265,7 +265,7 @@ impl<'a> Ctx<'a> {
             conflicts: Vec::new(),
             fingerprint: head.fingerprint,
         };
-        if deliver(&mut self.st.receipts, incoming) == Delivery::Conflict {
+        if self.st.receipts.deliver(incoming) == Delivery::Conflict {
             return Err(Refusal::new(
                 PAA_RECEIPT_DUPLICATA,
                 format!(

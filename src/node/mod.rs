@@ -18,7 +18,8 @@ use crate::engine::{
     Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, RequestCtx, Step, request_hash,
 };
 use crate::fault::NodeFault;
-use crate::journal::{Category, JournalEntry, NODE, Subtype};
+use crate::journal::segment::{RowRef, Rows};
+use crate::journal::{Category, NODE, Subtype};
 use crate::registry::{Caller, PspCredentials, Registry};
 use crate::store::{Commit, Store};
 
@@ -61,6 +62,25 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The journal fields the keys fill: EC, notice, IUV, token, PSP, channel, station.
+    fn row(&self) -> RowRef<'_> {
+        let notice_number = self.notice_number.as_deref();
+        RowRef {
+            fiscal_code: self.fiscal_code.as_deref(),
+            notice_number,
+            // Keys come from validated requests; a notice number that is not one has no IUV.
+            iuv: notice_number.and_then(|n| {
+                let iuv_len = crate::codec::types::NoticeNumber::new(n).ok()?.iuv().len();
+                n.get(n.len() - iuv_len..)
+            }),
+            token: self.token.as_deref(),
+            psp: self.psp.as_deref(),
+            channel: self.channel.as_deref(),
+            station: self.station.as_deref(),
+            ..RowRef::default()
+        }
+    }
+
     fn psp(id_psp: &str, id_channel: &str) -> Keys {
         Keys {
             psp: Some(id_psp.to_string()),
@@ -439,7 +459,8 @@ impl Node {
         }
     }
 
-    /// Journals an exchange with a station.
+    /// Journals an exchange with a station: its request and response rows, encoded here and
+    /// written by the journal writer.
     pub(crate) fn journal_ec(
         &self,
         op: Operation,
@@ -451,41 +472,37 @@ impl Node {
         if !self.registry.config().journal.enabled {
             return;
         }
-        let base = JournalEntry {
-            component: "paForNode".into(),
+        let base = RowRef {
+            component: "paForNode",
             category: Some(Category::Interface),
-            primitive: op.soap_action().into(),
-            fiscal_code: keys.fiscal_code.clone(),
-            notice_number: keys.notice_number.clone(),
-            iuv: iuv_of(keys),
-            token: keys.token.clone(),
-            psp: keys.psp.clone(),
-            channel: keys.channel.clone(),
-            station: Some(station.to_string()),
-            caller: Some(NODE.into()),
-            callee: Some(station.to_string()),
-            ..JournalEntry::default()
+            primitive: op.soap_action(),
+            station: Some(station),
+            caller: Some(NODE),
+            callee: Some(station),
+            ..keys.row()
         };
-        let req = JournalEntry {
+        let detail = result.err().map(|f| f.to_string());
+        let mut rows = Rows::new();
+        rows.push(&RowRef {
             at: ex.started_at,
             subtype: Some(Subtype::Req),
-            payload: Some(ex.request.clone()),
-            outcome: Some("INVIATA".into()),
-            ..base.clone()
-        };
-        let resp = JournalEntry {
+            payload: Some(&ex.request),
+            outcome: Some("INVIATA"),
+            ..base
+        });
+        rows.push(&RowRef {
             at: ex.started_at + ex.elapsed_ms,
             subtype: Some(Subtype::Resp),
-            payload: ex.response.clone(),
+            payload: ex.response.as_deref(),
             outcome: Some(match result {
-                Ok(()) => "OK".into(),
-                Err(f) => f.code().into(),
+                Ok(()) => "OK",
+                Err(f) => f.code(),
             }),
-            detail: result.err().map(|f| f.to_string()),
+            detail: detail.as_deref(),
             duration_ms: Some(ex.elapsed_ms),
             ..base
-        };
-        self.store.journal(vec![req, resp]);
+        });
+        self.store.journal(rows);
     }
 
     fn journal_psp(
@@ -500,37 +517,31 @@ impl Node {
             return;
         }
         let now = crate::clock::now_ms();
-        let psp = keys.psp.clone();
-        let base = JournalEntry {
-            component: "nodeForPsp".into(),
+        let base = RowRef {
+            component: "nodeForPsp",
             category: Some(Category::Interface),
-            primitive: op.soap_action().into(),
-            fiscal_code: keys.fiscal_code.clone(),
-            notice_number: keys.notice_number.clone(),
-            iuv: iuv_of(keys),
-            token: keys.token.clone(),
-            psp: psp.clone(),
-            channel: keys.channel.clone(),
-            station: keys.station.clone(),
-            caller: psp,
-            callee: Some(NODE.into()),
-            ..JournalEntry::default()
+            primitive: op.soap_action(),
+            caller: keys.psp.as_deref(),
+            callee: Some(NODE),
+            ..keys.row()
         };
-        let req = JournalEntry {
+        let request = mask_password(&String::from_utf8_lossy(request));
+        let mut rows = Rows::new();
+        rows.push(&RowRef {
             at: started,
             subtype: Some(Subtype::Req),
-            payload: Some(mask_password(&String::from_utf8_lossy(request))),
-            ..base.clone()
-        };
-        let resp = JournalEntry {
+            payload: Some(&request),
+            ..base
+        });
+        rows.push(&RowRef {
             at: now,
             subtype: Some(Subtype::Resp),
             outcome: Some(reply_outcome(reply)),
-            payload: Some(reply.to_string()),
+            payload: Some(reply),
             duration_ms: Some(now.saturating_sub(started)),
             ..base
-        };
-        self.store.journal(vec![req, resp]);
+        });
+        self.store.journal(rows);
     }
 }
 
@@ -569,22 +580,15 @@ pub fn mask_password(request: &str) -> String {
     out
 }
 
-fn iuv_of(keys: &Keys) -> Option<String> {
-    keys.notice_number
-        .as_deref()
-        .and_then(|n| crate::codec::types::NoticeNumber::new(n).ok())
-        .map(|n| n.iuv().to_string())
-}
-
 /// `OK`, or the fault code of a KO answer (for the journal's `esito`).
-pub fn reply_outcome(reply: &str) -> String {
+pub fn reply_outcome(reply: &str) -> &str {
     match reply
         .split_once("<faultCode>")
         .and_then(|(_, rest)| rest.split_once("</faultCode>"))
     {
-        Some((code, _)) => code.to_string(),
-        None if reply.contains("<outcome>KO</outcome>") => "KO".into(),
-        None => "OK".into(),
+        Some((code, _)) => code,
+        None if reply.contains("<outcome>KO</outcome>") => "KO",
+        None => "OK",
     }
 }
 

@@ -151,16 +151,10 @@ async fn start_node(trace: &Trace, target: &Target, ec_url: &str) -> Result<Node
                 .unwrap_or_else(|| "trace".into());
             let db = dir.join(format!("{stem}.db"));
             // A fresh database: the files a previous replay of the trace left go.
-            for suffix in [
-                ".db",
-                ".db-wal",
-                ".db-shm",
-                ".journal.db",
-                ".journal.db-wal",
-                ".journal.db-shm",
-            ] {
+            for suffix in [".db", ".db-wal", ".db-shm"] {
                 let _ = std::fs::remove_file(dir.join(format!("{stem}{suffix}")));
             }
+            let _ = std::fs::remove_dir_all(crate::journal::writer::journal_dir(&db));
             (db, None)
         }
         None => {

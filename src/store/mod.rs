@@ -13,6 +13,7 @@ use crate::engine::{
     IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, ReceiptRecord, Recipient, Write,
 };
 use crate::journal::JournalEntry;
+use crate::journal::segment::Rows;
 
 /// A store failure (the node answers PPT_SYSTEM_ERROR and logs it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,7 +89,7 @@ pub trait Store: Send + Sync + 'static {
     /// the engine, so steps reach the disk in the order the engine made them).
     fn commit(&self, writes: Vec<Write>) -> Commit;
     /// Queues journal rows of SOAP exchanges: written soon, in the background, off the hot path.
-    fn journal(&self, entries: Vec<JournalEntry>);
+    fn journal(&self, rows: Rows);
     fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError>;
     /// Deletes journal rows older than `before` and expired idempotency entries.
     fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit;

@@ -1,6 +1,8 @@
 //! The embedded store: SQLite in WAL mode with `synchronous=FULL` (a commit survives power loss),
 //! schema migrations, a pool of read connections and one writer thread that groups the commits
 //! queued while the previous one was being written into a single transaction (one fsync).
+//! The journal's SOAP exchanges are not here: they go to segment files beside the database
+//! ([`crate::journal::segment`]), through their own writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +26,8 @@ use crate::engine::{
     Payment, PaymentStatus, PspRef, ReceiptRecord, Recipient, RecipientStatus, StationRef, Version,
     Write,
 };
+use crate::journal::segment::{self, Rows, SegmentWriter};
+use crate::journal::writer::{JournalWriter, journal_dir};
 use crate::journal::{Category, JournalEntry, Subtype};
 
 /// The schema, one entry per version: applied in order, recorded in `PRAGMA user_version`.
@@ -116,15 +120,9 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
-/// The journal database's schema: SOAP exchanges, written off the payment path.
-const JOURNAL_MIGRATIONS: &[&str] = &["
-    CREATE TABLE journal (JOURNAL_COLUMNS);
-    CREATE INDEX journal_notice ON journal (notice_number);
-    CREATE INDEX journal_token ON journal (token);
-    "];
-
-/// Columns shared by `events` (state changes, in the state database) and `journal` (exchanges,
-/// in the journal database): together they are the event journal.
+/// The columns of `events` (state changes): with the exchanges in the segments, the event
+/// journal. (Also the columns of the `journal` table of the journal database earlier versions
+/// kept beside this one, which [`import_legacy_journal`] moves into segments.)
 const JOURNAL_COLUMNS: &str = "
         id INTEGER PRIMARY KEY,
         at INTEGER NOT NULL,
@@ -151,7 +149,6 @@ type Done = oneshot::Sender<Result<(), StoreError>>;
 
 enum Job {
     Commit(Vec<Write>, Done),
-    Journal(Vec<JournalEntry>),
     Maintenance {
         journal_before: Millis,
         now: Millis,
@@ -167,11 +164,13 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    /// The state writer (commits) and the journal writer (exchanges).
-    jobs: Mutex<Option<(mpsc::Sender<Job>, mpsc::Sender<Job>)>>,
+    /// The state writer's queue.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The journal's exchanges, in segments in `journal_dir`.
+    journal: JournalWriter,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
-    journal_path: PathBuf,
+    journal_dir: PathBuf,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -181,38 +180,21 @@ struct Inner {
 struct Counters {
     transactions: AtomicU64,
     commit_jobs: AtomicU64,
-    /// The next journal row id, shared by both databases so ids order the whole journal.
-    next_journal_id: AtomicU64,
+    /// The next journal row id, shared by the state changes and the exchanges so that ids
+    /// order the whole journal.
+    next_journal_id: Arc<AtomicU64>,
 }
 
 /// At most this many commits go in one transaction.
 const MAX_GROUP: usize = 1024;
-/// How a writer gathers jobs into one transaction.
-#[derive(Clone, Copy)]
-enum Linger {
-    /// Someone waits for each commit: wait for company at most `max`, and stop at the first
-    /// silence of `step`.
-    WhileArriving {
-        max: std::time::Duration,
-        step: std::time::Duration,
-    },
-    /// Nobody waits: after the first job, sleep this long, then take everything queued. While
-    /// the writer sleeps (rather than waits on the channel) senders do not wake it, so the
-    /// payment path pays no wake-up per journal row.
-    Gather(std::time::Duration),
-}
-
-/// State commits: linger briefly.
-const STATE_LINGER: Linger = Linger::WhileArriving {
-    max: std::time::Duration::from_micros(1500),
-    step: std::time::Duration::from_micros(300),
-};
-/// Journal rows: many per transaction (fewer pages written per row), one wake-up per batch.
-const JOURNAL_LINGER: Linger = Linger::Gather(std::time::Duration::from_millis(50));
+/// How long the writer waits for company for a commit (someone waits for each one): at most
+/// `LINGER_MAX`, stopping at the first silence of `LINGER_STEP`.
+const LINGER_MAX: std::time::Duration = std::time::Duration::from_micros(1500);
+const LINGER_STEP: std::time::Duration = std::time::Duration::from_micros(300);
 const READERS: usize = 4;
 
-/// How often the WAL files are checkpointed into the databases, by a thread of their own (so
-/// no commit waits for a checkpoint).
+/// How often the WAL file is checkpointed into the database, by a thread of its own (so no
+/// commit waits for a checkpoint).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn open(path: &Path, synchronous: &str) -> Result<Connection, StoreError> {
@@ -244,8 +226,9 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError>
     Ok(())
 }
 
-/// The journal database lives next to the state database: `x.db` → `x.journal.db`.
-fn journal_path(path: &Path) -> PathBuf {
+/// The journal database earlier versions kept beside the state database: `x.db` →
+/// `x.journal.db`.
+fn legacy_journal_path(path: &Path) -> PathBuf {
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -253,46 +236,81 @@ fn journal_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{stem}.journal.db"))
 }
 
-fn reader(path: &Path, journal: &Path) -> Result<Connection, StoreError> {
+/// Moves the exchanges of an earlier version's journal database into segments (with their ids)
+/// and renames it `….journal.db.imported`. Rows already in the segments (an import cut short)
+/// are not written twice.
+fn import_legacy_journal(
+    path: &Path,
+    segments: &mut SegmentWriter,
+    last_id: u64,
+) -> Result<u64, StoreError> {
+    let legacy = legacy_journal_path(path);
+    if !legacy.is_file() {
+        return Ok(last_id);
+    }
+    let conn = Connection::open(&legacy)?;
+    let mut st = conn.prepare("SELECT * FROM journal WHERE id > ?1 ORDER BY id")?;
+    let mut rows = st.query([last_id as i64])?;
+    let (mut count, mut last) = (0u64, last_id);
+    while let Some(row) = rows.next()? {
+        let r = journal_from(row)?;
+        let mut encoded = Rows::new();
+        encoded.push(&r.entry.as_row());
+        segments
+            .append(encoded, r.id as u64)
+            .map_err(|e| StoreError(e.to_string()))?;
+        (count, last) = (count + 1, r.id as u64);
+        if count % 10_000 == 0 {
+            segments.write().map_err(|e| StoreError(e.to_string()))?;
+        }
+    }
+    drop(rows);
+    drop(st);
+    segments
+        .write()
+        .and_then(|()| segments.sync())
+        .map_err(|e| StoreError(e.to_string()))?;
+    conn.close().map_err(|(_, e)| StoreError::from(e))?;
+    let mut done = legacy.clone().into_os_string();
+    done.push(".imported");
+    std::fs::rename(&legacy, &done)
+        .map_err(|e| StoreError(format!("{}: {e}", legacy.display())))?;
+    tracing::info!(rows = count, from = %legacy.display(), "journal database imported into segments");
+    Ok(last)
+}
+
+fn reader(path: &Path) -> Result<Connection, StoreError> {
     let c = open(path, "FULL")?;
-    c.execute("ATTACH DATABASE ?1 AS jdb", [journal.to_string_lossy()])?;
     c.pragma_update(None, "query_only", "ON")?;
     Ok(c)
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) the database at `path` and its journal
-    /// database beside it.
+    /// Opens (creating and migrating if needed) the database at `path` and the journal
+    /// segments beside it.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         // synchronous=FULL: a commit is on disk before anyone is told about it.
         let mut writer = open(path, "FULL")?;
         migrate(&mut writer, MIGRATIONS)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let journal_path = journal_path(path);
-        // The exchanges are a record, not state: NORMAL (fsync at checkpoints) keeps them off
-        // the disk's critical path; a power cut may lose the last instants of them.
-        let mut jwriter = open(&journal_path, "NORMAL")?;
-        migrate(&mut jwriter, JOURNAL_MIGRATIONS)?;
-        jwriter.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let max_id = |c: &Connection, table: &str| -> Result<u64, StoreError> {
-            Ok(c.query_row(
-                &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
-                [],
-                |r| r.get::<_, i64>(0),
-            )? as u64)
-        };
+        let journal_dir = journal_dir(path);
+        let (mut segments, last_exchange) = SegmentWriter::open(&journal_dir)
+            .map_err(|e| StoreError(format!("{}: {e}", journal_dir.display())))?;
+        let last_exchange = import_legacy_journal(path, &mut segments, last_exchange)?;
+        let last_event = writer.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64;
         let counters = Arc::new(Counters::default());
-        counters.next_journal_id.store(
-            max_id(&writer, "events")?.max(max_id(&jwriter, "journal")?) + 1,
-            Ordering::Relaxed,
-        );
+        counters
+            .next_journal_id
+            .store(last_event.max(last_exchange) + 1, Ordering::Relaxed);
+        let journal = JournalWriter::start(segments, counters.next_journal_id.clone())?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(reader(path, &journal_path)?);
+            readers.push(reader(path)?);
         }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
-        let (jtx, jrx) = mpsc::channel();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
                 .name(name.into())
@@ -300,29 +318,25 @@ impl SqliteStore {
                 .map_err(|e| StoreError(format!("cannot start {name}: {e}")))
         };
         let c = counters.clone();
-        let c2 = counters.clone();
-        let checkpoint_paths = (path.to_path_buf(), journal_path.clone());
+        let checkpoint_path = path.to_path_buf();
         let stop2 = stop.clone();
         let threads = vec![
             spawn(
                 "store-writer",
-                Box::new(move || writer_loop(writer, rx, &c, STATE_LINGER)),
-            )?,
-            spawn(
-                "journal-writer",
-                Box::new(move || writer_loop(jwriter, jrx, &c2, JOURNAL_LINGER)),
+                Box::new(move || writer_loop(writer, rx, &c)),
             )?,
             spawn(
                 "store-checkpoint",
-                Box::new(move || checkpoint_loop(&checkpoint_paths.0, &checkpoint_paths.1, &stop2)),
+                Box::new(move || checkpoint_loop(&checkpoint_path, &stop2)),
             )?,
         ];
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                jobs: Mutex::new(Some((tx, jtx))),
+                jobs: Mutex::new(Some(tx)),
+                journal,
                 readers: Mutex::new(readers),
                 path: path.to_path_buf(),
-                journal_path,
+                journal_dir,
                 threads: Mutex::new(threads),
                 counters,
                 stop,
@@ -340,6 +354,7 @@ impl SqliteStore {
         if let Ok(mut jobs) = self.inner.jobs.lock() {
             jobs.take();
         }
+        self.inner.journal.close();
         self.inner.stop.store(true, Ordering::Relaxed);
         let threads = self
             .inner
@@ -352,26 +367,16 @@ impl SqliteStore {
         }
     }
 
-    fn send(&self, job: Job, journal: bool) -> bool {
+    fn send(&self, job: Job) -> bool {
         match self.inner.jobs.lock() {
-            Ok(jobs) => jobs.as_ref().is_some_and(|(tx, jtx)| {
-                if journal {
-                    jtx.send(job).is_ok()
-                } else {
-                    tx.send(job).is_ok()
-                }
-            }),
+            Ok(jobs) => jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok()),
             Err(_) => false,
         }
     }
 
-    fn request(
-        &self,
-        journal: bool,
-        make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
-    ) -> Commit {
+    fn request(&self, make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job) -> Commit {
         let (tx, rx) = oneshot::channel();
-        let sent = self.send(make(tx), journal);
+        let sent = self.send(make(tx));
         Box::pin(async move {
             if !sent {
                 return Err(StoreError("the store is closed".into()));
@@ -395,7 +400,7 @@ impl SqliteStore {
         };
         let conn = match conn {
             Some(c) => c,
-            None => reader(&self.inner.path, &self.inner.journal_path)?,
+            None => reader(&self.inner.path)?,
         };
         let result = f(&conn);
         if let Ok(mut pool) = self.inner.readers.lock()
@@ -407,46 +412,64 @@ impl SqliteStore {
     }
 }
 
-fn checkpoint_loop(path: &Path, journal: &Path, stop: &std::sync::atomic::AtomicBool) {
-    let conns: Vec<Connection> = [path, journal]
-        .iter()
-        .filter_map(|p| open(p, "FULL").ok())
-        .collect();
+/// Past this size the WAL is restarted after a checkpoint (see [`checkpoint_loop`]).
+const WAL_RESTART_BYTES: u64 = 64 << 20;
+
+/// Checkpoints the WAL into the database every [`CHECKPOINT_EVERY`], without blocking commits
+/// (`PASSIVE`). Under a steady stream of commits a passive checkpoint never catches up with the
+/// last frame, so SQLite never starts the WAL over: it grew past a gigabyte in two minutes of
+/// load, every commit appending to new blocks. So once the WAL is past
+/// [`WAL_RESTART_BYTES`], the passive pass is followed by a `RESTART` one: it holds commits back
+/// only while it copies the few frames written since the passive pass (and at most 100 ms),
+/// then the WAL is rewritten from its start (its file, and the pages cached for it, reused).
+fn checkpoint_loop(path: &Path, stop: &std::sync::atomic::AtomicBool) {
+    let conn = match open(path, "FULL") {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no checkpoints: the database cannot be opened");
+            return;
+        }
+    };
+    // A restart waits for the commit in progress and for readers to leave the WAL, holding
+    // new commits back meanwhile: never for long (a long read makes it give up until the next
+    // round).
+    if let Err(e) = conn.busy_timeout(std::time::Duration::from_millis(100)) {
+        tracing::warn!(error = %e, "checkpoint: cannot set the busy timeout");
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(CHECKPOINT_EVERY);
-        for c in &conns {
-            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "checkpoint failed");
-            }
+        let checkpoint =
+            |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
+        if let Err(e) = checkpoint("PASSIVE") {
+            tracing::warn!(error = %e, "checkpoint failed");
+            continue;
+        }
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if size > WAL_RESTART_BYTES
+            && let Err(e) = checkpoint("RESTART")
+        {
+            tracing::warn!(error = %e, wal_bytes = size, "WAL restart failed");
         }
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counters, linger: Linger) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counters) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        match linger {
-            // A transaction costs about the same for one job as for twenty (the same pages
-            // are written), so waiting a fraction of a millisecond for company is cheaper
-            // than committing alone.
-            Linger::WhileArriving { max, step } => {
-                let lingering = std::time::Instant::now();
-                while batch.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) if lingering.elapsed() < max => match rx.recv_timeout(step) {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        },
-                        Err(_) => break,
-                    }
-                }
-            }
-            Linger::Gather(pause) => {
-                if !matches!(batch[0], Job::Flush(_)) {
-                    thread::sleep(pause);
-                }
-                batch.extend(rx.try_iter().take(MAX_GROUP));
+        // A transaction costs about the same for one job as for twenty (the same pages are
+        // written), so waiting a fraction of a millisecond for company is cheaper than
+        // committing alone.
+        let lingering = std::time::Instant::now();
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) if lingering.elapsed() < LINGER_MAX => match rx.recv_timeout(LINGER_STEP) {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                },
+                Err(_) => break,
             }
         }
         let jobs = batch
@@ -454,7 +477,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counter
             .filter(|j| matches!(j, Job::Commit(..)))
             .count() as u64;
         write_batch(&mut conn, batch, counters);
-        // Only state transactions count: they are the fsyncs the payment path waits for.
+        // Commits count (maintenance and flushes do not): they are what the payment path waits
+        // for.
         if jobs > 0 {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
             counters.commit_jobs.fetch_add(jobs, Ordering::Relaxed);
@@ -488,48 +512,27 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
         }
     };
     for (job, r) in batch.into_iter().zip(results) {
-        match (job, r) {
-            (Job::Commit(_, done) | Job::Maintenance { done, .. } | Job::Flush(done), r) => {
-                if let Err(e) = &r {
-                    tracing::error!(error = %e, "store write failed");
-                }
-                let _ = done.send(r);
-            }
-            (Job::Journal(_), Err(e)) => tracing::error!(error = %e, "journal rows lost"),
-            (Job::Journal(_), Ok(())) => {}
+        let (Job::Commit(_, done) | Job::Maintenance { done, .. } | Job::Flush(done)) = job;
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "store write failed");
         }
+        let _ = done.send(r);
     }
 }
 
 fn run_job(c: &Connection, job: &Job, next_id: &dyn Fn() -> u64) -> Result<(), StoreError> {
     match job {
         Job::Commit(writes, _) => writes.iter().try_for_each(|w| apply(c, w, next_id)),
-        Job::Journal(entries) => entries
-            .iter()
-            .try_for_each(|e| insert_journal(c, INSERT_EXCHANGE, next_id(), e)),
         Job::Maintenance {
             journal_before,
             now,
             ..
         } => {
-            // The same job goes to both writers: each cleans its own database.
-            let is_state = c.query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'idempotency'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )? > 0;
-            if is_state {
-                c.execute("DELETE FROM events WHERE at < ?1", [*journal_before as i64])?;
-                c.execute(
-                    "DELETE FROM idempotency WHERE valid_to <= ?1",
-                    [*now as i64],
-                )?;
-            } else {
-                c.execute(
-                    "DELETE FROM journal WHERE at < ?1",
-                    [*journal_before as i64],
-                )?;
-            }
+            c.execute("DELETE FROM events WHERE at < ?1", [*journal_before as i64])?;
+            c.execute(
+                "DELETE FROM idempotency WHERE valid_to <= ?1",
+                [*now as i64],
+            )?;
             Ok(())
         }
         Job::Flush(_) => Ok(()),
@@ -592,7 +595,7 @@ fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), Sto
             c.prepare_cached("DELETE FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3 AND token = ?4")?
                 .execute(params![k.psp, k.key, k.primitive, token])?;
         }
-        Write::Event(e) => insert_journal(c, INSERT_EVENT, next_id(), &JournalEntry::from(e))?,
+        Write::Event(e) => insert_event(c, next_id(), &JournalEntry::from(e))?,
     }
     Ok(())
 }
@@ -642,23 +645,14 @@ fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The insert of a journal row into `events` or `journal` (same columns).
-macro_rules! insert_journal_sql {
-    ($table:literal) => {
-        concat!(
-            "INSERT INTO ",
-            $table,
-            " (id, at, component, category, primitive, subtype, fiscal_code, notice_number, iuv,
-               token, psp, channel, station, outcome, caller, callee, payload, detail, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-        )
-    };
-}
-const INSERT_EVENT: &str = insert_journal_sql!("events");
-const INSERT_EXCHANGE: &str = insert_journal_sql!("journal");
-
-fn insert_journal(c: &Connection, sql: &str, id: u64, e: &JournalEntry) -> Result<(), StoreError> {
-    c.prepare_cached(sql)?.execute(params![
+/// A state change's journal row, in the transaction of the change.
+fn insert_event(c: &Connection, id: u64, e: &JournalEntry) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO events (id, at, component, category, primitive, subtype, fiscal_code, notice_number, iuv,
+           token, psp, channel, station, outcome, caller, callee, payload, detail, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    )?
+    .execute(params![
         id as i64,
         e.at as i64,
         e.component,
@@ -806,20 +800,27 @@ fn recipient_from(row: &Row<'_>) -> rusqlite::Result<Recipient> {
     })
 }
 
-/// One page of journal rows matching `q`, oldest first: the union of the state changes
-/// (`events`) and, when `exchanges` (the journal database is attached as `jdb`), the SOAP
-/// exchanges. Shared by the store and the read-only `pagonode journal` reader.
+/// One page of journal rows matching `q`, oldest first: the state changes (`events` of `c`)
+/// merged by id with the SOAP exchanges of the segments in `exchanges`. Shared by the store and
+/// the read-only `pagonode journal` reader.
 pub(crate) fn query_journal(
     c: &Connection,
+    exchanges: &Path,
     q: &JournalQuery,
-    exchanges: bool,
-) -> rusqlite::Result<Vec<JournalRow>> {
-    let union = if exchanges {
-        "SELECT * FROM main.events UNION ALL SELECT * FROM jdb.journal"
-    } else {
-        "SELECT * FROM main.events"
-    };
-    let mut sql = format!("SELECT * FROM ({union}) WHERE 1 = 1");
+) -> Result<Vec<JournalRow>, StoreError> {
+    let limit = q.limit.clamp(1, 10_000);
+    let mut rows = query_events(c, q)?;
+    rows.extend(
+        segment::query(exchanges, q)
+            .map_err(|e| StoreError(format!("{}: {e}", exchanges.display())))?,
+    );
+    rows.sort_unstable_by_key(|r| r.id);
+    rows.truncate(limit);
+    Ok(rows)
+}
+
+fn query_events(c: &Connection, q: &JournalQuery) -> rusqlite::Result<Vec<JournalRow>> {
+    let mut sql = "SELECT * FROM events WHERE 1 = 1".to_string();
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     let text = |v: &Option<String>| v.clone().map(rusqlite::types::Value::Text);
     let int = |v: Option<i64>| v.map(rusqlite::types::Value::Integer);
@@ -1026,42 +1027,36 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Commit {
-        self.request(false, |done| Job::Commit(writes, done))
+        self.request(|done| Job::Commit(writes, done))
     }
 
-    fn journal(&self, entries: Vec<JournalEntry>) {
-        if !entries.is_empty() && !self.send(Job::Journal(entries), true) {
-            tracing::warn!("journal rows dropped: the store is closed");
-        }
+    fn journal(&self, rows: Rows) {
+        self.inner.journal.append(rows);
     }
 
     fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
-        self.read(|c| Ok(query_journal(c, q, true)?))
+        self.read(|c| query_journal(c, &self.inner.journal_dir, q))
     }
 
     fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
-        let state = self.request(false, |done| Job::Maintenance {
+        let state = self.request(|done| Job::Maintenance {
             journal_before,
             now,
             done,
         });
-        let journal = self.request(true, |done| Job::Maintenance {
-            journal_before,
-            now,
-            done,
-        });
+        let inner = self.inner.clone();
         Box::pin(async move {
             state.await?;
-            journal.await
+            inner.journal.retain(journal_before).await
         })
     }
 
     fn flush(&self) -> Commit {
-        let state = self.request(false, Job::Flush);
-        let journal = self.request(true, Job::Flush);
+        let state = self.request(Job::Flush);
+        let inner = self.inner.clone();
         Box::pin(async move {
             state.await?;
-            journal.await
+            inner.journal.flush().await
         })
     }
 
@@ -1077,5 +1072,130 @@ impl Store for SqliteStore {
             Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(drop)?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn exchange(at: Millis, notice: &str) -> JournalEntry {
+        JournalEntry {
+            at,
+            component: "nodeForPsp".into(),
+            category: Some(Category::Interface),
+            primitive: "activatePaymentNotice".into(),
+            subtype: Some(Subtype::Req),
+            fiscal_code: Some("77777777777".into()),
+            notice_number: Some(notice.into()),
+            payload: Some("<soapenv:Envelope/>".into()),
+            ..JournalEntry::default()
+        }
+    }
+
+    fn everything(store: &SqliteStore) -> Vec<JournalRow> {
+        store
+            .query_journal(&JournalQuery {
+                limit: 10_000,
+                ..JournalQuery::default()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn an_earlier_versions_journal_database_is_moved_into_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let legacy = legacy_journal_path(&db);
+        let c = Connection::open(&legacy).unwrap();
+        c.execute_batch(&format!("CREATE TABLE journal ({JOURNAL_COLUMNS});"))
+            .unwrap();
+        for (id, at) in [(3i64, 1_000i64), (7, 2_000), (9, 3_000)] {
+            c.execute(
+                "INSERT INTO journal (id, at, component, category, primitive, subtype, notice_number, payload)
+                 VALUES (?1, ?2, 'nodeForPsp', 'INTERFACCIA', 'activatePaymentNotice', 'REQ', '302000000000000001', '<x/>')",
+                params![id, at],
+            )
+            .unwrap();
+        }
+        drop(c);
+        let store = SqliteStore::open(&db).unwrap();
+        let rows = everything(&store);
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 7, 9]);
+        assert_eq!(rows[1].entry.at, 2_000);
+        assert_eq!(rows[1].entry.payload.as_deref(), Some("<x/>"));
+        assert!(!legacy.exists());
+        let mut imported = legacy.clone().into_os_string();
+        imported.push(".imported");
+        assert!(Path::new(&imported).exists());
+        // New rows come after the imported ones.
+        let mut rows = Rows::new();
+        rows.push(&exchange(4_000, "302000000000000002").as_row());
+        store.journal(rows);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(store.flush()).unwrap();
+        assert_eq!(everything(&store).last().unwrap().id, 10);
+        store.close();
+        // Reopened, nothing is imported twice.
+        let store = SqliteStore::open(&db).unwrap();
+        assert_eq!(everything(&store).len(), 4);
+        store.close();
+    }
+
+    #[test]
+    fn state_changes_and_exchanges_page_together_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("node.db")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..30 {
+            if i % 3 == 0 {
+                let event = crate::engine::StateEvent {
+                    at: i,
+                    kind: crate::engine::EventKind::Activated,
+                    notice: None,
+                    token: Some(format!("t{i}")),
+                    psp: None,
+                    channel: None,
+                    station: None,
+                    outcome: None,
+                    detail: None,
+                };
+                rt.block_on(store.commit(vec![Write::Event(event)]))
+                    .unwrap();
+            } else {
+                let mut rows = Rows::new();
+                rows.push(&exchange(i, "302000000000000001").as_row());
+                store.journal(rows);
+                rt.block_on(store.flush()).unwrap();
+            }
+        }
+        let mut seen = Vec::new();
+        let mut q = JournalQuery {
+            limit: 7,
+            ..JournalQuery::default()
+        };
+        loop {
+            let page = store.query_journal(&q).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            q.after_id = page.last().map(|r| r.id);
+            seen.extend(page.into_iter().map(|r| (r.id, r.entry.at)));
+        }
+        assert_eq!(seen.len(), 30);
+        assert!(
+            seen.windows(2).all(|w| w[0].0 < w[1].0),
+            "ids ascend: {seen:?}"
+        );
+        assert!(
+            seen.windows(2).all(|w| w[0].1 < w[1].1),
+            "in the order written"
+        );
+        store.close();
     }
 }
