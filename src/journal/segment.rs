@@ -207,15 +207,15 @@ impl<'a> RowRef<'a> {
     }
 
     /// The keys a segment's Bloom filter holds: the ones queries look rows up by.
-    fn keys(&self) -> impl Iterator<Item = (u8, &'a str)> {
+    fn keys(&self) -> impl Iterator<Item = (u8, &'a [u8])> {
         [
+            (b'f', self.fiscal_code),
             (b'n', self.notice_number),
             (b't', self.token),
-            (b'f', self.fiscal_code),
             (b'p', self.psp),
         ]
         .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
+        .filter_map(|(k, v)| Some((k, v?.as_bytes())))
     }
 
     pub fn to_entry(&self) -> JournalEntry {
@@ -343,8 +343,8 @@ impl Rows {
             self.buf[body..body + 8].copy_from_slice(&id.to_le_bytes());
             let crc = crc32fast::hash(&self.buf[body..body + len]);
             self.buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
-            if let Some((_, row)) = RowRef::decode(&self.buf[body..body + len]) {
-                summary.add(id, &row);
+            if let Some((row_at, keys)) = summary_fields(&self.buf[body..body + len]) {
+                summary.add(id, row_at, keys);
             }
             id += 1;
             at = body + len;
@@ -366,13 +366,38 @@ struct Summary {
     bloom: Vec<u64>,
 }
 
+/// The time and the lookup keys ([`RowRef::keys`]) of a body the writer has just numbered: its
+/// own encoding, so the texts are skipped over, not decoded (the messages are most of the bytes).
+fn summary_fields(body: &[u8]) -> Option<(Millis, impl Iterator<Item = (u8, &[u8])>)> {
+    let at = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
+    let mut rest = body.get(FIXED..)?;
+    // Texts 0-6: component, primitive, fiscal code, notice number, IUV, token, PSP.
+    let mut texts: [Option<&[u8]>; 7] = [None; 7];
+    for text in &mut texts {
+        let (len, tail) = rest.split_at_checked(4)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?);
+        rest = tail;
+        if len != NONE_LEN {
+            let (t, tail) = rest.split_at_checked(len as usize)?;
+            (*text, rest) = (Some(t), tail);
+        }
+    }
+    let keys = [
+        (b'f', texts[2]),
+        (b'n', texts[3]),
+        (b't', texts[5]),
+        (b'p', texts[6]),
+    ];
+    Some((at, keys.into_iter().filter_map(|(k, v)| Some((k, v?)))))
+}
+
 /// The bit positions of a key in a filter of `bits` bits (a power of two). Positions are taken
 /// modulo the size, so a filter folded in half (its halves OR-ed) still holds every key.
-fn bloom_positions(kind: u8, key: &str, bits: usize) -> impl Iterator<Item = usize> {
+fn bloom_positions(kind: u8, key: &[u8], bits: usize) -> impl Iterator<Item = usize> {
     // Two 32-bit hashes combined (Kirsch–Mitzenmacher): enough for a filter.
-    let h1 = crc32fast::hash(key.as_bytes()) as u64;
+    let h1 = crc32fast::hash(key) as u64;
     let mut h = crc32fast::Hasher::new_with_initial(0x9e37_79b9 ^ kind as u32);
-    h.update(key.as_bytes());
+    h.update(key);
     let h2 = (h.finalize() as u64) | 1;
     let mask = bits as u64 - 1;
     (0..BLOOM_HASHES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & mask) as usize)
@@ -396,13 +421,13 @@ impl Summary {
         self.bloom.len() * 64
     }
 
-    fn add(&mut self, id: u64, row: &RowRef<'_>) {
+    fn add<'k>(&mut self, id: u64, at: Millis, keys: impl Iterator<Item = (u8, &'k [u8])>) {
         self.last_id = self.last_id.max(id);
         self.count += 1;
-        self.min_at = self.min_at.min(row.at);
-        self.max_at = self.max_at.max(row.at);
+        self.min_at = self.min_at.min(at);
+        self.max_at = self.max_at.max(at);
         let bits = self.bits();
-        for (kind, key) in row.keys() {
+        for (kind, key) in keys {
             self.keys += 1;
             for bit in bloom_positions(kind, key, bits) {
                 self.bloom[bit / 64] |= 1 << (bit % 64);
@@ -424,7 +449,7 @@ impl Summary {
     }
 
     fn may_hold(&self, kind: u8, key: &str) -> bool {
-        bloom_positions(kind, key, self.bits())
+        bloom_positions(kind, key.as_bytes(), self.bits())
             .all(|bit| self.bloom[bit / 64] & (1 << (bit % 64)) != 0)
     }
 
@@ -571,7 +596,7 @@ fn sealed_summary(dir: &Path, first_id: u64) -> Option<Summary> {
 fn summary_of_rows(dir: &Path, first_id: u64) -> io::Result<(Summary, u64)> {
     let mut s = Summary::new(first_id);
     let end = scan(&segment_path(dir, first_id), |_, id, row| {
-        s.add(id, row);
+        s.add(id, row.at, row.keys());
         true
     })?;
     Ok((s, end))
@@ -983,6 +1008,7 @@ mod tests {
         let s = sealed_summary(dir.path(), 1).unwrap();
         assert_eq!((s.first_id, s.last_id, s.count), (1, 10, 10));
         assert!(s.may_hold(b'n', row(4).notice_number.as_deref().unwrap()));
+        assert!(s.may_hold(b't', "tok3"), "tokens are keys too");
         assert!(!s.may_match(&JournalQuery {
             notice_number: Some("399999999999999999".into()),
             ..JournalQuery::default()
