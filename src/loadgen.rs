@@ -53,9 +53,14 @@ pub struct LoadArgs {
     /// With --spawn: measure the journal's cost in one run. Two nodes are started, journal on
     /// and off, and loaded in turn (`--rounds` rounds of `--duration` seconds each, after
     /// `--warmup`, the order flipped every round), so that a noisy machine's drift falls on
-    /// both alike. Prints the throughput ratio.
+    /// both alike; halfway, fresh nodes take the other slots. Prints the throughput ratio and
+    /// each side's CPU and bytes written per flow.
     #[arg(long, requires = "spawn", conflicts_with = "no_journal")]
     pub compare_journal: bool,
+    /// With --compare-journal: the journal off on both sides, to see what the comparison
+    /// reports when there is no difference to find.
+    #[arg(long, requires = "compare_journal")]
+    pub control: bool,
     /// Rounds of --compare-journal.
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,
@@ -69,6 +74,8 @@ const PSP: (&str, &str, &str, &str) = ("60000000001", "60000000001", "6000000000
 
 struct Stats {
     flows: Histogram<u64>,
+    /// Flows completed, warm-up included (what the node did, for its CPU and bytes per flow).
+    completed: u64,
     per_op: Vec<(&'static str, Histogram<u64>)>,
     errors: u64,
     first_errors: Vec<String>,
@@ -79,6 +86,7 @@ impl Stats {
         let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
         Stats {
             flows: h(),
+            completed: 0,
             per_op: [
                 "demandPaymentNotice",
                 "activatePaymentNotice",
@@ -278,6 +286,7 @@ async fn drive(
                     }
                 }
                 let mut s = stats.lock().await;
+                s.completed += u64::from(r.is_ok());
                 match r {
                     Ok(lat) if measuring => {
                         let _ = s.flows.record((t0.elapsed().as_micros() as u64).max(1));
@@ -376,71 +385,136 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
 }
 
 /// `--compare-journal`: two nodes (journal on, off) loaded in turn; prints each round's
-/// throughputs and the ratio on/off of the totals.
+/// throughputs, the ratio on/off of the totals and each side's CPU and bytes per flow.
+///
+/// The two nodes are not interchangeable: with the journal off on both, the first one
+/// spawned measured some 6% slower than the second over a run (a control run, `--control`,
+/// shows it). So the run is split in two halves on fresh processes, the journal on the first
+/// node in one half and on the second in the other: whatever a slot costs falls on both sides.
 async fn compare_journal(args: &LoadArgs) -> Result<(), String> {
-    let spawned = Spawned::start(args, &[true, false]).await?;
+    let label = if args.control {
+        ["first", "second"]
+    } else {
+        ["journal on", "journal off"]
+    };
+    println!(
+        "pagonode loadgen --compare-journal{}: {} rounds of {} s per side (after {} s warm-up), concurrency {}",
+        if args.control {
+            " --control (journal off on both sides)"
+        } else {
+            ""
+        },
+        args.rounds,
+        args.duration,
+        args.warmup,
+        args.concurrency
+    );
     let (http, run_id, seq) = (
         http_client(args.concurrency)?,
         crate::clock::now_ms() / 1000,
         Arc::new(AtomicU64::new(0)),
     );
-    let ctx = |i: usize| {
-        Arc::new(Ctx {
-            http: http.clone(),
-            url: spawned.nodes[i].1.clone(),
-            run_id,
-            seq: seq.clone(),
-            flow: args.flow,
-        })
-    };
-    let sides = [ctx(0), ctx(1)];
-    println!(
-        "pagonode loadgen --compare-journal: {} rounds of {} s per side (after {} s warm-up), concurrency {}",
-        args.rounds, args.duration, args.warmup, args.concurrency
-    );
-    let (mut flows, mut secs, mut ratios, mut errors) = ([0u64; 2], [0f64; 2], Vec::new(), 0);
-    let mut first_errors = Vec::new();
-    for round in 0..args.rounds {
-        let mut rate = [0f64; 2];
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
-            // The node loaded before still has work of its own after its phase (receipts to
-            // deliver, rows to write, checkpoints): it would slow this phase down. Started
-            // only once every process is idle, each phase has the machine to itself.
-            spawned.settle().await;
-            let m = drive(
-                &sides[side],
-                args.concurrency,
-                Duration::from_secs(args.warmup),
-                Duration::from_secs(args.duration),
-            )
-            .await;
-            flows[side] += m.stats.flows.len();
-            secs[side] += m.secs;
-            errors += m.stats.errors;
-            if first_errors.is_empty() {
-                first_errors = m.stats.first_errors;
+    let (mut flows, mut secs, mut completed) = ([0u64; 2], [0f64; 2], [0u64; 2]);
+    let (mut cpu_us, mut written) = ([0f64; 2], [0u64; 2]);
+    let (mut ratios, mut errors, mut first_errors) = (Vec::new(), 0, Vec::new());
+    let halves = [args.rounds.div_ceil(2), args.rounds / 2];
+    for (half, rounds) in halves.into_iter().enumerate() {
+        // Which side each spawned node is: swapped in the second half.
+        let side_of = |slot: usize| slot ^ half;
+        let journals: Vec<bool> = (0..2)
+            .map(|slot| side_of(slot) == 0 && !args.control)
+            .collect();
+        let spawned = Spawned::start(args, &journals).await?;
+        let ctx = |slot: usize| {
+            Arc::new(Ctx {
+                http: http.clone(),
+                url: spawned.nodes[slot].1.clone(),
+                run_id,
+                seq: seq.clone(),
+                flow: args.flow,
+            })
+        };
+        let slots = [ctx(0), ctx(1)];
+        spawned.settle().await;
+        let usage_before = spawned.usage();
+        for round in 0..rounds {
+            let mut rate = [0f64; 2];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for slot in order {
+                // The node loaded before still has work of its own after its phase (receipts
+                // to deliver, rows to write, checkpoints): it would slow this phase down.
+                // Started only once every process is idle, each phase has the machine to
+                // itself.
+                spawned.settle().await;
+                let m = drive(
+                    &slots[slot],
+                    args.concurrency,
+                    Duration::from_secs(args.warmup),
+                    Duration::from_secs(args.duration),
+                )
+                .await;
+                let side = side_of(slot);
+                flows[side] += m.stats.flows.len();
+                completed[side] += m.stats.completed;
+                secs[side] += m.secs;
+                errors += m.stats.errors;
+                if first_errors.is_empty() {
+                    first_errors = m.stats.first_errors;
+                }
+                rate[side] = m.stats.flows.len() as f64 / m.secs;
             }
-            rate[side] = m.stats.flows.len() as f64 / m.secs;
+            ratios.push(rate[0] / rate[1]);
+            println!(
+                "  round {}: {} {:.0} flows/s, {} {:.0} flows/s, ratio {:.3}",
+                ratios.len(),
+                label[0],
+                rate[0],
+                label[1],
+                rate[1],
+                rate[0] / rate[1]
+            );
         }
-        ratios.push(rate[0] / rate[1]);
-        println!(
-            "  round {}: journal on {:.0} flows/s, off {:.0} flows/s, ratio {:.3}",
-            round + 1,
-            rate[0],
-            rate[1],
-            rate[0] / rate[1]
-        );
+        // Each node works only in its phases (and just after): its whole use over the half is
+        // what its flows cost it. Steadier than throughput on a noisy host.
+        spawned.settle().await;
+        for (slot, (after, before)) in spawned.usage().into_iter().zip(usage_before).enumerate() {
+            cpu_us[side_of(slot)] +=
+                after.0.saturating_sub(before.0) as f64 / ticks_per_second() * 1e6;
+            written[side_of(slot)] += after.1.saturating_sub(before.1);
+        }
+        spawned.stop().await;
     }
-    spawned.stop().await;
-    let total = (flows[0] as f64 / secs[0]) / (flows[1] as f64 / secs[1]);
+    let rate = |i: usize| flows[i] as f64 / secs[i];
+    let total = rate(0) / rate(1);
     ratios.sort_by(f64::total_cmp);
     let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
-        "  all rounds: journal on {:.0} flows/s, off {:.0} flows/s: ratio {total:.3} (median of rounds {median:.3}); the journal costs {:.1}% of throughput",
-        flows[0] as f64 / secs[0],
-        flows[1] as f64 / secs[1],
-        (1.0 - total) * 100.0
+        "  all rounds: {} {:.0} flows/s, {} {:.0} flows/s: ratio {total:.3} (median of rounds {median:.3}; flows/s {:+.1}%)",
+        label[0],
+        rate(0),
+        label[1],
+        rate(1),
+        (total - 1.0) * 100.0
+    );
+    let (mean, low, high) = ratio_interval(&ratios);
+    println!(
+        "  geometric mean of the round ratios {mean:.3}, 95% interval {low:.3}-{high:.3} (what the machine's noise leaves of the measurement)"
+    );
+    let per_flow = |i: usize| {
+        let n = completed[i].max(1) as f64;
+        (cpu_us[i] / n, written[i] as f64 / n)
+    };
+    let (a, b) = (per_flow(0), per_flow(1));
+    println!(
+        "  per flow: {} {:.0} µs CPU, {:.1} KB written; {} {:.0} µs CPU, {:.1} KB written (CPU {:+.1}%, bytes {:+.1}%)",
+        label[0],
+        a.0,
+        a.1 / 1000.0,
+        label[1],
+        b.0,
+        b.1 / 1000.0,
+        (a.0 / b.0 - 1.0) * 100.0,
+        (a.1 / b.1 - 1.0) * 100.0
     );
     println!("  errors: {errors}");
     for e in &first_errors {
@@ -515,6 +589,30 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     field(11) + field(12)
+}
+
+/// The geometric mean of `ratios` and its interval of two standard errors either side (about
+/// 95%, from the spread of the rounds' logarithms): how much of a run's ratio its noise leaves
+/// standing. A single round's ratio swings by tens of percent on a shared host.
+fn ratio_interval(ratios: &[f64]) -> (f64, f64, f64) {
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let n = logs.len() as f64;
+    let mean = logs.iter().sum::<f64>() / n;
+    let variance = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let half = 2.0 * (variance / n).sqrt();
+    (mean.exp(), (mean - half).exp(), (mean + half).exp())
+}
+
+/// Bytes a process has caused to be written to storage so far (Linux `/proc`; 0 elsewhere).
+fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Clock ticks per second of `/proc` CPU times (USER_HZ, 100 on Linux).
@@ -667,11 +765,38 @@ impl Spawned {
         }
     }
 
+    /// Each node's (CPU ticks, bytes written) so far.
+    fn usage(&self) -> Vec<(u64, u64)> {
+        self.nodes
+            .iter()
+            .map(|(n, _)| n.id().map_or((0, 0), |p| (cpu_ticks(p), written_bytes(p))))
+            .collect()
+    }
+
     async fn stop(mut self) {
         for (node, _) in &mut self.nodes {
             let _ = node.kill().await;
         }
         let _ = self.ec.kill().await;
         let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio_interval;
+
+    #[test]
+    fn the_ratio_interval_is_geometric_and_narrows_with_agreeing_rounds() {
+        let (mean, low, high) = ratio_interval(&[0.5, 2.0]);
+        assert!((mean - 1.0).abs() < 1e-12);
+        assert!(low < 0.5 && high > 2.0, "{low} {high}");
+        let (mean, low, high) = ratio_interval(&[0.95; 8]);
+        assert!((mean - 0.95).abs() < 1e-12 && (high - low).abs() < 1e-12);
+        let (_, low, high) = ratio_interval(&[0.9, 1.0, 0.95, 0.92, 0.98, 0.93]);
+        assert!(
+            0.9 < low && low < 0.95 && 0.95 < high && high < 1.0,
+            "{low} {high}"
+        );
     }
 }

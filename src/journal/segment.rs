@@ -9,13 +9,18 @@
 //! bytes written once.
 //!
 //! Layout: a directory `<stem>.journal/` beside the state database, holding segments
-//! `<first id>.seg` (20 digits, so names sort as ids do). A segment is [`MAGIC`] then records
-//! `[body length u32][CRC-32 of body u32][body]`, little-endian; the body is the row (see
-//! [`RowRef::encode`]). A segment is sealed when it reaches [`SEGMENT_BYTES`] or spans
-//! [`SEGMENT_SPAN_MS`]: its summary (ids, times, a Bloom filter of its keys) goes to
-//! `<first id>.idx`, so readers skip segments that cannot match. Retention deletes whole
-//! segments. A torn record at the end of the open segment (a crash in the middle of a write) is
-//! cut off when the writer reopens it; readers stop at it.
+//! `<first id>.seg` (20 digits, so names sort as ids do). A segment is [`MAGIC`] then blocks,
+//! one per batch the writer writes: `[stored length u32][raw length u32][CRC-32 of the stored
+//! bytes u32][stored bytes]`, little-endian, the stored bytes being the LZ4 block compression
+//! of the raw ones: records `[body length u32][CRC-32 of body u32][body]`, the body being the
+//! row (see [`RowRef::encode`]). Compression is worth it here: consecutive rows are SOAP
+//! messages that differ in a few values, and it shrinks what the disk must take beside the
+//! state commits several times over. (Segments of format 1, records without blocks, are still
+//! read.) A segment is sealed when it reaches [`SEGMENT_BYTES`] or spans [`SEGMENT_SPAN_MS`]:
+//! its summary (ids, times, a Bloom filter of its keys) goes to `<first id>.idx`, so readers
+//! skip segments that cannot match. Retention deletes whole segments. A torn block at the end
+//! of the open segment (a crash in the middle of a write) is cut off when the writer reopens
+//! it; readers stop at it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
@@ -26,25 +31,39 @@ use crate::engine::Millis;
 use crate::journal::{Category, JournalEntry, Subtype};
 use crate::store::{JournalQuery, JournalRow};
 
-/// The first bytes of every segment (format version 1).
-pub const MAGIC: &[u8; 8] = b"PGNJRN01";
+/// The first bytes of every segment written now (format version 2: compressed blocks).
+pub const MAGIC: &[u8; 8] = b"PGNJRN02";
+/// The first bytes of a segment of format version 1 (records straight after it, uncompressed):
+/// still read, never written.
+const MAGIC_V1: &[u8; 8] = b"PGNJRN01";
 /// The first bytes of every segment summary.
 const INDEX_MAGIC: &[u8; 8] = b"PGNJIX01";
-/// A segment is sealed once it holds this many bytes...
+/// A segment is sealed once it holds this many bytes (compressed)...
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// ... or this many lookup keys (its Bloom filter full: see [`BLOOM_BITS`])...
+const SEGMENT_KEYS: u64 = BLOOM_BITS as u64 / BITS_PER_KEY;
 /// ... or once its rows span this long (so retention can delete rows about when they expire).
 pub const SEGMENT_SPAN_MS: Millis = 3_600_000;
 /// Bytes before each body: its length and its CRC-32.
 const FRAME: usize = 8;
+/// Bytes before each block: its stored (compressed) length, its raw length, the CRC-32 of the
+/// stored bytes.
+const BLOCK_HEADER: usize = 12;
+/// The writer closes a block once its raw rows reach this (one batch is normally far less: a
+/// backlog after a disk stall is cut into blocks of this size)...
+const BLOCK_RAW: usize = 4 << 20;
+/// ... so a block claiming more than this is taken for damage, not allocated.
+const BLOCK_RAW_MAX: usize = 256 << 20;
 /// A body's fixed part: id, time, duration, category, subtype.
 const FIXED: usize = 8 + 8 + 8 + 1 + 1;
 /// The encoding of an absent text or duration.
 const NONE_LEN: u32 = u32::MAX;
 const NONE_DURATION: u64 = u64::MAX;
-/// The Bloom filter of the open segment: sized for the keys of a full one (64 MiB of rows: some
-/// 30,000 rows, four keys each). Sealing folds it down to about [`BITS_PER_KEY`] bits per key
-/// (about 1% false positives with [`BLOOM_HASHES`] hashes), so a quiet hour's segment does not
-/// carry a filter sized for a busy one.
+/// The Bloom filter of the open segment: sized for the keys of a full one ([`SEGMENT_KEYS`]:
+/// some 50,000 rows, four keys each, about 180 MB of rows before compression). Sealing folds it
+/// down to about [`BITS_PER_KEY`] bits per key (about 1% false positives with
+/// [`BLOOM_HASHES`] hashes), so a quiet hour's segment does not carry a filter sized for a
+/// busy one.
 const BLOOM_BITS: usize = 1 << 21;
 const BLOOM_MIN_BITS: usize = 1 << 10;
 const BITS_PER_KEY: u64 = 10;
@@ -546,14 +565,44 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
-/// Reads a segment's records in order, stopping at its end or at the first torn or damaged
-/// record. `each` gets the record's offset, id and row.
-fn scan(path: &Path, mut each: impl FnMut(u64, u64, &RowRef<'_>) -> bool) -> io::Result<u64> {
+/// Passes each record of `buf` to `each`, in order, until a torn or damaged one or until
+/// `each` returns false. Returns the bytes of the records read and whether `each` stopped.
+fn records(buf: &[u8], each: &mut impl FnMut(u64, &RowRef<'_>) -> bool) -> (usize, bool) {
+    let mut at = 0;
+    while let Some(frame) = buf.get(at..at + FRAME) {
+        let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
+        let Some(body) = buf.get(at + FRAME..at + FRAME + len) else {
+            break;
+        };
+        let Some((id, row)) = (crc32fast::hash(body) == crc)
+            .then(|| RowRef::decode(body))
+            .flatten()
+        else {
+            break;
+        };
+        if !each(id, &row) {
+            return (at, true);
+        }
+        at += FRAME + len;
+    }
+    (at, false)
+}
+
+/// Reads a segment's records in order, stopping at its end, at the first torn or damaged
+/// block (or record), or when `each` returns false. Returns the offset where the sound part
+/// of the segment ends (0 if it has not even its first bytes).
+fn scan(path: &Path, mut each: impl FnMut(u64, &RowRef<'_>) -> bool) -> io::Result<u64> {
     let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut magic = [0; 8];
     if r.read_exact(&mut magic).is_err() {
         // Created, its first bytes never written: a crash right after a rotation.
         return Ok(0);
+    }
+    if &magic == MAGIC_V1 {
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf)?;
+        return Ok((MAGIC_V1.len() + records(&buf, &mut each).0) as u64);
     }
     if &magic != MAGIC {
         return Err(io::Error::new(
@@ -562,26 +611,29 @@ fn scan(path: &Path, mut each: impl FnMut(u64, u64, &RowRef<'_>) -> bool) -> io:
         ));
     }
     let mut offset = MAGIC.len() as u64;
-    let mut body = Vec::new();
+    let (mut stored, mut raw) = (Vec::new(), Vec::new());
     loop {
-        let mut frame = [0; FRAME];
-        if r.read_exact(&mut frame).is_err() {
+        let mut header = [0; BLOCK_HEADER];
+        if r.read_exact(&mut header).is_err() {
             return Ok(offset);
         }
-        let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
-        body.clear();
-        if (&mut r).take(len as u64).read_to_end(&mut body)? != len || crc32fast::hash(&body) != crc
+        let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+        let (stored_len, raw_len, crc) = (word(0) as usize, word(4) as usize, word(8));
+        stored.clear();
+        if raw_len > BLOCK_RAW_MAX
+            || (&mut r).take(stored_len as u64).read_to_end(&mut stored)? != stored_len
+            || crc32fast::hash(&stored) != crc
         {
             return Ok(offset);
         }
-        let Some((id, row)) = RowRef::decode(&body) else {
-            return Ok(offset);
-        };
-        if !each(offset, id, &row) {
+        raw.resize(raw_len, 0);
+        if lz4_flex::block::decompress_into(&stored, &mut raw).ok() != Some(raw_len) {
             return Ok(offset);
         }
-        offset += (FRAME + len) as u64;
+        match records(&raw, &mut each) {
+            (read, false) if read == raw_len => offset += (BLOCK_HEADER + stored_len) as u64,
+            _ => return Ok(offset),
+        }
     }
 }
 
@@ -595,7 +647,7 @@ fn sealed_summary(dir: &Path, first_id: u64) -> Option<Summary> {
 /// A segment's summary, read from its rows.
 fn summary_of_rows(dir: &Path, first_id: u64) -> io::Result<(Summary, u64)> {
     let mut s = Summary::new(first_id);
-    let end = scan(&segment_path(dir, first_id), |_, id, row| {
+    let end = scan(&segment_path(dir, first_id), |id, row| {
         s.add(id, row.at, row.keys());
         true
     })?;
@@ -618,7 +670,7 @@ pub fn query(dir: &Path, q: &JournalQuery) -> io::Result<Vec<JournalRow>> {
         if sealed_summary(dir, first).is_some_and(|s| !s.may_match(q)) {
             continue;
         }
-        let scanned = scan(&segment_path(dir, first), |_, id, row| {
+        let scanned = scan(&segment_path(dir, first), |id, row| {
             if q.after_id.is_none_or(|a| id as i64 > a) && row.matches(q) {
                 rows.push(JournalRow {
                     id: id as i64,
@@ -643,8 +695,10 @@ pub fn query(dir: &Path, q: &JournalQuery) -> io::Result<Vec<JournalRow>> {
 pub struct SegmentWriter {
     dir: PathBuf,
     open: Option<OpenSegment>,
-    /// Bytes numbered but not yet written: one `write` per batch.
+    /// Rows numbered but not yet written: one block, one `write` per batch.
     pending: Vec<u8>,
+    /// The block being written (kept for its capacity).
+    block: Vec<u8>,
 }
 
 struct OpenSegment {
@@ -677,6 +731,12 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
+fn starts_with(path: &Path, magic: &[u8; 8]) -> io::Result<bool> {
+    let mut first = [0; 8];
+    File::open(path)?.read_exact(&mut first)?;
+    Ok(&first == magic)
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -692,6 +752,7 @@ impl SegmentWriter {
             dir: dir.to_path_buf(),
             open: None,
             pending: Vec::new(),
+            block: Vec::new(),
         };
         let mut last_id = 0;
         for (i, &first) in ids.iter().enumerate() {
@@ -702,6 +763,8 @@ impl SegmentWriter {
             let (summary, end) = summary_of_rows(dir, first)?;
             last_id = last_id.max(summary.last_id);
             let path = segment_path(dir, first);
+            // A version 1 segment is sealed as it is: blocks are not appended to it.
+            let current = end == 0 || starts_with(&path, MAGIC)?;
             let mut file = OpenOptions::new().append(true).open(&path)?;
             let size = if end == 0 {
                 file.set_len(0)?;
@@ -721,7 +784,7 @@ impl SegmentWriter {
                 size,
                 summary,
             };
-            if i + 1 == ids.len() {
+            if i + 1 == ids.len() && current {
                 w.open = Some(seg);
             } else {
                 w.seal(seg)?;
@@ -738,6 +801,7 @@ impl SegmentWriter {
         }
         let full = self.open.as_ref().is_some_and(|s| {
             s.size + self.pending.len() as u64 >= SEGMENT_BYTES
+                || s.summary.keys >= SEGMENT_KEYS
                 || s.summary.count > 0
                     && first_at(&rows).saturating_sub(s.summary.min_at) >= SEGMENT_SPAN_MS
         });
@@ -765,11 +829,15 @@ impl SegmentWriter {
         rows.number(first_id, &mut seg.summary);
         self.pending.extend_from_slice(&rows.buf);
         recycle(rows.buf);
+        if self.pending.len() >= BLOCK_RAW {
+            self.write()?;
+        }
         Ok(())
     }
 
-    /// Writes the queued rows (to the page cache: see [`SegmentWriter::sync`]). On failure the
-    /// segment is cut back to its last whole record and the queued rows are dropped.
+    /// Writes the queued rows as one compressed block (to the page cache: see
+    /// [`SegmentWriter::sync`]). On failure the segment is cut back to its last whole block and
+    /// the queued rows are dropped.
     pub fn write(&mut self) -> io::Result<()> {
         let Some(seg) = self.open.as_mut() else {
             self.pending.clear();
@@ -778,11 +846,28 @@ impl SegmentWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let result = seg.file.write_all(&self.pending);
+        // The rows are mostly SOAP messages, alike from one payment to the next: compressed,
+        // they take several times fewer bytes to copy and to put on the disk, where they
+        // would otherwise compete with the state commits' syncs.
+        let block = &mut self.block;
+        block.clear();
+        block.resize(
+            BLOCK_HEADER + lz4_flex::block::get_maximum_output_size(self.pending.len()),
+            0,
+        );
+        let stored = lz4_flex::block::compress_into(&self.pending, &mut block[BLOCK_HEADER..]);
+        let result = stored.map_err(io::Error::other).and_then(|stored| {
+            block.truncate(BLOCK_HEADER + stored);
+            let crc = crc32fast::hash(&block[BLOCK_HEADER..]);
+            block[..4].copy_from_slice(&(stored as u32).to_le_bytes());
+            block[4..8].copy_from_slice(&(self.pending.len() as u32).to_le_bytes());
+            block[8..12].copy_from_slice(&crc.to_le_bytes());
+            seg.file.write_all(block)
+        });
         match result {
             Ok(()) => {
-                start_writeback(&seg.file, seg.size, self.pending.len() as u64);
-                seg.size += self.pending.len() as u64;
+                start_writeback(&seg.file, seg.size, block.len() as u64);
+                seg.size += block.len() as u64;
             }
             Err(_) => {
                 if seg.file.set_len(seg.size).is_err() {
@@ -883,24 +968,31 @@ mod tests {
         }
     }
 
+    /// Writes rows `from..from + n`, a block each (as batches of one row).
     fn write_rows(w: &mut SegmentWriter, from: u64, n: u64) {
         for i in from..from + n {
             let mut rows = Rows::default();
             rows.push(&row(i).as_row());
             w.append(rows, i).unwrap();
+            w.write().unwrap();
         }
-        w.write().unwrap();
     }
 
+    /// Every row, page after page.
     fn all(dir: &Path) -> Vec<JournalRow> {
-        query(
-            dir,
-            &JournalQuery {
+        let mut rows: Vec<JournalRow> = Vec::new();
+        loop {
+            let q = JournalQuery {
+                after_id: rows.last().map(|r| r.id),
                 limit: 10_000,
                 ..JournalQuery::default()
-            },
-        )
-        .unwrap()
+            };
+            let page = query(dir, &q).unwrap();
+            if page.is_empty() {
+                return rows;
+            }
+            rows.extend(page);
+        }
     }
 
     #[test]
@@ -967,7 +1059,7 @@ mod tests {
     fn a_torn_tail_is_cut_off_and_writing_goes_on() {
         let (dir, seg) = closed_segment(10);
         let len = fs::metadata(&seg).unwrap().len();
-        // Half of a last record: what a crash in the middle of a write leaves.
+        // Half of a last block: what a crash in the middle of a write leaves.
         OpenOptions::new()
             .write(true)
             .open(&seg)
@@ -983,7 +1075,81 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_record_ends_the_readable_segment() {
+    fn a_batch_is_one_compressed_block_and_a_backlog_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = SegmentWriter::open(dir.path()).unwrap();
+        let message = |i: u64| {
+            format!(
+                "<soapenv:Envelope><soapenv:Body><nfp:activatePaymentNoticeV2Response><outcome>OK</outcome>\
+                 <totalAmount>{i}.00</totalAmount><paymentToken>{i:032x}</paymentToken>\
+                 </nfp:activatePaymentNoticeV2Response></soapenv:Body></soapenv:Envelope>"
+            )
+        };
+        let (mut raw, mut id) = (0, 1);
+        // More than a block's worth of rows in one batch: a backlog.
+        while raw < 2 * BLOCK_RAW + BLOCK_RAW / 2 {
+            let mut rows = Rows::default();
+            let payload = message(id);
+            rows.push(&RowRef {
+                payload: Some(&payload),
+                ..row(id).as_row()
+            });
+            raw += rows.buf.len();
+            w.append(rows, id).unwrap();
+            id += 1;
+        }
+        w.write().unwrap();
+        drop(w);
+        let rows = all(dir.path());
+        assert_eq!(rows.len() as u64, id - 1);
+        assert_eq!(
+            rows[99].entry.payload.as_deref(),
+            Some(message(100).as_str())
+        );
+        let stored = fs::metadata(segment_path(dir.path(), 1)).unwrap().len() as usize;
+        assert!(
+            stored * 4 < raw,
+            "{raw} bytes of rows took {stored} on disk"
+        );
+        // Three blocks: two full ones and the rest.
+        let (mut blocks, mut at, bytes) = (
+            0,
+            MAGIC.len(),
+            fs::read(segment_path(dir.path(), 1)).unwrap(),
+        );
+        while at < bytes.len() {
+            let stored = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let raw = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            assert!(raw < BLOCK_RAW + 4096);
+            (blocks, at) = (blocks + 1, at + BLOCK_HEADER + stored);
+        }
+        assert_eq!(blocks, 3);
+    }
+
+    #[test]
+    fn a_version_1_segment_is_read_and_sealed_and_writing_goes_on_in_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v1 = MAGIC_V1.to_vec();
+        let mut summary = Summary::new(1);
+        for i in 1..=3 {
+            let mut rows = Rows::default();
+            rows.push(&row(i).as_row());
+            rows.number(i, &mut summary);
+            v1.extend_from_slice(&rows.buf);
+        }
+        fs::write(segment_path(dir.path(), 1), v1).unwrap();
+        assert_eq!(all(dir.path()).len(), 3);
+        let (mut w, last) = SegmentWriter::open(dir.path()).unwrap();
+        assert_eq!(last, 3);
+        assert!(sealed_summary(dir.path(), 1).is_some());
+        write_rows(&mut w, 4, 2);
+        assert_eq!(segments(dir.path()).unwrap(), [1, 4]);
+        let ids: Vec<i64> = all(dir.path()).iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_damaged_block_ends_the_readable_segment() {
         let (dir, seg) = closed_segment(3);
         let mut bytes = fs::read(&seg).unwrap();
         let n = bytes.len();
