@@ -1127,6 +1127,38 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_whose_bloom_filter_is_full_is_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = SegmentWriter::open(dir.path()).unwrap();
+        // Rows with all four keys, in batches, until the filter of the first segment is full:
+        // tiny rows, so neither the size nor the time span is what seals it.
+        let (keyed, batch) = (
+            |i: u64| JournalEntry {
+                fiscal_code: Some("77777777777".into()),
+                psp: Some("60000000001".into()),
+                token: Some(format!("tok{i}")),
+                ..row(i)
+            },
+            1_000,
+        );
+        let mut id = 1;
+        while id <= SEGMENT_KEYS / 4 + batch {
+            let mut rows = Rows::default();
+            for i in id..id + batch {
+                rows.push(&keyed(i).as_row());
+            }
+            w.append(rows, id).unwrap();
+            w.write().unwrap();
+            id += batch;
+        }
+        let sealed = sealed_summary(dir.path(), 1).expect("the first segment sealed");
+        assert!(sealed.keys >= SEGMENT_KEYS && sealed.keys < SEGMENT_KEYS + 4 * batch);
+        assert_eq!(segments(dir.path()).unwrap(), [1, sealed.last_id + 1]);
+        assert!(fs::metadata(segment_path(dir.path(), 1)).unwrap().len() < SEGMENT_BYTES);
+        assert_eq!(all(dir.path()).len() as u64, id - 1);
+    }
+
+    #[test]
     fn a_version_1_segment_is_read_and_sealed_and_writing_goes_on_in_a_new_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut v1 = MAGIC_V1.to_vec();
