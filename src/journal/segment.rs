@@ -743,7 +743,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl SegmentWriter {
     /// Opens the journal directory (creating it), seals segments a crash left unsealed, and
-    /// reopens the last one, cutting off a torn record at its end. Returns the writer and the
+    /// reopens the last one, cutting off a torn block at its end. Returns the writer and the
     /// highest id in the journal (0 if none).
     pub fn open(dir: &Path) -> io::Result<(SegmentWriter, u64)> {
         fs::create_dir_all(dir)?;
@@ -773,7 +773,7 @@ impl SegmentWriter {
                 MAGIC.len() as u64
             } else {
                 if file.metadata()?.len() != end {
-                    tracing::warn!(segment = %path.display(), keep = end, "journal: cutting off a torn record");
+                    tracing::warn!(segment = %path.display(), keep = end, "journal: cutting off a torn tail");
                     file.set_len(end)?;
                     file.sync_all()?;
                 }
@@ -1066,7 +1066,7 @@ mod tests {
             .unwrap()
             .set_len(len - 5)
             .unwrap();
-        assert_eq!(all(dir.path()).len(), 9, "readers stop at the torn record");
+        assert_eq!(all(dir.path()).len(), 9, "readers stop at the torn block");
         let (mut w, last) = SegmentWriter::open(dir.path()).unwrap();
         assert_eq!(last, 9);
         write_rows(&mut w, 10, 5);

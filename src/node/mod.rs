@@ -556,12 +556,12 @@ pub fn mask_password(request: &str) -> String {
     // `request[..copied]` is in `out`; the search goes on from `from`. Searching for the name
     // (a fast substring search) instead of walking every tag: this runs on every PSP request.
     let (mut copied, mut from) = (0, 0);
+    // The whole local name of an opening tag: `<password` or `<prefix:password`, then a space,
+    // `>` or `/`.
+    let not_in_name = |c: char| c.is_whitespace() || c == '>' || c == '/' || c == '<';
     while let Some(found) = request[from..].find(NAME) {
         let (start, name_end) = (from + found, from + found + NAME.len());
         from = name_end;
-        // The whole local name of an opening tag: `<password` or `<prefix:password`, then a
-        // space, `>` or `/`.
-        let not_in_name = |c: char| c.is_whitespace() || c == '>' || c == '/' || c == '<';
         let Some(lt) = request[..start].rfind('<') else {
             continue;
         };
