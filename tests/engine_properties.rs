@@ -1051,15 +1051,15 @@ impl Store {
     /// Every copy of each receipt still being delivered (one copy pending at least): the engine
     /// settles a receipt from all its copies, and re-queues only the pending ones.
     fn in_delivery(&self) -> Vec<Recipient> {
-        let open: HashSet<&String> = self
+        let open: HashSet<&str> = self
             .recipients
             .values()
             .filter(|r| r.status == RecipientStatus::Pending)
-            .map(|r| &r.receipt_id)
+            .map(|r| r.receipt_id.as_str())
             .collect();
         self.recipients
             .values()
-            .filter(|r| open.contains(&r.receipt_id))
+            .filter(|r| open.contains(r.receipt_id.as_str()))
             .cloned()
             .collect()
     }
@@ -1362,8 +1362,12 @@ impl World {
         let stored = self.store.idem.get(&idem.key).cloned();
         match self.engine.check_idempotency(idem, stored, self.now) {
             IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r),
-            IdemCheck::Mismatch => self.engine.idempotency_mismatch(ctx).reply,
+            IdemCheck::Replay(r) => Some(r.envelope),
+            IdemCheck::Mismatch => self
+                .engine
+                .idempotency_mismatch(ctx)
+                .reply
+                .map(|r| r.envelope),
         }
     }
 
@@ -1439,7 +1443,7 @@ impl World {
                 Ok(())
             }
             ActivateStep::Done(step) => {
-                let reply = step.reply.clone();
+                let reply = step.reply.clone().map(|r| r.envelope);
                 self.conclude(&what, op, exp, step, reply)
             }
         }
@@ -1486,7 +1490,7 @@ impl World {
         if let Want::Answer { code: OK, .. } = exp.want {
             self.issued.push(act.token.clone());
         }
-        let reply = step.reply.clone();
+        let reply = step.reply.clone().map(|r| r.envelope);
         self.conclude(&what, act_operation(act.req.v2), exp, step, reply)
     }
 
@@ -1528,7 +1532,7 @@ impl World {
             details: req.details.map(details),
         };
         let step = self.engine.outcome(self.reg, cmd, self.now);
-        let reply = step.reply.clone();
+        let reply = step.reply.clone().map(|r| r.envelope);
         self.conclude(&what, op, exp, step, reply)
     }
 
@@ -1592,15 +1596,15 @@ impl World {
             .outbox
             .iter()
             .filter(|(_, at)| **at <= self.now)
-            .map(|(k, at)| (*at, k.receipt_id.clone(), k.station.clone()))
+            .map(|(k, at)| (*at, k.receipt_id.to_string(), k.station.to_string()))
             .collect();
         due.sort();
         let Some((_, receipt_id, station)) = due.get(pick % due.len().max(1)).cloned() else {
             return Ok(());
         };
         let key = RecipientKey {
-            receipt_id: receipt_id.clone(),
-            station: station.clone(),
+            receipt_id: PaymentToken::new(receipt_id.as_str()).unwrap(),
+            station: Text35::new(station.as_str()).unwrap(),
         };
         self.outbox.remove(&key);
         let what = format!(
@@ -1748,9 +1752,11 @@ impl World {
                     });
                     let e = put.ok_or_else(|| format!("{what}: reply not cached under its key"))?;
                     ensure!(
-                        e.response == reply
+                        e.reply.envelope == reply
+                            && e.reply.fault.map(|f| f.as_str())
+                                == Some(r.code.as_str()).filter(|c| *c != "OK")
                             && e.request_hash == c.hash
-                            && e.token == c.token
+                            && e.token.as_ref().map(|t| t.to_string()) == c.token
                             && e.valid_to == c.valid_to
                             && e.inserted_at == self.now,
                         "{what}: cached entry {e:?}, expected {c:?} with the reply"
@@ -1826,7 +1832,7 @@ impl World {
         for t in tokens {
             let rec = receipts
                 .iter()
-                .find(|r| &r.receipt_id == t)
+                .find(|r| r.receipt_id.as_str() == t)
                 .ok_or_else(|| format!("{what}: no receipt for {t}"))?;
             let p = &self.model.payments[t];
             let spec = &NOTICES[p.notice];
@@ -1852,7 +1858,7 @@ impl World {
                 .writes
                 .iter()
                 .filter_map(|w| match w {
-                    Write::Recipient(r) if &r.receipt_id == t => Some(r),
+                    Write::Recipient(r) if r.receipt_id.as_str() == t => Some(r),
                     _ => None,
                 })
                 .collect();
@@ -1987,7 +1993,7 @@ impl World {
                 }
                 Write::Receipt(r) => {
                     ensure!(
-                        !self.store.receipts.contains_key(&r.receipt_id),
+                        !self.store.receipts.contains_key(r.receipt_id.as_str()),
                         "a second receipt for {}",
                         self.token_name(&r.receipt_id)
                     );
@@ -1996,13 +2002,15 @@ impl World {
                         !self.store.receipts.values().any(|x| x.notice == notice),
                         "a second receipt for notice {notice}"
                     );
-                    self.store.receipts.insert(r.receipt_id.clone(), r.clone());
+                    self.store
+                        .receipts
+                        .insert(r.receipt_id.to_string(), r.clone());
                 }
                 Write::Recipient(r) => {
                     if r.status == RecipientStatus::Failed {
                         self.count("copy failed for good");
                     }
-                    let k = (r.receipt_id.clone(), r.station.to_string());
+                    let k = (r.receipt_id.to_string(), r.station.to_string());
                     if let Some(old) = self.store.recipients.get(&k) {
                         ensure!(
                             old.request == r.request,
@@ -2020,13 +2028,13 @@ impl World {
                         .store
                         .idem
                         .get(key)
-                        .is_some_and(|e| e.token.as_deref() == Some(token.as_str()))
+                        .is_some_and(|e| e.token.as_ref() == Some(token))
                     {
                         self.store.idem.remove(key);
                     }
                 }
                 Write::Event(e) if e.kind == EventKind::Expired => {
-                    let t = e.token.clone().unwrap_or_default();
+                    let t = e.token.as_ref().map(|t| t.to_string()).unwrap_or_default();
                     let cancelled = step.writes.iter().any(|w| {
                         matches!(w, Write::Payment(p)
                             if p.token.as_str() == t && p.status == PaymentStatus::Cancelled)
@@ -2184,8 +2192,8 @@ impl World {
                     .map(move |r| {
                         (
                             RecipientKey {
-                                receipt_id: t.clone(),
-                                station: r.station.to_string(),
+                                receipt_id: PaymentToken::new(t.as_str()).unwrap(),
+                                station: Text35::new(r.station).unwrap(),
                             },
                             r.next_at,
                         )
@@ -2208,8 +2216,8 @@ impl World {
                 (
                     (k.psp.clone(), k.key.clone(), k.primitive),
                     (
-                        e.response.clone(),
-                        e.token.clone(),
+                        e.reply.envelope.clone(),
+                        e.token.as_ref().map(|t| t.to_string()),
                         e.valid_to,
                         e.request_hash,
                     ),

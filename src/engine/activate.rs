@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::{
     ActivationRequest, Engine, EventKind, Millis, NoticeKey, NoticeState, Payment, PaymentStatus,
-    RequestCtx, StateEvent, StationRef, Step, Version, Write,
+    Reply, RequestCtx, StateEvent, StationRef, Step, Version, Write,
 };
 use crate::codec::node_for_psp::{
     ActivatePaymentNoticeRes, ActivatePaymentNoticeV2Response, PspCreditAccount, TransferListPsp,
@@ -115,7 +115,7 @@ impl Engine {
             }
         }
         self.activating_tokens
-            .insert(cmd.token.to_string(), cmd.notice.clone());
+            .insert(cmd.token.clone(), cmd.notice.clone());
         self.activating.insert(cmd.notice.clone(), cmd);
         ActivateStep::CallEc(step)
     }
@@ -201,7 +201,7 @@ impl Engine {
         self.cache(
             &cmd.ctx,
             &reply,
-            Some(payment.token.to_string()),
+            Some(payment.token.clone()),
             valid_to,
             now,
             &mut step,
@@ -324,7 +324,7 @@ pub fn data_from_v1(data: PaymentPa, fallback_company: &str) -> PaymentPaV2 {
 }
 
 /// The OK answer to the PSP, in the version it used.
-fn activate_response(p: &Payment) -> String {
+fn activate_response(p: &Payment) -> Reply {
     let d = &p.data;
     let psp_iban = |a: &PaCreditAccount| match a {
         PaCreditAccount::Iban(i) => Iban::new(i.as_str()).ok(),
@@ -347,7 +347,7 @@ fn activate_response(p: &Payment) -> String {
                     })
                 })
                 .collect();
-            write_envelope(&ActivatePaymentNoticeRes {
+            Reply::ok(write_envelope(&ActivatePaymentNoticeRes {
                 outcome: Outcome::Ok,
                 fault: None,
                 total_amount: Some(d.payment_amount.amount()),
@@ -359,7 +359,7 @@ fn activate_response(p: &Payment) -> String {
                 transfer_list: Bounded::new(transfers).map(|transfer| TransferListPsp { transfer }),
                 creditor_reference_id: Some(d.creditor_reference_id.clone()),
                 standin: None,
-            })
+            }))
         }
         Version::V2 => {
             let transfers = d
@@ -382,7 +382,7 @@ fn activate_response(p: &Payment) -> String {
                     metadata: t.metadata.clone(),
                 })
                 .collect();
-            write_envelope(&ActivatePaymentNoticeV2Response {
+            Reply::ok(write_envelope(&ActivatePaymentNoticeV2Response {
                 outcome: Outcome::Ok,
                 fault: None,
                 total_amount: Some(d.payment_amount.amount()),
@@ -401,7 +401,7 @@ fn activate_response(p: &Payment) -> String {
                 suggested_id_ci_bundle: None,
                 all_ccp: None,
                 standin: None,
-            })
+            }))
         }
     }
 }
@@ -446,7 +446,7 @@ impl Engine {
                 psp: None,
                 channel: None,
                 station: None,
-                outcome: Some("OK".into()),
+                outcome: Some("OK"),
                 detail: None,
             }));
             self.set_notice(

@@ -7,6 +7,7 @@ use super::{
     Engine, EventKind, Millis, Payment, PaymentStatus, Recipient, RecipientKey, RecipientStatus,
     StateEvent, Step, Write,
 };
+use crate::codec::types::PaymentToken;
 
 /// The retry policy (official: 48 attempts one hour apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +27,7 @@ impl Engine {
         self.recipients
             .get(&key.receipt_id)?
             .iter()
-            .find(|r| r.station.as_str() == key.station && r.status == RecipientStatus::Pending)
+            .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
     }
 
     /// The result of one delivery attempt. `Ok` means the station acknowledged (outcome OK, or
@@ -45,7 +46,7 @@ impl Engine {
         };
         let Some(r) = list
             .iter_mut()
-            .find(|r| r.station.as_str() == key.station && r.status == RecipientStatus::Pending)
+            .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
         else {
             return step;
         };
@@ -66,7 +67,7 @@ impl Engine {
                 },
             };
             StateEvent {
-                station: Some(r.station.to_string()),
+                station: Some(r.station.clone()),
                 ..base
             }
         };
@@ -141,7 +142,7 @@ impl Engine {
     /// them (failed and notified ones are no longer in memory); `station` picks one, or all.
     pub fn resend(
         &mut self,
-        receipt_id: &str,
+        receipt_id: &PaymentToken,
         stored: Vec<Recipient>,
         station: Option<&str>,
         now: Millis,
@@ -169,13 +170,13 @@ impl Engine {
                 token: Some(r.receipt_id.clone()),
                 psp: None,
                 channel: None,
-                station: Some(r.station.to_string()),
+                station: Some(r.station.clone()),
                 outcome: None,
                 detail: None,
             }));
         }
         if !list.is_empty() {
-            self.recipients.insert(receipt_id.to_string(), list);
+            self.recipients.insert(receipt_id.clone(), list);
         }
         step
     }

@@ -3,8 +3,8 @@
 //! `PPT_ESITO_GIA_ACQUISITO`; a late one the official late-outcome codes.
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus, RequestCtx,
-    StateEvent, Step, Version, Write,
+    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus, Reply,
+    RequestCtx, StateEvent, Step, Version, Write,
 };
 use crate::codec::node_for_psp::{
     OutcomeDetailsV2, SendPaymentOutcomeRes, SendPaymentOutcomeV2Response,
@@ -46,9 +46,7 @@ impl Engine {
         }
         let reply = match &first_fault {
             None => ok_response(cmd.version),
-            Some(f) => {
-                crate::codec::ko_envelope(cmd.ctx.operation, f.to_bean(cmd.ctx.extended_faults))
-            }
+            Some(f) => Reply::ko(cmd.ctx.operation, f, cmd.ctx.extended_faults),
         };
         self.cache(
             &cmd.ctx,
@@ -264,8 +262,8 @@ impl Engine {
     }
 }
 
-fn ok_response(version: Version) -> String {
-    match version {
+fn ok_response(version: Version) -> Reply {
+    Reply::ok(match version {
         Version::V1 => write_envelope(&SendPaymentOutcomeRes {
             outcome: Outcome::Ok,
             fault: None,
@@ -274,7 +272,7 @@ fn ok_response(version: Version) -> String {
             outcome: Outcome::Ok,
             fault: None,
         }),
-    }
+    })
 }
 
 /// The outcome already acquired, as the official node describes it: a JSON object with the keys

@@ -41,7 +41,7 @@ impl Engine {
             );
         }
         let receipt = build_receipt(reg, &p);
-        let receipt_id = p.token.to_string();
+        let receipt_id = p.token.clone();
         step.writes.push(Write::Receipt(ReceiptRecord {
             receipt_id: receipt_id.clone(),
             notice: p.notice.clone(),
