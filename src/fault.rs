@@ -1,5 +1,6 @@
-//! The node's faults: one variant per `PPT_*` code, with the fault strings the official node uses
-//! where they are known (BEHAVIOUR.md Part A §8) and the same style elsewhere.
+//! The node's faults: one variant per `PPT_*` code (SANP, "Gestione degli errori", dominio
+//! nodo), with the fault strings the official BDD suite checks where it checks them and the same
+//! style elsewhere.
 
 use crate::codec::common::FaultBean;
 use crate::codec::types::XsdString;

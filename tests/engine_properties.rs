@@ -1,7 +1,9 @@
 //! Property tests of the payment engine (`src/engine`): random sequences of commands, run the
 //! way the node's driver runs them (idempotency cache first, hydration from the store before
 //! each command, every step's writes committed to a store), checked after every command against
-//! a plain reference model of BEHAVIOUR.md Part A §3-§7.
+//! a plain reference model of the official node's behaviour (its BDD suite: activatePaymentNotice,
+//! idempotency IDMP_ACT/IDMP_SPO, PAG-1976 and RetryATokenScaduto for late outcomes, paSendRT(V2)
+//! fan-out; `docs/decisions.md` where pagonode chooses).
 //!
 //! The world: three notices (a single-beneficiary one on a V2 station, two multi-beneficiary
 //! ones whose receipts fan out to broadcast stations, V1 and V2), two PSPs (one with the
@@ -635,7 +637,8 @@ impl Expect {
     }
 }
 
-/// The reference model: BEHAVIOUR.md Part A §3-§7, written plainly.
+/// The reference model: the official node's rules (see the module documentation), written
+/// plainly.
 #[derive(Debug, Default)]
 struct Model {
     notices: [Option<MNotice>; 3],
@@ -703,8 +706,9 @@ impl Model {
         self.forget_activation(key, token);
     }
 
-    /// Deletes the activation entry of `token` when it gets an outcome or expires (BEHAVIOUR.md
-    /// Part A §4.2), only if the key still holds the entry that issued this token.
+    /// Deletes the activation entry of `token` when it gets an outcome or expires (official BDD
+    /// tests IDMP_SPO_08/09/10/19, IDMP_ACT_10), only if the key still holds the entry that issued
+    /// this token.
     fn forget_activation(&mut self, key: Option<MKey>, token: &str) {
         let Some(key) = key else { return };
         let owned = self
@@ -898,7 +902,7 @@ impl Model {
         exp
     }
 
-    /// The outcome on a cancelled token (BEHAVIOUR.md Part A §5.3).
+    /// The outcome on a cancelled token (official BDD tests PAG-1976, retry_PaNew_0*).
     fn late(&mut self, t: &str, ok: bool, now: Millis, exp: &mut Expect) -> Option<&'static str> {
         let n = self.payments[t].notice;
         // A deadline that passed is honoured by every command touching the notice: a token
@@ -2464,7 +2468,7 @@ const DATA: Cmd = Cmd::Ec {
 
 /// Found by the property test (fixed in `Engine::late_outcome`): a late OK on a cancelled token
 /// while the token now paying on the notice is past its deadline, its timer not fired yet. The
-/// passed deadline is honoured (BEHAVIOUR.md Part A §5.3 on a free notice): PPT_TOKEN_SCADUTO
+/// passed deadline is honoured (a late OK on a free notice, official BDD test PAG-1976): PPT_TOKEN_SCADUTO
 /// and the payment completes, instead of PPT_PAGAMENTO_DUPLICATO with nobody paying.
 #[test]
 fn a_late_ok_while_the_paying_token_is_overdue_completes_the_payment() {
@@ -2490,8 +2494,8 @@ fn a_late_ok_while_the_paying_token_is_overdue_completes_the_payment() {
 }
 
 /// An activation's idempotency entry is deleted when its token gets an outcome or expires, but
-/// only that entry: when the key was reused after its entry's validity (BEHAVIOUR.md Part A
-/// §4.4 "Key expired, different notice: OK, new activation") it holds another request's entry,
+/// only that entry: when the key was reused after its entry's validity (official BDD tests
+/// IDMP_ACT_7/17: key expired, different notice, a new activation) it holds another request's entry,
 /// which stays. Here paying T0 must not delete the entry that issued T1, so T1's activation
 /// re-sent is still replayed.
 #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Answer, EcTransport, Posted, TransportError};
+use super::{Answer, EcTransport, Post, Posted, TransportError};
 
 /// How long to wait for a TCP/TLS connection: longer is "unreachable", not "slow".
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,21 +30,15 @@ impl HttpTransport {
 }
 
 impl EcTransport for HttpTransport {
-    fn post<'a>(
-        &'a self,
-        url: &'a str,
-        soap_action: &'a str,
-        body: String,
-        timeout: Duration,
-    ) -> Posted<'a> {
+    fn post<'a>(&'a self, request: Post<'a>) -> Posted<'a> {
         Box::pin(async move {
             let resp = self
                 .http
-                .post(url)
+                .post(request.url)
                 .header("Content-Type", "text/xml; charset=utf-8")
-                .header("SOAPAction", format!("\"{soap_action}\""))
-                .timeout(timeout)
-                .body(body)
+                .header("SOAPAction", format!("\"{}\"", request.soap_action))
+                .timeout(request.timeout)
+                .body(request.body)
                 .send()
                 .await
                 .map_err(|e| transport_error(&e))?;

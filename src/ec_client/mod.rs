@@ -40,18 +40,22 @@ pub enum TransportError {
     Broken(String),
 }
 
+/// One SOAP 1.1 request to a station.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post<'a> {
+    pub url: &'a str,
+    pub soap_action: &'a str,
+    pub body: String,
+    /// For the whole exchange, connection included.
+    pub timeout: Duration,
+}
+
 /// The answer of one [`EcTransport::post`], when it comes.
 pub type Posted<'a> = Pin<Box<dyn Future<Output = Result<Answer, TransportError>> + Send + 'a>>;
 
-/// How requests reach stations: one SOAP 1.1 POST, bounded by `timeout` (connection included).
+/// How requests reach stations.
 pub trait EcTransport: Send + Sync + 'static {
-    fn post<'a>(
-        &'a self,
-        url: &'a str,
-        soap_action: &'a str,
-        body: String,
-        timeout: Duration,
-    ) -> Posted<'a>;
+    fn post<'a>(&'a self, request: Post<'a>) -> Posted<'a>;
 }
 
 /// One request/response exchange, for the journal.
@@ -100,10 +104,13 @@ impl EcClient {
         timeout: Duration,
     ) -> (Result<Res, NodeFault>, Exchange) {
         let started_at = self.clock.now_ms();
-        let sent = self
-            .transport
-            .post(url, soap_action, body.clone(), timeout)
-            .await;
+        let request = Post {
+            url,
+            soap_action,
+            body: body.clone(),
+            timeout,
+        };
+        let sent = self.transport.post(request).await;
         let elapsed_ms = self.clock.now_ms().saturating_sub(started_at);
         let (outcome, response) = match sent {
             Err(e) => (Err(transport_fault(e)), None),

@@ -1,5 +1,6 @@
 //! activatePaymentNotice(V2): lock the notice, get the payment data from the EC, issue the token
-//! (BEHAVIOUR.md Part A §3). Two steps around the EC call: [`Engine::activate`] reserves the
+//! (the official BDD tests `NewMod3/primitives/activatePaymentNotice_*` and
+//! `NewMod3/flows/activatePaymentNotice/*`). Two steps around the EC call: [`Engine::activate`] reserves the
 //! notice, [`Engine::activation_completed`] (or [`Engine::activation_failed`]) finishes.
 
 use std::collections::HashSet;
@@ -212,7 +213,8 @@ impl Engine {
     }
 }
 
-/// The node's checks on the EC's payment data (BEHAVIOUR.md Part A §3.3, Part B §1.1): amounts
+/// The node's checks on the EC's payment data (SANP, "Integrazione tramite API sincrone",
+/// paGetPayment; official BDD tests `paGetPaymentRes_semantic_ko.feature`, SEM_PGPR_03–06): amounts
 /// add up, every beneficiary EC is known and enabled, IBANs are registered for their EC and
 /// usable towards the PSP, transfer ids are distinct; a digital stamp needs activate V2.
 pub fn check_payment_data(

@@ -1,4 +1,5 @@
-//! Receipt delivery results (BEHAVIOUR.md Part A §7.2-7.3, Part B §2.6): an acknowledged copy is
+//! Receipt delivery results (SANP, "Integrazione tramite API sincrone": 48 attempts one hour
+//! apart; official BDD tests `paSendRTV2_NM3.feature`, PSRTV2_ACTV1_06/20/24): an acknowledged copy is
 //! NOTIFIED; a failed attempt is retried after the retry interval until the attempts run out,
 //! then the recipient is FAILED (visible, re-sendable on demand). The payment is NOTIFIED when
 //! every recipient is.

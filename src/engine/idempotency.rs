@@ -1,4 +1,5 @@
-//! Idempotency of activatePaymentNotice and sendPaymentOutcome (BEHAVIOUR.md Part A §4): per
+//! Idempotency of activatePaymentNotice and sendPaymentOutcome (official BDD tests
+//! `activatePaymentNotice_IDMP_ACT_*`, `sendPaymentOutcome_IDMP_SPO_*`): per
 //! (PSP, key, primitive), a hash of the whole request and the response it got. The same request
 //! again gets the stored response byte for byte; a different one `PPT_ERRORE_IDEMPOTENZA`.
 //! Semantic failures are cached too; syntax failures never are (they never reach the engine).
@@ -162,7 +163,7 @@ impl Engine {
     }
 
     /// Deletes the entry an activation cached, once its token has an outcome or expired
-    /// (BEHAVIOUR.md Part A §4.2). Only that entry: if the PSP has since reused the key for
+    /// (official BDD tests IDMP_SPO_08/09/10/19, IDMP_ACT_10). Only that entry: if the PSP has since reused the key for
     /// another request, the newer entry stays. A tombstone stays in memory until the deletion is
     /// surely committed.
     pub(super) fn uncache_activation(&mut self, p: &Payment, now: Millis, step: &mut Step) {

@@ -83,8 +83,8 @@ pub(super) fn psp_option(o: &PaymentOptionDescriptionPa) -> PaymentOptionDescrip
     }
 }
 
-/// The node's rules on an OK paVerifyPaymentNotice answer (BEHAVIOUR.md Part B §1.1): every
-/// element but `officeName` must be there.
+/// The node's rules on an OK paVerifyPaymentNotice answer (SANP, "Integrazione tramite API
+/// sincrone": `paymentList` is required, and every other element but `officeName`).
 fn to_psp(res: PaVerifyPaymentNoticeRes) -> Result<VerifyPaymentNoticeRes, NodeFault> {
     let missing = |what: &str| {
         NodeFault::StazioneIntPaErroreResponse(format!(
