@@ -80,7 +80,7 @@ async fn journal(
         Ok(q) => q,
         Err(e) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
     };
-    match node.journal_page(&q) {
+    match node.journal_page(&q).await {
         Ok(rows) => {
             let next = (rows.len() == q.limit)
                 .then(|| rows.last().map(|r| r.id))
@@ -113,7 +113,7 @@ async fn payment(
         },
         (Err(e), _) | (_, Err(e)) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
     };
-    match node.notice_story(&key) {
+    match node.notice_story(&key).await {
         Ok(story) => HttpResponse::Ok().json(story),
         Err(e) => error(
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,7 +144,10 @@ async fn recipients(
         .clone()
         .unwrap_or_else(|| "FAILED".into())
         .to_ascii_uppercase();
-    match node.recipients_by_status(&status, params.limit.unwrap_or(100).clamp(1, 1000)) {
+    match node
+        .recipients_by_status(&status, params.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+    {
         Ok(list) => HttpResponse::Ok().json(
             list.iter()
                 .map(|r| {

@@ -55,8 +55,13 @@ pub struct NodeSection {
     /// PEM certificate chain and key: when both are set the node serves HTTPS (rustls).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// The SQLite database file (created if missing).
-    pub database: PathBuf,
+    /// The store: a SQLite database file (created if missing), or a PostgreSQL URL
+    /// (`postgres://user@host:port/db?sslmode=verify-full`) for several nodes on one store.
+    /// `PAGONODE_DATABASE_URL` overrides it (so that no password sits in the file).
+    pub database: Database,
+    /// Finished payments (with their receipts) and idempotency entries are deleted this many
+    /// days after their activation (0: kept for ever).
+    pub retention_days: u32,
     /// The admin listener (journal, payments, receipt re-send): off unless set.
     pub admin_listen: Option<String>,
     /// Bearer token the admin listener requires, if set.
@@ -75,13 +80,75 @@ impl Default for NodeSection {
             listen: "127.0.0.1:8080".into(),
             tls_cert: None,
             tls_key: None,
-            database: PathBuf::from("pagonode.db"),
+            database: Database::Sqlite(PathBuf::from("pagonode.db")),
+            retention_days: 90,
             admin_listen: None,
             admin_token: None,
             max_body_bytes: 1024 * 1024,
             workers: None,
             use_idempotency: true,
         }
+    }
+}
+
+/// Where the node keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An embedded SQLite file: one node.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL: any number of nodes.
+    Postgres(String),
+}
+
+/// The environment variable that overrides `node.database`.
+pub const DATABASE_ENV: &str = "PAGONODE_DATABASE_URL";
+
+impl Database {
+    /// A `postgres://` or `postgresql://` URL, else a SQLite file path.
+    pub fn parse(s: &str) -> Database {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Database::Postgres(s.to_string())
+        } else {
+            Database::Sqlite(PathBuf::from(s))
+        }
+    }
+
+    /// The SQLite file, if the store is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(p) => Some(p),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+/// The database without its password.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres(url) => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme), Some(at)) if at > scheme => {
+                        let auth = &url[scheme + 3..at];
+                        match auth.split_once(':') {
+                            Some((user, _)) => {
+                                format!("{}{user}:********{}", &url[..scheme + 3], &url[at..])
+                            }
+                            None => url.clone(),
+                        }
+                    }
+                    _ => url.clone(),
+                };
+                f.write_str(&shown)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Database {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Database, D::Error> {
+        String::deserialize(d).map(|s| Database::parse(&s))
     }
 }
 
@@ -328,6 +395,15 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
         Config::from_toml_str(&text)
+    }
+
+    /// `node.database` from [`DATABASE_ENV`], when it is set.
+    pub fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var(DATABASE_ENV)
+            && !url.trim().is_empty()
+        {
+            self.node.database = Database::parse(url.trim());
+        }
     }
 
     /// The example configuration.

@@ -134,7 +134,7 @@ fn contract_file(name: &str) -> HttpResponse {
 
 /// Liveness and a few numbers: 200 when the database answers, 503 otherwise.
 pub async fn health(node: web::Data<Arc<Node>>) -> HttpResponse {
-    let h = node.health();
+    let h = node.health().await;
     let (notices, payments, activating, receipts) = h.engine;
     let body = serde_json::json!({
         "status": if h.store.is_ok() { "UP" } else { "DOWN" },

@@ -1798,7 +1798,7 @@ impl World {
         let writes_state = step
             .writes
             .iter()
-            .any(|w| matches!(w, Write::Payment(_) | Write::Notice(_)));
+            .any(|w| matches!(w, Write::Payment { .. } | Write::Notice { .. }));
         ensure!(
             changes == writes_state,
             "{what}: the model {} the state, the step {} notices or payments: {:?}",
@@ -1844,8 +1844,13 @@ impl World {
                 rec.notice == notice_key(p.notice) && rec.created_at == self.now,
                 "{what}: receipt record {rec:?}"
             );
-            let receipt: ReceiptV2 = from_fragment(&rec.body)
-                .map_err(|e| format!("{what}: unreadable receipt body ({e}): {}", rec.body))?;
+            let body = rec
+                .body_v2
+                .as_deref()
+                .or(rec.body_v1.as_deref())
+                .ok_or_else(|| format!("{what}: receipt without a body"))?;
+            let receipt: ReceiptV2 = from_fragment(body)
+                .map_err(|e| format!("{what}: unreadable receipt body ({e}): {body}"))?;
             let total: u64 = spec.transfers.iter().map(|t| t.1).sum();
             ensure!(
                 receipt.receipt_id.as_str() == t
@@ -1928,7 +1933,17 @@ impl World {
     fn apply(&mut self, step: &Step) -> Result<(), String> {
         for w in &step.writes {
             match w {
-                Write::Notice(n) => {
+                Write::Notice {
+                    notice: n,
+                    expected,
+                } => {
+                    let stored = self.store.notices.get(&n.key).map_or(0, |o| o.revision);
+                    if stored != *expected {
+                        return Err(format!(
+                            "notice {} written from revision {expected}, stored at {stored}",
+                            n.key
+                        ));
+                    }
                     let i = (0..3)
                         .find(|&i| notice_key(i) == n.key)
                         .ok_or("a write for an unknown notice")?;
@@ -1944,8 +1959,17 @@ impl World {
                     }
                     self.store.notices.insert(n.key.clone(), n.clone());
                 }
-                Write::Payment(p) => {
+                Write::Payment {
+                    payment: p,
+                    expected,
+                } => {
                     let t = p.token.to_string();
+                    let stored = self.store.payments.get(&t).map_or(0, |o| o.revision);
+                    if stored != *expected {
+                        return Err(format!(
+                            "payment {t} written from revision {expected}, stored at {stored}"
+                        ));
+                    }
                     let old = self.store.payments.get(&t).map(|o| o.status);
                     let legal = matches!(
                         (old, p.status),
@@ -2040,7 +2064,7 @@ impl World {
                 Write::Event(e) if e.kind == EventKind::Expired => {
                     let t = e.token.as_ref().map(|t| t.to_string()).unwrap_or_default();
                     let cancelled = step.writes.iter().any(|w| {
-                        matches!(w, Write::Payment(p)
+                        matches!(w, Write::Payment { payment: p, .. }
                             if p.token.as_str() == t && p.status == PaymentStatus::Cancelled)
                     });
                     ensure!(

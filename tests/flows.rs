@@ -138,3 +138,9 @@ async fn restart_between_activate_and_outcome() {
     h.wait_receipts(1, 10).await;
     h.stop().await;
 }
+
+/// Every test above, again on PostgreSQL (see `common::pg`).
+#[test]
+fn on_postgresql() {
+    common::pg::run_again_on_postgres();
+}

@@ -121,6 +121,11 @@ impl Engine {
         ActivateStep::CallEc(step)
     }
 
+    /// Drops the reservation of an activation that will run again (its commit lost a race).
+    pub fn activation_abandoned(&mut self, token: &str) {
+        self.take_reservation(token);
+    }
+
     fn take_reservation(&mut self, token: &str) -> Option<ActivateCommand> {
         let key = self.activating_tokens.remove(token)?;
         self.activating.remove(&key)
@@ -185,13 +190,19 @@ impl Engine {
             deadline,
             status: PaymentStatus::Paying,
             outcome: None,
+            revision: 0,
         };
         let reply = activate_response(&payment);
         let mut step = Step::default();
-        let notice = super::Notice {
-            key: cmd.notice.clone(),
-            state: NoticeState::Paying(cmd.token.clone()),
-            demanded_at: demanded,
+        let notice = match self.notice(&cmd.notice) {
+            Some(n) => super::Notice {
+                state: NoticeState::Paying(cmd.token.clone()),
+                ..n.clone()
+            },
+            None => super::Notice {
+                state: NoticeState::Paying(cmd.token.clone()),
+                ..super::Notice::free(cmd.notice.clone())
+            },
         };
         self.set_notice(notice, now, &mut step);
         step.writes.push(Write::Event(

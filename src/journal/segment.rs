@@ -346,6 +346,22 @@ impl Rows {
         self.count
     }
 
+    /// Passes each row to `each`, in order (a store that keeps the journal in a table).
+    pub fn each<'a>(&'a self, mut each: impl FnMut(&RowRef<'a>)) {
+        let mut at = 0;
+        while let Some(frame) = self.buf.get(at..at + FRAME) {
+            let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+            if let Some((_, row)) = self
+                .buf
+                .get(at + FRAME..at + FRAME + len)
+                .and_then(RowRef::decode)
+            {
+                each(&row);
+            }
+            at += FRAME + len;
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

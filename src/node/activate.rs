@@ -27,7 +27,7 @@ struct Activation<'a> {
 }
 
 impl Node {
-    pub(super) async fn activate_v1(&self, r: ActivatePaymentNoticeReq) -> (Reply, Keys) {
+    pub(super) async fn activate_v1(&self, r: &ActivatePaymentNoticeReq) -> (Reply, Keys) {
         let request = ActivationRequest {
             amount: r.amount,
             due_date: r.due_date.clone(),
@@ -43,7 +43,7 @@ impl Node {
             request,
         };
         self.activate(
-            &r,
+            r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             a,
@@ -51,7 +51,7 @@ impl Node {
         .await
     }
 
-    pub(super) async fn activate_v2(&self, r: ActivatePaymentNoticeV2Request) -> (Reply, Keys) {
+    pub(super) async fn activate_v2(&self, r: &ActivatePaymentNoticeV2Request) -> (Reply, Keys) {
         let request = ActivationRequest {
             amount: r.amount,
             due_date: r.due_date.clone(),
@@ -67,7 +67,7 @@ impl Node {
             request,
         };
         self.activate(
-            &r,
+            r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             a,
@@ -86,7 +86,7 @@ impl Node {
         let notice = NoticeKey::from_qr(a.qr);
         let mut keys = Keys::psp(ids.0, ids.2).notice(&notice);
         let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
-        if let Some(reply) = self.idempotent_reply(&ctx) {
+        if let Some(reply) = self.idempotent_reply(&ctx).await {
             return (reply, keys);
         }
         let caller = match self.authenticate(&ctx, a.password).await {
@@ -103,7 +103,7 @@ impl Node {
         };
         let station_id = Text35::truncated(&route.station.id);
         keys.station = Some(station_id.clone());
-        if let Err(f) = self.hydrate_notice(&notice) {
+        if let Err(f) = self.hydrate_notice(&notice).await {
             return (self.refuse(&ctx, f).await, keys);
         }
         let token = self.tokens.issue(self.now());
@@ -135,10 +135,17 @@ impl Node {
             return (self.reply(op, queued).await, keys);
         }
         // An expired token found on the notice is cancelled durably before the new activation.
-        if let Err(f) = self.finish(queued).await {
-            let queued =
-                self.run(|e, now| e.activation_failed(self.registry().timings(), &token, &f, now));
-            return (self.reply(op, queued).await, keys);
+        match self.finish(queued).await {
+            Ok(_) => {}
+            Err(super::Failed::Conflict) => {
+                self.engine().activation_abandoned(&token);
+                return (self.conflicted(op), keys);
+            }
+            Err(super::Failed::Fault(f)) => {
+                let queued = self
+                    .run(|e, now| e.activation_failed(self.registry().timings(), &token, &f, now));
+                return (self.reply(op, queued).await, keys);
+            }
         }
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
         let queued = match data {

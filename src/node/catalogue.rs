@@ -20,14 +20,14 @@ use crate::registry::PspCredentials;
 
 impl Node {
     /// Answers from configuration only: nothing to commit, nothing to cache.
-    pub(super) fn catalogue(&self, r: NodoChiediCatalogoServiziV2Request) -> (Reply, Keys) {
+    pub(super) fn catalogue(&self, r: &NodoChiediCatalogoServiziV2Request) -> (Reply, Keys) {
         let keys = Keys::psp(&r.identificativo_psp, &r.identificativo_canale);
         let psp = psp_ref(
             &r.identificativo_psp,
             &r.identificativo_intermediario_psp,
             &r.identificativo_canale,
         );
-        let ctx = self.request_ctx(&r, psp, None);
+        let ctx = self.request_ctx(r, psp, None);
         let cred = PspCredentials {
             id_psp: &r.identificativo_psp,
             id_broker_psp: &r.identificativo_intermediario_psp,
@@ -37,7 +37,7 @@ impl Node {
         let result = self
             .registry()
             .authenticate(cred)
-            .and_then(|_| self.build_catalogue(&r));
+            .and_then(|_| self.build_catalogue(r));
         let reply = match result {
             Ok(doc) => Reply::ok(write_envelope(&NodoChiediCatalogoServiziV2Response {
                 outcome: Outcome::Ok,

@@ -77,7 +77,7 @@ impl Node {
             other => other,
         };
         // The payment must be in the engine for the last acknowledged copy to mark it NOTIFIED.
-        if let Err(f) = self.hydrate_payment(&key.receipt_id) {
+        if let Err(f) = self.hydrate_payment(&key.receipt_id).await {
             tracing::error!(receipt = %key.receipt_id, fault = %f, "cannot load the receipt's payment");
         }
         let keys = match self.engine().payment(&key.receipt_id) {
@@ -108,8 +108,11 @@ impl Node {
         }
         let result = result.map_err(|f| f.to_string());
         let queued = self.run(|e, now| e.delivery_result(&key, result, policy, now));
+        // Not committed: the copy stays PENDING in the store, and is attempted again (here after
+        // a restart; by whichever node takes its receipt's lease over, with a shared store).
         if let Err(f) = self.finish(queued).await {
-            tracing::error!(receipt = %key.receipt_id, station = %key.station, fault = %f, "delivery result not committed");
+            let fault = NodeFault::from(f);
+            tracing::error!(receipt = %key.receipt_id, station = %key.station, %fault, "delivery result not committed");
         }
     }
 }

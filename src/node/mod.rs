@@ -17,9 +17,10 @@ mod outcome;
 mod token;
 mod verify;
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use driver::Due;
+pub use driver::{Due, TAKEOVER_MS};
 pub use token::TokenIssuer;
 
 use crate::clock::Clock;
@@ -27,8 +28,8 @@ use crate::codec::types::{IdempotencyKey, PaymentToken, Text35};
 use crate::codec::{AnyMessage, Body, Direction, Operation, read_any};
 use crate::ec_client::{EcClient, EcTransport, Exchange};
 use crate::engine::{
-    Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, Reply, RequestCtx, Step,
-    request_hash,
+    Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, Record, Reply, RequestCtx,
+    Step, Write, request_hash,
 };
 use crate::fault::NodeFault;
 use crate::journal::{JournalQuery, JournalRow, Keys, rows};
@@ -46,6 +47,9 @@ pub struct Node {
     schedule: Mutex<driver::Schedule>,
     /// Wakes the driver when something is scheduled before the time it sleeps until.
     wakeup: tokio::sync::Notify,
+    /// Other nodes share the store: the engine's memory is only a cache, read again before
+    /// each command (see [`Engine::refresh_notice`]).
+    shared: bool,
 }
 
 /// An engine step whose writes are already queued to the store (see [`Node::queue`]).
@@ -53,6 +57,36 @@ pub(crate) struct Queued {
     commit: Option<Commit>,
     /// The step, its writes taken.
     step: Step,
+    /// The records the writes change (tracked while they are in flight, with a shared store).
+    records: Vec<Record>,
+}
+
+/// Why a step was not committed.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// Another node changed a record first: read again and run the command again.
+    Conflict,
+    Fault(NodeFault),
+}
+
+impl From<Failed> for NodeFault {
+    fn from(f: Failed) -> NodeFault {
+        match f {
+            Failed::Conflict => {
+                NodeFault::SystemError("the payment kept changing: try again".into())
+            }
+            Failed::Fault(f) => f,
+        }
+    }
+}
+
+/// How many times a request whose commit lost a race to another node is run again.
+const CONFLICT_RETRIES: usize = 5;
+
+tokio::task_local! {
+    /// Set when a commit of the request being dispatched lost a race: its answer is not sent,
+    /// the request runs again (see [`Node::dispatch`]).
+    static CONFLICTED: Cell<bool>;
 }
 
 /// The answer to one SOAP request.
@@ -88,9 +122,11 @@ impl Node {
         let now = clock.now_ms();
         let schedule =
             driver::Schedule::new(now, registry.config().receipts.per_station_concurrency);
+        let shared = store.shared().is_some();
         Node {
             registry,
-            engine: Mutex::new(Engine::new()),
+            engine: Mutex::new(Engine::with_stamps(tokens.stamp_base())),
+            shared,
             store,
             ec: EcClient::new(transport, clock.clone()),
             clock,
@@ -124,9 +160,14 @@ impl Node {
 
     /// Rebuilds the engine from the store: at start-up, and after a failed commit (the engine may
     /// then be ahead of the store; the store is the truth). Returns (payments waiting for their
-    /// outcome, receipt copies to deliver).
+    /// outcome, receipt copies to deliver). With a shared store the engine starts empty: the
+    /// deadlines and receipts of this node's previous life are taken over like any dead node's
+    /// ([`Node::take_over`]).
     pub async fn recover(&self) -> Result<(usize, usize), NodeFault> {
-        let (queued, counts) = self.rebuild_engine().map_err(system)?;
+        if self.shared {
+            return Ok((0, 0));
+        }
+        let (queued, counts) = self.rebuild_engine().await.map_err(system)?;
         self.finish(queued).await?;
         Ok(counts)
     }
@@ -136,20 +177,10 @@ impl Node {
     /// for good keeps its payment PAID), and the payments those copies belong to (without them
     /// the last acknowledged copy could not mark its payment NOTIFIED). Returns the step
     /// re-arming the deadlines and re-queueing the deliveries, and (payments, copies to send).
-    fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), StoreError> {
-        let paying = self.store.paying_payments()?;
-        let pending = self.store.recipients_in_delivery()?;
-        let mut owners = Vec::new();
-        {
-            let mut seen = std::collections::HashSet::new();
-            for r in &pending {
-                if seen.insert(&r.receipt_id)
-                    && let Some(owner) = self.store.load_payment(&r.receipt_id)?
-                {
-                    owners.push(owner);
-                }
-            }
-        }
+    async fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), StoreError> {
+        let paying = self.store.paying_payments().await?;
+        let pending = self.store.recipients_in_delivery().await?;
+        let owners = self.owners_of(&pending).await?;
         let to_deliver = pending
             .iter()
             .filter(|r| r.status == crate::engine::RecipientStatus::Pending)
@@ -157,12 +188,29 @@ impl Node {
         let counts = (paying.len(), to_deliver);
         let mut engine = self.engine();
         let now = self.now();
-        *engine = Engine::new();
+        engine.clear();
         for owner in owners {
             engine.hydrate_payment(Some(owner), now);
         }
         let step = engine.recover(paying, pending, now);
         Ok((self.queue(engine, step), counts))
+    }
+
+    /// The payments (and notices) of receipts' copies.
+    async fn owners_of(
+        &self,
+        copies: &[crate::engine::Recipient],
+    ) -> Result<Vec<(crate::engine::Payment, crate::engine::Notice)>, StoreError> {
+        let mut owners = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in copies {
+            if seen.insert(&r.receipt_id)
+                && let Some(owner) = self.store.load_payment(&r.receipt_id).await?
+            {
+                owners.push(owner);
+            }
+        }
+        Ok(owners)
     }
 
     /// Queues a step's writes to the store while the engine that made the step is still locked,
@@ -171,11 +219,21 @@ impl Node {
     /// records could be committed in the opposite order: an expiry made just before a late OK
     /// outcome, committed after it, left the notice FREE (and, until the receipt was delivered,
     /// the payment CANCELLED) beside the generated receipt, and a restart then read that.
-    fn queue(&self, engine: MutexGuard<'_, Engine>, mut step: Step) -> Queued {
+    fn queue(&self, mut engine: MutexGuard<'_, Engine>, mut step: Step) -> Queued {
         let writes = std::mem::take(&mut step.writes);
+        let records: Vec<Record> = if self.shared {
+            writes.iter().filter_map(Write::record).collect()
+        } else {
+            Vec::new()
+        };
+        engine.writes_queued(&records);
         let commit = (!writes.is_empty()).then(|| self.store.commit(writes));
         drop(engine);
-        Queued { commit, step }
+        Queued {
+            commit,
+            step,
+            records,
+        }
     }
 
     /// Runs an engine command at `now` and queues its writes (see [`Node::queue`]). `now` is
@@ -188,9 +246,15 @@ impl Node {
     }
 
     /// Waits until a step's writes are committed, then schedules its deadlines and deliveries,
-    /// and returns its reply.
-    async fn finish(&self, queued: Queued) -> Result<Option<Reply>, NodeFault> {
-        let Queued { commit, step } = queued;
+    /// and returns its reply. A commit that failed leaves the engine ahead of the store: alone on
+    /// it, the node rebuilds the engine from the store; sharing it, it drops the records the step
+    /// wrote (read again by the next command that needs them).
+    async fn finish(&self, queued: Queued) -> Result<Option<Reply>, Failed> {
+        let Queued {
+            commit,
+            step,
+            records,
+        } = queued;
         let Step {
             writes: _,
             reply,
@@ -198,21 +262,35 @@ impl Node {
             disarm,
             deliver,
         } = step;
-        if let Some(commit) = commit
-            && let Err(e) = commit.await
-        {
-            tracing::error!(error = %e, "commit failed: resynchronising the engine with the store");
-            if let Err(e) = self.rebuild_engine() {
-                tracing::error!(error = %e, "the store cannot be read either");
+        if let Some(commit) = commit {
+            let result = commit.await;
+            if self.shared {
+                self.engine().writes_done(&records, result.is_ok());
             }
-            return Err(system(e));
+            if let Err(e) = result {
+                if !self.shared {
+                    tracing::error!(error = %e, "commit failed: resynchronising the engine with the store");
+                    // The schedules still hold what was armed: only the engine is rebuilt.
+                    if let Err(e) = self.rebuild_engine().await {
+                        tracing::error!(error = %e, "the store cannot be read either");
+                    }
+                }
+                return Err(match e {
+                    StoreError::Conflict(what) => {
+                        tracing::debug!(%what, "commit lost a race: running the command again");
+                        Failed::Conflict
+                    }
+                    e => Failed::Fault(system(e)),
+                });
+            }
         }
         self.schedule_effects(arm, disarm, deliver);
         Ok(reply)
     }
 
     /// Commits a step and returns its reply; a step without one (the engine lost track of the
-    /// request after a resynchronisation) answers PPT_SYSTEM_ERROR.
+    /// request after a resynchronisation) answers PPT_SYSTEM_ERROR. A commit that lost a race
+    /// marks the request to be run again ([`Node::dispatch`]).
     async fn reply(&self, op: Operation, queued: Queued) -> Reply {
         match self.finish(queued).await {
             Ok(Some(r)) => r,
@@ -221,8 +299,16 @@ impl Node {
                 &NodeFault::SystemError("request lost during a store recovery".into()),
                 true,
             ),
-            Err(f) => Reply::ko(op, &f, true),
+            Err(Failed::Conflict) => self.conflicted(op),
+            Err(Failed::Fault(f)) => Reply::ko(op, &f, true),
         }
+    }
+
+    /// Marks the request being dispatched to run again (a commit lost a race); the reply is
+    /// only a placeholder, sent if the retries run out.
+    fn conflicted(&self, op: Operation) -> Reply {
+        let _ = CONFLICTED.try_with(|c| c.set(true));
+        Reply::ko(op, &Failed::Conflict.into(), true)
     }
 
     /// Handles one nodeForPsp request: the HTTP layer's only entry point.
@@ -257,14 +343,19 @@ impl Node {
         let (reply, keys) = if too_big {
             let limit = self.registry().config().node.max_body_bytes;
             (
-                self.syntax_fault(op, body, format!("request body larger than {limit} bytes")),
+                self.syntax_fault(op, body, format!("request body larger than {limit} bytes"))
+                    .await,
                 Keys::default(),
             )
         } else {
             match read_any(body) {
-                Err(v) => (self.syntax_fault(op, body, v.to_string()), Keys::default()),
+                Err(v) => (
+                    self.syntax_fault(op, body, v.to_string()).await,
+                    Keys::default(),
+                ),
                 Ok(Body::Fault(_)) => (
-                    self.syntax_fault(op, body, "a SOAP Fault is not a request".into()),
+                    self.syntax_fault(op, body, "a SOAP Fault is not a request".into())
+                        .await,
                     Keys::default(),
                 ),
                 Ok(Body::Message(m)) if m.direction() != Direction::Request => (
@@ -272,7 +363,8 @@ impl Node {
                         op,
                         body,
                         format!("'{}' is a response, not a request", m.root()),
-                    ),
+                    )
+                    .await,
                     Keys::default(),
                 ),
                 Ok(Body::Message(m)) if m.operation() != op && soap_action.is_some() => {
@@ -300,7 +392,31 @@ impl Node {
         }
     }
 
+    /// Runs a request; if one of its commits lost a race to another node, runs it again (on the
+    /// records as the winner left them), a few times at most.
     async fn dispatch(&self, m: AnyMessage) -> (Reply, Keys) {
+        let mut attempt = 0;
+        loop {
+            let (answer, conflicted) = CONFLICTED
+                .scope(Cell::new(false), async {
+                    let answer = self.dispatch_once(&m).await;
+                    (answer, CONFLICTED.with(Cell::get))
+                })
+                .await;
+            if !conflicted || attempt == CONFLICT_RETRIES {
+                if conflicted {
+                    tracing::warn!(
+                        operation = m.operation().soap_action(),
+                        "request kept losing races: answered PPT_SYSTEM_ERROR"
+                    );
+                }
+                return answer;
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn dispatch_once(&self, m: &AnyMessage) -> (Reply, Keys) {
         match m {
             AnyMessage::VerifyPaymentNoticeReq(r) => self.verify(r).await,
             AnyMessage::ActivatePaymentNoticeReq(r) => self.activate_v1(r).await,
@@ -324,7 +440,7 @@ impl Node {
     /// PPT_ERRORE_IDEMPOTENZA instead: the official node consults the cache before the schema,
     /// and never caches syntax failures (official BDD test `sendPaymentOutcome_IDMP_SPO_06_02`:
     /// a cached key re-sent with a value outside the XSD gets PPT_ERRORE_IDEMPOTENZA).
-    fn syntax_fault(&self, op: Operation, body: &[u8], why: String) -> Reply {
+    async fn syntax_fault(&self, op: Operation, body: &[u8], why: String) -> Reply {
         tracing::info!(operation = op.soap_action(), reason = %why, "request refused: PPT_SINTASSI_EXTRAXSD");
         if let Some((psp, key)) = sniff_idempotency(body)
             && self.registry().config().node.use_idempotency
@@ -334,7 +450,7 @@ impl Node {
                 key,
                 primitive: op.soap_action(),
             };
-            let stored = self.store.load_idempotency(&key).ok().flatten();
+            let stored = self.store.load_idempotency(&key).await.ok().flatten();
             let ctx = IdemCtx { key, hash: [0; 32] };
             if self.engine().check_idempotency(&ctx, stored, self.now()) != IdemCheck::Fresh {
                 return Reply::ko(op, &NodeFault::ErroreIdempotenza, true);
@@ -373,9 +489,9 @@ impl Node {
     }
 
     /// Consults the idempotency cache: `Some(reply)` ends the request there.
-    fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
+    async fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
         let idem = ctx.idem.as_ref()?;
-        let stored = match self.store.load_idempotency(&idem.key) {
+        let stored = match self.store.load_idempotency(&idem.key).await {
             Ok(stored) => stored,
             Err(e) => return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults)),
         };
@@ -412,38 +528,57 @@ impl Node {
         self.reply(ctx.operation, queued).await
     }
 
-    /// Brings a notice (and its current payment) into the engine if it is not there.
-    fn hydrate_notice(&self, key: &NoticeKey) -> Result<(), NodeFault> {
-        if self.engine().knows_notice(key) {
+    /// Brings a notice (and its current payment) into the engine: if it is not there, or, with
+    /// a shared store, always (another node may have changed it).
+    async fn hydrate_notice(&self, key: &NoticeKey) -> Result<(), NodeFault> {
+        if !self.shared && self.engine().knows_notice(key) {
             return Ok(());
         }
-        let stored = self.store.load_notice(key).map_err(system)?;
+        let stored = self.store.load_notice(key).await.map_err(system)?;
         let mut engine = self.engine();
-        engine.hydrate_notice(key, stored, self.now());
+        let now = self.now();
+        if self.shared {
+            engine.refresh_notice(key, stored, now);
+        } else {
+            engine.hydrate_notice(key, stored, now);
+        }
         Ok(())
     }
 
-    /// Brings a payment (and its notice) into the engine if it is not there.
-    fn hydrate_payment(&self, token: &PaymentToken) -> Result<(), NodeFault> {
-        if self.engine().knows_payment(token) {
+    /// Brings a payment (and its notice) into the engine, as [`Node::hydrate_notice`] does.
+    async fn hydrate_payment(&self, token: &PaymentToken) -> Result<(), NodeFault> {
+        if !self.shared && self.engine().knows_payment(token) {
             return Ok(());
         }
-        let stored = self.store.load_payment(token).map_err(system)?;
+        let stored = self.store.load_payment(token).await.map_err(system)?;
         let mut engine = self.engine();
-        engine.hydrate_payment(stored, self.now());
+        let now = self.now();
+        if self.shared {
+            engine.refresh_payment(token, stored, now);
+        } else {
+            engine.hydrate_payment(stored, now);
+        }
         Ok(())
     }
 
     /// A deadline passed (the driver polled it): the engine cancels the payment if it is still
-    /// waiting for its outcome.
+    /// waiting for its outcome. With a shared store another node may cancel it (or take the
+    /// outcome) first: the command then runs again on what it wrote, and does nothing.
     pub async fn expire(&self, token: &PaymentToken) {
-        if let Err(f) = self.hydrate_payment(token) {
-            tracing::error!(%token, fault = %f, "cannot load an expiring payment");
-            return;
-        }
-        let queued = self.run(|e, now| e.deadline_fired(token, now));
-        if let Err(f) = self.finish(queued).await {
-            tracing::error!(%token, fault = %f, "expiry not committed");
+        for _ in 0..=CONFLICT_RETRIES {
+            if let Err(f) = self.hydrate_payment(token).await {
+                tracing::error!(%token, fault = %f, "cannot load an expiring payment");
+                return;
+            }
+            let queued = self.run(|e, now| e.deadline_fired(token, now));
+            match self.finish(queued).await {
+                Ok(_) => return,
+                Err(Failed::Conflict) => continue,
+                Err(Failed::Fault(f)) => {
+                    tracing::error!(%token, fault = %f, "expiry not committed");
+                    return;
+                }
+            }
         }
     }
 
@@ -470,7 +605,17 @@ impl Node {
     ) -> Result<usize, NodeFault> {
         let unknown = || NodeFault::Semantica(format!("no receipt {receipt_id}"));
         let receipt_id = PaymentToken::new(receipt_id).map_err(|_| unknown())?;
-        let stored = self.store.load_recipients(&receipt_id).map_err(system)?;
+        if let Some(shared) = self.store.shared() {
+            shared
+                .take_receipt(&receipt_id, self.now())
+                .await
+                .map_err(system)?;
+        }
+        let stored = self
+            .store
+            .load_recipients(&receipt_id)
+            .await
+            .map_err(system)?;
         if stored.is_empty() {
             return Err(unknown());
         }
@@ -481,7 +626,7 @@ impl Node {
                 "receipt {receipt_id} has no recipient {s}"
             )));
         }
-        self.hydrate_payment(&receipt_id)?;
+        self.hydrate_payment(&receipt_id).await?;
         let queued = self.run(|e, now| e.resend(&receipt_id, stored, station, now));
         let copies = queued.step.deliver.len();
         self.finish(queued).await?;
@@ -494,20 +639,39 @@ impl Node {
         engine.sweep(self.now());
     }
 
-    /// Deletes journal rows older than the retention and expired idempotency entries.
-    pub async fn maintenance(&self) -> Result<(), StoreError> {
+    /// Deletes what the retention periods let go: journal rows, expired idempotency entries,
+    /// finished payments with their receipts (batch after batch, other commits in between).
+    pub async fn maintenance(&self) -> Result<usize, StoreError> {
+        const DAY_MS: u64 = 86_400_000;
         let now = self.now();
-        let keep = u64::from(self.registry().config().journal.retention_days) * 86_400_000;
-        self.store.maintenance(now.saturating_sub(keep), now).await
+        let cfg = self.registry().config();
+        let journal = u64::from(cfg.journal.retention_days) * DAY_MS;
+        let finished = match cfg.node.retention_days {
+            0 => 0,
+            days => now.saturating_sub(u64::from(days) * DAY_MS),
+        };
+        let r = crate::store::Retention {
+            now,
+            journal_before: now.saturating_sub(journal),
+            finished_before: finished,
+        };
+        let mut deleted = 0;
+        loop {
+            let n = self.store.maintenance(r).await?;
+            deleted += n;
+            if n < crate::store::schema::RETENTION_BATCH {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// One page of the journal.
-    pub fn journal_page(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
-        self.store.query_journal(q)
+    pub async fn journal_page(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
+        self.store.query_journal(q).await
     }
 
     /// A notice's story: its attempts, their payments and receipt copies, the journal rows.
-    pub fn notice_story(&self, key: &NoticeKey) -> Result<serde_json::Value, StoreError> {
+    pub async fn notice_story(&self, key: &NoticeKey) -> Result<serde_json::Value, StoreError> {
         let mut rows = Vec::new();
         let mut q = JournalQuery {
             notice_number: Some(key.notice_number.to_string()),
@@ -515,7 +679,7 @@ impl Node {
             ..JournalQuery::default()
         };
         loop {
-            let page = self.store.query_journal(&q)?;
+            let page = self.store.query_journal(&q).await?;
             let full = page.len() == q.limit;
             q.after_id = page.last().map(|r| r.id);
             rows.extend(page);
@@ -524,26 +688,26 @@ impl Node {
             }
         }
         let mut payments = Vec::new();
-        for p in self.store.payments_of_notice(key)? {
-            let recipients = self.store.load_recipients(&p.token)?;
+        for p in self.store.payments_of_notice(key).await? {
+            let recipients = self.store.load_recipients(&p.token).await?;
             payments.push((p, recipients));
         }
         Ok(crate::journal::story::notice_story(key, rows, &payments))
     }
 
     /// Receipt copies in a status, newest first.
-    pub fn recipients_by_status(
+    pub async fn recipients_by_status(
         &self,
         status: &str,
         limit: usize,
     ) -> Result<Vec<crate::engine::Recipient>, StoreError> {
-        self.store.recipients_by_status(status, limit)
+        self.store.recipients_by_status(status, limit).await
     }
 
     /// Liveness and a few numbers.
-    pub fn health(&self) -> Health {
+    pub async fn health(&self) -> Health {
         Health {
-            store: self.store.health(),
+            store: self.store.health().await,
             store_stats: self.store.stats(),
             engine: self.engine().sizes(),
             deadlines: self.schedule().pending_deadlines(),

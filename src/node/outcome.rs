@@ -35,7 +35,7 @@ struct OutcomeInput<'a> {
 }
 
 impl Node {
-    pub(super) async fn outcome_v1(&self, r: SendPaymentOutcomeReq) -> (Reply, Keys) {
+    pub(super) async fn outcome_v1(&self, r: &SendPaymentOutcomeReq) -> (Reply, Keys) {
         let input = OutcomeInput {
             version: Version::V1,
             password: &r.password,
@@ -44,7 +44,7 @@ impl Node {
             details: r.details.clone().map(details_v2),
         };
         self.outcome(
-            &r,
+            r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             input,
@@ -52,7 +52,7 @@ impl Node {
         .await
     }
 
-    pub(super) async fn outcome_v2(&self, r: SendPaymentOutcomeV2Request) -> (Reply, Keys) {
+    pub(super) async fn outcome_v2(&self, r: &SendPaymentOutcomeV2Request) -> (Reply, Keys) {
         let input = OutcomeInput {
             version: Version::V2,
             password: &r.password,
@@ -61,7 +61,7 @@ impl Node {
             details: r.details.clone(),
         };
         self.outcome(
-            &r,
+            r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             input,
@@ -79,7 +79,7 @@ impl Node {
         let mut keys = Keys::psp(ids.0, ids.2);
         keys.token = input.tokens.first().cloned();
         let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
-        if let Some(reply) = self.idempotent_reply(&ctx) {
+        if let Some(reply) = self.idempotent_reply(&ctx).await {
             return (reply, keys);
         }
         // The channel's payment model is not checked on an outcome: the official BDD test
@@ -88,7 +88,7 @@ impl Node {
             return (reply, keys);
         }
         for t in &input.tokens {
-            if let Err(f) = self.hydrate_payment(t) {
+            if let Err(f) = self.hydrate_payment(t).await {
                 return (self.refuse(&ctx, f).await, keys);
             }
         }

@@ -18,14 +18,10 @@ use crate::fault::NodeFault;
 use crate::journal::Keys;
 
 impl Node {
-    pub(super) async fn verify(&self, r: VerifyPaymentNoticeReq) -> (Reply, Keys) {
+    pub(super) async fn verify(&self, r: &VerifyPaymentNoticeReq) -> (Reply, Keys) {
         let key = NoticeKey::from_qr(&r.qr_code);
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel).notice(&key);
-        let ctx = self.request_ctx(
-            &r,
-            psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel),
-            None,
-        );
+        let ctx = self.request_ctx(r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
         let caller = match self.authenticate(&ctx, &r.password).await {
             Ok(c) => c,
             Err(reply) => return (reply, keys),
@@ -39,10 +35,10 @@ impl Node {
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
         keys.station = Some(Text35::truncated(&route.station.id));
-        let state = self.hydrate_notice(&key).and_then(|_| {
-            let engine = self.engine();
-            engine.payable(&key, self.now())
-        });
+        let state = match self.hydrate_notice(&key).await {
+            Ok(()) => self.engine().payable(&key, self.now()),
+            Err(f) => Err(f),
+        };
         if let Err(f) = state {
             return (self.refuse(&ctx, f).await, keys);
         }

@@ -1,6 +1,9 @@
-//! The integration-test harness: a real node (real HTTP, real SQLite in a temporary directory)
-//! in front of a real simulated EC, and builders for the PSP requests.
+//! The integration-test harness: a real node (real HTTP, a real store: SQLite in a temporary
+//! directory, or a database of the test PostgreSQL, see [`pg`]) in front of a real simulated
+//! EC, and builders for the PSP requests.
 #![allow(dead_code)]
+
+pub mod pg;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,7 +13,7 @@ use pagonode::codec::node_for_psp::*;
 use pagonode::codec::service::ServicePayload;
 use pagonode::codec::types::*;
 use pagonode::codec::{AnyMessage, Body, Message, read_any, write_envelope};
-use pagonode::config::Config;
+use pagonode::config::{Config, Database};
 use pagonode::mock_ec::{MockEc, MockEcConfig, MockEcServer, StoredReceipt};
 use pagonode::server::RunningNode;
 
@@ -155,7 +158,7 @@ impl Harness {
     pub async fn stop(mut self) {
         if let Some(n) = self.node.take() {
             if let Ok(dir) = std::env::var("PAGONODE_DUMP_DIR") {
-                dump_sent_messages(&n, std::path::Path::new(&dir));
+                dump_sent_messages(&n, std::path::Path::new(&dir)).await;
             }
             n.stop().await;
         }
@@ -176,7 +179,7 @@ impl Harness {
 }
 
 /// Writes the node's outgoing messages (from its journal) as files.
-fn dump_sent_messages(node: &RunningNode, dir: &std::path::Path) {
+async fn dump_sent_messages(node: &RunningNode, dir: &std::path::Path) {
     use pagonode::journal::{JournalQuery, Subtype};
     std::fs::create_dir_all(dir).unwrap();
     let run = SEQ.fetch_add(1, Ordering::Relaxed) + std::process::id() as u64 * 1_000_000;
@@ -189,6 +192,7 @@ fn dump_sent_messages(node: &RunningNode, dir: &std::path::Path) {
                 limit: 1000,
                 ..JournalQuery::default()
             })
+            .await
             .unwrap();
         for r in &rows {
             let e = &r.entry;
@@ -455,6 +459,10 @@ impl Harness {
             .replace("{DOWN_URL}", &closed_port_url())
             .replace("{DB}", db.to_str().unwrap());
         let mut config = Config::from_toml_str(&text).unwrap();
+        if pg::on_postgres() {
+            let server = pg::server().expect("PAGONODE_TEST_STORE=postgres needs PostgreSQL");
+            config.node.database = Database::Postgres(server.database().await);
+        }
         tweak(&mut config, &ec_server.url());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let admin = admin.then(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());

@@ -2,6 +2,8 @@
 //! SIGKILL and started again on the same database and ports. Every incarnation logs to its own
 //! file in the test's directory; the child is killed when this handle is dropped (a failing test
 //! leaves no node behind).
+// Shared by the crash tests of one node and of a cluster: each uses part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
