@@ -189,7 +189,7 @@ async fn forty_concurrent_activations_of_one_notice_on_two_nodes_give_one_token(
         return;
     };
     let c = Arc::new(c);
-    for _ in 0..3 {
+    for _ in 0..10 {
         let nn = notice("02", "00");
         let mut tasks = Vec::new();
         for i in 0..40 {

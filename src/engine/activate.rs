@@ -115,9 +115,13 @@ impl Engine {
                 }
             }
         }
+        let base = self
+            .notice(&cmd.notice)
+            .cloned()
+            .unwrap_or_else(|| super::Notice::free(cmd.notice.clone()));
         self.activating_tokens
             .insert(cmd.token.clone(), cmd.notice.clone());
-        self.activating.insert(cmd.notice.clone(), cmd);
+        self.activating.insert(cmd.notice.clone(), (cmd, base));
         ActivateStep::CallEc(step)
     }
 
@@ -126,7 +130,7 @@ impl Engine {
         self.take_reservation(token);
     }
 
-    fn take_reservation(&mut self, token: &str) -> Option<ActivateCommand> {
+    fn take_reservation(&mut self, token: &str) -> Option<(ActivateCommand, super::Notice)> {
         let key = self.activating_tokens.remove(token)?;
         self.activating.remove(&key)
     }
@@ -141,7 +145,7 @@ impl Engine {
         now: Millis,
     ) -> Step {
         match self.take_reservation(token) {
-            Some(cmd) => self.refuse(&cmd.ctx, fault, timings, now),
+            Some((cmd, _)) => self.refuse(&cmd.ctx, fault, timings, now),
             None => Step::default(),
         }
     }
@@ -155,13 +159,13 @@ impl Engine {
         now: Millis,
     ) -> Step {
         let timings = reg.timings();
-        let Some(cmd) = self.take_reservation(token) else {
+        let Some((cmd, base)) = self.take_reservation(token) else {
             return Step::default();
         };
         if let Err(fault) = check_payment_data(reg, &cmd.notice, &data, cmd.version) {
             return self.refuse(&cmd.ctx, &fault, timings, now);
         }
-        let demanded = self.notice(&cmd.notice).and_then(|n| n.demanded_at);
+        let demanded = base.demanded_at;
         let lifetime = cmd
             .request
             .expiration_ms
@@ -194,15 +198,9 @@ impl Engine {
         };
         let reply = activate_response(&payment);
         let mut step = Step::default();
-        let notice = match self.notice(&cmd.notice) {
-            Some(n) => super::Notice {
-                state: NoticeState::Paying(cmd.token.clone()),
-                ..n.clone()
-            },
-            None => super::Notice {
-                state: NoticeState::Paying(cmd.token.clone()),
-                ..super::Notice::free(cmd.notice.clone())
-            },
+        let notice = super::Notice {
+            state: NoticeState::Paying(cmd.token.clone()),
+            ..base
         };
         self.set_notice(notice, now, &mut step);
         step.writes.push(Write::Event(

@@ -184,7 +184,10 @@ pub struct Engine {
     notices: HashMap<NoticeKey, (Notice, Millis)>,
     payments: HashMap<PaymentToken, Payment>,
     /// Activations waiting for paGetPayment (memory only: nothing was acknowledged yet).
-    activating: HashMap<NoticeKey, ActivateCommand>,
+    /// With the notice as it was when reserved: the activation is written over that revision,
+    /// so if another node changed the notice meanwhile (and a read brought the change here),
+    /// the commit fails instead of overwriting it.
+    activating: HashMap<NoticeKey, (ActivateCommand, Notice)>,
     activating_tokens: HashMap<PaymentToken, NoticeKey>,
     /// Recipients not yet delivered, by receipt id.
     recipients: HashMap<PaymentToken, Vec<Recipient>>,
