@@ -150,6 +150,7 @@ impl Node {
             return (self.reply(op, queued).await, keys);
         }
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
+        crate::failpoints::failpoint!("activate.ec_answered", data.is_ok());
         let now = crate::clock::now_ms();
         let queued = match data {
             Ok(data) => {
