@@ -482,11 +482,12 @@ pub fn journal(db: &Path, ledger: &Ledger, crashes: &[Crash]) -> JournalCheck {
         if answered.contains(&(family, id.clone())) {
             continue;
         }
+        // Received up to the slack after the disruption: sent before it, read late.
         let taken = crashes.iter().any(|c| {
             let window = JOURNAL_GATHER_MS
                 + SCHEDULING_SLACK_MS
                 + if c.power_cut { JOURNAL_SYNC_MS } else { 0 };
-            c.killed_at >= at && c.killed_at - at <= window
+            at <= c.killed_at + SCHEDULING_SLACK_MS && c.killed_at <= at + window
         });
         if taken {
             excused += 1;
