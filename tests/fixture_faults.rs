@@ -152,6 +152,15 @@ async fn harness_with_raw(station: &RawStation, ids: &[&'static str]) -> Harness
     .await
 }
 
+fn expect_fault(f: &Fixture, got: Option<String>, what: &str, problems: &mut Vec<String>) {
+    if got.as_deref() != Some(f.fault.as_str()) {
+        problems.push(format!(
+            "{}: {what} {got:?}, the manifest says {}",
+            f.file, f.fault
+        ));
+    }
+}
+
 /// `PSP` requests: the node's answer to each invalid one carries the manifest's fault.
 async fn psp_requests(fixtures: &[&Fixture], problems: &mut Vec<String>) -> usize {
     let h = Harness::start().await;
@@ -214,13 +223,7 @@ async fn ec_answers_to_psp_calls(fixtures: &[&Fixture], problems: &mut Vec<Strin
             .1
         };
         checked += 1;
-        let got = fault_code(&body);
-        if got.as_deref() != Some(f.fault.as_str()) {
-            problems.push(format!(
-                "{}: the PSP got {got:?}, the manifest says {}",
-                f.file, f.fault
-            ));
-        }
+        expect_fault(f, fault_code(&body), "the PSP got", problems);
     }
     h.stop().await;
     assert_eq!(
@@ -249,13 +252,7 @@ async fn ec_answers_of_the_regione(fixtures: &[&Fixture], problems: &mut Vec<Str
             .await
             .1;
         checked += 1;
-        let got = fault_code(&body);
-        if got.as_deref() != Some(f.fault.as_str()) {
-            problems.push(format!(
-                "{}: the PSP got {got:?}, the manifest says {}",
-                f.file, f.fault
-            ));
-        }
+        expect_fault(f, fault_code(&body), "the PSP got", problems);
     }
     // Receipts: a notice with transfers to the Regione (scenario 13: a copy to each of its
     // stations, V2 and V1), paid; its copies get the fixture.
@@ -320,12 +317,12 @@ async fn ec_answers_of_the_regione(fixtures: &[&Fixture], problems: &mut Vec<Str
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        if got.as_deref() != Some(f.fault.as_str()) {
-            problems.push(format!(
-                "{}: the {op} attempt was journalled with {got:?}, the manifest says {}",
-                f.file, f.fault
-            ));
-        }
+        expect_fault(
+            f,
+            got,
+            &format!("the {op} attempt was journalled with"),
+            problems,
+        );
     }
     h.stop().await;
     // Each demand once, each receipt to both of the Regione's stations.

@@ -345,6 +345,15 @@ impl State {
 struct LazyFs(Arc<Mutex<State>>);
 
 impl LazyFs {
+    /// fsync/fsyncdir: `sync` applied, its failure an I/O error.
+    fn sync(&self, reply: ReplyEmpty, sync: impl FnOnce(&mut State) -> io::Result<()>) {
+        empty(
+            self.state()
+                .and_then(|mut st| sync(&mut st).map_err(|e| io_errno(&e))),
+            reply,
+        );
+    }
+
     fn state(&self) -> Result<MutexGuard<'_, State>, Errno> {
         let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if st.frozen {
@@ -352,6 +361,27 @@ impl LazyFs {
             return Err(Errno::EIO);
         }
         Ok(st)
+    }
+}
+
+fn empty(result: Result<(), Errno>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn entry(result: Result<FileAttr, Errno>, reply: ReplyEntry) {
+    match result {
+        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn attr(result: Result<FileAttr, Errno>, reply: ReplyAttr) {
+    match result {
+        Ok(a) => reply.attr(&TTL, &a),
+        Err(e) => reply.error(e),
     }
 }
 
@@ -366,20 +396,15 @@ impl Filesystem for LazyFs {
             let ino = st.child(parent.0, name)?;
             st.attr(ino).ok_or(Errno::ENOENT)
         });
-        match r {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        entry(r, reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self
-            .state()
-            .and_then(|st| st.attr(ino.0).ok_or(Errno::ENOENT))
-        {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(e),
-        }
+        attr(
+            self.state()
+                .and_then(|st| st.attr(ino.0).ok_or(Errno::ENOENT)),
+            reply,
+        );
     }
 
     fn setattr(
@@ -406,10 +431,7 @@ impl Filesystem for LazyFs {
             }
             st.attr(ino.0).ok_or(Errno::ENOENT)
         });
-        match r {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(e),
-        }
+        attr(r, reply);
     }
 
     fn mknod(
@@ -425,13 +447,11 @@ impl Filesystem for LazyFs {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        match self
-            .state()
-            .and_then(|mut st| st.make(parent.0, name, Inode::file(Vec::new())))
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        entry(
+            self.state()
+                .and_then(|mut st| st.make(parent.0, name, Inode::file(Vec::new()))),
+            reply,
+        );
     }
 
     fn mkdir(
@@ -443,13 +463,11 @@ impl Filesystem for LazyFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match self
-            .state()
-            .and_then(|mut st| st.make(parent.0, name, Inode::dir(BTreeMap::new())))
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        entry(
+            self.state()
+                .and_then(|mut st| st.make(parent.0, name, Inode::dir(BTreeMap::new()))),
+            reply,
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -464,10 +482,7 @@ impl Filesystem for LazyFs {
             st.touch(parent.0);
             Ok(())
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(r, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -480,10 +495,7 @@ impl Filesystem for LazyFs {
             st.touch(parent.0);
             Ok(())
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(r, reply);
     }
 
     fn rename(
@@ -517,10 +529,7 @@ impl Filesystem for LazyFs {
             st.touch(newparent.0);
             Ok(())
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(r, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -600,13 +609,7 @@ impl Filesystem for LazyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self
-            .state()
-            .and_then(|mut st| st.sync_file(ino.0).map_err(|e| io_errno(&e)))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.sync(reply, |st| st.sync_file(ino.0));
     }
 
     fn readdir(
@@ -651,13 +654,7 @@ impl Filesystem for LazyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self
-            .state()
-            .and_then(|mut st| st.sync_dir(ino.0).map_err(|e| io_errno(&e)))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.sync(reply, |st| st.sync_dir(ino.0));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
