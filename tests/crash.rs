@@ -175,8 +175,9 @@ fn sqlite_commits_survive_a_cut_with_synchronous_full_only() {
 /// that includes the name of the journal's new directory.
 #[tokio::test]
 async fn a_flushed_journal_survives_a_power_cut() {
+    use pagonode::journal::JournalQuery;
     use pagonode::journal::segment::{RowRef, Rows};
-    use pagonode::store::{JournalQuery, SqliteStore, Store};
+    use pagonode::store::{SqliteStore, Store};
     let (_dir, mut layer) = layer();
     let db = layer.path().join("node.db");
     let store = SqliteStore::open(&db).unwrap();

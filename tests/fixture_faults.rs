@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use pagonode::codec::Message;
 use pagonode::codec::write_envelope;
-use pagonode::store::JournalQuery;
+use pagonode::journal::JournalQuery;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{EC, EC2, Harness, PSP1, activate, demand, fault_code, outcome, tassa_auto, verify};
@@ -294,8 +294,7 @@ async fn ec_answers_of_the_regione(fixtures: &[&Fixture], problems: &mut Vec<Str
             let rows = h
                 .node()
                 .node
-                .store
-                .query_journal(&JournalQuery {
+                .journal_page(&JournalQuery {
                     token: Some(token.clone()),
                     primitive: Some(op.to_string()),
                     limit: 100,

@@ -191,7 +191,7 @@ pub fn export_journal(db: &std::path::Path, source: &str) {
         .unwrap_or_else(|e| panic!("journal of {}: {e}", db.display()));
     let mut failed = None;
     reader
-        .query_all(&pagonode::store::JournalQuery::default(), None, |row| {
+        .query_all(&pagonode::journal::JournalQuery::default(), None, |row| {
             if failed.is_none()
                 && let Err(e) = writeln!(out, "{}", pagonode::journal::story::row_json(row))
             {

@@ -428,7 +428,7 @@ pub struct JournalCheck {
 /// [`JOURNAL_SYNC_MS`]: a power cut also takes those of that last second. State changes are
 /// committed with the state: [`state_changes_complete`] allows no loss at all.
 pub fn journal(db: &Path, ledger: &Ledger, crashes: &[Crash]) -> JournalCheck {
-    use pagonode::store::JournalQuery;
+    use pagonode::journal::JournalQuery;
     let reader = match pagonode::journal::cli::JournalReader::open(db) {
         Ok(r) => r,
         Err(e) => {
