@@ -68,6 +68,18 @@ pub struct LoadArgs {
     /// Pass `key=value` pairs to the spawned node's [timings]/[node] (e.g. node.workers=2).
     #[arg(long = "set")]
     pub overrides: Vec<String>,
+    /// With --spawn: put the spawned nodes' configurations and databases (`load0.db`, ...) in
+    /// this directory and keep them; the processes are stopped gracefully (SIGTERM), so each
+    /// node's journal is complete on disk for `pagonode journal`.
+    #[arg(long, requires = "spawn", value_name = "DIR")]
+    pub keep_dir: Option<PathBuf>,
+    /// With --spawn: the nodes' store, a PostgreSQL URL (default: a fresh SQLite file each).
+    #[arg(long, requires = "spawn")]
+    pub database: Option<String>,
+    /// With --spawn: how many nodes, on the one --database; each request goes to the next node
+    /// in turn (an activation on one, its outcome on another).
+    #[arg(long, default_value_t = 1, requires = "spawn")]
+    pub nodes: usize,
 }
 
 /// The PSP the load generator pays as (the example configuration's).
@@ -117,7 +129,9 @@ impl Stats {
 
 struct Ctx {
     http: reqwest::Client,
-    url: String,
+    /// The nodes' nodeForPsp URLs: requests go to each in turn.
+    urls: Vec<String>,
+    turn: AtomicU64,
     run_id: u64,
     /// Shared by every node a run loads, so no notice is paid twice at the simulated EC.
     seq: Arc<AtomicU64>,
@@ -143,11 +157,38 @@ fn password() -> Password {
 }
 
 impl Ctx {
+    fn new(
+        http: reqwest::Client,
+        urls: Vec<String>,
+        run_id: u64,
+        seq: Arc<AtomicU64>,
+        flow: Flow,
+    ) -> Ctx {
+        Ctx {
+            http,
+            urls,
+            turn: AtomicU64::new(0),
+            run_id,
+            seq,
+            flow,
+        }
+    }
+
+    /// The nodes' commit counters, added up.
+    async fn counters(&self) -> Option<(u64, u64)> {
+        let mut total = (0, 0);
+        for url in &self.urls {
+            let (t, j) = health_counters(&self.http, url).await?;
+            total = (total.0 + t, total.1 + j);
+        }
+        Some(total)
+    }
+
     async fn call<M: Message>(&self, req: &M) -> Result<(AnyMessage, u64), String> {
         let t0 = Instant::now();
         let resp = self
             .http
-            .post(&self.url)
+            .post(&self.urls[self.turn.fetch_add(1, Ordering::Relaxed) as usize % self.urls.len()])
             .header("Content-Type", "text/xml; charset=utf-8")
             .header("SOAPAction", M::OPERATION.soap_action())
             .body(write_envelope(req))
@@ -272,7 +313,7 @@ async fn drive(
     warmup: Duration,
     duration: Duration,
 ) -> Measured {
-    let before = health_counters(&ctx.http, &ctx.url).await;
+    let before = ctx.counters().await;
     let stats = Arc::new(Mutex::new(Stats::new()));
     let start = Instant::now();
     let end = warmup + duration;
@@ -288,7 +329,7 @@ async fn drive(
                 if measuring {
                     let mut m = measured_from.lock().await;
                     if m.is_none() {
-                        *m = Some((t0, health_counters(&ctx.http, &ctx.url).await));
+                        *m = Some((t0, ctx.counters().await));
                     }
                 }
                 let mut s = stats.lock().await;
@@ -311,7 +352,7 @@ async fn drive(
     }
     let (t_measure, counters_start) = measured_from.lock().await.unwrap_or((start, before));
     let secs = t_measure.elapsed().as_secs_f64();
-    let after = health_counters(&ctx.http, &ctx.url).await;
+    let after = ctx.counters().await;
     let stats = std::mem::replace(&mut *stats.lock().await, Stats::new());
     Measured {
         stats,
@@ -336,30 +377,37 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     if args.compare_journal {
         return compare_journal(&args).await;
     }
+    if args.nodes > 1 && args.database.is_none() {
+        return Err("--nodes above 1 needs a shared --database (PostgreSQL)".into());
+    }
     let spawned = if args.spawn {
         let journal = !args.no_journal;
-        Some(Spawned::start(&args, &[journal]).await?)
+        Some(Spawned::start(&args, &vec![journal; args.nodes.max(1)]).await?)
     } else {
         None
     };
-    let url = spawned
+    let urls = spawned
         .as_ref()
-        .map(|s| s.nodes[0].1.clone())
-        .unwrap_or_else(|| args.node.clone());
-    let ctx = Arc::new(Ctx {
-        http: http_client(args.concurrency)?,
-        url,
-        run_id: SystemClock.now_ms() / 1000,
-        seq: Arc::new(AtomicU64::new(0)),
-        flow: args.flow,
-    });
-    let pids: Vec<(&str, u32)> = match &spawned {
-        Some(sp) => [("node", sp.nodes[0].0.id()), ("simulated EC", sp.ec.id())]
-            .into_iter()
+        .map(|s| s.nodes.iter().map(|n| n.1.clone()).collect())
+        .unwrap_or_else(|| vec![args.node.clone()]);
+    let ctx = Arc::new(Ctx::new(
+        http_client(args.concurrency)?,
+        urls,
+        SystemClock.now_ms() / 1000,
+        Arc::new(AtomicU64::new(0)),
+        args.flow,
+    ));
+    let pids: Vec<(String, u32)> = match &spawned {
+        Some(sp) => sp
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("node {i}"), n.0.id()))
+            .chain([("simulated EC".to_string(), sp.ec.id())])
             .filter_map(|(n, p)| Some((n, p?)))
-            .chain([("load generator", std::process::id())])
+            .chain([("load generator".to_string(), std::process::id())])
             .collect(),
-        None => vec![("load generator", std::process::id())],
+        None => vec![("load generator".to_string(), std::process::id())],
     };
     let cpu_before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
     let m = drive(
@@ -432,13 +480,13 @@ async fn compare_journal(args: &LoadArgs) -> Result<(), String> {
             .collect();
         let spawned = Spawned::start(args, &journals).await?;
         let ctx = |slot: usize| {
-            Arc::new(Ctx {
-                http: http.clone(),
-                url: spawned.nodes[slot].1.clone(),
+            Arc::new(Ctx::new(
+                http.clone(),
+                vec![spawned.nodes[slot].1.clone()],
                 run_id,
-                seq: seq.clone(),
-                flow: args.flow,
-            })
+                seq.clone(),
+                args.flow,
+            ))
         };
         let slots = [ctx(0), ctx(1)];
         spawned.settle().await;
@@ -649,7 +697,9 @@ struct Spawned {
     /// Each node and its nodeForPsp URL.
     nodes: Vec<(tokio::process::Child, String)>,
     ec: tokio::process::Child,
-    _dir: PathBuf,
+    dir: PathBuf,
+    /// `--keep-dir`: stop gracefully and keep `dir`.
+    keep: bool,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -661,7 +711,9 @@ impl Spawned {
     /// A simulated EC and one node per entry of `journals` (its journal on or off), each with
     /// a fresh database.
     async fn start(args: &LoadArgs, journals: &[bool]) -> Result<Spawned, String> {
-        let dir = std::env::temp_dir().join(format!("pagonode-loadgen-{}", std::process::id()));
+        let dir = args.keep_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("pagonode-loadgen-{}", std::process::id()))
+        });
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let base = match &args.config {
             Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
@@ -671,14 +723,16 @@ impl Spawned {
         let mut configs = Vec::new();
         for (i, &journal) in journals.iter().enumerate() {
             let node_port = free_port()?;
-            let mut text = base
-                .replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
-                .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
-                .replace(
-                    "pagonode-demo.db",
-                    &dir.join(format!("load{i}.db")).display().to_string(),
-                )
-                .replace("admin_listen = \"127.0.0.1:8081\"", "");
+            let mut text =
+                base.replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
+                    .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
+                    .replace(
+                        "pagonode-demo.db",
+                        &args.database.clone().unwrap_or_else(|| {
+                            dir.join(format!("load{i}.db")).display().to_string()
+                        }),
+                    )
+                    .replace("admin_listen = \"127.0.0.1:8081\"", "");
             if !journal {
                 text = text.replace("[journal]\nenabled = true", "[journal]\nenabled = false");
             }
@@ -739,7 +793,8 @@ impl Spawned {
                 return Ok(Spawned {
                     nodes,
                     ec,
-                    _dir: dir,
+                    dir,
+                    keep: args.keep_dir.is_some(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -780,11 +835,27 @@ impl Spawned {
     }
 
     async fn stop(mut self) {
-        for (node, _) in &mut self.nodes {
-            let _ = node.kill().await;
+        for child in self.nodes.iter_mut().map(|(n, _)| n).chain([&mut self.ec]) {
+            match child.id() {
+                Some(pid) if self.keep => {
+                    // SAFETY: kill(2) on our own child, not reaped yet (its pid is still ours).
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                        .await
+                        .is_err()
+                    {
+                        eprintln!("pagonode loadgen: pid {pid} did not stop on SIGTERM: killed");
+                        let _ = child.kill().await;
+                    }
+                }
+                _ => {
+                    let _ = child.kill().await;
+                }
+            }
         }
-        let _ = self.ec.kill().await;
-        let _ = std::fs::remove_dir_all(&self._dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -10,12 +10,14 @@
 #[path = "crash/checks.rs"]
 mod checks;
 mod common;
+#[path = "crash/lazyfs.rs"]
+mod lazyfs;
 #[path = "crash/load.rs"]
 mod load;
 #[path = "crash/node_proc.rs"]
 mod node_proc;
-#[path = "crash/setup.rs"]
-mod setup;
+#[path = "crash/run.rs"]
+mod run;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,7 +39,7 @@ use node_proc::{Crash, NodeProc, now_ms};
 /// Nodes in this process on one database of the test PostgreSQL, in front of one simulated EC.
 struct Cluster {
     nodes: Vec<RunningNode>,
-    ec: setup::Ec,
+    ec: run::Ec,
     database: Database,
     http: reqwest::Client,
     dir: tempfile::TempDir,
@@ -46,7 +48,7 @@ struct Cluster {
 /// A node configuration for the cluster's database (the crash tests': short timeouts and
 /// retries), listening where the caller binds.
 fn config(database: &Database, ec_url: &str) -> Config {
-    let text = setup::node_config(database, ec_url, 0, 0);
+    let text = run::node_config(database, ec_url, 0);
     let mut c = Config::from_toml_str(&text).unwrap();
     c.node.admin_listen = None;
     c
@@ -71,7 +73,7 @@ impl Cluster {
             .local_addr()
             .unwrap()
             .port();
-        let ec = setup::Ec::start(ec_port).await;
+        let ec = run::Ec::start(ec_port).await;
         let mut c = Cluster {
             nodes: Vec::new(),
             ec,
@@ -281,15 +283,11 @@ async fn a_killed_nodes_receipts_and_deadlines_are_taken_over() {
     };
     let database = Database::Postgres(server.database().await);
     let mut c = Cluster::start_on(database.clone(), 1).await;
-    let ports = setup::free_ports(&mut Prng::new(now_ms()), 2);
+    let ports = run::free_ports(&mut Prng::new(now_ms()), 1);
     let cfg = c.dir.path().join("a.toml");
-    std::fs::write(
-        &cfg,
-        setup::node_config(&database, &c.ec.url(), ports[0], ports[1]),
-    )
-    .unwrap();
+    std::fs::write(&cfg, run::node_config(&database, &c.ec.url(), ports[0])).unwrap();
     let mut a = NodeProc::new(env!("CARGO_BIN_EXE_pagonode"), &cfg, c.dir.path(), ports[0]);
-    a.start().await.unwrap();
+    a.start("").await.unwrap();
     let a_url = format!("http://127.0.0.1:{}/node-for-psp/v1", ports[0]);
     let on_a = async |body: String, action: &str| {
         c.http
@@ -417,7 +415,7 @@ async fn three_nodes_killed_in_turn_under_load_lose_nothing() {
         .with_test_writer()
         .try_init();
     pagonode::install_crypto_provider();
-    let s = setup::settings();
+    let s = run::settings(run::Disruption::Kill);
     let kills = std::env::var("PAGONODE_CLUSTER_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -428,26 +426,21 @@ async fn three_nodes_killed_in_turn_under_load_lose_nothing() {
     );
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let ports = setup::free_ports(&mut Prng::new(s.seed ^ u64::from(std::process::id())), 7);
-    let mut ec = setup::Ec::start(ports[6]).await;
+    let ports = run::free_ports(&mut Prng::new(s.seed ^ u64::from(std::process::id())), 4);
+    let mut ec = run::Ec::start(ports[3]).await;
     let url = server.database().await;
     let database = Database::Postgres(url.clone());
     let source = checks::Source::Postgres(url);
     let mut nodes = Vec::new();
-    for i in 0..3 {
+    for (i, &port) in ports[..3].iter().enumerate() {
         let home = dir.path().join(format!("node{i}"));
         std::fs::create_dir_all(&home).unwrap();
         let cfg = home.join("node.toml");
-        std::fs::write(
-            &cfg,
-            setup::node_config(&database, &ec.url(), ports[i], ports[3 + i]),
-        )
-        .unwrap();
-        let mut n = NodeProc::new(env!("CARGO_BIN_EXE_pagonode"), &cfg, &home, ports[i]);
-        n.start().await.unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&cfg, run::node_config(&database, &ec.url(), port)).unwrap();
+        let mut n = NodeProc::new(env!("CARGO_BIN_EXE_pagonode"), &cfg, &home, port);
+        n.start("").await.unwrap_or_else(|e| panic!("{e}"));
         nodes.push(n);
     }
-    let admin = format!("http://127.0.0.1:{}", ports[3]);
     let shared = Arc::new(Shared::new(&ports[..3]));
     let mut workers = Vec::new();
     for w in 0..s.workers {
@@ -462,11 +455,15 @@ async fn three_nodes_killed_in_turn_under_load_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(rng.range(300, 1500))).await;
         shared.deadline_probe(&mut rng).await;
         let i = rng.range(0, 3) as usize;
-        crashes.push(
-            nodes[i]
-                .crash(Duration::from_millis(rng.range(0, 500)))
-                .await,
-        );
+        let killed_at = nodes[i].kill9().await;
+        tokio::time::sleep(Duration::from_millis(rng.range(0, 500))).await;
+        let (spawned_at, up_at) = nodes[i].start("").await.unwrap_or_else(|e| panic!("{e}"));
+        crashes.push(Crash {
+            killed_at,
+            spawned_at,
+            up_at,
+            power_cut: false,
+        });
     }
     tokio::time::sleep(Duration::from_millis(rng.range(200, 600))).await;
     shared.stop.store(true, Ordering::Relaxed);
@@ -492,22 +489,25 @@ async fn three_nodes_killed_in_turn_under_load_lose_nothing() {
         .unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(latest.saturating_sub(now_ms()) + 300)).await;
     let mut violations = Vec::new();
-    let mut drained = |r: Result<usize, String>| {
+    let mut drained = |r: Result<(), String>| {
         if let Err(e) = r {
             violations.push(e);
         }
     };
-    drained(setup::drain(&source, &admin, 30).await);
+    drained(run::drain(&source, 30).await);
     for a in &abandoned {
         shared.reactivate(&mut rng, a).await;
     }
-    drained(setup::drain(&source, &admin, 60).await);
+    drained(run::drain(&source, 60).await);
 
     let db = checks::Db::read(&source).unwrap_or_else(|e| panic!("reading the database: {e}"));
     let mock_receipts = ec.mock.receipts();
-    let report = {
+    let (report, journal) = {
         let ledger = shared.ledger();
-        checks::check(&db, &ledger, &crashes, &[], &mock_receipts, true)
+        (
+            checks::check(&db, &ledger, &crashes, &[], &mock_receipts, true),
+            checks::journal(&database, &ledger, &crashes),
+        )
     };
     let summary = format!(
         "cluster crash test: {} kills of 3 nodes, {} payments acknowledged, {} completed, {} receipt copies delivered, {} lost, {} conflicting bodies, {} early/double expiries, {} deadlines pending at a kill fired ({:.1} s)",
@@ -522,8 +522,9 @@ async fn three_nodes_killed_in_turn_under_load_lose_nothing() {
         started.elapsed().as_secs_f64()
     );
     println!("{summary}");
+    println!("{}", journal.summary);
     violations.extend(report.violations);
-    violations.extend(setup::journal_after_kills(&database, crashes.len()));
+    violations.extend(journal.violations);
     if report.acknowledged == 0 {
         violations.push("no payment was acknowledged: the load did not run".into());
     }

@@ -155,6 +155,18 @@ impl Write {
     }
 }
 
+/// A record's writes: how many are in flight, and when the last one ended.
+#[derive(Debug, Default, Clone, Copy)]
+struct Writes {
+    pending: u32,
+    /// [`Engine::epoch`] after the last one ended.
+    ended: u64,
+    ended_at: Millis,
+}
+
+/// How long a record's ended writes are remembered: longer than any read takes.
+const WRITES_KEPT_MS: Millis = 30_000;
+
 /// The revision stamps an engine gives the records it writes: `base` (random per engine, given
 /// by the driver: the engine has no randomness) plus a counter, so two engines on one store do
 /// not give the same stamp.
@@ -178,9 +190,13 @@ impl Stamps {
 #[derive(Debug, Default)]
 pub struct Engine {
     stamps: Stamps,
-    /// Uncommitted writes per record: the engine's copy of such a record is newer than the
-    /// store's, so it is not replaced by a read (see [`Engine::refresh_notice`]).
-    in_flight: HashMap<Record, u32>,
+    /// Writes per record, uncommitted and recent: the engine's copy of a record with writes in
+    /// flight is newer than the store's, and so is the copy of one whose write ended after a
+    /// read of it began (the read may predate the commit): neither is replaced by that read
+    /// (see [`Engine::refresh_notice`]).
+    in_flight: HashMap<Record, Writes>,
+    /// Counts the writes that ended: what a read says it began after ([`Engine::epoch`]).
+    epoch: u64,
     notices: HashMap<NoticeKey, (Notice, Millis)>,
     payments: HashMap<PaymentToken, Payment>,
     /// Activations waiting for paGetPayment (memory only: nothing was acknowledged yet).
@@ -224,26 +240,27 @@ impl Engine {
     /// The driver queued writes of these records to the store.
     pub fn writes_queued(&mut self, records: &[Record]) {
         for r in records {
-            *self.in_flight.entry(r.clone()).or_default() += 1;
+            self.in_flight.entry(r.clone()).or_default().pending += 1;
         }
+    }
+
+    /// Where the writes that ended stand: the driver takes it before a read, and gives it to the
+    /// `refresh_*` call that applies the read.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Writes of these records were committed (`ok`) or not. A write that failed leaves the
     /// engine's copies ahead of the store (or, on a conflict, behind another node's): they are
     /// dropped, to be read again. An idempotency entry is remembered only until the store has
     /// it: another node may replace it afterwards.
-    pub fn writes_done(&mut self, records: &[Record], ok: bool) {
+    pub fn writes_done(&mut self, records: &[Record], ok: bool, now: Millis) {
+        self.epoch += 1;
         for r in records {
-            let settled = match self.in_flight.get_mut(r) {
-                Some(n) => {
-                    *n -= 1;
-                    *n == 0
-                }
-                None => true,
-            };
-            if settled {
-                self.in_flight.remove(r);
-            }
+            let w = self.in_flight.entry(r.clone()).or_default();
+            w.pending = w.pending.saturating_sub(1);
+            (w.ended, w.ended_at) = (self.epoch, now);
+            let settled = w.pending == 0;
             if !ok || (settled && matches!(r, Record::Idempotency(_))) {
                 self.forget(r);
             }
@@ -275,43 +292,54 @@ impl Engine {
         }
     }
 
-    fn writing(&self, r: Record) -> bool {
-        self.in_flight.contains_key(&r)
+    /// Whether the engine's copy of `r` is newer than a read begun at `since`.
+    fn writing(&self, r: Record, since: u64) -> bool {
+        self.in_flight
+            .get(&r)
+            .is_some_and(|w| w.pending > 0 || w.ended > since)
     }
 
     /// Replaces the engine's copy of a notice (and of the payment its state names) with the
     /// store's, unless the engine has writes of them in flight (its copies are then newer).
     /// With several nodes on one store the engine's memory is only a cache: the driver reads the
     /// records of a command again before running it.
+    /// `since`: [`Engine::epoch`] when the read began.
     pub fn refresh_notice(
         &mut self,
         key: &NoticeKey,
         stored: Option<(Notice, Option<Payment>)>,
         now: Millis,
+        since: u64,
     ) {
-        if self.writing(Record::Notice(key.clone())) {
+        if self.writing(Record::Notice(key.clone()), since) {
             return;
         }
         let (notice, payment) = stored.unwrap_or_else(|| (Notice::free(key.clone()), None));
         if let Some(p) = payment {
-            self.refresh_payment_copy(p);
+            self.refresh_payment_copy(p, since);
         }
         self.notices.insert(key.clone(), (notice, now));
     }
 
     /// [`Engine::refresh_notice`] for a payment and its notice (`None`: the store has no such
     /// payment, and neither does the engine any longer).
-    pub fn refresh_payment(&mut self, token: &str, stored: Option<(Payment, Notice)>, now: Millis) {
+    pub fn refresh_payment(
+        &mut self,
+        token: &str,
+        stored: Option<(Payment, Notice)>,
+        now: Millis,
+        since: u64,
+    ) {
         match stored {
             Some((payment, notice)) => {
-                if !self.writing(Record::Notice(notice.key.clone())) {
+                if !self.writing(Record::Notice(notice.key.clone()), since) {
                     self.notices.insert(notice.key.clone(), (notice, now));
                 }
-                self.refresh_payment_copy(payment);
+                self.refresh_payment_copy(payment, since);
             }
             None => {
                 if let Ok(t) = PaymentToken::new(token)
-                    && !self.writing(Record::Payment(t))
+                    && !self.writing(Record::Payment(t), since)
                 {
                     self.payments.remove(token);
                 }
@@ -319,8 +347,8 @@ impl Engine {
         }
     }
 
-    fn refresh_payment_copy(&mut self, p: Payment) {
-        if !self.writing(Record::Payment(p.token.clone())) {
+    fn refresh_payment_copy(&mut self, p: Payment, since: u64) {
+        if !self.writing(Record::Payment(p.token.clone()), since) {
             self.payments.insert(p.token.clone(), p);
         }
     }
@@ -381,22 +409,29 @@ impl Engine {
             step.arm.push((payment.token.clone(), payment.deadline));
             self.hydrate_payment(Some((payment, notice)), now);
         }
-        step.merge(self.adopt_receipts(pending));
+        let since = self.epoch;
+        step.merge(self.adopt_receipts(pending, since));
         step
     }
 
-    /// Takes charge of receipts' copies (every copy of each receipt): the engine's list of each
-    /// is replaced, its pending copies are scheduled.
-    pub fn adopt_receipts(&mut self, copies: Vec<Recipient>) -> Step {
+    /// Takes charge of receipts' copies (every copy of each receipt), read from the store
+    /// since [`Engine::epoch`] was `since`: the engine's list of each is replaced and its pending
+    /// copies scheduled, but for a receipt the engine has written since (its list is newer).
+    pub fn adopt_receipts(&mut self, copies: Vec<Recipient>, since: u64) -> Step {
         let mut step = Step::default();
         let mut lists: HashMap<PaymentToken, Vec<Recipient>> = HashMap::new();
         for r in copies {
-            if r.status == RecipientStatus::Pending {
-                step.deliver.push((r.key(), r.next_attempt_at));
-            }
             lists.entry(r.receipt_id.clone()).or_default().push(r);
         }
-        self.recipients.extend(lists);
+        for (id, list) in lists {
+            if self.writing(Record::Receipt(id.clone()), since) {
+                continue;
+            }
+            for r in list.iter().filter(|r| r.status == RecipientStatus::Pending) {
+                step.deliver.push((r.key(), r.next_attempt_at));
+            }
+            self.recipients.insert(id, list);
+        }
         step
     }
 
@@ -446,6 +481,9 @@ impl Engine {
     /// have not changed for [`SWEEP_GRACE_MS`] (with their finished payments), and old
     /// idempotency entries (the store has them).
     pub fn sweep(&mut self, now: Millis) {
+        let kept = now.saturating_sub(WRITES_KEPT_MS);
+        self.in_flight
+            .retain(|_, w| w.pending > 0 || w.ended_at > kept);
         let cutoff = now.saturating_sub(SWEEP_GRACE_MS);
         self.notices.retain(|_, (notice, touched)| {
             *touched > cutoff || matches!(notice.state, NoticeState::Paying(_))

@@ -147,6 +147,7 @@ impl Node {
             .map(|(p, _)| (p.token.clone(), p.deadline))
             .collect();
         self.schedule_effects(arm, Vec::new(), Vec::new());
+        let since = self.engine().epoch();
         let copies = shared.claim_receipts(now, 200).await?;
         if copies.is_empty() {
             return Ok(());
@@ -157,9 +158,9 @@ impl Node {
             let mut engine = self.engine();
             for (payment, notice) in owners {
                 let token = payment.token.clone();
-                engine.refresh_payment(&token, Some((payment, notice)), now);
+                engine.refresh_payment(&token, Some((payment, notice)), now, since);
             }
-            engine.adopt_receipts(copies)
+            engine.adopt_receipts(copies, since)
         };
         self.schedule_effects(step.arm, step.disarm, step.deliver);
         Ok(())

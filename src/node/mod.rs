@@ -165,6 +165,8 @@ impl Node {
     /// ([`Node::take_over`]).
     pub async fn recover(&self) -> Result<(usize, usize), NodeFault> {
         if self.shared {
+            // Whatever has waited long enough is taken over at once (later, every second).
+            self.take_over().await.map_err(system)?;
             return Ok((0, 0));
         }
         let (queued, counts) = self.rebuild_engine().await.map_err(system)?;
@@ -265,7 +267,8 @@ impl Node {
         if let Some(commit) = commit {
             let result = commit.await;
             if self.shared {
-                self.engine().writes_done(&records, result.is_ok());
+                let now = self.now();
+                self.engine().writes_done(&records, result.is_ok(), now);
             }
             if let Err(e) = result {
                 if !self.shared {
@@ -534,11 +537,12 @@ impl Node {
         if !self.shared && self.engine().knows_notice(key) {
             return Ok(());
         }
+        let since = self.engine().epoch();
         let stored = self.store.load_notice(key).await.map_err(system)?;
         let mut engine = self.engine();
         let now = self.now();
         if self.shared {
-            engine.refresh_notice(key, stored, now);
+            engine.refresh_notice(key, stored, now, since);
         } else {
             engine.hydrate_notice(key, stored, now);
         }
@@ -550,11 +554,12 @@ impl Node {
         if !self.shared && self.engine().knows_payment(token) {
             return Ok(());
         }
+        let since = self.engine().epoch();
         let stored = self.store.load_payment(token).await.map_err(system)?;
         let mut engine = self.engine();
         let now = self.now();
         if self.shared {
-            engine.refresh_payment(token, stored, now);
+            engine.refresh_payment(token, stored, now, since);
         } else {
             engine.hydrate_payment(stored, now);
         }

@@ -135,6 +135,16 @@ impl Postgres {
         )?;
         pg.watchdog()?;
         pg.pg_ctl_start()?;
+        // CI checks the PostgreSQL tests ran: each server started says so.
+        if let Ok(file) = std::env::var("PAGONODE_POSTGRES_RAN") {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(file)
+                .map_err(|e| e.to_string())?;
+            writeln!(f, "{} {}", std::process::id(), pg.port).map_err(|e| e.to_string())?;
+        }
         Ok(pg)
     }
 

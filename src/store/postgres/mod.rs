@@ -407,6 +407,8 @@ async fn writer(
             counters.transactions.fetch_add(1, Ordering::Relaxed);
             counters.commit_jobs.fetch_add(commits, Ordering::Relaxed);
         }
+        // Committed, nobody told yet: the crash window the crash test stops the node in.
+        crate::failpoints::failpoint!("store.committed", results.iter().any(Result::is_ok));
         for (job, r) in batch.into_iter().zip(results) {
             if let Err(e @ StoreError::Failed(_)) = &r {
                 tracing::error!(error = %e, "store write failed");
