@@ -134,6 +134,19 @@ impl Cluster {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// Waits (20 s at most) until the simulated EC holds a copy of receipt `token`.
+    async fn receipt_delivered(&self, token: &str) {
+        eventually(20, "the receipt at the EC", || async {
+            self.ec
+                .mock
+                .receipts()
+                .iter()
+                .any(|r| r.receipt_id == token)
+                .then_some(())
+        })
+        .await;
+    }
+
     async fn stop(self) {
         for n in self.nodes {
             n.stop().await;
@@ -164,14 +177,7 @@ async fn a_payment_activated_on_one_node_completes_on_the_other() {
     let answer = c.send(1, &spo).await;
     ok::<SendPaymentOutcomeRes>(&answer);
     assert_eq!(c.send(0, &spo).await, answer, "the outcome replayed on A");
-    eventually(20, "the receipt at the EC", || async {
-        c.ec.mock
-            .receipts()
-            .iter()
-            .any(|r| r.receipt_id == token)
-            .then_some(())
-    })
-    .await;
+    c.receipt_delivered(&token).await;
     // Either node's admin API tells the whole story: A's activation, B's outcome (the
     // exchanges are journaled in batches, a few milliseconds later).
     for i in 0..2 {
@@ -263,14 +269,7 @@ async fn an_outcome_on_the_other_node_after_the_deadline_gets_the_late_rules() {
     expect_fault::<SendPaymentOutcomeRes>(&late, "PPT_TOKEN_SCADUTO");
     // Accepted all the same (the money was taken, nobody else is paying): the receipt goes out,
     // and the deadline fired exactly once, on one node.
-    eventually(20, "the late payment's receipt", || async {
-        c.ec.mock
-            .receipts()
-            .iter()
-            .any(|r| r.receipt_id == token)
-            .then_some(())
-    })
-    .await;
+    c.receipt_delivered(&token).await;
     let story = c.story(1, &nn).await.to_string();
     assert_eq!(story.matches("\"EXPIRED\"").count(), 1, "{story}");
     c.stop().await;
@@ -388,14 +387,7 @@ async fn the_database_going_away_gets_system_errors_and_loses_nothing() {
     })
     .await;
     ok::<SendPaymentOutcomeRes>(&answer);
-    eventually(20, "the receipt", || async {
-        c.ec.mock
-            .receipts()
-            .iter()
-            .any(|r| r.receipt_id == token)
-            .then_some(())
-    })
-    .await;
+    c.receipt_delivered(&token).await;
     c.stop().await;
     server.stop();
 }

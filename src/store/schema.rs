@@ -296,6 +296,41 @@ pub const SELECT_RECIPIENTS: &str =
     "SELECT r.*, CASE r.version WHEN 1 THEN c.body_v1 ELSE c.body_v2 END AS body
  FROM recipients r JOIN receipts c ON c.receipt_id = r.receipt_id";
 
+/// The reads both stores make, built once from [`SELECT_PAYMENTS`] and [`SELECT_RECIPIENTS`].
+pub struct Queries {
+    pub payment: String,
+    pub paying: String,
+    /// PAYING payments whose deadline passed before `$1`, earliest first, at most `$2`.
+    pub overdue: String,
+    pub of_notice: String,
+    pub recipients_of: String,
+    /// Every copy of the receipts of the array `$1` (PostgreSQL).
+    pub recipients_of_many: String,
+    pub in_delivery: String,
+    pub by_status: String,
+}
+
+pub static QUERIES: std::sync::LazyLock<Queries> = std::sync::LazyLock::new(|| Queries {
+    payment: format!("{SELECT_PAYMENTS} WHERE p.token = $1"),
+    paying: format!("{SELECT_PAYMENTS} WHERE p.status = 'PAYING'"),
+    overdue: format!(
+        "{SELECT_PAYMENTS} WHERE p.status = 'PAYING' AND p.deadline <= $1 ORDER BY p.deadline LIMIT $2"
+    ),
+    of_notice: format!(
+        "{SELECT_PAYMENTS} WHERE p.fiscal_code = $1 AND p.notice_number = $2 ORDER BY p.activated_at"
+    ),
+    recipients_of: format!("{SELECT_RECIPIENTS} WHERE r.receipt_id = $1 ORDER BY r.station"),
+    recipients_of_many: format!(
+        "{SELECT_RECIPIENTS} WHERE r.receipt_id = ANY($1) ORDER BY r.receipt_id, r.station"
+    ),
+    in_delivery: format!(
+        "{SELECT_RECIPIENTS} WHERE r.receipt_id IN (SELECT receipt_id FROM recipients WHERE status = 'PENDING') ORDER BY r.receipt_id"
+    ),
+    by_status: format!(
+        "{SELECT_RECIPIENTS} WHERE r.status = $1 ORDER BY r.next_attempt_at DESC LIMIT $2"
+    ),
+});
+
 pub const SELECT_IDEMPOTENCY: &str =
     "SELECT request_hash, response, fault_code, token, valid_to, inserted_at FROM idempotency
  WHERE psp = $1 AND key = $2 AND primitive = $3";

@@ -671,37 +671,6 @@ fn all<T>(
     Ok(out)
 }
 
-/// Statements of the reads, built once.
-struct Queries {
-    payment: String,
-    paying: String,
-    of_notice: String,
-    recipients_of: String,
-    in_delivery: String,
-    by_status: String,
-}
-
-static QUERIES: std::sync::LazyLock<Queries> = std::sync::LazyLock::new(|| Queries {
-    payment: format!("{} WHERE p.token = $1", schema::SELECT_PAYMENTS),
-    paying: format!("{} WHERE p.status = 'PAYING'", schema::SELECT_PAYMENTS),
-    of_notice: format!(
-        "{} WHERE p.fiscal_code = $1 AND p.notice_number = $2 ORDER BY p.activated_at",
-        schema::SELECT_PAYMENTS
-    ),
-    recipients_of: format!(
-        "{} WHERE r.receipt_id = $1 ORDER BY r.station",
-        schema::SELECT_RECIPIENTS
-    ),
-    in_delivery: format!(
-        "{} WHERE r.receipt_id IN (SELECT receipt_id FROM recipients WHERE status = 'PENDING') ORDER BY r.receipt_id",
-        schema::SELECT_RECIPIENTS
-    ),
-    by_status: format!(
-        "{} WHERE r.status = $1 ORDER BY r.next_attempt_at DESC LIMIT $2",
-        schema::SELECT_RECIPIENTS
-    ),
-});
-
 impl SqliteStore {
     /// A read on a pooled connection, answered at once.
     fn now<'a, T: Send + 'a>(
@@ -734,7 +703,7 @@ impl Store for SqliteStore {
 
     fn load_payment<'a>(&'a self, token: &'a str) -> Read<'a, Option<(Payment, Notice)>> {
         self.now(|c| {
-            Ok(all(c, "payments", &QUERIES.payment, [token], |r| {
+            Ok(all(c, "payments", &schema::QUERIES.payment, [token], |r| {
                 schema::payment_pair(r)
             })?
             .into_iter()
@@ -758,15 +727,19 @@ impl Store for SqliteStore {
 
     fn load_recipients<'a>(&'a self, receipt_id: &'a str) -> Read<'a, Vec<Recipient>> {
         self.now(|c| {
-            all(c, "recipients", &QUERIES.recipients_of, [receipt_id], |r| {
-                schema::recipient_from(r)
-            })
+            all(
+                c,
+                "recipients",
+                &schema::QUERIES.recipients_of,
+                [receipt_id],
+                |r| schema::recipient_from(r),
+            )
         })
     }
 
     fn paying_payments(&self) -> Read<'_, Vec<(Payment, Notice)>> {
         self.now(|c| {
-            all(c, "payments", &QUERIES.paying, [], |r| {
+            all(c, "payments", &schema::QUERIES.paying, [], |r| {
                 schema::payment_pair(r)
             })
         })
@@ -774,7 +747,7 @@ impl Store for SqliteStore {
 
     fn recipients_in_delivery(&self) -> Read<'_, Vec<Recipient>> {
         self.now(|c| {
-            all(c, "recipients", &QUERIES.in_delivery, [], |r| {
+            all(c, "recipients", &schema::QUERIES.in_delivery, [], |r| {
                 schema::recipient_from(r)
             })
         })
@@ -789,7 +762,7 @@ impl Store for SqliteStore {
             all(
                 c,
                 "recipients",
-                &QUERIES.by_status,
+                &schema::QUERIES.by_status,
                 params![status, limit.min(i64::MAX as usize) as i64],
                 |r| schema::recipient_from(r),
             )
@@ -801,7 +774,7 @@ impl Store for SqliteStore {
             all(
                 c,
                 "payments",
-                &QUERIES.of_notice,
+                &schema::QUERIES.of_notice,
                 params![key.fiscal_code.as_str(), key.notice_number.as_str()],
                 |row| schema::payment_pair(row).map(|(p, _)| p),
             )

@@ -153,47 +153,6 @@ fn params<'a>(vals: &'a [Val<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
     vals.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
-/// Statements of the reads, built once.
-struct Queries {
-    payment: String,
-    paying: String,
-    overdue: String,
-    of_notice: String,
-    recipients_of: String,
-    recipients_of_many: String,
-    in_delivery: String,
-    by_status: String,
-}
-
-static QUERIES: std::sync::LazyLock<Queries> = std::sync::LazyLock::new(|| Queries {
-    payment: format!("{} WHERE p.token = $1", schema::SELECT_PAYMENTS),
-    paying: format!("{} WHERE p.status = 'PAYING'", schema::SELECT_PAYMENTS),
-    overdue: format!(
-        "{} WHERE p.status = 'PAYING' AND p.deadline <= $1 ORDER BY p.deadline LIMIT $2",
-        schema::SELECT_PAYMENTS
-    ),
-    of_notice: format!(
-        "{} WHERE p.fiscal_code = $1 AND p.notice_number = $2 ORDER BY p.activated_at",
-        schema::SELECT_PAYMENTS
-    ),
-    recipients_of: format!(
-        "{} WHERE r.receipt_id = $1 ORDER BY r.station",
-        schema::SELECT_RECIPIENTS
-    ),
-    recipients_of_many: format!(
-        "{} WHERE r.receipt_id = ANY($1) ORDER BY r.receipt_id, r.station",
-        schema::SELECT_RECIPIENTS
-    ),
-    in_delivery: format!(
-        "{} WHERE r.receipt_id IN (SELECT receipt_id FROM recipients WHERE status = 'PENDING') ORDER BY r.receipt_id",
-        schema::SELECT_RECIPIENTS
-    ),
-    by_status: format!(
-        "{} WHERE r.status = $1 ORDER BY r.next_attempt_at DESC LIMIT $2",
-        schema::SELECT_RECIPIENTS
-    ),
-});
-
 /// Leases the receipts with copies to deliver whose lease has expired (see
 /// [`SharedStore::claim_receipts`]): `FOR UPDATE SKIP LOCKED`, so nodes claiming at once take
 /// different receipts.
@@ -667,7 +626,7 @@ impl Store for PgStore {
         Box::pin(async move {
             self.one(
                 "payments",
-                &QUERIES.payment,
+                &schema::QUERIES.payment,
                 &[&token],
                 schema::payment_pair,
             )
@@ -691,7 +650,7 @@ impl Store for PgStore {
         Box::pin(async move {
             self.all(
                 "recipients",
-                &QUERIES.recipients_of,
+                &schema::QUERIES.recipients_of,
                 &[&receipt_id],
                 schema::recipient_from,
             )
@@ -701,8 +660,13 @@ impl Store for PgStore {
 
     fn paying_payments(&self) -> Read<'_, Vec<(Payment, Notice)>> {
         Box::pin(async move {
-            self.all("payments", &QUERIES.paying, &[], schema::payment_pair)
-                .await
+            self.all(
+                "payments",
+                &schema::QUERIES.paying,
+                &[],
+                schema::payment_pair,
+            )
+            .await
         })
     }
 
@@ -710,7 +674,7 @@ impl Store for PgStore {
         Box::pin(async move {
             self.all(
                 "recipients",
-                &QUERIES.in_delivery,
+                &schema::QUERIES.in_delivery,
                 &[],
                 schema::recipient_from,
             )
@@ -727,7 +691,7 @@ impl Store for PgStore {
             let limit = limit.min(i64::MAX as usize) as i64;
             self.all(
                 "recipients",
-                &QUERIES.by_status,
+                &schema::QUERIES.by_status,
                 &[&status, &limit],
                 schema::recipient_from,
             )
@@ -739,7 +703,7 @@ impl Store for PgStore {
         Box::pin(async move {
             self.all(
                 "payments",
-                &QUERIES.of_notice,
+                &schema::QUERIES.of_notice,
                 &[&key.fiscal_code.as_str(), &key.notice_number.as_str()],
                 |row| schema::payment_pair(row).map(|(p, _)| p),
             )
@@ -828,7 +792,7 @@ impl SharedStore for PgStore {
         Box::pin(async move {
             self.all(
                 "payments",
-                &QUERIES.overdue,
+                &schema::QUERIES.overdue,
                 &[&(before as i64), &(limit as i64)],
                 schema::payment_pair,
             )
@@ -857,7 +821,7 @@ impl SharedStore for PgStore {
             }
             self.all(
                 "recipients",
-                &QUERIES.recipients_of_many,
+                &schema::QUERIES.recipients_of_many,
                 &[&claimed],
                 schema::recipient_from,
             )
