@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::codec::types::Outcome;
-use crate::codec::{Body, KoResponse, Message, read_message, write_envelope};
+use crate::codec::{Body, KoResponse, Limits, Message, read_message, write_envelope};
 use crate::engine::Millis;
 use crate::fault::NodeFault;
 
@@ -24,13 +24,15 @@ pub struct Exchange {
 #[derive(Clone)]
 pub struct EcClient {
     http: reqwest::Client,
+    /// What a station's answer may make the reader do.
+    limits: Limits,
 }
 
 /// How long to wait for a TCP/TLS connection: longer is "unreachable", not "slow".
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl EcClient {
-    pub fn new() -> Result<EcClient, String> {
+    pub fn new(limits: Limits) -> Result<EcClient, String> {
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -41,7 +43,7 @@ impl EcClient {
             .user_agent(concat!("pagonode/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(EcClient { http })
+        Ok(EcClient { http, limits })
     }
 
     /// Sends `req` to `url` and reads the typed answer; a KO becomes the fault the PSP gets.
@@ -94,7 +96,10 @@ impl EcClient {
             Err(fault) => (Err(fault), None),
             Ok((status, bytes)) => {
                 let text = String::from_utf8_lossy(&bytes).into_owned();
-                (interpret::<Res>(status.as_u16(), &bytes), Some(text))
+                (
+                    interpret::<Res>(status.as_u16(), &bytes, self.limits),
+                    Some(text),
+                )
             }
         };
         (
@@ -128,12 +133,16 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Reads an answer: a valid response with `outcome=OK` and no fault is the only success.
-fn interpret<Res: Message + KoResponse>(status: u16, bytes: &[u8]) -> Result<Res, NodeFault> {
+fn interpret<Res: Message + KoResponse>(
+    status: u16,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<Res, NodeFault> {
     let bad = |why: String| NodeFault::StazioneIntPaErroreResponse(why);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(bad(format!("HTTP {status} with an empty body")));
     }
-    match read_message::<Res>(bytes) {
+    match read_message::<Res>(bytes, limits) {
         Err(v) => Err(bad(format!("invalid {} (HTTP {status}): {v}", Res::root()))),
         Ok(Body::Fault(f)) => Err(bad(format!(
             "SOAP Fault {}: {}",

@@ -83,13 +83,14 @@ impl RunningNode {
             (Some(c), Some(k)) => Some(tls_config(c, k)?),
             _ => None,
         };
+        let xml_limits = config.node.xml_limits();
         let registry = Arc::new(Registry::new(config));
         let (deadlines, deadline_queue) = Deadlines::new();
         let (delivery, delivery_queue) = Delivery::new();
         let node = Arc::new(Node::new(
             registry,
             Arc::new(store.clone()),
-            EcClient::new()?,
+            EcClient::new(xml_limits)?,
             deadlines,
             delivery,
         ));

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pagonode::codec::Limits;
 use pagonode::codec::node_for_psp::*;
 use pagonode::config::ServiceProviderConfig;
 use pagonode::mock_ec::{ScriptAction, ScriptRule};
@@ -146,8 +147,11 @@ async fn ec_down_is_irraggiungibile_and_the_notice_stays_free() {
     h.refused::<_, VerifyPaymentNoticeRes>(&verify(&PSP2, EC, &nn), DOWN)
         .await;
     let doc = "<pp:pagamentoPratica xmlns:pp=\"http://PuntoAccessoPSP.spcoop.gov.it/pagamentoPratica\"><pp:codicePratica>A001</pp:codicePratica><pp:pagatore><pp:codiceFiscalePagatore>RSSMRA80A01H501U</pp:codiceFiscalePagatore><pp:denominazionePagatore>Mario Rossi</pp:denominazionePagatore></pp:pagatore><pp:intestatario><pp:codiceFiscaleIntestatario>RSSLCU10A41H501X</pp:codiceFiscaleIntestatario><pp:denominazioneIntestatario>Lucia Rossi</pp:denominazioneIntestatario></pp:intestatario></pp:pagamentoPratica>";
-    let payload =
-        pagonode::codec::service::ServicePayload::from_document(doc.as_bytes().to_vec()).unwrap();
+    let payload = pagonode::codec::service::ServicePayload::from_document(
+        doc.as_bytes().to_vec(),
+        Limits::DEFAULT,
+    )
+    .unwrap();
     h.refused::<_, DemandPaymentNoticeResponse>(&demand(&PSP1, "00060", payload), DOWN)
         .await;
     h.stop().await;

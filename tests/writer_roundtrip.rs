@@ -2,7 +2,7 @@
 //! what the readers accept (optional elements omitted when absent, text escaped, schema order).
 //! With `PAGONODE_DUMP_DIR` set, the written envelopes are saved for the official XSD check.
 
-use pagonode::codec::{Body, read_any};
+use pagonode::codec::{Body, Limits, read_any};
 
 #[test]
 fn every_valid_fixture_round_trips_through_the_writer() {
@@ -21,12 +21,13 @@ fn every_valid_fixture_round_trips_through_the_writer() {
             continue;
         }
         let bytes = std::fs::read(root.join(cols[0])).unwrap();
-        let Body::Message(first) = read_any(&bytes).unwrap_or_else(|v| panic!("{}: {v}", cols[0]))
+        let Body::Message(first) =
+            read_any(&bytes, Limits::DEFAULT).unwrap_or_else(|v| panic!("{}: {v}", cols[0]))
         else {
             continue;
         };
         let written = first.to_envelope();
-        let Body::Message(again) = read_any(written.as_bytes())
+        let Body::Message(again) = read_any(written.as_bytes(), Limits::DEFAULT)
             .unwrap_or_else(|v| panic!("{}: rewritten form invalid: {v}\n{written}", cols[0]))
         else {
             panic!("{}: rewritten as a fault", cols[0]);

@@ -10,7 +10,7 @@ mod verify;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::codec::{AnyMessage, Body, Direction, Operation, ko_envelope, read_any};
+use crate::codec::{AnyMessage, Body, Direction, Operation, Secrets, ko_envelope, read_request};
 use crate::deadlines::Deadlines;
 use crate::delivery::Delivery;
 use crate::ec_client::{EcClient, Exchange};
@@ -265,14 +265,16 @@ impl Node {
                 operation: Some(op),
             };
         }
-        let (reply, keys) = if too_big {
+        let (reply, keys, secrets) = if too_big {
             let limit = self.registry.config().node.max_body_bytes;
             (
                 self.syntax_fault(op, body, format!("request body larger than {limit} bytes")),
                 Keys::default(),
+                Secrets::unknown(),
             )
         } else {
-            match read_any(body) {
+            let (read, secrets) = read_request(body, self.registry.config().node.xml_limits());
+            let (reply, keys) = match read {
                 Err(v) => (self.syntax_fault(op, body, v.to_string()), Keys::default()),
                 Ok(Body::Fault(_)) => (
                     self.syntax_fault(op, body, "a SOAP Fault is not a request".into()),
@@ -298,9 +300,10 @@ impl Node {
                     )
                 }
                 Ok(Body::Message(m)) => self.dispatch(m).await,
-            }
+            };
+            (reply, keys, secrets)
         };
-        self.journal_psp(op, body, &reply, &keys, started);
+        self.journal_psp(op, body, &secrets, &reply, &keys, started);
         SoapReply {
             status: 200,
             body: reply,
@@ -509,6 +512,7 @@ impl Node {
         &self,
         op: Operation,
         request: &[u8],
+        secrets: &Secrets,
         reply: &str,
         keys: &Keys,
         started: Millis,
@@ -525,7 +529,7 @@ impl Node {
             callee: Some(NODE),
             ..keys.row()
         };
-        let request = mask_password(&String::from_utf8_lossy(request));
+        let request = secrets.mask(request);
         let mut rows = Rows::new();
         rows.push(&RowRef {
             at: started,
@@ -543,52 +547,6 @@ impl Node {
         });
         self.store.journal(rows);
     }
-}
-
-/// The placeholder the journal stores instead of a channel password.
-pub const MASKED_PASSWORD: &str = "********";
-
-/// A request as the journal keeps it: the content of every `password` element (whatever its
-/// prefix, valid request or not) replaced, so no password is ever written to disk or shown.
-pub fn mask_password(request: &str) -> String {
-    const NAME: &str = "password";
-    let mut out = String::with_capacity(request.len());
-    // `request[..copied]` is in `out`; the search goes on from `from`. Searching for the name
-    // (a fast substring search) instead of walking every tag: this runs on every PSP request.
-    let (mut copied, mut from) = (0, 0);
-    // The whole local name of an opening tag: `<password` or `<prefix:password`, then a space,
-    // `>` or `/`.
-    let not_in_name = |c: char| c.is_whitespace() || c == '>' || c == '/' || c == '<';
-    while let Some(found) = request[from..].find(NAME) {
-        let (start, name_end) = (from + found, from + found + NAME.len());
-        from = name_end;
-        let Some(lt) = request[..start].rfind('<') else {
-            continue;
-        };
-        let prefix = &request[lt + 1..start];
-        if !(prefix.is_empty() || prefix.ends_with(':')) || prefix.contains(not_in_name) {
-            continue;
-        }
-        let tail = &request[name_end..];
-        if !tail.starts_with(not_in_name) || tail.starts_with('<') {
-            continue;
-        }
-        let Some(gt) = tail.find('>') else {
-            break;
-        };
-        if tail[..gt].ends_with('/') {
-            continue;
-        }
-        let content_start = name_end + gt + 1;
-        let content_end = request[content_start..]
-            .find('<')
-            .map_or(request.len(), |i| content_start + i);
-        out.push_str(&request[copied..content_start]);
-        out.push_str(MASKED_PASSWORD);
-        (copied, from) = (content_end, content_end);
-    }
-    out.push_str(&request[copied..]);
-    out
 }
 
 /// `OK`, or the fault code of a KO answer (for the journal's `esito`).
@@ -610,12 +568,7 @@ pub(crate) fn system(e: impl std::fmt::Display) -> NodeFault {
 /// `(idPSP, idempotencyKey)` of a request that cannot be parsed, read leniently.
 fn sniff_idempotency(body: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(body).ok()?;
-    let field = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find('<')? + start;
-        Some(text[start..end].trim().to_string())
-    };
+    let field = |name| crate::codec::lenient::first_text(text, name).map(str::to_string);
     Some((field("idPSP")?, field("idempotencyKey")?))
 }
 
@@ -669,37 +622,5 @@ impl Node {
         let copies = queued.step.deliver.len();
         self.finish(queued).await?;
         Ok(copies)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_password;
-
-    #[test]
-    fn passwords_never_reach_the_journal() {
-        assert_eq!(
-            mask_password("<a><password>secret123</password></a>"),
-            "<a><password>********</password></a>"
-        );
-        assert_eq!(
-            mask_password("<nfp:password >x</nfp:password><password/>"),
-            "<nfp:password >********</nfp:password><password/>"
-        );
-        assert_eq!(
-            mask_password("<passwordX>keep</passwordX><password>cut"),
-            "<passwordX>keep</passwordX><password>********"
-        );
-        assert_eq!(
-            mask_password(
-                "<d>my password</d><a:b:password x=\"1\">s</a:b:password><p>password</p><x/password>"
-            ),
-            "<d>my password</d><a:b:password x=\"1\">********</a:b:password><p>password</p><x/password>"
-        );
-        assert_eq!(mask_password("<password"), "<password");
-        assert_eq!(
-            mask_password("password><password>"),
-            "password><password>********"
-        );
     }
 }

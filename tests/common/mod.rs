@@ -9,7 +9,7 @@ use pagonode::codec::common::{EntityUniqueIdentifier, QrCode, Subject};
 use pagonode::codec::node_for_psp::*;
 use pagonode::codec::service::ServicePayload;
 use pagonode::codec::types::*;
-use pagonode::codec::{AnyMessage, Body, Message, read_any, write_envelope};
+use pagonode::codec::{AnyMessage, Body, Limits, Message, read_any, write_envelope};
 use pagonode::config::Config;
 use pagonode::mock_ec::{MockEc, MockEcConfig, MockEcServer, StoredReceipt};
 use pagonode::server::RunningNode;
@@ -215,7 +215,7 @@ fn dump_sent_messages(node: &RunningNode, dir: &std::path::Path) {
 
 /// Parses an answer; it must be a valid message.
 pub fn parse(body: &str) -> AnyMessage {
-    match read_any(body.as_bytes()) {
+    match read_any(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => m,
         other => panic!("not a valid message: {other:?}\n{body}"),
     }
@@ -379,7 +379,7 @@ pub fn tassa_auto(plate: &str) -> ServicePayload {
     let doc = format!(
         "<ta:tassaAuto xmlns:ta=\"http://PuntoAccessoPSP.spcoop.gov.it/TassaAuto\"><ta:veicoloConTarga><ta:tipoVeicoloTarga>1</ta:tipoVeicoloTarga><ta:veicoloTarga>{plate}</ta:veicoloTarga></ta:veicoloConTarga></ta:tassaAuto>"
     );
-    ServicePayload::from_document(doc.into_bytes()).unwrap()
+    ServicePayload::from_document(doc.into_bytes(), Limits::DEFAULT).unwrap()
 }
 
 pub fn demand(psp: &Psp, soggetto: &str, payload: ServicePayload) -> DemandPaymentNoticeRequest {
@@ -643,7 +643,7 @@ where
 /// Reads an answer that must be a `Res` element with `outcome=KO` and a fault signed by the
 /// node; returns the fault.
 pub fn ko<Res: KoResponse + std::fmt::Debug>(body: &str) -> FaultBean {
-    match read_message::<Res>(body.as_bytes()) {
+    match read_message::<Res>(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => {
             assert_eq!(m.outcome(), Outcome::Ko, "{body}");
             let f = m
@@ -666,7 +666,7 @@ pub fn expect_fault<Res: KoResponse + std::fmt::Debug>(body: &str, code: &str) -
 
 /// Reads an answer that must be a `Res` element with `outcome=OK` and no fault.
 pub fn ok<Res: KoResponse + std::fmt::Debug>(body: &str) -> Res {
-    match read_message::<Res>(body.as_bytes()) {
+    match read_message::<Res>(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => {
             assert_eq!(m.outcome(), Outcome::Ok, "{body}");
             assert!(m.fault().is_none(), "{body}");
