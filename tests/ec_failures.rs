@@ -212,25 +212,9 @@ async fn broken_ec_answers_are_errore_response_and_the_notice_stays_free() {
     h.stop().await;
 }
 
-/// Starts a harness whose station `station` is behind a [`RewritingEc`].
-async fn behind_proxy(station: &'static str) -> (Harness, RewritingEc) {
-    let proxy = RewritingEc::start();
-    let url = proxy.url.clone();
-    let h = Harness::start_full(
-        move |c, _| {
-            let st = c.station.iter_mut().find(|s| s.id == station).unwrap();
-            st.url = format!("{url}/pa/{station}");
-        },
-        |_| {},
-    )
-    .await;
-    proxy.forward_to(&h.ec_url());
-    (h, proxy)
-}
-
 #[tokio::test]
 async fn ko_without_fault_and_ok_with_fault_are_errore_response() {
-    let (h, proxy) = behind_proxy("77777777777_01").await;
+    let (h, proxy) = behind_proxy("77777777777_01", |_| {}).await;
     let nn = notice("02", "00");
     // Sanity: through the proxy, unchanged, everything works.
     ok::<VerifyPaymentNoticeRes>(&h.send(&verify(&PSP1, EC, &nn)).await);
@@ -458,7 +442,7 @@ async fn payment_data_the_node_refuses_is_errore_response() {
 
 #[tokio::test]
 async fn demand_ec_failures() {
-    let (h, proxy) = behind_proxy("88888888888_01").await;
+    let (h, proxy) = behind_proxy("88888888888_01", |_| {}).await;
     let ask = |who: &Psp| demand(who, "00042", tassa_auto("AB123CD"));
     ok::<DemandPaymentNoticeResponse>(&h.send(&ask(&PSP1)).await);
 

@@ -750,6 +750,27 @@ pub fn mock_position(
     }
 }
 
+/// Starts a harness (admin listener on, `tweak` applied to the configuration) whose station
+/// `station` is behind a [`RewritingEc`] forwarding to the simulated EC.
+pub async fn behind_proxy(
+    station: &'static str,
+    tweak: impl FnOnce(&mut Config),
+) -> (Harness, RewritingEc) {
+    let proxy = RewritingEc::start();
+    let url = proxy.url.clone();
+    let h = Harness::start_full(
+        move |c, _| {
+            let st = c.station.iter_mut().find(|s| s.id == station).unwrap();
+            st.url = format!("{url}/pa/{station}");
+            tweak(c);
+        },
+        |_| {},
+    )
+    .await;
+    proxy.forward_to(&h.ec_url());
+    (h, proxy)
+}
+
 /// How a [`RewritingEc`] changes an answer: (SOAPAction of the request, the simulated EC's
 /// answer) → the answer sent to the node.
 pub type Rewrite = std::sync::Arc<dyn Fn(&str, String) -> String + Send + Sync>;
