@@ -132,13 +132,17 @@ pub enum AttrPolicy {
     Any,
 }
 
+/// Up to this many declarations in scope, prefixes are looked up by a search.
+const FEW_BINDINGS: usize = 8;
+
 /// A namespace declaration in scope.
 struct Binding<'a> {
     prefix: &'a str,
     ns: Cow<'a, str>,
     /// The depth of the element that declares it.
     depth: u32,
-    /// The binding of the same prefix it hides, restored when it goes out of scope.
+    /// The binding of the same prefix it hides, restored when it goes out of scope (kept for
+    /// the default namespace, and for prefixes once they are in the map).
     shadows: Option<usize>,
 }
 
@@ -149,9 +153,11 @@ pub struct XmlReader<'a> {
     limits: Limits,
     /// Every declaration in scope, innermost last.
     bindings: Vec<Binding<'a>>,
-    /// The index in `bindings` of the binding in scope of each prefix, and of the default
-    /// namespace: a lookup costs the same however many declarations a document makes.
-    prefixes: HashMap<&'a str, usize>,
+    /// The index in `bindings` of the binding in scope of each prefix, once more than
+    /// [`FEW_BINDINGS`] are in scope (a search of so few is cheaper than hashing): a lookup then
+    /// costs the same however many declarations a document makes.
+    prefixes: Option<HashMap<&'a str, usize>>,
+    /// The index in `bindings` of the default namespace's binding in scope.
     default_ns: Option<usize>,
     stack: Vec<&'a str>,
     /// The content of every password element read or skipped, as byte ranges of the document.
@@ -421,7 +427,7 @@ impl<'a> XmlReader<'a> {
             src,
             limits,
             bindings: Vec::new(),
-            prefixes: HashMap::new(),
+            prefixes: None,
             default_ns: None,
             stack: Vec::with_capacity(16),
             secrets: Vec::new(),
@@ -489,10 +495,11 @@ impl<'a> XmlReader<'a> {
     }
 
     fn resolve(&self, prefix: &str) -> Option<Cow<'a, str>> {
-        let at = match prefix {
-            "" => self.default_ns,
-            "xml" => return Some(Cow::Borrowed(XML_NS)),
-            _ => self.prefixes.get(prefix).copied(),
+        let at = match (prefix, &self.prefixes) {
+            ("", _) => self.default_ns,
+            ("xml", _) => return Some(Cow::Borrowed(XML_NS)),
+            (_, Some(map)) => map.get(prefix).copied(),
+            (_, None) => self.bindings.iter().rposition(|b| b.prefix == prefix),
         };
         at.map(|i| self.bindings[i].ns.clone())
     }
@@ -500,10 +507,19 @@ impl<'a> XmlReader<'a> {
     /// Brings a declaration into scope, hiding the one it overrides.
     fn bind(&mut self, prefix: &'a str, ns: Cow<'a, str>, depth: u32) {
         let at = self.bindings.len();
-        let shadows = if prefix.is_empty() {
-            self.default_ns.replace(at)
-        } else {
-            self.prefixes.insert(prefix, at)
+        if self.prefixes.is_none() && at >= FEW_BINDINGS {
+            let mut map = HashMap::with_capacity(2 * FEW_BINDINGS);
+            for (i, b) in self.bindings.iter_mut().enumerate() {
+                if !b.prefix.is_empty() {
+                    b.shadows = map.insert(b.prefix, i);
+                }
+            }
+            self.prefixes = Some(map);
+        }
+        let shadows = match (prefix, &mut self.prefixes) {
+            ("", _) => self.default_ns.replace(at),
+            (_, Some(map)) => map.insert(prefix, at),
+            (_, None) => None,
         };
         self.bindings.push(Binding {
             prefix,
@@ -785,13 +801,16 @@ impl<'a> XmlReader<'a> {
     fn pop_element(&mut self) {
         let depth = self.stack.len() as u32;
         while let Some(b) = self.bindings.pop_if(|b| b.depth >= depth) {
-            if b.prefix.is_empty() {
-                self.default_ns = b.shadows;
-            } else {
-                match b.shadows {
-                    Some(at) => self.prefixes.insert(b.prefix, at),
-                    None => self.prefixes.remove(b.prefix),
-                };
+            match (b.prefix, &mut self.prefixes) {
+                ("", _) => self.default_ns = b.shadows,
+                (prefix, Some(map)) => {
+                    if let Some(at) = b.shadows {
+                        map.insert(prefix, at);
+                    } else {
+                        map.remove(prefix);
+                    }
+                }
+                (_, None) => {}
             }
         }
         self.stack.pop();
@@ -1282,6 +1301,50 @@ mod tests {
         }
         assert_eq!(text("<a></a>").unwrap(), "");
         assert_eq!(text("<a/>").unwrap(), "");
+    }
+
+    #[test]
+    fn namespace_scopes_hold_however_many_declarations_are_in_scope() {
+        for declared in [1, FEW_BINDINGS - 2, FEW_BINDINGS, 3 * FEW_BINDINGS] {
+            let decls: String = (0..declared)
+                .map(|i| format!(" xmlns:p{i}='urn:{i}'"))
+                .collect();
+            let doc = format!(
+                "<r{decls}><p0:a xmlns:p0='urn:in' xmlns='urn:d' xmlns:q='urn:q'><p0:b/><c/><q:d/></p0:a><p0:e/><f/></r>"
+            );
+            let mut r = XmlReader::new(&doc, Limits::DEFAULT);
+            let root = r.root().unwrap();
+            r.enter(root, AttrPolicy::Any).unwrap();
+            let mut seen = Vec::new();
+            while let Some(c) = r.next_child().unwrap() {
+                seen.push(c.display_name());
+                r.enter(c, AttrPolicy::Any).unwrap();
+                while let Some(g) = r.next_child().unwrap() {
+                    seen.push(g.display_name());
+                    r.enter(g, AttrPolicy::Any).unwrap();
+                    r.skip_content().unwrap();
+                }
+                r.end_element().unwrap();
+            }
+            assert_eq!(
+                seen,
+                [
+                    "{urn:in}a",
+                    "{urn:in}b",
+                    "{urn:d}c",
+                    "{urn:q}d",
+                    "{urn:0}e",
+                    "f"
+                ],
+                "{declared}"
+            );
+            let out_of_scope = doc.replace("<f/>", "<q:f/>");
+            let mut r = XmlReader::new(&out_of_scope, Limits::DEFAULT);
+            let root = r.root().unwrap();
+            r.enter(root, AttrPolicy::Any).unwrap();
+            let v = r.skip_content().unwrap_err();
+            assert!(v.reason.contains("unbound namespace prefix 'q'"), "{v}");
+        }
     }
 
     #[test]
