@@ -186,6 +186,64 @@ async fn a_deep_answer_to_pa_send_rt_keeps_the_copy_pending_across_a_restart() {
     proxy.stop();
 }
 
+#[tokio::test]
+async fn the_simulated_ec_and_validate_survive_deep_documents() {
+    let h = Harness::start_admin(|_| {}).await;
+    let nn = notice("02", "00");
+    let request = write_envelope(&pagonode::codec::pa_for_node::PaVerifyPaymentNoticeReq {
+        id_pa: t35(EC),
+        id_broker_pa: t35(EC),
+        id_station: t35("77777777777_01"),
+        qr_code: qr(EC, &nn),
+    });
+    let attack = in_header(&request, &nested(DEPTH));
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{}/pa/77777777777_01", h.ec_url()))
+        .header("SOAPAction", "paVerifyPaymentNotice")
+        .body(attack.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // Refused as the simulated EC refuses any malformed request (and not counted against the
+    // node, which did not send it).
+    let records = h.ec.requests();
+    let refused = records.last().unwrap();
+    assert_eq!(refused.fault_code.as_deref(), Some("PAA_SINTASSI_EXTRAXSD"));
+    assert!(
+        refused
+            .violation
+            .as_deref()
+            .is_some_and(|v| v.contains("deeper than 64"))
+    );
+    h.ec.clear_requests();
+    still_serves(&h).await;
+    h.stop().await;
+
+    // `pagonode validate`, 100,000 levels deep.
+    let deep = in_header(&request, &nested(100_000));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pagonode"))
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(deep.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("deeper than 64"), "{stdout}");
+}
+
 /// About 1 MB of each input that made an earlier scan quadratic, each in an otherwise good
 /// activate that `request` makes (a notice of its own each).
 fn quadratic_inputs(
