@@ -88,7 +88,9 @@ fn main() -> ExitCode {
             );
         }
         Some(Command::Replay(args)) => return pagonode::replay::main(args),
-        Some(Command::Journal(args)) => return pagonode::journal::cli::main(args),
+        Some(Command::Journal(args)) => {
+            return pagonode::journal::cli::main(args, pagonode::replay::export::export);
+        }
         _ => {}
     }
     init_logging();

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::codec::Operation;
+use crate::journal::JournalRow;
 use crate::journal::Subtype;
-use crate::store::JournalRow;
 
 /// What the journal writes instead of a password.
 const MASKED: &str = crate::codec::mask::MASKED;
