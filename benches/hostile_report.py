@@ -122,6 +122,10 @@ class Node:
         except urllib.error.HTTPError as e:
             e.read()
         except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as e:
+            try:  # a dying process may still be writing its core when the connection drops
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
             if self.proc.poll() is not None:
                 self.deaths += 1
                 self.start()
