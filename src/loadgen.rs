@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::node_for_psp::*;
 use crate::codec::types::*;
-use crate::codec::{AnyMessage, Body, Message, read_any, write_envelope};
+use crate::codec::{AnyMessage, Body, Limits, Message, read_any, write_envelope};
 
 /// Which flow each virtual user repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -161,7 +161,7 @@ impl Ctx {
             .map_err(|e| format!("{}: {e}", M::OPERATION.soap_action()))?;
         let body = resp.bytes().await.map_err(|e| e.to_string())?;
         let micros = t0.elapsed().as_micros() as u64;
-        match read_any(&body) {
+        match read_any(&body, Limits::DEFAULT) {
             Ok(Body::Message(m)) => match m.outcome_and_fault() {
                 Some((Outcome::Ok, None)) => Ok((m, micros)),
                 Some((_, fault)) => Err(format!(
@@ -206,6 +206,7 @@ impl Ctx {
                 id_soggetto_servizio: ServiceCode::new("00042").map_err(|e| e.to_string())?,
                 dati_specifici_servizio: crate::codec::service::ServicePayload::from_document(
                     doc.to_vec(),
+                    Limits::DEFAULT,
                 )?,
             };
             let (m, us) = self.call(&req).await?;

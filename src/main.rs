@@ -54,6 +54,9 @@ enum Command {
         /// Envelope files to check; `-` reads one from stdin.
         #[arg(required = true)]
         files: Vec<String>,
+        /// Deepest element nesting accepted (the node's `max_xml_depth`).
+        #[arg(long, default_value_t = pagonode::codec::Limits::DEFAULT.max_depth)]
+        max_depth: usize,
     },
 }
 
@@ -76,7 +79,14 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Command::Validate { files }) => return validate(files),
+        Some(Command::Validate { files, max_depth }) => {
+            return validate(
+                files,
+                pagonode::codec::Limits {
+                    max_depth: *max_depth,
+                },
+            );
+        }
         Some(Command::Replay(args)) => return pagonode::replay::main(args),
         Some(Command::Journal(args)) => {
             return pagonode::journal::cli::main(args, pagonode::replay::export::export);
@@ -175,7 +185,7 @@ async fn demo(database: PathBuf) -> Result<(), String> {
 }
 
 /// `pagonode validate`: one line per message and a summary; success only if all are valid.
-fn validate(files: &[String]) -> ExitCode {
+fn validate(files: &[String], limits: pagonode::codec::Limits) -> ExitCode {
     let mut failed = 0;
     for name in files {
         let data = if name == "-" {
@@ -186,7 +196,7 @@ fn validate(files: &[String]) -> ExitCode {
         };
         let verdict = match data {
             Err(e) => Err(format!("cannot read: {e}")),
-            Ok(bytes) => pagonode::codec::read_any(&bytes)
+            Ok(bytes) => pagonode::codec::read_any(&bytes, limits)
                 .map(|_| ())
                 .map_err(|v| v.to_string()),
         };
