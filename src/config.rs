@@ -35,6 +35,8 @@ pub struct Config {
     pub timings: Timings,
     pub receipts: ReceiptPolicy,
     pub journal: JournalSection,
+    /// Log format and level (`pagonode --log-format` and `RUST_LOG` take precedence).
+    pub log: crate::logging::LogSection,
     pub psp: Vec<PspConfig>,
     pub psp_broker: Vec<PspBrokerConfig>,
     pub channel: Vec<ChannelConfig>,

@@ -97,6 +97,14 @@ impl EcClient {
                 (interpret::<Res>(status.as_u16(), &bytes), Some(text))
             }
         };
+        // In the calling request's span, if any: the PSP request that caused the call.
+        tracing::debug!(
+            operation = soap_action,
+            url,
+            outcome = outcome.as_ref().map_or_else(|f| f.code(), |_| "OK"),
+            elapsed_ms,
+            "EC call answered"
+        );
         (
             outcome,
             Exchange {
@@ -119,7 +127,8 @@ fn transport_fault(e: &reqwest::Error) -> NodeFault {
     }
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost error's message (`Connection refused (os error 111)`), not the wrapper's.
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -7,6 +7,7 @@ pub mod ec_client;
 pub mod engine;
 pub mod fault;
 pub mod journal;
+pub mod logging;
 pub mod mock_ec;
 pub mod registry;
 pub mod store;
