@@ -40,16 +40,19 @@ fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<rustls::ServerConfig, String> {
-    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::pem::{self, PemObject};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     crate::install_crypto_provider();
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate", cert.display()));
+        return Err(format!("{}: no certificate in PEM form", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!("{}: no private key in PEM form", key.display()),
+        e => format!("{}: {e}", key.display()),
+    })?;
     rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)

@@ -1,4 +1,5 @@
-//! What the binary tells operators. Logs: `--log-format json` writes one JSON object per line on
+//! What operators see and set up. TLS: the node serves HTTPS from PEM files. Logs, from the real
+//! binary: `--log-format json` writes one JSON object per line on
 //! stderr (nothing on stdout), a request's lines carry the id its answer names in
 //! `X-Request-Id`, the configuration's `[log] format` applies unless the flag says otherwise,
 //! and text logs have no colour codes when stderr is not a terminal. The load generator:
@@ -252,4 +253,42 @@ fn loadgen_reports_progress_while_it_runs() {
         "{stderr}"
     );
     assert!(stdout.contains("errors: 0"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_serves_https_from_pem_files() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
+    let h = Harness::start_with(|c| {
+        c.node.tls_cert = Some(format!("{dir}/cert.pem").into());
+        c.node.tls_key = Some(format!("{dir}/key.pem").into());
+    })
+    .await;
+    let cert = std::fs::read(format!("{dir}/cert.pem")).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://localhost:{}/node-for-psp/v1?wsdl",
+        h.node().addr.port()
+    );
+    let wsdl = https.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(wsdl.contains("wsdl:definitions"), "{wsdl}");
+    h.stop().await;
+
+    // A key file without a key is refused at start, naming the file.
+    let mut config = pagonode::config::Config::example();
+    config.node.tls_cert = Some(format!("{dir}/cert.pem").into());
+    config.node.tls_key = Some(format!("{dir}/cert.pem").into());
+    let tmp = tempfile::tempdir().unwrap();
+    config.node.database = tmp.path().join("node.db");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = pagonode::server::RunningNode::start(config, Some(listener), None)
+        .await
+        .err()
+        .expect("no private key: no node");
+    assert!(
+        err.ends_with("cert.pem: no private key in PEM form"),
+        "{err}"
+    );
 }
