@@ -606,6 +606,13 @@ mod tests {
     }
 
     #[test]
+    fn the_debian_packages_default_configuration_is_valid() {
+        let c = Config::from_toml_str(include_str!("../debian/pagonode.toml")).unwrap();
+        assert_eq!(c.node.database, Path::new("/var/lib/pagonode/pagonode.db"));
+        assert!(c.psp.is_empty(), "parties are the operator's to add");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let bad = EXAMPLE.replacen("password = \"pwdpwdpwd\"", "password = \"short\"", 1);
         let e = Config::from_toml_str(&bad).unwrap_err();
