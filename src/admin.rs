@@ -10,9 +10,9 @@ use subtle::ConstantTimeEq;
 
 use crate::codec::types::{FiscalCode, NoticeNumber};
 use crate::engine::NoticeKey;
-use crate::journal::story::{notice_story, row_json};
+use crate::journal::story::row_json;
+use crate::journal::{JournalQuery, parse_time};
 use crate::node::Node;
-use crate::store::JournalQuery;
 
 /// Query parameters of `GET /admin/journal`.
 #[derive(Debug, Default, Deserialize)]
@@ -29,16 +29,6 @@ pub struct JournalParams {
     pub to: Option<String>,
     pub after: Option<i64>,
     pub limit: Option<usize>,
-}
-
-/// Parses a time bound: epoch milliseconds or an RFC 3339 timestamp.
-pub fn parse_time(s: &str) -> Result<u64, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis().max(0) as u64)
-        .map_err(|e| format!("'{s}': {e}"))
 }
 
 impl JournalParams {
@@ -59,7 +49,7 @@ impl JournalParams {
 }
 
 fn authorized(req: &HttpRequest, node: &Node) -> bool {
-    let Some(token) = &node.registry.config().node.admin_token else {
+    let Some(token) = &node.registry().config().node.admin_token else {
         return true;
     };
     let given = req
@@ -90,7 +80,7 @@ async fn journal(
         Ok(q) => q,
         Err(e) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
     };
-    match node.store.query_journal(&q) {
+    match node.journal_page(&q) {
         Ok(rows) => {
             let next = (rows.len() == q.limit)
                 .then(|| rows.last().map(|r| r.id))
@@ -123,7 +113,7 @@ async fn payment(
         },
         (Err(e), _) | (_, Err(e)) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
     };
-    match notice_story(node.store.as_ref(), &key) {
+    match node.notice_story(&key) {
         Ok(story) => HttpResponse::Ok().json(story),
         Err(e) => error(
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,15 +144,12 @@ async fn recipients(
         .clone()
         .unwrap_or_else(|| "FAILED".into())
         .to_ascii_uppercase();
-    match node
-        .store
-        .recipients_by_status(&status, params.limit.unwrap_or(100).clamp(1, 1000))
-    {
+    match node.recipients_by_status(&status, params.limit.unwrap_or(100).clamp(1, 1000)) {
         Ok(list) => HttpResponse::Ok().json(
             list.iter()
                 .map(|r| {
                     json!({
-                        "receiptId": r.receipt_id,
+                        "receiptId": r.receipt_id.as_str(),
                         "station": r.station.as_str(),
                         "idPA": r.ec.as_str(),
                         "status": r.status.as_str(),

@@ -1,5 +1,6 @@
-//! The node's faults: one variant per `PPT_*` code, with the fault strings the official node uses
-//! where they are known (BEHAVIOUR.md Part A §8) and the same style elsewhere.
+//! The node's faults: one variant per `PPT_*` code (SANP, "Gestione degli errori", dominio
+//! nodo), with the fault strings the official BDD suite checks where it checks them and the same
+//! style elsewhere.
 
 use crate::codec::common::FaultBean;
 use crate::codec::types::XsdString;
@@ -85,44 +86,111 @@ pub enum NodeFault {
     SystemError(String),
 }
 
+/// Declares [`FaultCode`] from its variants and their codes.
+macro_rules! fault_codes {
+    ($( $variant:ident => $code:literal, )+) => {
+        /// A `faultCode` the node answers with: one per [`NodeFault`] variant.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum FaultCode { $( $variant, )+ }
+
+        impl FaultCode {
+            pub fn as_str(self) -> &'static str {
+                match self { $( FaultCode::$variant => $code, )+ }
+            }
+
+            /// The code named `s`; `None` if the node never answers with it.
+            pub fn parse(s: &str) -> Option<FaultCode> {
+                match s { $( $code => Some(FaultCode::$variant), )+ _ => None }
+            }
+        }
+    };
+}
+
+fault_codes! {
+    SintassiExtraXsd => "PPT_SINTASSI_EXTRAXSD",
+    SintassiXsd => "PPT_SINTASSI_XSD",
+    SoapActionErrata => "PPT_SOAPACTION_ERRATA",
+    PspSconosciuto => "PPT_PSP_SCONOSCIUTO",
+    PspDisabilitato => "PPT_PSP_DISABILITATO",
+    IntermediarioPspSconosciuto => "PPT_INTERMEDIARIO_PSP_SCONOSCIUTO",
+    IntermediarioPspDisabilitato => "PPT_INTERMEDIARIO_PSP_DISABILITATO",
+    CanaleSconosciuto => "PPT_CANALE_SCONOSCIUTO",
+    CanaleDisabilitato => "PPT_CANALE_DISABILITATO",
+    Autenticazione => "PPT_AUTENTICAZIONE",
+    Autorizzazione => "PPT_AUTORIZZAZIONE",
+    DominioSconosciuto => "PPT_DOMINIO_SCONOSCIUTO",
+    DominioDisabilitato => "PPT_DOMINIO_DISABILITATO",
+    IntermediarioPaSconosciuto => "PPT_INTERMEDIARIO_PA_SCONOSCIUTO",
+    IntermediarioPaDisabilitato => "PPT_INTERMEDIARIO_PA_DISABILITATO",
+    StazioneIntPaSconosciuta => "PPT_STAZIONE_INT_PA_SCONOSCIUTA",
+    StazioneIntPaDisabilitata => "PPT_STAZIONE_INT_PA_DISABILITATA",
+    StazioneIntPaIrraggiungibile => "PPT_STAZIONE_INT_PA_IRRAGGIUNGIBILE",
+    StazioneIntPaTimeout => "PPT_STAZIONE_INT_PA_TIMEOUT",
+    StazioneIntPaErroreResponse => "PPT_STAZIONE_INT_PA_ERRORE_RESPONSE",
+    ErroreEmessoDaPaa => "PPT_ERRORE_EMESSO_DA_PAA",
+    ServizioSconosciuto => "PPT_SERVIZIO_SCONOSCIUTO",
+    ServizioNonAttivo => "PPT_SERVIZIO_NONATTIVO",
+    VersioneServizio => "PPT_VERSIONE_SERVIZIO",
+    PagamentoInCorso => "PPT_PAGAMENTO_IN_CORSO",
+    PagamentoDuplicato => "PPT_PAGAMENTO_DUPLICATO",
+    ErroreIdempotenza => "PPT_ERRORE_IDEMPOTENZA",
+    TokenSconosciuto => "PPT_TOKEN_SCONOSCIUTO",
+    TokenScaduto => "PPT_TOKEN_SCADUTO",
+    TokenScadutoKo => "PPT_TOKEN_SCADUTO_KO",
+    EsitoGiaAcquisito => "PPT_ESITO_GIA_ACQUISITO",
+    Semantica => "PPT_SEMANTICA",
+    SystemError => "PPT_SYSTEM_ERROR",
+}
+
+impl std::fmt::Display for FaultCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl NodeFault {
     /// The `faultCode`.
     pub fn code(&self) -> &'static str {
+        self.fault_code().as_str()
+    }
+
+    /// The `faultCode`, typed.
+    pub fn fault_code(&self) -> FaultCode {
         use NodeFault::*;
         match self {
-            SintassiExtraXsd(_) => "PPT_SINTASSI_EXTRAXSD",
-            SintassiXsd(_) => "PPT_SINTASSI_XSD",
-            SoapActionErrata(_) => "PPT_SOAPACTION_ERRATA",
-            PspSconosciuto => "PPT_PSP_SCONOSCIUTO",
-            PspDisabilitato => "PPT_PSP_DISABILITATO",
-            IntermediarioPspSconosciuto => "PPT_INTERMEDIARIO_PSP_SCONOSCIUTO",
-            IntermediarioPspDisabilitato => "PPT_INTERMEDIARIO_PSP_DISABILITATO",
-            CanaleSconosciuto => "PPT_CANALE_SCONOSCIUTO",
-            CanaleDisabilitato => "PPT_CANALE_DISABILITATO",
-            Autenticazione => "PPT_AUTENTICAZIONE",
-            Autorizzazione(_) => "PPT_AUTORIZZAZIONE",
-            DominioSconosciuto => "PPT_DOMINIO_SCONOSCIUTO",
-            DominioDisabilitato => "PPT_DOMINIO_DISABILITATO",
-            IntermediarioPaSconosciuto => "PPT_INTERMEDIARIO_PA_SCONOSCIUTO",
-            IntermediarioPaDisabilitato => "PPT_INTERMEDIARIO_PA_DISABILITATO",
-            StazioneIntPaSconosciuta => "PPT_STAZIONE_INT_PA_SCONOSCIUTA",
-            StazioneIntPaDisabilitata => "PPT_STAZIONE_INT_PA_DISABILITATA",
-            StazioneIntPaIrraggiungibile(_) => "PPT_STAZIONE_INT_PA_IRRAGGIUNGIBILE",
-            StazioneIntPaTimeout => "PPT_STAZIONE_INT_PA_TIMEOUT",
-            StazioneIntPaErroreResponse(_) => "PPT_STAZIONE_INT_PA_ERRORE_RESPONSE",
-            ErroreEmessoDaPaa(_) => "PPT_ERRORE_EMESSO_DA_PAA",
-            ServizioSconosciuto => "PPT_SERVIZIO_SCONOSCIUTO",
-            ServizioNonAttivo => "PPT_SERVIZIO_NONATTIVO",
-            VersioneServizio => "PPT_VERSIONE_SERVIZIO",
-            PagamentoInCorso => "PPT_PAGAMENTO_IN_CORSO",
-            PagamentoDuplicato => "PPT_PAGAMENTO_DUPLICATO",
-            ErroreIdempotenza => "PPT_ERRORE_IDEMPOTENZA",
-            TokenSconosciuto => "PPT_TOKEN_SCONOSCIUTO",
-            TokenScaduto => "PPT_TOKEN_SCADUTO",
-            TokenScadutoKo => "PPT_TOKEN_SCADUTO_KO",
-            EsitoGiaAcquisito(_) => "PPT_ESITO_GIA_ACQUISITO",
-            Semantica(_) => "PPT_SEMANTICA",
-            SystemError(_) => "PPT_SYSTEM_ERROR",
+            SintassiExtraXsd(_) => FaultCode::SintassiExtraXsd,
+            SintassiXsd(_) => FaultCode::SintassiXsd,
+            SoapActionErrata(_) => FaultCode::SoapActionErrata,
+            PspSconosciuto => FaultCode::PspSconosciuto,
+            PspDisabilitato => FaultCode::PspDisabilitato,
+            IntermediarioPspSconosciuto => FaultCode::IntermediarioPspSconosciuto,
+            IntermediarioPspDisabilitato => FaultCode::IntermediarioPspDisabilitato,
+            CanaleSconosciuto => FaultCode::CanaleSconosciuto,
+            CanaleDisabilitato => FaultCode::CanaleDisabilitato,
+            Autenticazione => FaultCode::Autenticazione,
+            Autorizzazione(_) => FaultCode::Autorizzazione,
+            DominioSconosciuto => FaultCode::DominioSconosciuto,
+            DominioDisabilitato => FaultCode::DominioDisabilitato,
+            IntermediarioPaSconosciuto => FaultCode::IntermediarioPaSconosciuto,
+            IntermediarioPaDisabilitato => FaultCode::IntermediarioPaDisabilitato,
+            StazioneIntPaSconosciuta => FaultCode::StazioneIntPaSconosciuta,
+            StazioneIntPaDisabilitata => FaultCode::StazioneIntPaDisabilitata,
+            StazioneIntPaIrraggiungibile(_) => FaultCode::StazioneIntPaIrraggiungibile,
+            StazioneIntPaTimeout => FaultCode::StazioneIntPaTimeout,
+            StazioneIntPaErroreResponse(_) => FaultCode::StazioneIntPaErroreResponse,
+            ErroreEmessoDaPaa(_) => FaultCode::ErroreEmessoDaPaa,
+            ServizioSconosciuto => FaultCode::ServizioSconosciuto,
+            ServizioNonAttivo => FaultCode::ServizioNonAttivo,
+            VersioneServizio => FaultCode::VersioneServizio,
+            PagamentoInCorso => FaultCode::PagamentoInCorso,
+            PagamentoDuplicato => FaultCode::PagamentoDuplicato,
+            ErroreIdempotenza => FaultCode::ErroreIdempotenza,
+            TokenSconosciuto => FaultCode::TokenSconosciuto,
+            TokenScaduto => FaultCode::TokenScaduto,
+            TokenScadutoKo => FaultCode::TokenScadutoKo,
+            EsitoGiaAcquisito(_) => FaultCode::EsitoGiaAcquisito,
+            Semantica(_) => FaultCode::Semantica,
+            SystemError(_) => FaultCode::SystemError,
         }
     }
 

@@ -80,7 +80,6 @@ async fn soap(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>
     span.in_scope(|| {
         tracing::debug!(
             operation = reply.operation.map_or("unknown", |op| op.soap_action()),
-            outcome = crate::node::reply_outcome(&reply.body),
             status = reply.status,
             micros = started.elapsed().as_micros() as u64,
             "nodeForPsp request answered"
@@ -96,7 +95,7 @@ async fn read_and_handle(
     mut payload: web::Payload,
     node: &Node,
 ) -> crate::node::SoapReply {
-    let limit = node.registry.config().node.max_body_bytes;
+    let limit = node.registry().config().node.max_body_bytes;
     let mut body = web::BytesMut::new();
     let mut too_big = false;
     while let Some(chunk) = payload.next().await {
@@ -161,20 +160,25 @@ fn contract_file(name: &str) -> HttpResponse {
 
 /// Liveness and a few numbers: 200 when the database answers, 503 otherwise.
 pub async fn health(node: web::Data<Arc<Node>>) -> HttpResponse {
-    let (notices, payments, activating, receipts) = node.engine().sizes();
-    let store = node.store.health();
-    let stats = node.store.stats();
+    let h = node.health();
+    let (notices, payments, activating, receipts) = h.engine;
     let body = serde_json::json!({
-        "status": if store.is_ok() { "UP" } else { "DOWN" },
+        "status": if h.store.is_ok() { "UP" } else { "DOWN" },
         "store": {
-            "status": store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
-            "transactions": stats.transactions,
-            "commit_jobs": stats.commit_jobs,
+            "status": h.store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+            "transactions": h.store_stats.transactions,
+            "commit_jobs": h.store_stats.commit_jobs,
         },
-        "engine": { "notices": notices, "payments": payments, "activations_in_flight": activating, "receipts_in_delivery": receipts },
+        "engine": {
+            "notices": notices,
+            "payments": payments,
+            "activations_in_flight": activating,
+            "receipts_in_delivery": receipts,
+            "deadlines_pending": h.deadlines,
+        },
         "version": env!("CARGO_PKG_VERSION"),
     });
-    if store.is_ok() {
+    if h.store.is_ok() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -1,5 +1,6 @@
 //! pagonode: an open-source pagoPA payment node ("Nodo dei Pagamenti").
 
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod deadlines;
@@ -11,17 +12,6 @@ pub mod logging;
 pub mod mock_ec;
 pub mod registry;
 pub mod store;
-
-/// The wall clock, read only by the drivers (the engine takes `now` as an argument).
-pub mod clock {
-    /// Milliseconds since the UNIX epoch.
-    pub fn now_ms() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    }
-}
 
 /// Installs rustls' ring provider as the process default (idempotent): the HTTP client and the
 /// TLS listener both need one, and only ring is compiled in.

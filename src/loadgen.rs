@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
+use crate::clock::{Clock, SystemClock};
 use crate::codec::node_for_psp::*;
 use crate::codec::types::*;
 use crate::codec::{AnyMessage, Body, Message, read_any, write_envelope};
-use crate::ec_client::root_cause;
+use crate::ec_client::http::root_cause;
 
 /// Which flow each virtual user repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -170,9 +171,14 @@ impl Ctx {
         let body = resp.bytes().await.map_err(|e| e.to_string())?;
         let micros = t0.elapsed().as_micros() as u64;
         match read_any(&body) {
-            Ok(Body::Message(m)) => match crate::node::reply_outcome(&m.to_envelope()) {
-                "OK" => Ok((m, micros)),
-                fault => Err(format!("{}: {fault}", M::OPERATION.soap_action())),
+            Ok(Body::Message(m)) => match m.outcome_and_fault() {
+                Some((Outcome::Ok, None)) => Ok((m, micros)),
+                Some((_, fault)) => Err(format!(
+                    "{}: {}",
+                    M::OPERATION.soap_action(),
+                    fault.map_or("KO", |f| f.fault_code.as_str())
+                )),
+                None => Err(format!("{}: not a response", M::OPERATION.soap_action())),
             },
             _ => Err(format!("{}: unreadable answer", M::OPERATION.soap_action())),
         }
@@ -458,7 +464,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     let ctx = Arc::new(Ctx {
         http: http_client(args.concurrency)?,
         url,
-        run_id: crate::clock::now_ms() / 1000,
+        run_id: SystemClock.now_ms() / 1000,
         seq: Arc::new(AtomicU64::new(0)),
         flow: args.flow,
         unreachable: AtomicU64::new(0),
@@ -538,7 +544,7 @@ async fn compare_journal(args: &LoadArgs) -> Result<(), String> {
     );
     let (http, run_id, seq) = (
         http_client(args.concurrency)?,
-        crate::clock::now_ms() / 1000,
+        SystemClock.now_ms() / 1000,
         Arc::new(AtomicU64::new(0)),
     );
     let (mut flows, mut secs, mut completed) = ([0u64; 2], [0f64; 2], [0u64; 2]);

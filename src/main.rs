@@ -77,7 +77,9 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Validate { files }) => return validate(files),
         Some(Command::Replay(args)) => return pagonode::replay::main(args),
-        Some(Command::Journal(args)) => return pagonode::journal::cli::main(args),
+        Some(Command::Journal(args)) => {
+            return pagonode::journal::cli::main(args, pagonode::replay::export::export);
+        }
         _ => {}
     }
     let config_file = match &cli.command {

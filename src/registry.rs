@@ -1,5 +1,6 @@
 //! The configured parties and the checks the node runs on every request, in the official order
-//! (BEHAVIOUR.md Part A §2.2, §3.2): PSP → PSP broker → channel → password → relationships →
+//! (official BDD tests `demandPaymentNotice_semantic_ko.feature`,
+//! `activatePaymentNotice_semantic_ko.feature`): PSP → PSP broker → channel → password → relationships →
 //! creditor entity → station routing. Pure lookups: no I/O.
 
 use std::collections::HashMap;
@@ -197,8 +198,8 @@ impl Registry {
         }
     }
 
-    /// The EC (`qrCode.fiscalCode`), then the station its notice routes to (BEHAVIOUR.md Part A
-    /// §1.3): aux digit 3 by segregation code, 0 by application code, 1 and 2 by the digit alone.
+    /// The EC (`qrCode.fiscalCode`), then the station its notice routes to (official BDD tests
+    /// `activatePaymentNotice_semantic_ko.feature`, `verifyPaymentNotice_semantic_ko.feature`): aux digit 3 by segregation code, 0 by application code, 1 and 2 by the digit alone.
     pub fn route_notice(&self, qr: &QrCode) -> Result<Route<'_>, NodeFault> {
         let ec = self.enabled_ec(&qr.fiscal_code)?;
         let link = self
@@ -244,7 +245,8 @@ impl Registry {
             .map(|&i| &self.config.station_link[i])
     }
 
-    /// Resolves `idSoggettoServizio` through the catalogue (BEHAVIOUR.md Part A §2.2): service,
+    /// Resolves `idSoggettoServizio` through the catalogue (official BDD test
+    /// `demandPaymentNotice_semantic_ko.feature`): service,
     /// validity on `today`, version, EC, station enabled for spontaneous payments.
     pub fn resolve_service(
         &self,
@@ -290,7 +292,8 @@ impl Registry {
     }
 
     /// Stations that get a copy of a receipt where `ec` is a secondary beneficiary: every station
-    /// linked to it with the broadcast flag (BEHAVIOUR.md Part A §7.1), each once.
+    /// linked to it with the broadcast flag (official BDD tests F_DPNR_10/16/18,
+    /// PSRTV2_ACTV1_24), each once.
     pub fn broadcast_stations(&self, ec: &str) -> Vec<&StationConfig> {
         let mut out: Vec<&StationConfig> = Vec::new();
         for l in self

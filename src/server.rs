@@ -9,11 +9,10 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 use tokio::task::JoinHandle;
 
+use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::deadlines::Deadlines;
-use crate::delivery::Delivery;
-use crate::ec_client::EcClient;
-use crate::node::Node;
+use crate::ec_client::http::HttpTransport;
+use crate::node::{Node, TokenIssuer};
 use crate::registry::Registry;
 use crate::store::{SqliteStore, Store};
 
@@ -89,19 +88,16 @@ impl RunningNode {
             _ => None,
         };
         let registry = Arc::new(Registry::new(config));
-        let (deadlines, deadline_queue) = Deadlines::new();
-        let (delivery, delivery_queue) = Delivery::new();
         let node = Arc::new(Node::new(
             registry,
             Arc::new(store.clone()),
-            EcClient::new()?,
-            deadlines,
-            delivery,
+            Arc::new(HttpTransport::new()?),
+            Arc::new(SystemClock),
+            TokenIssuer::random(),
         ));
 
         let tasks = vec![
-            tokio::spawn(crate::deadlines::run(deadline_queue, node.clone())),
-            tokio::spawn(crate::delivery::run(delivery_queue, node.clone())),
+            tokio::spawn(crate::node::driver::run(node.clone())),
             tokio::spawn(housekeeping(node.clone())),
         ];
         let (paying, pending) = node
@@ -235,13 +231,11 @@ async fn housekeeping(node: Arc<Node>) {
     let mut since_maintenance = Duration::ZERO;
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
-        node.engine().sweep(crate::clock::now_ms());
+        node.sweep();
         since_maintenance += SWEEP_EVERY;
         if since_maintenance >= MAINTENANCE_EVERY {
             since_maintenance = Duration::ZERO;
-            let now = crate::clock::now_ms();
-            let keep = u64::from(node.registry.config().journal.retention_days) * 86_400_000;
-            if let Err(e) = node.store.maintenance(now.saturating_sub(keep), now).await {
+            if let Err(e) = node.maintenance().await {
                 tracing::error!(error = %e, "maintenance failed");
             }
         }

@@ -457,7 +457,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
 /// writer gathers 50 ms of rows: at the load of this test, a few per kill; state changes are
 /// never lost).
 fn journal_after_kills(db: &Path, kills: usize) -> Vec<String> {
-    use pagonode::store::JournalQuery;
+    use pagonode::journal::JournalQuery;
     let reader = match pagonode::journal::cli::JournalReader::open(db) {
         Ok(r) => r,
         Err(e) => return vec![format!("journal unreadable: {e}")],

@@ -1,6 +1,7 @@
 //! What the node does when a creditor entity (EC) fails: slow, down, broken, KO, or sending data
-//! the node must refuse (BEHAVIOUR.md Part A §2.4, §3.3), and receipt deliveries that fail
-//! (§7.2, §7.3). After every failed call the notice is free again.
+//! the node must refuse (official BDD tests `paDemandPaymentNotice.feature`,
+//! `paGetPaymentRes_syntax_ko.feature`, `paGetPaymentRes_semantic_ko.feature`), and receipt
+//! deliveries that fail (`paSendRTV2_NM3.feature`, PSRTV2_ACTV1_24). After every failed call the notice is free again.
 
 mod common;
 

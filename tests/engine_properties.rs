@@ -1,7 +1,9 @@
 //! Property tests of the payment engine (`src/engine`): random sequences of commands, run the
 //! way the node's driver runs them (idempotency cache first, hydration from the store before
 //! each command, every step's writes committed to a store), checked after every command against
-//! a plain reference model of BEHAVIOUR.md Part A §3-§7.
+//! a plain reference model of the official node's behaviour (its BDD suite: activatePaymentNotice,
+//! idempotency IDMP_ACT/IDMP_SPO, PAG-1976 and RetryATokenScaduto for late outcomes, paSendRT(V2)
+//! fan-out; `docs/decisions.md` where pagonode chooses).
 //!
 //! The world: three notices (a single-beneficiary one on a V2 station, two multi-beneficiary
 //! ones whose receipts fan out to broadcast stations, V1 and V2), two PSPs (one with the
@@ -635,7 +637,8 @@ impl Expect {
     }
 }
 
-/// The reference model: BEHAVIOUR.md Part A §3-§7, written plainly.
+/// The reference model: the official node's rules (see the module documentation), written
+/// plainly.
 #[derive(Debug, Default)]
 struct Model {
     notices: [Option<MNotice>; 3],
@@ -703,8 +706,9 @@ impl Model {
         self.forget_activation(key, token);
     }
 
-    /// Deletes the activation entry of `token` when it gets an outcome or expires (BEHAVIOUR.md
-    /// Part A §4.2), only if the key still holds the entry that issued this token.
+    /// Deletes the activation entry of `token` when it gets an outcome or expires (official BDD
+    /// tests IDMP_SPO_08/09/10/19, IDMP_ACT_10), only if the key still holds the entry that issued
+    /// this token.
     fn forget_activation(&mut self, key: Option<MKey>, token: &str) {
         let Some(key) = key else { return };
         let owned = self
@@ -898,7 +902,7 @@ impl Model {
         exp
     }
 
-    /// The outcome on a cancelled token (BEHAVIOUR.md Part A §5.3).
+    /// The outcome on a cancelled token (official BDD tests PAG-1976, retry_PaNew_0*).
     fn late(&mut self, t: &str, ok: bool, now: Millis, exp: &mut Expect) -> Option<&'static str> {
         let n = self.payments[t].notice;
         // A deadline that passed is honoured by every command touching the notice: a token
@@ -1051,15 +1055,15 @@ impl Store {
     /// Every copy of each receipt still being delivered (one copy pending at least): the engine
     /// settles a receipt from all its copies, and re-queues only the pending ones.
     fn in_delivery(&self) -> Vec<Recipient> {
-        let open: HashSet<&String> = self
+        let open: HashSet<&str> = self
             .recipients
             .values()
             .filter(|r| r.status == RecipientStatus::Pending)
-            .map(|r| &r.receipt_id)
+            .map(|r| r.receipt_id.as_str())
             .collect();
         self.recipients
             .values()
-            .filter(|r| open.contains(&r.receipt_id))
+            .filter(|r| open.contains(r.receipt_id.as_str()))
             .cloned()
             .collect()
     }
@@ -1362,8 +1366,12 @@ impl World {
         let stored = self.store.idem.get(&idem.key).cloned();
         match self.engine.check_idempotency(idem, stored, self.now) {
             IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r),
-            IdemCheck::Mismatch => self.engine.idempotency_mismatch(ctx).reply,
+            IdemCheck::Replay(r) => Some(r.envelope),
+            IdemCheck::Mismatch => self
+                .engine
+                .idempotency_mismatch(ctx)
+                .reply
+                .map(|r| r.envelope),
         }
     }
 
@@ -1439,7 +1447,7 @@ impl World {
                 Ok(())
             }
             ActivateStep::Done(step) => {
-                let reply = step.reply.clone();
+                let reply = step.reply.clone().map(|r| r.envelope);
                 self.conclude(&what, op, exp, step, reply)
             }
         }
@@ -1486,7 +1494,7 @@ impl World {
         if let Want::Answer { code: OK, .. } = exp.want {
             self.issued.push(act.token.clone());
         }
-        let reply = step.reply.clone();
+        let reply = step.reply.clone().map(|r| r.envelope);
         self.conclude(&what, act_operation(act.req.v2), exp, step, reply)
     }
 
@@ -1528,7 +1536,7 @@ impl World {
             details: req.details.map(details),
         };
         let step = self.engine.outcome(self.reg, cmd, self.now);
-        let reply = step.reply.clone();
+        let reply = step.reply.clone().map(|r| r.envelope);
         self.conclude(&what, op, exp, step, reply)
     }
 
@@ -1592,15 +1600,15 @@ impl World {
             .outbox
             .iter()
             .filter(|(_, at)| **at <= self.now)
-            .map(|(k, at)| (*at, k.receipt_id.clone(), k.station.clone()))
+            .map(|(k, at)| (*at, k.receipt_id.to_string(), k.station.to_string()))
             .collect();
         due.sort();
         let Some((_, receipt_id, station)) = due.get(pick % due.len().max(1)).cloned() else {
             return Ok(());
         };
         let key = RecipientKey {
-            receipt_id: receipt_id.clone(),
-            station: station.clone(),
+            receipt_id: PaymentToken::new(receipt_id.as_str()).unwrap(),
+            station: Text35::new(station.as_str()).unwrap(),
         };
         self.outbox.remove(&key);
         let what = format!(
@@ -1748,9 +1756,11 @@ impl World {
                     });
                     let e = put.ok_or_else(|| format!("{what}: reply not cached under its key"))?;
                     ensure!(
-                        e.response == reply
+                        e.reply.envelope == reply
+                            && e.reply.fault.map(|f| f.as_str())
+                                == Some(r.code.as_str()).filter(|c| *c != "OK")
                             && e.request_hash == c.hash
-                            && e.token == c.token
+                            && e.token.as_ref().map(|t| t.to_string()) == c.token
                             && e.valid_to == c.valid_to
                             && e.inserted_at == self.now,
                         "{what}: cached entry {e:?}, expected {c:?} with the reply"
@@ -1826,7 +1836,7 @@ impl World {
         for t in tokens {
             let rec = receipts
                 .iter()
-                .find(|r| &r.receipt_id == t)
+                .find(|r| r.receipt_id.as_str() == t)
                 .ok_or_else(|| format!("{what}: no receipt for {t}"))?;
             let p = &self.model.payments[t];
             let spec = &NOTICES[p.notice];
@@ -1852,7 +1862,7 @@ impl World {
                 .writes
                 .iter()
                 .filter_map(|w| match w {
-                    Write::Recipient(r) if &r.receipt_id == t => Some(r),
+                    Write::Recipient(r) if r.receipt_id.as_str() == t => Some(r),
                     _ => None,
                 })
                 .collect();
@@ -1987,7 +1997,7 @@ impl World {
                 }
                 Write::Receipt(r) => {
                     ensure!(
-                        !self.store.receipts.contains_key(&r.receipt_id),
+                        !self.store.receipts.contains_key(r.receipt_id.as_str()),
                         "a second receipt for {}",
                         self.token_name(&r.receipt_id)
                     );
@@ -1996,13 +2006,15 @@ impl World {
                         !self.store.receipts.values().any(|x| x.notice == notice),
                         "a second receipt for notice {notice}"
                     );
-                    self.store.receipts.insert(r.receipt_id.clone(), r.clone());
+                    self.store
+                        .receipts
+                        .insert(r.receipt_id.to_string(), r.clone());
                 }
                 Write::Recipient(r) => {
                     if r.status == RecipientStatus::Failed {
                         self.count("copy failed for good");
                     }
-                    let k = (r.receipt_id.clone(), r.station.to_string());
+                    let k = (r.receipt_id.to_string(), r.station.to_string());
                     if let Some(old) = self.store.recipients.get(&k) {
                         ensure!(
                             old.request == r.request,
@@ -2020,13 +2032,13 @@ impl World {
                         .store
                         .idem
                         .get(key)
-                        .is_some_and(|e| e.token.as_deref() == Some(token.as_str()))
+                        .is_some_and(|e| e.token.as_ref() == Some(token))
                     {
                         self.store.idem.remove(key);
                     }
                 }
                 Write::Event(e) if e.kind == EventKind::Expired => {
-                    let t = e.token.clone().unwrap_or_default();
+                    let t = e.token.as_ref().map(|t| t.to_string()).unwrap_or_default();
                     let cancelled = step.writes.iter().any(|w| {
                         matches!(w, Write::Payment(p)
                             if p.token.as_str() == t && p.status == PaymentStatus::Cancelled)
@@ -2184,8 +2196,8 @@ impl World {
                     .map(move |r| {
                         (
                             RecipientKey {
-                                receipt_id: t.clone(),
-                                station: r.station.to_string(),
+                                receipt_id: PaymentToken::new(t.as_str()).unwrap(),
+                                station: Text35::new(r.station).unwrap(),
                             },
                             r.next_at,
                         )
@@ -2208,8 +2220,8 @@ impl World {
                 (
                     (k.psp.clone(), k.key.clone(), k.primitive),
                     (
-                        e.response.clone(),
-                        e.token.clone(),
+                        e.reply.envelope.clone(),
+                        e.token.as_ref().map(|t| t.to_string()),
                         e.valid_to,
                         e.request_hash,
                     ),
@@ -2456,7 +2468,7 @@ const DATA: Cmd = Cmd::Ec {
 
 /// Found by the property test (fixed in `Engine::late_outcome`): a late OK on a cancelled token
 /// while the token now paying on the notice is past its deadline, its timer not fired yet. The
-/// passed deadline is honoured (BEHAVIOUR.md Part A §5.3 on a free notice): PPT_TOKEN_SCADUTO
+/// passed deadline is honoured (a late OK on a free notice, official BDD test PAG-1976): PPT_TOKEN_SCADUTO
 /// and the payment completes, instead of PPT_PAGAMENTO_DUPLICATO with nobody paying.
 #[test]
 fn a_late_ok_while_the_paying_token_is_overdue_completes_the_payment() {
@@ -2482,8 +2494,8 @@ fn a_late_ok_while_the_paying_token_is_overdue_completes_the_payment() {
 }
 
 /// An activation's idempotency entry is deleted when its token gets an outcome or expires, but
-/// only that entry: when the key was reused after its entry's validity (BEHAVIOUR.md Part A
-/// §4.4 "Key expired, different notice: OK, new activation") it holds another request's entry,
+/// only that entry: when the key was reused after its entry's validity (official BDD tests
+/// IDMP_ACT_7/17: key expired, different notice, a new activation) it holds another request's entry,
 /// which stays. Here paying T0 must not delete the entry that issued T1, so T1's activation
 /// re-sent is still replayed.
 #[test]

@@ -1,6 +1,7 @@
 //! Every fault code the node answers PSPs with, each triggered the way a real PSP triggers it,
 //! over real HTTP: HTTP 200, the operation's response element, `outcome=KO`, the code, `id` =
-//! `NodoDeiPagamentiSPC`, and the official faultString/description where BEHAVIOUR.md gives one.
+//! `NodoDeiPagamentiSPC`, and the official faultString/description where the official BDD suite
+//! checks one.
 
 mod common;
 
@@ -484,7 +485,7 @@ async fn channel_without_attivato_presso_psp_cannot_verify_or_activate_but_can_s
         .await;
     assert_eq!(f.description.as_deref(), Some(want));
     assert_eq!(h.ec_calls("paGetPaymentV2", &nn), 0);
-    // The payment model is not checked on sendPaymentOutcome (BEHAVIOUR.md Part A §6.2).
+    // The payment model is not checked on sendPaymentOutcome (official BDD test SEM_SPO_07).
     let token = activate_ok(&h, &PSP1, EC, &nn).await;
     let b = h.send(&outcome(&PSP1_CH07, &token, true, None)).await;
     ok::<SendPaymentOutcomeRes>(&b);

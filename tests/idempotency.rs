@@ -1,4 +1,5 @@
-//! Idempotency of activatePaymentNotice and sendPaymentOutcome (BEHAVIOUR.md Part A §4), and the
+//! Idempotency of activatePaymentNotice and sendPaymentOutcome (official BDD tests
+//! `activatePaymentNotice_IDMP_ACT_*`, `sendPaymentOutcome_IDMP_SPO_*`), and the
 //! activation race between two PSPs, over real HTTP.
 
 mod common;

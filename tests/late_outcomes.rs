@@ -1,6 +1,6 @@
-//! Token deadlines and outcomes that arrive after them (BEHAVIOUR.md Part A §5), the outcome
-//! deadline of spontaneous payments, and the receipt fan-out of multi-beneficiary notices (§7.1),
-//! late outcomes included. Tokens live 300 ms here.
+//! Token deadlines and outcomes that arrive after them (official BDD tests PAG-1976,
+//! `RetryATokenScaduto/*`), the outcome deadline of spontaneous payments, and the receipt fan-out
+//! of multi-beneficiary notices (F_DPNR_10–20), late outcomes included. Tokens live 300 ms here.
 
 mod common;
 
@@ -163,7 +163,7 @@ async fn late_outcome_when_another_psp_has_activated_since() {
     let receipts = h.wait_receipts(1, 10).await;
     assert_eq!(receipts[0].receipt_id, t2);
 
-    // KO: PPT_TOKEN_SCADUTO_KO (BEHAVIOUR.md Part A §5.3, "PAYING under another token"), and
+    // KO: PPT_TOKEN_SCADUTO_KO (official BDD test PAG-1976 "non pagabile spov1 KO"), and
     // the new activation is untouched.
     let nn = notice("02", "00");
     let (t3, _) = activate_short(&h, &PSP1, EC, &nn).await;

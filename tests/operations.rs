@@ -163,7 +163,7 @@ async fn json_logs_are_one_object_per_line_and_name_the_request() {
         .unwrap();
     assert_eq!(answered["level"], "DEBUG");
     assert_eq!(answered["operation"], "verifyPaymentNotice");
-    assert_eq!(answered["outcome"], "OK");
+    assert_eq!(answered["status"], 200);
     assert!(
         objects.iter().any(|o| o["message"] == "node stopped"),
         "{lines:?}"

@@ -260,6 +260,17 @@ macro_rules! ko_responses {
                 }
             }
         )+
+
+        impl AnyMessage {
+            /// The `outcome` and `fault` of a response that has them (`None` for requests and
+            /// the legacy responses).
+            pub fn outcome_and_fault(&self) -> Option<(Outcome, Option<&FaultBean>)> {
+                match self {
+                    $( AnyMessage::$ty(m) => Some((m.outcome, m.fault.as_ref())), )+
+                    _ => None,
+                }
+            }
+        }
     };
 }
 

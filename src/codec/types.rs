@@ -127,6 +127,13 @@ macro_rules! checked_string {
             }
         }
 
+        // Maps keyed by the value can be searched with a `&str` (hash and order are the text's).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)

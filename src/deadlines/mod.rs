@@ -2,104 +2,116 @@
 //!
 //! Every activated payment has an absolute deadline: the 2-second outcome deadline of a
 //! spontaneous payment, otherwise the lifetime of its payment token (up to 30 minutes).
-//! Pending deadlines live in memory in a [`wheel::TimerWheel`], rebuilt from the database at
-//! start-up (overdue ones fire at once); when a deadline fires the payment is cancelled.
+//! [`Deadlines`] indexes the pending ones in a [`wheel::TimerWheel`]: like the wheel it never
+//! reads a clock; the node arms and disarms deadlines as its steps say, asks when it must next
+//! wake up, and polls the tokens whose deadline has passed (the engine then cancels them). The
+//! index lives in memory and is rebuilt from the store at start-up (overdue deadlines fire at
+//! once).
 
 pub mod wheel;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 use crate::codec::types::PaymentToken;
 use crate::engine::Millis;
-use crate::node::Node;
 use wheel::{TimerId, TimerWheel};
 
-enum Command {
-    Arm(u128, Millis),
-    Disarm(u128),
-}
-
-/// Arms and disarms deadlines (cheap to clone); the wheel itself lives in [`run`]'s task.
-#[derive(Clone)]
+/// The pending deadlines, by token.
 pub struct Deadlines {
-    tx: mpsc::UnboundedSender<Command>,
+    wheel: TimerWheel<u128>,
+    ids: HashMap<u128, TimerId>,
+    fired: Vec<(u128, Millis)>,
 }
-
-/// The receiving end, consumed by [`run`].
-pub struct DeadlineQueue(mpsc::UnboundedReceiver<Command>);
 
 /// Node-issued tokens are 32 hex digits: the wheel keys them as 16 bytes.
-fn key_of(token: &str) -> Option<u128> {
+fn key_of(token: &PaymentToken) -> Option<u128> {
+    let token = token.as_str();
     (token.len() == 32)
         .then(|| u128::from_str_radix(token, 16).ok())
         .flatten()
 }
 
 impl Deadlines {
-    pub fn new() -> (Deadlines, DeadlineQueue) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Deadlines { tx }, DeadlineQueue(rx))
+    /// No deadlines; the wheel's clock starts at `now`.
+    pub fn new(now: Millis) -> Deadlines {
+        Deadlines {
+            wheel: TimerWheel::new(now),
+            ids: HashMap::new(),
+            fired: Vec::new(),
+        }
     }
 
     /// Fires `token` at `at` (re-arming replaces an earlier deadline).
-    pub fn arm(&self, token: &PaymentToken, at: Millis) {
-        match key_of(token.as_str()) {
-            Some(k) => {
-                let _ = self.tx.send(Command::Arm(k, at));
-            }
-            None => {
-                tracing::error!(%token, "token not issued by this node: no deadline timer (the engine still checks it on every transition)")
-            }
+    pub fn arm(&mut self, token: &PaymentToken, at: Millis) {
+        let Some(key) = key_of(token) else {
+            tracing::error!(%token, "token not issued by this node: no deadline timer (the engine still checks it on every transition)");
+            return;
+        };
+        if let Some(old) = self.ids.remove(&key) {
+            self.wheel.cancel(old);
+        }
+        self.ids.insert(key, self.wheel.insert(key, at));
+    }
+
+    pub fn disarm(&mut self, token: &PaymentToken) {
+        if let Some(id) = key_of(token).and_then(|k| self.ids.remove(&k)) {
+            self.wheel.cancel(id);
         }
     }
 
-    pub fn disarm(&self, token: &PaymentToken) {
-        if let Some(k) = key_of(token.as_str()) {
-            let _ = self.tx.send(Command::Disarm(k));
+    /// When to poll next: `None` if nothing is pending (see [`TimerWheel::next_deadline`]).
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        self.wheel.next_deadline()
+    }
+
+    /// Appends to `out` every token whose deadline is at or before `now`, and forgets them.
+    pub fn poll(&mut self, now: Millis, out: &mut Vec<PaymentToken>) {
+        self.fired.clear();
+        self.wheel.poll(now, &mut self.fired);
+        for &(key, _) in &self.fired {
+            self.ids.remove(&key);
+            out.push(PaymentToken::new(format!("{key:032x}")).expect("32 hex digits"));
         }
+    }
+
+    /// Number of pending deadlines.
+    pub fn len(&self) -> usize {
+        self.wheel.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.wheel.is_empty()
     }
 }
 
-/// Runs the wheel: sleeps until the next deadline, fires what is due into the node (each expiry
-/// in its own task, so many at once commit together), applies arm/disarm commands meanwhile.
-pub async fn run(DeadlineQueue(mut rx): DeadlineQueue, node: Arc<Node>) {
-    let mut wheel: TimerWheel<u128> = TimerWheel::new(crate::clock::now_ms());
-    let mut ids: HashMap<u128, TimerId> = HashMap::new();
-    let mut fired = Vec::new();
-    loop {
-        let now = crate::clock::now_ms();
-        fired.clear();
-        wheel.poll(now, &mut fired);
-        for &(key, _) in &fired {
-            ids.remove(&key);
-            let node = node.clone();
-            tokio::spawn(async move { node.on_deadline(&format!("{key:032x}")).await });
-        }
-        let wait = wheel
-            .next_deadline()
-            .map(|at| at.saturating_sub(now))
-            .unwrap_or(1_000)
-            .min(1_000);
-        tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Command::Arm(key, at)) => {
-                    if let Some(old) = ids.remove(&key) {
-                        wheel.cancel(old);
-                    }
-                    ids.insert(key, wheel.insert(key, at));
-                }
-                Some(Command::Disarm(key)) => {
-                    if let Some(id) = ids.remove(&key) {
-                        wheel.cancel(id);
-                    }
-                }
-                None => return,
-            },
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(n: u128) -> PaymentToken {
+        PaymentToken::new(format!("{n:032x}")).unwrap()
+    }
+
+    #[test]
+    fn fires_armed_tokens_once_and_never_disarmed_ones() {
+        let mut d = Deadlines::new(1_000);
+        d.arm(&token(1), 1_500);
+        d.arm(&token(2), 1_200);
+        d.arm(&token(2), 1_700);
+        d.arm(&token(3), 1_100);
+        d.disarm(&token(3));
+        d.arm(&PaymentToken::new("not-a-node-token").unwrap(), 1_000);
+        assert_eq!(d.len(), 2);
+        let mut out = Vec::new();
+        d.poll(1_499, &mut out);
+        assert!(out.is_empty());
+        d.poll(1_500, &mut out);
+        assert_eq!(out, [token(1)]);
+        assert!(d.next_wakeup().is_some_and(|t| t <= 1_700));
+        out.clear();
+        d.poll(5_000, &mut out);
+        assert_eq!(out, [token(2)]);
+        assert!(d.is_empty());
+        assert_eq!(d.next_wakeup(), None);
     }
 }

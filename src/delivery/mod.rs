@@ -1,203 +1,185 @@
-//! Receipt delivery: a scheduler of due outbox rows and the attempts that send them, with a
-//! per-station concurrency limit. Rows come from the engine's steps (new receipts, retries,
-//! re-sends) and from the store at start-up; results go back to the engine, which decides
-//! NOTIFIED, retry or FAILED.
+//! Receipt delivery: the schedule of outbox rows (receipt copies) to send. Rows come from the
+//! engine's steps (new receipts, retries, re-sends) and from the store at start-up. Like the
+//! deadlines, [`Deliveries`] is pure: the node polls the copies due at `now` and reports each
+//! attempt's end; the schedule keeps at most one attempt per copy and at most
+//! `per_station_concurrency` per station in flight (a slow station does not take every attempt).
+//! The attempt itself is the node's paSendRT primitive; the engine decides NOTIFIED, retry or
+//! FAILED.
 
 pub mod cli;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use crate::codec::types::Text35;
+use crate::engine::{Millis, RecipientKey};
 
-use crate::codec::pa_for_node::{PaSendRtRes, PaSendRtV2Response};
-use crate::engine::{DeliveryPolicy, Millis, RecipientKey, Version};
-use crate::fault::NodeFault;
-use crate::node::{Keys, Node};
-
-/// Schedules deliveries (cheap to clone).
-#[derive(Clone)]
-pub struct Delivery {
-    tx: mpsc::UnboundedSender<(RecipientKey, Millis)>,
+/// The copies to send and the attempts in flight.
+pub struct Deliveries {
+    /// (when, sequence number) of each scheduled copy, earliest first.
+    due: BinaryHeap<Reverse<(Millis, u64)>>,
+    keys: HashMap<u64, RecipientKey>,
+    seq: u64,
+    in_flight: HashSet<RecipientKey>,
+    /// Copies that came due while an attempt of theirs was in flight: looked at again when it
+    /// ends (a re-send is not lost).
+    again: HashSet<RecipientKey>,
+    /// Attempts in flight per station.
+    busy: HashMap<Text35, usize>,
+    /// Copies due while their station had no free slot, in the order they came due.
+    waiting: HashMap<Text35, VecDeque<RecipientKey>>,
+    waiting_keys: HashSet<RecipientKey>,
+    per_station: usize,
 }
 
-/// The receiving end, consumed by [`run`].
-pub struct DeliveryQueue(mpsc::UnboundedReceiver<(RecipientKey, Millis)>);
-
-impl Delivery {
-    pub fn new() -> (Delivery, DeliveryQueue) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Delivery { tx }, DeliveryQueue(rx))
+impl Deliveries {
+    /// An empty schedule allowing `per_station` attempts in flight per station (at least one).
+    pub fn new(per_station: usize) -> Deliveries {
+        Deliveries {
+            due: BinaryHeap::new(),
+            keys: HashMap::new(),
+            seq: 0,
+            in_flight: HashSet::new(),
+            again: HashSet::new(),
+            busy: HashMap::new(),
+            waiting: HashMap::new(),
+            waiting_keys: HashSet::new(),
+            per_station: per_station.max(1),
+        }
     }
 
-    /// Sends the outbox row `key` at `at` (or as soon as possible after).
-    pub fn schedule(&self, key: RecipientKey, at: Millis) {
-        let _ = self.tx.send((key, at));
+    /// Sends the copy `key` at `at` (or as soon as possible after).
+    pub fn schedule(&mut self, key: RecipientKey, at: Millis) {
+        self.seq += 1;
+        self.due.push(Reverse((at, self.seq)));
+        self.keys.insert(self.seq, key);
     }
-}
 
-/// The duplicate-receipt answer counts as delivered (the EC already has it).
-pub const RECEIPT_DUPLICATE: &str = "PAA_RECEIPT_DUPLICATA";
+    /// When to poll next: `None` if nothing is scheduled.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
 
-/// Runs the scheduler until the node shuts down.
-pub async fn run(DeliveryQueue(mut rx): DeliveryQueue, node: Arc<Node>) {
-    let cfg = &node.registry.config().receipts;
-    let policy = DeliveryPolicy {
-        max_attempts: cfg.max_attempts,
-        retry_interval_ms: cfg.retry_interval_ms,
-    };
-    let per_station = cfg.per_station_concurrency;
-    let mut due: BinaryHeap<Reverse<(Millis, u64)>> = BinaryHeap::new();
-    let mut keys: HashMap<u64, RecipientKey> = HashMap::new();
-    let mut seq = 0u64;
-    let limits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
-    let in_flight: Arc<Mutex<HashSet<RecipientKey>>> = Arc::default();
-    // Attempts in flight belong to the scheduler: when the node stops (this task is aborted)
-    // they are dropped before they record anything, so a shutdown never counts as a failed
-    // attempt; their copies stay PENDING and are sent again after the restart.
-    let mut attempts = JoinSet::new();
-    loop {
-        let now = crate::clock::now_ms();
-        while let Some(Reverse((at, id))) = due.peek().copied() {
+    /// Appends to `out` the copies to attempt now, each now in flight until
+    /// [`finished`](Self::finished).
+    pub fn poll(&mut self, now: Millis, out: &mut Vec<RecipientKey>) {
+        while let Some(&Reverse((at, seq))) = self.due.peek() {
             if at > now {
                 break;
             }
-            due.pop();
-            let Some(key) = keys.remove(&id) else {
+            self.due.pop();
+            let Some(key) = self.keys.remove(&seq) else {
                 continue;
             };
-            if !in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.clone())
-            {
-                // Already being sent: look again shortly, so a re-send is not lost.
-                seq += 1;
-                due.push(Reverse((now + 100, seq)));
-                keys.insert(seq, key);
-                continue;
+            if self.in_flight.contains(&key) {
+                self.again.insert(key);
+            } else if self.waiting_keys.contains(&key) {
+                // Already waiting for a slot: it will be sent once.
+            } else if self.busy.get(&key.station).copied().unwrap_or(0) < self.per_station {
+                *self.busy.entry(key.station.clone()).or_default() += 1;
+                self.in_flight.insert(key.clone());
+                out.push(key);
+            } else {
+                self.waiting_keys.insert(key.clone());
+                self.waiting
+                    .entry(key.station.clone())
+                    .or_default()
+                    .push_back(key);
             }
-            let sem = limits
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(key.station.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(per_station)))
-                .clone();
-            let (node, in_flight) = (node.clone(), in_flight.clone());
-            attempts.spawn(async move {
-                if let Ok(_permit) = sem.acquire_owned().await {
-                    attempt(&node, &key, policy).await;
-                }
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
-            });
         }
-        let wait = due
-            .peek()
-            .map(|Reverse((at, _))| at.saturating_sub(now))
-            .unwrap_or(60_000);
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some((key, at)) => {
-                    seq += 1;
-                    due.push(Reverse((at, seq)));
-                    keys.insert(seq, key);
-                }
-                None => return,
-            },
-            Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
-            _ = tokio::time::sleep(Duration::from_millis(wait.min(60_000))) => {}
+    }
+
+    /// An attempt of `key` ended (whatever its result) at `now`: its station's slot is free.
+    pub fn finished(&mut self, key: &RecipientKey, now: Millis) {
+        if !self.in_flight.remove(key) {
+            return;
         }
+        if let Some(n) = self.busy.get_mut(&key.station) {
+            *n -= 1;
+            if *n == 0 {
+                self.busy.remove(&key.station);
+            }
+        }
+        if let Some(again) = self.again.take(key) {
+            self.schedule(again, now);
+        }
+        let next = self
+            .waiting
+            .get_mut(&key.station)
+            .and_then(VecDeque::pop_front);
+        if let Some(next) = next {
+            self.waiting_keys.remove(&next);
+            self.schedule(next, now);
+        }
+        if self
+            .waiting
+            .get(&key.station)
+            .is_some_and(VecDeque::is_empty)
+        {
+            self.waiting.remove(&key.station);
+        }
+    }
+
+    /// Copies scheduled or waiting for a slot, and attempts in flight.
+    pub fn len(&self) -> (usize, usize) {
+        (
+            self.keys.len() + self.waiting_keys.len(),
+            self.in_flight.len(),
+        )
     }
 }
 
-/// One delivery attempt of one copy.
-async fn attempt(node: &Node, key: &RecipientKey, policy: DeliveryPolicy) {
-    let Some(copy) = node.engine().due_delivery(key).cloned() else {
-        return;
-    };
-    let Some(station) = node.registry.station(&key.station) else {
-        let queued = node.run(|e| {
-            e.delivery_result(
-                key,
-                Err(format!("station {} no longer configured", key.station)),
-                policy,
-                crate::clock::now_ms(),
-            )
-        });
-        let _ = node.finish(queued).await;
-        return;
-    };
-    let timeout = Duration::from_millis(node.registry.receipt_timeout_ms(station));
-    let (result, exchange, op) = match copy.version {
-        Version::V1 => {
-            let (r, ex) = node
-                .ec
-                .call_raw::<PaSendRtRes>(&station.url, "paSendRT", copy.request.clone(), timeout)
-                .await;
-            (r.map(drop), ex, crate::codec::Operation::PaSendRt)
-        }
-        Version::V2 => {
-            let (r, ex) = node
-                .ec
-                .call_raw::<PaSendRtV2Response>(
-                    &station.url,
-                    "paSendRTV2",
-                    copy.request.clone(),
-                    timeout,
-                )
-                .await;
-            (r.map(drop), ex, crate::codec::Operation::PaSendRtV2)
-        }
-    };
-    let result = match result {
-        Err(NodeFault::ErroreEmessoDaPaa(f)) if f.fault_code.as_str() == RECEIPT_DUPLICATE => {
-            Ok(())
-        }
-        other => other,
-    };
-    // The payment must be in the engine for the last acknowledged copy to mark it NOTIFIED.
-    if let Err(f) = node.hydrate_payment(&key.receipt_id) {
-        tracing::error!(receipt = %key.receipt_id, fault = %f, "cannot load the receipt's payment");
-    }
-    let payment = node.engine().payment(&key.receipt_id).cloned();
-    let keys = Keys {
-        fiscal_code: payment.as_ref().map(|p| p.notice.fiscal_code.to_string()),
-        notice_number: payment.as_ref().map(|p| p.notice.notice_number.to_string()),
-        token: Some(key.receipt_id.clone()),
-        psp: payment.as_ref().map(|p| p.psp.id_psp.to_string()),
-        channel: payment.as_ref().map(|p| p.psp.id_channel.to_string()),
-        station: Some(key.station.clone()),
-    };
-    node.journal_ec(
-        op,
-        &key.station,
-        &keys,
-        &exchange,
-        result.as_ref().map(|_| ()),
-    );
-    match &result {
-        Ok(()) => {
-            tracing::info!(receipt = %key.receipt_id, station = %key.station, "receipt delivered")
-        }
-        Err(f) => {
-            tracing::warn!(receipt = %key.receipt_id, station = %key.station, error = %f, "receipt delivery failed")
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::types::PaymentToken;
+
+    fn key(receipt: u32, station: &str) -> RecipientKey {
+        RecipientKey {
+            receipt_id: PaymentToken::new(format!("r{receipt}")).unwrap(),
+            station: Text35::new(station).unwrap(),
         }
     }
-    let queued = node.run(|e| {
-        e.delivery_result(
-            key,
-            result.map_err(|f| f.to_string()),
-            policy,
-            crate::clock::now_ms(),
-        )
-    });
-    if let Err(f) = node.finish(queued).await {
-        tracing::error!(receipt = %key.receipt_id, station = %key.station, fault = %f, "delivery result not committed");
+
+    fn polled(d: &mut Deliveries, now: Millis) -> Vec<RecipientKey> {
+        let mut out = Vec::new();
+        d.poll(now, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_station_gets_at_most_its_share_of_attempts_and_waiting_copies_follow() {
+        let mut d = Deliveries::new(2);
+        for r in 0..4 {
+            d.schedule(key(r, "A"), 10);
+        }
+        d.schedule(key(9, "B"), 10);
+        assert_eq!(d.next_wakeup(), Some(10));
+        assert!(polled(&mut d, 9).is_empty());
+        assert_eq!(polled(&mut d, 10), [key(0, "A"), key(1, "A"), key(9, "B")]);
+        assert_eq!(d.len(), (2, 3));
+        assert_eq!(d.next_wakeup(), None);
+        d.finished(&key(1, "A"), 20);
+        assert_eq!(d.next_wakeup(), Some(20));
+        assert_eq!(polled(&mut d, 20), [key(2, "A")]);
+        d.finished(&key(0, "A"), 30);
+        d.finished(&key(2, "A"), 30);
+        assert_eq!(polled(&mut d, 30), [key(3, "A")]);
+        assert_eq!(d.len(), (0, 2));
+    }
+
+    #[test]
+    fn a_copy_due_during_its_attempt_is_sent_again_after_it() {
+        let mut d = Deliveries::new(4);
+        d.schedule(key(1, "A"), 0);
+        assert_eq!(polled(&mut d, 0), [key(1, "A")]);
+        d.schedule(key(1, "A"), 5);
+        d.schedule(key(1, "A"), 6);
+        assert!(polled(&mut d, 10).is_empty());
+        d.finished(&key(1, "A"), 50);
+        assert_eq!(polled(&mut d, 50), [key(1, "A")]);
+        d.finished(&key(1, "A"), 60);
+        assert_eq!(d.len(), (0, 0));
+        assert_eq!(d.next_wakeup(), None);
     }
 }

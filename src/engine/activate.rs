@@ -1,12 +1,13 @@
 //! activatePaymentNotice(V2): lock the notice, get the payment data from the EC, issue the token
-//! (BEHAVIOUR.md Part A §3). Two steps around the EC call: [`Engine::activate`] reserves the
+//! (the official BDD tests `NewMod3/primitives/activatePaymentNotice_*` and
+//! `NewMod3/flows/activatePaymentNotice/*`). Two steps around the EC call: [`Engine::activate`] reserves the
 //! notice, [`Engine::activation_completed`] (or [`Engine::activation_failed`]) finishes.
 
 use std::collections::HashSet;
 
 use super::{
     ActivationRequest, Engine, EventKind, Millis, NoticeKey, NoticeState, Payment, PaymentStatus,
-    RequestCtx, StateEvent, StationRef, Step, Version, Write,
+    Reply, RequestCtx, StateEvent, StationRef, Step, Version, Write,
 };
 use crate::codec::node_for_psp::{
     ActivatePaymentNoticeRes, ActivatePaymentNoticeV2Response, PspCreditAccount, TransferListPsp,
@@ -115,7 +116,7 @@ impl Engine {
             }
         }
         self.activating_tokens
-            .insert(cmd.token.to_string(), cmd.notice.clone());
+            .insert(cmd.token.clone(), cmd.notice.clone());
         self.activating.insert(cmd.notice.clone(), cmd);
         ActivateStep::CallEc(step)
     }
@@ -201,7 +202,7 @@ impl Engine {
         self.cache(
             &cmd.ctx,
             &reply,
-            Some(payment.token.to_string()),
+            Some(payment.token.clone()),
             valid_to,
             now,
             &mut step,
@@ -212,7 +213,8 @@ impl Engine {
     }
 }
 
-/// The node's checks on the EC's payment data (BEHAVIOUR.md Part A §3.3, Part B §1.1): amounts
+/// The node's checks on the EC's payment data (SANP, "Integrazione tramite API sincrone",
+/// paGetPayment; official BDD tests `paGetPaymentRes_semantic_ko.feature`, SEM_PGPR_03–06): amounts
 /// add up, every beneficiary EC is known and enabled, IBANs are registered for their EC and
 /// usable towards the PSP, transfer ids are distinct; a digital stamp needs activate V2.
 pub fn check_payment_data(
@@ -324,7 +326,7 @@ pub fn data_from_v1(data: PaymentPa, fallback_company: &str) -> PaymentPaV2 {
 }
 
 /// The OK answer to the PSP, in the version it used.
-fn activate_response(p: &Payment) -> String {
+fn activate_response(p: &Payment) -> Reply {
     let d = &p.data;
     let psp_iban = |a: &PaCreditAccount| match a {
         PaCreditAccount::Iban(i) => Iban::new(i.as_str()).ok(),
@@ -347,7 +349,7 @@ fn activate_response(p: &Payment) -> String {
                     })
                 })
                 .collect();
-            write_envelope(&ActivatePaymentNoticeRes {
+            Reply::ok(write_envelope(&ActivatePaymentNoticeRes {
                 outcome: Outcome::Ok,
                 fault: None,
                 total_amount: Some(d.payment_amount.amount()),
@@ -359,7 +361,7 @@ fn activate_response(p: &Payment) -> String {
                 transfer_list: Bounded::new(transfers).map(|transfer| TransferListPsp { transfer }),
                 creditor_reference_id: Some(d.creditor_reference_id.clone()),
                 standin: None,
-            })
+            }))
         }
         Version::V2 => {
             let transfers = d
@@ -382,7 +384,7 @@ fn activate_response(p: &Payment) -> String {
                     metadata: t.metadata.clone(),
                 })
                 .collect();
-            write_envelope(&ActivatePaymentNoticeV2Response {
+            Reply::ok(write_envelope(&ActivatePaymentNoticeV2Response {
                 outcome: Outcome::Ok,
                 fault: None,
                 total_amount: Some(d.payment_amount.amount()),
@@ -401,7 +403,7 @@ fn activate_response(p: &Payment) -> String {
                 suggested_id_ci_bundle: None,
                 all_ccp: None,
                 standin: None,
-            })
+            }))
         }
     }
 }
@@ -446,7 +448,7 @@ impl Engine {
                 psp: None,
                 channel: None,
                 station: None,
-                outcome: Some("OK".into()),
+                outcome: Some("OK"),
                 detail: None,
             }));
             self.set_notice(

@@ -1,4 +1,5 @@
-//! Receipt delivery results (BEHAVIOUR.md Part A §7.2-7.3, Part B §2.6): an acknowledged copy is
+//! Receipt delivery results (SANP, "Integrazione tramite API sincrone": 48 attempts one hour
+//! apart; official BDD tests `paSendRTV2_NM3.feature`, PSRTV2_ACTV1_06/20/24): an acknowledged copy is
 //! NOTIFIED; a failed attempt is retried after the retry interval until the attempts run out,
 //! then the recipient is FAILED (visible, re-sendable on demand). The payment is NOTIFIED when
 //! every recipient is.
@@ -7,6 +8,7 @@ use super::{
     Engine, EventKind, Millis, Payment, PaymentStatus, Recipient, RecipientKey, RecipientStatus,
     StateEvent, Step, Write,
 };
+use crate::codec::types::PaymentToken;
 
 /// The retry policy (official: 48 attempts one hour apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +28,7 @@ impl Engine {
         self.recipients
             .get(&key.receipt_id)?
             .iter()
-            .find(|r| r.station.as_str() == key.station && r.status == RecipientStatus::Pending)
+            .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
     }
 
     /// The result of one delivery attempt. `Ok` means the station acknowledged (outcome OK, or
@@ -45,7 +47,7 @@ impl Engine {
         };
         let Some(r) = list
             .iter_mut()
-            .find(|r| r.station.as_str() == key.station && r.status == RecipientStatus::Pending)
+            .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
         else {
             return step;
         };
@@ -66,7 +68,7 @@ impl Engine {
                 },
             };
             StateEvent {
-                station: Some(r.station.to_string()),
+                station: Some(r.station.clone()),
                 ..base
             }
         };
@@ -141,7 +143,7 @@ impl Engine {
     /// them (failed and notified ones are no longer in memory); `station` picks one, or all.
     pub fn resend(
         &mut self,
-        receipt_id: &str,
+        receipt_id: &PaymentToken,
         stored: Vec<Recipient>,
         station: Option<&str>,
         now: Millis,
@@ -169,13 +171,13 @@ impl Engine {
                 token: Some(r.receipt_id.clone()),
                 psp: None,
                 channel: None,
-                station: Some(r.station.to_string()),
+                station: Some(r.station.clone()),
                 outcome: None,
                 detail: None,
             }));
         }
         if !list.is_empty() {
-            self.recipients.insert(receipt_id.to_string(), list);
+            self.recipients.insert(receipt_id.clone(), list);
         }
         step
     }

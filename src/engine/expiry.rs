@@ -34,7 +34,8 @@ impl Engine {
     }
 
     /// Cancels a payment whose deadline passed: CANCELLED, the notice payable again, the
-    /// activation's idempotency entry deleted (BEHAVIOUR.md Part A §5.2).
+    /// activation's idempotency entry deleted (what the official node's cancellation job does:
+    /// BDD tests REV_ANN_01/02, IDMP_ACT_10).
     pub(super) fn expire(&mut self, token: &str, now: Millis, step: &mut Step) {
         let Some(mut p) = self.payments.get(token).cloned() else {
             return;

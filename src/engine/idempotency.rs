@@ -1,4 +1,5 @@
-//! Idempotency of activatePaymentNotice and sendPaymentOutcome (BEHAVIOUR.md Part A §4): per
+//! Idempotency of activatePaymentNotice and sendPaymentOutcome (official BDD tests
+//! `activatePaymentNotice_IDMP_ACT_*`, `sendPaymentOutcome_IDMP_SPO_*`): per
 //! (PSP, key, primitive), a hash of the whole request and the response it got. The same request
 //! again gets the stored response byte for byte; a different one `PPT_ERRORE_IDEMPOTENZA`.
 //! Semantic failures are cached too; syntax failures never are (they never reach the engine).
@@ -6,8 +7,9 @@
 use sha2::{Digest, Sha256};
 
 use super::expiry::activate_primitive;
-use super::{Engine, IdemEntry, IdemKey, Millis, Payment, PspRef, Step, Write};
-use crate::codec::{Message, Operation, ko_envelope, write_envelope};
+use super::{Engine, IdemEntry, IdemKey, Millis, Payment, PspRef, Reply, Step, Write};
+use crate::codec::types::PaymentToken;
+use crate::codec::{Message, Operation, write_envelope};
 use crate::config::Timings;
 use crate::fault::NodeFault;
 
@@ -41,7 +43,7 @@ pub enum IdemCheck {
     /// No valid entry: process the request.
     Fresh,
     /// The same request was answered: send this again.
-    Replay(String),
+    Replay(Reply),
     /// The key was used for a different request.
     Mismatch,
 }
@@ -54,7 +56,7 @@ const MINUTE_MS: u64 = 60_000;
 pub(super) enum Recent {
     Entry(IdemEntry),
     /// The entry cached for this token was deleted.
-    Deleted(String),
+    Deleted(PaymentToken),
 }
 
 impl Engine {
@@ -69,15 +71,13 @@ impl Engine {
         let entry = match self.recent_idem.get(&idem.key) {
             Some((_, Recent::Entry(e))) => Some(e.clone()),
             // Deleted meanwhile: the stored entry is gone too, unless it is another token's.
-            Some((_, Recent::Deleted(token))) => {
-                stored.filter(|e| e.token.as_deref() != Some(token.as_str()))
-            }
+            Some((_, Recent::Deleted(token))) => stored.filter(|e| e.token.as_ref() != Some(token)),
             None => stored,
         };
         match entry {
             Some(e) if e.valid_to > now => {
                 if e.request_hash == idem.hash {
-                    IdemCheck::Replay(e.response)
+                    IdemCheck::Replay(e.reply)
                 } else {
                     IdemCheck::Mismatch
                 }
@@ -98,7 +98,7 @@ impl Engine {
         match self.recent_idem.get(&idem.key) {
             Some((_, Recent::Entry(e))) if e.valid_to > now => {
                 Some(if e.request_hash == idem.hash {
-                    Step::reply(e.response.clone())
+                    Step::reply(e.reply.clone())
                 } else {
                     self.idempotency_mismatch(ctx)
                 })
@@ -109,9 +109,10 @@ impl Engine {
 
     /// The answer to a key reused for another request: no side effects, nothing cached.
     pub fn idempotency_mismatch(&self, ctx: &RequestCtx) -> Step {
-        Step::reply(ko_envelope(
+        Step::reply(Reply::ko(
             ctx.operation,
-            NodeFault::ErroreIdempotenza.to_bean(ctx.extended_faults),
+            &NodeFault::ErroreIdempotenza,
+            ctx.extended_faults,
         ))
     }
 
@@ -123,7 +124,7 @@ impl Engine {
         timings: &Timings,
         now: Millis,
     ) -> Step {
-        let reply = ko_envelope(ctx.operation, fault.to_bean(ctx.extended_faults));
+        let reply = Reply::ko(ctx.operation, fault, ctx.extended_faults);
         let mut step = Step::default();
         let minutes = match ctx.operation {
             Operation::SendPaymentOutcome | Operation::SendPaymentOutcomeV2 => {
@@ -136,12 +137,12 @@ impl Engine {
         step
     }
 
-    /// Caches `response` under the request's key (if it has one).
+    /// Caches `reply` under the request's key (if it has one).
     pub(super) fn cache(
         &mut self,
         ctx: &RequestCtx,
-        response: &str,
-        token: Option<String>,
+        reply: &Reply,
+        token: Option<PaymentToken>,
         valid_to: Millis,
         now: Millis,
         step: &mut Step,
@@ -150,7 +151,7 @@ impl Engine {
         let entry = IdemEntry {
             key: idem.key.clone(),
             request_hash: idem.hash,
-            response: response.to_string(),
+            reply: reply.clone(),
             token,
             valid_to,
             inserted_at: now,
@@ -162,7 +163,7 @@ impl Engine {
     }
 
     /// Deletes the entry an activation cached, once its token has an outcome or expired
-    /// (BEHAVIOUR.md Part A §4.2). Only that entry: if the PSP has since reused the key for
+    /// (official BDD tests IDMP_SPO_08/09/10/19, IDMP_ACT_10). Only that entry: if the PSP has since reused the key for
     /// another request, the newer entry stays. A tombstone stays in memory until the deletion is
     /// surely committed.
     pub(super) fn uncache_activation(&mut self, p: &Payment, now: Millis, step: &mut Step) {
@@ -174,8 +175,8 @@ impl Engine {
             key: key.to_string(),
             primitive: activate_primitive(p.psp_version),
         };
-        let token = p.token.to_string();
-        let newer = matches!(self.recent_idem.get(&key), Some((_, Recent::Entry(e))) if e.token.as_deref() != Some(token.as_str()));
+        let token = p.token.clone();
+        let newer = matches!(self.recent_idem.get(&key), Some((_, Recent::Entry(e))) if e.token.as_ref() != Some(&token));
         if !newer {
             self.recent_idem
                 .insert(key.clone(), (now, Recent::Deleted(token.clone())));

@@ -26,7 +26,9 @@ pub use model::*;
 pub use outcome::OutcomeCommand;
 pub use receipt::render_receipt_v1;
 
-use crate::codec::types::PaymentToken;
+use crate::codec::types::{Outcome, PaymentToken};
+use crate::codec::{Operation, ko_envelope};
+use crate::fault::{FaultCode, NodeFault};
 
 /// A durable change: the store applies a step's writes in one transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,9 +42,47 @@ pub enum Write {
     /// Deletes the entry under `key` if it is the one cached for `token`.
     DeleteIdempotency {
         key: IdemKey,
-        token: String,
+        token: PaymentToken,
     },
     Event(StateEvent),
+}
+
+/// An answer to a PSP: the envelope, and what it says (`esito` in the journal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub envelope: String,
+    /// The fault of a KO answer; `None` for OK.
+    pub fault: Option<FaultCode>,
+}
+
+impl Reply {
+    pub fn ok(envelope: String) -> Reply {
+        Reply {
+            envelope,
+            fault: None,
+        }
+    }
+
+    /// The KO answer of `op` carrying `fault` (`extended`: the caller broker's extended fault
+    /// bean).
+    pub fn ko(op: Operation, fault: &NodeFault, extended: bool) -> Reply {
+        Reply {
+            envelope: ko_envelope(op, fault.to_bean(extended)),
+            fault: Some(fault.fault_code()),
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self.fault {
+            None => Outcome::Ok,
+            Some(_) => Outcome::Ko,
+        }
+    }
+
+    /// `OK`, or the fault code.
+    pub fn esito(&self) -> &'static str {
+        self.fault.map_or("OK", FaultCode::as_str)
+    }
 }
 
 /// What a command produced. The reply is sent, and deadlines and deliveries scheduled, only
@@ -50,14 +90,14 @@ pub enum Write {
 #[derive(Debug, Default)]
 pub struct Step {
     pub writes: Vec<Write>,
-    pub reply: Option<String>,
+    pub reply: Option<Reply>,
     pub arm: Vec<(PaymentToken, Millis)>,
     pub disarm: Vec<PaymentToken>,
     pub deliver: Vec<(RecipientKey, Millis)>,
 }
 
 impl Step {
-    pub fn reply(reply: String) -> Step {
+    pub fn reply(reply: Reply) -> Step {
         Step {
             reply: Some(reply),
             ..Step::default()
@@ -83,12 +123,12 @@ pub const SWEEP_GRACE_MS: Millis = 60_000;
 #[derive(Debug, Default)]
 pub struct Engine {
     notices: HashMap<NoticeKey, (Notice, Millis)>,
-    payments: HashMap<String, Payment>,
+    payments: HashMap<PaymentToken, Payment>,
     /// Activations waiting for paGetPayment (memory only: nothing was acknowledged yet).
     activating: HashMap<NoticeKey, ActivateCommand>,
-    activating_tokens: HashMap<String, NoticeKey>,
+    activating_tokens: HashMap<PaymentToken, NoticeKey>,
     /// Recipients not yet delivered, by receipt id.
-    recipients: HashMap<String, Vec<Recipient>>,
+    recipients: HashMap<PaymentToken, Vec<Recipient>>,
     /// Idempotency entries written recently, newest last: they may not be committed yet, so the
     /// store cannot be asked about them.
     /// `None` is a deletion not yet known to be committed.
@@ -124,7 +164,7 @@ impl Engine {
         }
         let (notice, payment) = stored.unwrap_or_else(|| (Notice::free(key.clone()), None));
         if let Some(p) = payment {
-            self.payments.entry(p.token.to_string()).or_insert(p);
+            self.payments.entry(p.token.clone()).or_insert(p);
         }
         self.notices.insert(key.clone(), (notice, now));
     }
@@ -136,7 +176,7 @@ impl Engine {
                 self.notices.insert(notice.key.clone(), (notice, now));
             }
             self.payments
-                .entry(payment.token.to_string())
+                .entry(payment.token.clone())
                 .or_insert(payment);
         }
     }
@@ -183,7 +223,7 @@ impl Engine {
             *touched = now;
         }
         step.writes.push(Write::Payment(Box::new(payment.clone())));
-        self.payments.insert(payment.token.to_string(), payment);
+        self.payments.insert(payment.token.clone(), payment);
     }
 
     /// A payment the engine holds.

@@ -215,7 +215,7 @@ impl RecipientStatus {
 /// One copy of a receipt for one station: the outbox row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
-    pub receipt_id: String,
+    pub receipt_id: PaymentToken,
     pub station: Text35,
     /// `idPA` of the copy: the notice owner for its station, the secondary EC for broadcast ones.
     pub ec: FiscalCode,
@@ -232,7 +232,7 @@ impl Recipient {
     pub fn key(&self) -> RecipientKey {
         RecipientKey {
             receipt_id: self.receipt_id.clone(),
-            station: self.station.as_str().to_string(),
+            station: self.station.clone(),
         }
     }
 }
@@ -240,14 +240,14 @@ impl Recipient {
 /// Identifies an outbox row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RecipientKey {
-    pub receipt_id: String,
-    pub station: String,
+    pub receipt_id: PaymentToken,
+    pub station: Text35,
 }
 
 /// A generated receipt: its id (the token), notice and canonical content (a `ctReceiptV2`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptRecord {
-    pub receipt_id: String,
+    pub receipt_id: PaymentToken,
     pub notice: NoticeKey,
     /// The `receipt` element, as XML: the same for every recipient and every attempt.
     pub body: String,
@@ -268,10 +268,10 @@ pub struct IdemEntry {
     pub key: IdemKey,
     /// SHA-256 of the canonical request.
     pub request_hash: [u8; 32],
-    /// The response envelope, replayed byte for byte.
-    pub response: String,
+    /// The response, replayed byte for byte.
+    pub reply: super::Reply,
     /// The token an activation issued (None for failures and outcomes).
-    pub token: Option<String>,
+    pub token: Option<PaymentToken>,
     pub valid_to: Millis,
     pub inserted_at: Millis,
 }
@@ -328,12 +328,12 @@ pub struct StateEvent {
     pub at: Millis,
     pub kind: EventKind,
     pub notice: Option<NoticeKey>,
-    pub token: Option<String>,
-    pub psp: Option<String>,
-    pub channel: Option<String>,
-    pub station: Option<String>,
+    pub token: Option<PaymentToken>,
+    pub psp: Option<Text35>,
+    pub channel: Option<Text35>,
+    pub station: Option<Text35>,
     /// OK / KO, or the fault code the change was answered with.
-    pub outcome: Option<String>,
+    pub outcome: Option<&'static str>,
     pub detail: Option<String>,
 }
 
@@ -344,17 +344,17 @@ impl StateEvent {
             at,
             kind,
             notice: Some(p.notice.clone()),
-            token: Some(p.token.to_string()),
-            psp: Some(p.psp.id_psp.to_string()),
-            channel: Some(p.psp.id_channel.to_string()),
-            station: Some(p.station.id.to_string()),
+            token: Some(p.token.clone()),
+            psp: Some(p.psp.id_psp.clone()),
+            channel: Some(p.psp.id_channel.clone()),
+            station: Some(p.station.id.clone()),
             outcome: None,
             detail: None,
         }
     }
 
-    pub fn outcome(mut self, o: impl Into<String>) -> StateEvent {
-        self.outcome = Some(o.into());
+    pub fn outcome(mut self, o: &'static str) -> StateEvent {
+        self.outcome = Some(o);
         self
     }
 

@@ -1,10 +1,11 @@
-//! sendPaymentOutcome(V2): the PSP says whether the user paid (BEHAVIOUR.md Part A §5, §6).
+//! sendPaymentOutcome(V2): the PSP says whether the user paid (official BDD tests
+//! `NewMod3/flows/sendPaymentOutcome/*`, `PAG-1976.feature`, `RetryATokenScaduto/*`).
 //! OK produces the receipt; KO frees the notice at once; a repeated outcome gets
 //! `PPT_ESITO_GIA_ACQUISITO`; a late one the official late-outcome codes.
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus, RequestCtx,
-    StateEvent, Step, Version, Write,
+    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus, Reply,
+    RequestCtx, StateEvent, Step, Version, Write,
 };
 use crate::codec::node_for_psp::{
     OutcomeDetailsV2, SendPaymentOutcomeRes, SendPaymentOutcomeV2Response,
@@ -46,9 +47,7 @@ impl Engine {
         }
         let reply = match &first_fault {
             None => ok_response(cmd.version),
-            Some(f) => {
-                crate::codec::ko_envelope(cmd.ctx.operation, f.to_bean(cmd.ctx.extended_faults))
-            }
+            Some(f) => Reply::ko(cmd.ctx.operation, f, cmd.ctx.extended_faults),
         };
         self.cache(
             &cmd.ctx,
@@ -99,7 +98,8 @@ impl Engine {
     }
 
     /// Every digital-stamp transfer of every token needs its `MBDAttachment`, and every
-    /// attachment a stamp transfer (BEHAVIOUR.md Part A §7.4).
+    /// attachment a stamp transfer (official BDD tests `MBD/*`: `PPT_SEMANTICA` "Check marca da
+    /// bollo").
     fn check_stamps(
         &self,
         cmd: &OutcomeCommand,
@@ -169,7 +169,8 @@ impl Engine {
         }
     }
 
-    /// An outcome on a token whose deadline passed (BEHAVIOUR.md Part A §5.3).
+    /// An outcome on a token whose deadline passed (official BDD tests `PAG-1976.feature`,
+    /// `RetryATokenScaduto/retry_PaNew_0*`, SEM_SPO_13/13.1).
     fn late_outcome(
         &mut self,
         reg: &Registry,
@@ -220,7 +221,8 @@ impl Engine {
     }
 
     /// Records an outcome: OK completes the payment (receipt), KO fails it and frees the notice.
-    /// Either way the activation's idempotency entry goes (BEHAVIOUR.md Part A §4.2).
+    /// Either way the activation's idempotency entry goes (official BDD tests
+    /// IDMP_SPO_08/09/10/19).
     fn accept_outcome(
         &mut self,
         reg: &Registry,
@@ -264,8 +266,8 @@ impl Engine {
     }
 }
 
-fn ok_response(version: Version) -> String {
-    match version {
+fn ok_response(version: Version) -> Reply {
+    Reply::ok(match version {
         Version::V1 => write_envelope(&SendPaymentOutcomeRes {
             outcome: Outcome::Ok,
             fault: None,
@@ -274,7 +276,7 @@ fn ok_response(version: Version) -> String {
             outcome: Outcome::Ok,
             fault: None,
         }),
-    }
+    })
 }
 
 /// The outcome already acquired, as the official node describes it: a JSON object with the keys

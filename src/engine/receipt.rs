@@ -1,5 +1,6 @@
 //! Receipts: built once when a payment completes, then copied to every recipient station
-//! (BEHAVIOUR.md Part A §6.4, §7.1): the notice owner's station, plus every broadcast station of
+//! (official BDD tests `Mod4/flows/demandPaymentNotice_flow.feature` F_DPNR_10–20,
+//! `NewMod3/flows/paSendRTV2_NM3.feature`, `TestGenerazioneRicevute/*`): the notice owner's station, plus every broadcast station of
 //! each other EC named in the transfers. Every copy has the same `receipt` element; only the PA
 //! block (`idPA`, `idBrokerPA`, `idStation`) and the primitive version (by station) differ.
 
@@ -41,7 +42,7 @@ impl Engine {
             );
         }
         let receipt = build_receipt(reg, &p);
-        let receipt_id = p.token.to_string();
+        let receipt_id = p.token.clone();
         step.writes.push(Write::Receipt(ReceiptRecord {
             receipt_id: receipt_id.clone(),
             notice: p.notice.clone(),

@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use rusqlite::{Connection, OpenFlags};
 
 use super::story::{self, Classification, row_json, timestamp};
+use super::{JournalQuery, JournalRow, parse_time};
 use crate::codec::types::{FiscalCode, NoticeNumber};
 use crate::config::Config;
 use crate::engine::NoticeKey;
-use crate::store::{JournalQuery, JournalRow};
 
 /// Where the database is: named, or taken from a node configuration.
 #[derive(Debug, Clone, clap::Args)]
@@ -192,7 +192,7 @@ impl JournalReader {
 
     /// One page of rows matching `q`, oldest first.
     pub fn query(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
-        crate::store::sqlite::query_journal(&self.conn, &self.exchanges, q)
+        super::query::query(&self.conn, &self.exchanges, q)
             .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 
@@ -265,7 +265,7 @@ fn notice_key(fc: &str, nn: &str) -> Result<NoticeKey, String> {
 
 fn query(args: &QueryArgs) -> Result<(), String> {
     let reader = JournalReader::open(&args.source.path()?)?;
-    let parse = |t: &Option<String>| t.as_deref().map(crate::admin::parse_time).transpose();
+    let parse = |t: &Option<String>| t.as_deref().map(parse_time).transpose();
     let q = JournalQuery {
         notice_number: args.notice.clone(),
         fiscal_code: args.ec.clone(),
@@ -366,19 +366,23 @@ fn story(args: &StoryArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// How `pagonode journal export` writes a payment's rows as a trace: `(rows, fiscal code,
+/// notice number, origin) → trace` (the replay tool's format, given by the caller).
+pub type Exporter = fn(&[JournalRow], &str, &str, &str) -> Result<String, String>;
+
 /// The trace of one payment, from a database.
-pub fn export_payment(db: &Path, payment: &str) -> Result<String, String> {
+pub fn export_payment(db: &Path, payment: &str, export: Exporter) -> Result<String, String> {
     let (fc, nn) = payment
         .split_once('/')
         .ok_or_else(|| format!("--payment '{payment}': expected <fiscal code>/<notice number>"))?;
     let key = notice_key(fc, nn)?;
     let reader = JournalReader::open(db)?;
     let rows = reader.notice_rows(&key)?;
-    crate::replay::export::export(&rows, fc, nn, &db.display().to_string())
+    export(&rows, fc, nn, &db.display().to_string())
 }
 
 /// `pagonode journal …`: prints, and fails with a message on stderr.
-pub fn main(args: &JournalArgs) -> ExitCode {
+pub fn main(args: &JournalArgs, export: Exporter) -> ExitCode {
     let result = match &args.command {
         None => query(&args.query),
         Some(JournalCommand::Query(q)) => query(q),
@@ -386,7 +390,7 @@ pub fn main(args: &JournalArgs) -> ExitCode {
         Some(JournalCommand::Export(x)) => x
             .source
             .path()
-            .and_then(|db| export_payment(&db, &x.payment))
+            .and_then(|db| export_payment(&db, &x.payment, export))
             .map(|t| {
                 let _ = std::io::stdout().lock().write_all(t.as_bytes());
             }),

@@ -1,17 +1,28 @@
 //! The event journal ("Giornale degli eventi", SANP Part B §2.7): every SOAP exchange the node
 //! takes part in and every internal state change, with the official fields.
 //!
-//! State changes are written in the same transaction as the change (they come from the engine
-//! as [`Write::Event`](crate::engine::Write)), so the journal never misses one; SOAP exchanges
-//! are encoded where they happen and appended to segment files by the journal writer, off the
-//! payment path ([`segment`], [`writer`]).
+//! Everything about the journal lives here: its types, how rows are built ([`rows`]), the
+//! segment files of the SOAP exchanges and their writer ([`segment`], [`writer`]), queries
+//! ([`query`]), a payment's story ([`story`]) and the read-only command ([`cli`]).
+//!
+//! State changes come from the engine as [`Write::Event`](crate::engine::Write) and the store
+//! commits them in the same transaction as the change they describe, so the journal never misses
+//! one; SOAP exchanges are encoded where they happen and appended to segment files by the
+//! journal writer, off the payment path. Both share one id sequence: merged by id, they are the
+//! journal.
 
 pub mod cli;
+pub mod legacy;
+pub mod query;
+pub mod rows;
 pub mod segment;
 pub mod story;
 pub mod writer;
 
-use crate::engine::{Millis, StateEvent};
+pub use query::parse_time;
+pub use rows::{Keys, MASKED_PASSWORD, mask_password};
+
+use crate::engine::Millis;
 
 /// `categoriaEvento`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,27 +95,36 @@ pub struct JournalEntry {
 /// The node's id as caller or responder.
 pub const NODE: &str = "NodoDeiPagamentiSPC";
 
-impl From<&StateEvent> for JournalEntry {
-    fn from(e: &StateEvent) -> JournalEntry {
-        JournalEntry {
-            at: e.at,
-            component: "engine".into(),
-            category: Some(Category::Internal),
-            primitive: e.kind.as_str().into(),
-            subtype: Some(Subtype::Intern),
-            fiscal_code: e.notice.as_ref().map(|n| n.fiscal_code.to_string()),
-            notice_number: e.notice.as_ref().map(|n| n.notice_number.to_string()),
-            iuv: e.notice.as_ref().map(|n| n.notice_number.iuv().to_string()),
-            token: e.token.clone(),
-            psp: e.psp.clone(),
-            channel: e.channel.clone(),
-            station: e.station.clone(),
-            outcome: e.outcome.clone(),
-            caller: Some(NODE.into()),
-            callee: Some(NODE.into()),
-            payload: None,
-            detail: e.detail.clone(),
-            duration_ms: None,
-        }
+/// A filter over the journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalQuery {
+    pub notice_number: Option<String>,
+    pub fiscal_code: Option<String>,
+    pub token: Option<String>,
+    pub psp: Option<String>,
+    pub primitive: Option<String>,
+    pub outcome: Option<String>,
+    pub from: Option<Millis>,
+    pub to: Option<Millis>,
+    /// Rows after this id (pagination), oldest first.
+    pub after_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// A journal row with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    pub id: i64,
+    pub entry: JournalEntry,
+}
+
+/// A journal file could not be written or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("journal: {0}")]
+pub struct JournalError(pub String);
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> Self {
+        JournalError(e.to_string())
     }
 }

@@ -27,9 +27,8 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::{Category, JournalEntry, JournalQuery, JournalRow, Subtype};
 use crate::engine::Millis;
-use crate::journal::{Category, JournalEntry, Subtype};
-use crate::store::{JournalQuery, JournalRow};
 
 /// The first bytes of every segment written now (format version 2: compressed blocks).
 pub const MAGIC: &[u8; 8] = b"PGNJRN02";
@@ -211,7 +210,7 @@ impl<'a> RowRef<'a> {
     }
 
     /// Whether the row passes the query's filters (all but the id).
-    fn matches(&self, q: &JournalQuery) -> bool {
+    pub fn matches(&self, q: &JournalQuery) -> bool {
         let eq = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|w| have == Some(w))
         };

@@ -9,9 +9,9 @@
 
 use serde_json::{Value, json};
 
+use super::JournalRow;
 use super::{Category, JournalEntry, Subtype};
-use crate::engine::{Millis, NoticeKey, PaymentStatus, Recipient};
-use crate::store::{JournalQuery, JournalRow, Store, StoreError};
+use crate::engine::{Millis, NoticeKey, Payment, PaymentStatus, Recipient};
 
 /// How a payment attempt ended, from the PSP's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,34 +266,22 @@ fn recipient_json(r: &Recipient) -> Value {
 }
 
 /// Everything about a notice: its attempts in order, each classified, with what the store holds
-/// about its payment (status, amount, deadline, outcome, receipt recipients), and the journal
-/// rows behind them.
-pub fn notice_story(store: &dyn Store, key: &NoticeKey) -> Result<Value, StoreError> {
-    let mut rows = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.query_journal(&JournalQuery {
-            notice_number: Some(key.notice_number.to_string()),
-            after_id: after,
-            limit: 10_000,
-            ..JournalQuery::default()
-        })?;
-        let full = page.len() == 10_000;
-        after = page.last().map(|r| r.id);
-        rows.extend(page);
-        if !full {
-            break;
-        }
-    }
+/// about its payments (status, amount, deadline, outcome, receipt recipients), and the journal
+/// rows behind them. `rows` are the journal rows naming the notice number; `payments` the
+/// notice's payments with their receipt's recipients.
+pub fn notice_story(
+    key: &NoticeKey,
+    rows: Vec<JournalRow>,
+    payments: &[(Payment, Vec<Recipient>)],
+) -> Value {
     let rows = notice_rows(key, rows);
     let mut story = story_json(key, &rows);
-    let payments = store.payments_of_notice(key)?;
     let Some(attempts) = story["attempts"].as_array_mut() else {
-        return Ok(story);
+        return story;
     };
     // A payment whose journal rows are gone (retention) is still an attempt, classified from
     // its status.
-    for p in &payments {
+    for (p, _) in payments {
         if !attempts
             .iter()
             .any(|a| a["paymentToken"] == p.token.as_str())
@@ -310,13 +298,12 @@ pub fn notice_story(store: &dyn Store, key: &NoticeKey) -> Result<Value, StoreEr
         }
     }
     for a in attempts.iter_mut() {
-        let Some(p) = a["paymentToken"]
+        let Some((p, recipients)) = a["paymentToken"]
             .as_str()
-            .and_then(|t| payments.iter().find(|p| p.token.as_str() == t))
+            .and_then(|t| payments.iter().find(|(p, _)| p.token.as_str() == t))
         else {
             continue;
         };
-        let recipients = store.load_recipients(p.token.as_str())?;
         a["status"] = json!(p.status.as_str());
         a["amount"] = json!(p.data.payment_amount.to_string());
         a["activatedAt"] = json!(timestamp(p.activated_at));
@@ -324,7 +311,7 @@ pub fn notice_story(store: &dyn Store, key: &NoticeKey) -> Result<Value, StoreEr
         a["outcome"] = json!(p.outcome.as_ref().map(|o| json!({ "outcome": o.outcome.as_str(), "receivedAt": timestamp(o.received_at), "idPSP": o.psp.id_psp.as_str() })));
         a["recipients"] = json!(recipients.iter().map(recipient_json).collect::<Vec<_>>());
     }
-    Ok(story)
+    story
 }
 
 #[cfg(test)]

@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::JournalError;
 use super::segment::{Rows, SegmentWriter};
 use crate::engine::Millis;
-use crate::store::StoreError;
 
 /// How long the writer gathers rows before writing them.
 const GATHER: Duration = Duration::from_millis(50);
 /// How often written rows are synced to the disk.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-type Done = oneshot::Sender<Result<(), StoreError>>;
+type Done = oneshot::Sender<Result<(), JournalError>>;
 
 enum Msg {
     Rows(Rows),
@@ -45,12 +45,12 @@ impl JournalWriter {
     pub fn start(
         segments: SegmentWriter,
         next_id: Arc<AtomicU64>,
-    ) -> Result<JournalWriter, StoreError> {
+    ) -> Result<JournalWriter, JournalError> {
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || run(segments, &rx, &next_id))
-            .map_err(|e| StoreError(format!("cannot start the journal writer: {e}")))?;
+            .map_err(|e| JournalError(format!("cannot start the journal writer: {e}")))?;
         Ok(JournalWriter {
             tx: RwLock::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -70,7 +70,10 @@ impl JournalWriter {
         }
     }
 
-    fn request(&self, msg: impl FnOnce(Done) -> Msg) -> oneshot::Receiver<Result<(), StoreError>> {
+    fn request(
+        &self,
+        msg: impl FnOnce(Done) -> Msg,
+    ) -> oneshot::Receiver<Result<(), JournalError>> {
         let (done, rx) = oneshot::channel();
         // If the writer is gone, `done` is dropped with the message: the receiver says so.
         self.send(msg(done));
@@ -78,12 +81,12 @@ impl JournalWriter {
     }
 
     /// Resolves when every row queued before is on disk.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub async fn flush(&self) -> Result<(), JournalError> {
         answer(self.request(Msg::Flush)).await
     }
 
     /// Deletes the segments whose rows are all older than `before`.
-    pub async fn retain(&self, before: Millis) -> Result<(), StoreError> {
+    pub async fn retain(&self, before: Millis) -> Result<(), JournalError> {
         answer(self.request(|done| Msg::Retain(before, done))).await
     }
 
@@ -99,9 +102,9 @@ impl JournalWriter {
     }
 }
 
-async fn answer(rx: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), StoreError> {
+async fn answer(rx: oneshot::Receiver<Result<(), JournalError>>) -> Result<(), JournalError> {
     rx.await
-        .unwrap_or_else(|_| Err(StoreError("the journal writer stopped".into())))
+        .unwrap_or_else(|_| Err(JournalError("the journal writer stopped".into())))
 }
 
 fn run(mut segments: SegmentWriter, rx: &mpsc::Receiver<Msg>, next_id: &AtomicU64) {
@@ -143,7 +146,7 @@ fn run(mut segments: SegmentWriter, rx: &mpsc::Receiver<Msg>, next_id: &AtomicU6
                     .map_err(|e| e.to_string()),
                 None => result.clone(),
             };
-            let _ = done.send(r.map_err(StoreError));
+            let _ = done.send(r.map_err(JournalError));
         }
     }
     if let Err(e) = segments.write().and_then(|()| segments.sync()) {

@@ -2,18 +2,20 @@
 
 use std::time::Duration;
 
-use super::{Keys, Node, new_token, psp_ref};
+use super::{Node, psp_ref};
 use crate::codec::Message;
 use crate::codec::node_for_psp::{ActivatePaymentNoticeReq, ActivatePaymentNoticeV2Request};
 use crate::codec::pa_for_node::{
     PaGetPaymentReq, PaGetPaymentRes, PaGetPaymentV2Request, PaGetPaymentV2Response, PaymentPaV2,
 };
-use crate::codec::types::{Password, Text35};
+use crate::codec::types::{IdempotencyKey, Password, Text35};
 use crate::codec::{Operation, common::QrCode};
 use crate::engine::{
-    ActivateCommand, ActivateStep, ActivationRequest, NoticeKey, StationRef, Version, data_from_v1,
+    ActivateCommand, ActivateStep, ActivationRequest, NoticeKey, Reply, StationRef, Version,
+    data_from_v1,
 };
 use crate::fault::NodeFault;
+use crate::journal::Keys;
 use crate::registry::Route;
 
 /// What V1 and V2 activations have in common.
@@ -25,7 +27,7 @@ struct Activation<'a> {
 }
 
 impl Node {
-    pub(super) async fn activate_v1(&self, r: ActivatePaymentNoticeReq) -> (String, Keys) {
+    pub(super) async fn activate_v1(&self, r: ActivatePaymentNoticeReq) -> (Reply, Keys) {
         let request = ActivationRequest {
             amount: r.amount,
             due_date: r.due_date.clone(),
@@ -43,13 +45,13 @@ impl Node {
         self.activate(
             &r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
-            r.idempotency_key.as_deref(),
+            r.idempotency_key.as_ref(),
             a,
         )
         .await
     }
 
-    pub(super) async fn activate_v2(&self, r: ActivatePaymentNoticeV2Request) -> (String, Keys) {
+    pub(super) async fn activate_v2(&self, r: ActivatePaymentNoticeV2Request) -> (Reply, Keys) {
         let request = ActivationRequest {
             amount: r.amount,
             due_date: r.due_date.clone(),
@@ -67,7 +69,7 @@ impl Node {
         self.activate(
             &r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
-            r.idempotency_key.as_deref(),
+            r.idempotency_key.as_ref(),
             a,
         )
         .await
@@ -77,46 +79,40 @@ impl Node {
         &self,
         msg: &M,
         ids: (&Text35, &Text35, &Text35),
-        key: Option<&str>,
+        key: Option<&IdempotencyKey>,
         a: Activation<'_>,
-    ) -> (String, Keys) {
+    ) -> (Reply, Keys) {
         let op = M::OPERATION;
         let notice = NoticeKey::from_qr(a.qr);
         let mut keys = Keys::psp(ids.0, ids.2).notice(&notice);
         let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
-        match self.idempotent_reply(&ctx) {
-            Ok(Some(reply)) => return (reply, keys),
-            Ok(None) => {}
-            Err(f) => {
-                return (
-                    crate::codec::ko_envelope(op, f.to_bean(ctx.extended_faults)),
-                    keys,
-                );
-            }
+        if let Some(reply) = self.idempotent_reply(&ctx) {
+            return (reply, keys);
         }
         let caller = match self.authenticate(&ctx, a.password).await {
             Ok(c) => c,
             Err(reply) => return (reply, keys),
         };
         let checks = self
-            .registry
+            .registry()
             .require_psp_activation(&caller)
-            .and_then(|_| self.registry.route_notice(a.qr));
+            .and_then(|_| self.registry().route_notice(a.qr));
         let route = match checks {
             Ok(route) => route,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
-        keys.station = Some(route.station.id.clone());
+        let station_id = Text35::truncated(&route.station.id);
+        keys.station = Some(station_id.clone());
         if let Err(f) = self.hydrate_notice(&notice) {
             return (self.refuse(&ctx, f).await, keys);
         }
-        let token = new_token();
+        let token = self.tokens.issue(self.now());
         let cmd = ActivateCommand {
             ctx: ctx.clone(),
             version: a.version,
             notice: notice.clone(),
             station: StationRef {
-                id: Text35::truncated(&route.station.id),
+                id: station_id,
                 broker: Text35::truncated(&route.station.broker),
                 version: Version::from_number(route.station.version),
             },
@@ -125,11 +121,12 @@ impl Node {
             outcome_deadline_ms: caller
                 .channel
                 .outcome_deadline_ms
-                .unwrap_or(self.registry.timings().outcome_deadline_ms),
+                .unwrap_or(self.registry().timings().outcome_deadline_ms),
         };
         let (queued, done) = {
             let mut engine = self.engine();
-            match engine.activate(self.registry.timings(), cmd, crate::clock::now_ms()) {
+            let now = self.now();
+            match engine.activate(self.registry().timings(), cmd, now) {
                 ActivateStep::Done(step) => (self.queue(engine, step), true),
                 ActivateStep::CallEc(pre) => (self.queue(engine, pre), false),
             }
@@ -139,29 +136,22 @@ impl Node {
         }
         // An expired token found on the notice is cancelled durably before the new activation.
         if let Err(f) = self.finish(queued).await {
-            let queued = self.run(|e| {
-                e.activation_failed(
-                    self.registry.timings(),
-                    token.as_str(),
-                    &f,
-                    crate::clock::now_ms(),
-                )
-            });
+            let queued =
+                self.run(|e, now| e.activation_failed(self.registry().timings(), &token, &f, now));
             return (self.reply(op, queued).await, keys);
         }
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
-        let now = crate::clock::now_ms();
         let queued = match data {
             Ok(data) => {
-                self.run(|e| e.activation_completed(&self.registry, token.as_str(), data, now))
+                self.run(|e, now| e.activation_completed(self.registry(), &token, data, now))
             }
             Err(f) => {
-                self.run(|e| e.activation_failed(self.registry.timings(), token.as_str(), &f, now))
+                self.run(|e, now| e.activation_failed(self.registry().timings(), &token, &f, now))
             }
         };
         let reply = self.reply(op, queued).await;
-        if super::reply_outcome(&reply) == "OK" {
-            keys.token = Some(token.to_string());
+        if reply.fault.is_none() {
+            keys.token = Some(token);
         }
         (reply, keys)
     }
@@ -179,7 +169,7 @@ impl Node {
             Text35::truncated(&route.station.broker),
             Text35::truncated(&route.station.id),
         );
-        let timeout = Duration::from_millis(self.registry.station_timeout_ms(route.station));
+        let timeout = Duration::from_millis(self.registry().station_timeout_ms(route.station));
         let url = &route.station.url;
         let missing_data = || {
             NodeFault::StazioneIntPaErroreResponse("data missing in the paGetPayment answer".into())

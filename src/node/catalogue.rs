@@ -1,7 +1,7 @@
 //! nodoChiediCatalogoServiziV2: the spontaneous-payment service catalogue, filtered by EC,
 //! category and commission, as a base64 `listaCatalogoServizi` document.
 
-use super::{Keys, Node, psp_ref};
+use super::{Node, psp_ref};
 use crate::codec::catalogue::{
     CatalogoServizi, ElencoSoggettiEroganti, ListaCatalogoServizi, SoggettoErogante,
 };
@@ -12,14 +12,15 @@ use crate::codec::schema::Bounded;
 use crate::codec::types::{
     Base64Binary, Commissione, IsoDate, Outcome, ServiceCode, Text35, Text70,
 };
-use crate::codec::{ko_envelope, write_envelope};
-use crate::engine::RequestCtx;
+use crate::codec::write_envelope;
+use crate::engine::{Reply, RequestCtx};
 use crate::fault::NodeFault;
+use crate::journal::Keys;
 use crate::registry::PspCredentials;
 
 impl Node {
     /// Answers from configuration only: nothing to commit, nothing to cache.
-    pub(super) fn catalogue(&self, r: NodoChiediCatalogoServiziV2Request) -> (String, Keys) {
+    pub(super) fn catalogue(&self, r: NodoChiediCatalogoServiziV2Request) -> (Reply, Keys) {
         let keys = Keys::psp(&r.identificativo_psp, &r.identificativo_canale);
         let psp = psp_ref(
             &r.identificativo_psp,
@@ -34,15 +35,15 @@ impl Node {
             password: &r.password,
         };
         let result = self
-            .registry
+            .registry()
             .authenticate(cred)
             .and_then(|_| self.build_catalogue(&r));
         let reply = match result {
-            Ok(doc) => write_envelope(&NodoChiediCatalogoServiziV2Response {
+            Ok(doc) => Reply::ok(write_envelope(&NodoChiediCatalogoServiziV2Response {
                 outcome: Outcome::Ok,
                 fault: None,
                 xml_catalogo_servizi: doc.map(|d| Base64Binary(d.into_bytes())),
-            }),
+            })),
             Err(f) => refusal(&ctx, f),
         };
         (reply, keys)
@@ -55,14 +56,14 @@ impl Node {
         r: &NodoChiediCatalogoServiziV2Request,
     ) -> Result<Option<String>, NodeFault> {
         if let Some(ec) = &r.identificativo_dominio {
-            match self.registry.ec(ec) {
+            match self.registry().ec(ec) {
                 None => return Err(NodeFault::DominioSconosciuto),
                 Some(e) if !e.enabled => return Err(NodeFault::DominioDisabilitato),
                 Some(_) => {}
             }
         }
         let mut services = Vec::new();
-        for s in self.registry.services() {
+        for s in self.registry().services() {
             if r.categoria
                 .as_ref()
                 .is_some_and(|c| s.category.as_deref() != Some(c.as_str()))
@@ -85,7 +86,7 @@ impl Node {
                     id_soggetto_servizio: ServiceCode::truncated(&p.id),
                     id_dominio: Text35::truncated(&p.ec),
                     denominazione_ente_creditore: Text70::truncated(
-                        self.registry
+                        self.registry()
                             .ec(&p.ec)
                             .map(|e| e.name.as_str())
                             .unwrap_or(&p.ec),
@@ -114,7 +115,7 @@ impl Node {
     }
 }
 
-fn refusal(ctx: &RequestCtx, f: NodeFault) -> String {
+fn refusal(ctx: &RequestCtx, f: NodeFault) -> Reply {
     tracing::info!(operation = ctx.operation.soap_action(), psp = %ctx.psp.id_psp, fault = f.code(), "request refused");
-    ko_envelope(ctx.operation, f.to_bean(ctx.extended_faults))
+    Reply::ko(ctx.operation, &f, ctx.extended_faults)
 }

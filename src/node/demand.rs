@@ -5,20 +5,21 @@
 use std::time::Duration;
 
 use super::verify::psp_option;
-use super::{Keys, Node, psp_ref, today};
+use super::{Node, psp_ref};
 use crate::codec::node_for_psp::{
     DemandPaymentNoticeRequest, DemandPaymentNoticeResponse, PaymentOptionsDescriptionList,
 };
 use crate::codec::pa_for_node::{PaDemandPaymentNoticeRequest, PaDemandPaymentNoticeResponse};
 use crate::codec::schema::Bounded;
 use crate::codec::service::ServiceSchema;
-use crate::codec::types::{Outcome, ServiceCode, Text35, Text210};
+use crate::codec::types::{FiscalCode, Outcome, ServiceCode, Text35, Text210};
 use crate::codec::{Operation, write_envelope};
-use crate::engine::NoticeKey;
+use crate::engine::{NoticeKey, Reply};
 use crate::fault::NodeFault;
+use crate::journal::Keys;
 
 impl Node {
-    pub(super) async fn demand(&self, r: DemandPaymentNoticeRequest) -> (String, Keys) {
+    pub(super) async fn demand(&self, r: DemandPaymentNoticeRequest) -> (Reply, Keys) {
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel);
         let ctx = self.request_ctx(
             &r,
@@ -29,14 +30,14 @@ impl Node {
             return (reply, keys);
         }
         let svc = match self
-            .registry
-            .resolve_service(&r.id_soggetto_servizio, today())
+            .registry()
+            .resolve_service(&r.id_soggetto_servizio, self.today())
         {
             Ok(s) => s,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
-        keys.station = Some(svc.route.station.id.clone());
-        keys.fiscal_code = Some(svc.route.ec.fiscal_code.clone());
+        keys.station = Some(Text35::truncated(&svc.route.station.id));
+        keys.fiscal_code = FiscalCode::new(svc.route.ec.fiscal_code.as_str()).ok();
         // The codec checked the document against the schema it declares; here it must be the
         // schema the catalogue names for this service.
         let expected = ServiceSchema::from_xsd_name(&svc.service.xsd);
@@ -55,7 +56,7 @@ impl Node {
             id_soggetto_servizio: r.id_soggetto_servizio.clone(),
             dati_specifici_servizio_request: r.dati_specifici_servizio.clone(),
         };
-        let timeout = Duration::from_millis(self.registry.station_timeout_ms(svc.route.station));
+        let timeout = Duration::from_millis(self.registry().station_timeout_ms(svc.route.station));
         let (result, exchange) = self
             .ec
             .call::<_, PaDemandPaymentNoticeResponse>(&svc.route.station.url, &req, timeout)
@@ -83,16 +84,17 @@ impl Node {
         if let Err(f) = self.hydrate_notice(&notice) {
             return (self.refuse(&ctx, f).await, keys);
         }
-        let queued = self.run(|e| e.record_demand(&notice, crate::clock::now_ms()));
+        let queued = self.run(|e, now| e.record_demand(&notice, now));
         match self.finish(queued).await {
-            Ok(_) => (write_envelope(&res), keys),
+            Ok(_) => (Reply::ok(write_envelope(&res)), keys),
             Err(f) => (self.refuse(&ctx, f).await, keys),
         }
     }
 }
 
-/// The node's rules on an OK paDemandPaymentNotice answer (BEHAVIOUR.md Part A §2.4): qrCode,
-/// the payment option, description, fiscal code and company name must be there.
+/// The node's rules on an OK paDemandPaymentNotice answer: qrCode, the payment option,
+/// description, fiscal code and company name must be there (the official BDD tests of
+/// paDemandPaymentNoticeResponse answer PPT_STAZIONE_INT_PA_ERRORE_RESPONSE without them).
 fn to_psp(res: PaDemandPaymentNoticeResponse) -> Result<DemandPaymentNoticeResponse, NodeFault> {
     let missing = |what: &str| {
         NodeFault::StazioneIntPaErroreResponse(format!(

@@ -1,36 +1,51 @@
-//! The node: the driver around the engine. It reads requests (codec), runs the registry checks,
+//! The node: the one driver of the engine. It reads requests (codec), runs the registry checks,
 //! hydrates the engine from the store, calls the ECs, commits each step before answering, and
-//! schedules deadlines and receipt deliveries. One file per primitive.
+//! schedules what the steps ask for (deadlines, receipt deliveries). Nothing else calls the
+//! engine or applies its effects. One file per primitive; [`driver`] is when the node wakes up
+//! by itself.
+//!
+//! The node reads time from its [`Clock`], issues tokens from its [`TokenIssuer`] and reaches
+//! stations through its [`EcTransport`]: given virtual ones, a test runs the whole node on
+//! virtual time.
 
 mod activate;
 mod catalogue;
+mod deliver;
 mod demand;
+pub mod driver;
 mod outcome;
+mod token;
 mod verify;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::codec::{AnyMessage, Body, Direction, Operation, ko_envelope, read_any};
-use crate::deadlines::Deadlines;
-use crate::delivery::Delivery;
-use crate::ec_client::{EcClient, Exchange};
+pub use driver::Due;
+pub use token::TokenIssuer;
+
+use crate::clock::Clock;
+use crate::codec::types::{IdempotencyKey, PaymentToken, Text35};
+use crate::codec::{AnyMessage, Body, Direction, Operation, read_any};
+use crate::ec_client::{EcClient, EcTransport, Exchange};
 use crate::engine::{
-    Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, RequestCtx, Step, request_hash,
+    Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, Reply, RequestCtx, Step,
+    request_hash,
 };
 use crate::fault::NodeFault;
-use crate::journal::segment::{RowRef, Rows};
-use crate::journal::{Category, NODE, Subtype};
+use crate::journal::{JournalQuery, JournalRow, Keys, rows};
 use crate::registry::{Caller, PspCredentials, Registry};
-use crate::store::{Commit, Store};
+use crate::store::{Commit, Store, StoreError, StoreStats};
 
 /// The node's shared state.
 pub struct Node {
-    pub registry: Arc<Registry>,
+    registry: Arc<Registry>,
     engine: Mutex<Engine>,
-    pub store: Arc<dyn Store>,
-    pub ec: EcClient,
-    pub deadlines: Deadlines,
-    pub delivery: Delivery,
+    store: Arc<dyn Store>,
+    ec: EcClient,
+    clock: Arc<dyn Clock>,
+    tokens: TokenIssuer,
+    schedule: Mutex<driver::Schedule>,
+    /// Wakes the driver when something is scheduled before the time it sleeps until.
+    wakeup: tokio::sync::Notify,
 }
 
 /// An engine step whose writes are already queued to the store (see [`Node::queue`]).
@@ -50,87 +65,66 @@ pub struct SoapReply {
     pub operation: Option<Operation>,
 }
 
-/// What the journal needs to know about a request: its payment keys.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Keys {
-    pub fiscal_code: Option<String>,
-    pub notice_number: Option<String>,
-    pub token: Option<String>,
-    pub psp: Option<String>,
-    pub channel: Option<String>,
-    pub station: Option<String>,
-}
-
-impl Keys {
-    /// The journal fields the keys fill: EC, notice, IUV, token, PSP, channel, station.
-    fn row(&self) -> RowRef<'_> {
-        let notice_number = self.notice_number.as_deref();
-        RowRef {
-            fiscal_code: self.fiscal_code.as_deref(),
-            notice_number,
-            // Keys come from validated requests; a notice number that is not one has no IUV.
-            iuv: notice_number.and_then(|n| {
-                let iuv_len = crate::codec::types::NoticeNumber::new(n).ok()?.iuv().len();
-                n.get(n.len() - iuv_len..)
-            }),
-            token: self.token.as_deref(),
-            psp: self.psp.as_deref(),
-            channel: self.channel.as_deref(),
-            station: self.station.as_deref(),
-            ..RowRef::default()
-        }
-    }
-
-    fn psp(id_psp: &str, id_channel: &str) -> Keys {
-        Keys {
-            psp: Some(id_psp.to_string()),
-            channel: Some(id_channel.to_string()),
-            ..Keys::default()
-        }
-    }
-
-    fn notice(mut self, key: &NoticeKey) -> Keys {
-        self.fiscal_code = Some(key.fiscal_code.to_string());
-        self.notice_number = Some(key.notice_number.to_string());
-        self
-    }
-}
-
-/// A token the node issues: 32 lowercase hex digits (fits `stPaymentToken`'s 35 characters):
-/// the issuing millisecond (48 bits) then 80 random bits. Time-ordered tokens keep the store's
-/// inserts at the end of its indexes (few pages touched per commit); 80 random bits keep them
-/// unguessable and unique.
-pub fn new_token() -> crate::codec::types::PaymentToken {
-    let random: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
-    let n = (u128::from(crate::clock::now_ms()) << 80) | random;
-    crate::codec::types::PaymentToken::new(format!("{n:032x}")).expect("32 hex digits")
+/// What the health endpoint reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub store: Result<(), StoreError>,
+    pub store_stats: StoreStats,
+    /// (notices, payments, activations in flight, receipts in delivery) in the engine.
+    pub engine: (usize, usize, usize, usize),
+    pub deadlines: usize,
 }
 
 impl Node {
+    /// A node over `store`, reaching stations through `transport`, reading time from `clock`.
+    /// Call [`Node::recover`] before serving.
     pub fn new(
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
-        ec: EcClient,
-        deadlines: Deadlines,
-        delivery: Delivery,
+        transport: Arc<dyn EcTransport>,
+        clock: Arc<dyn Clock>,
+        tokens: TokenIssuer,
     ) -> Node {
+        let now = clock.now_ms();
+        let schedule =
+            driver::Schedule::new(now, registry.config().receipts.per_station_concurrency);
         Node {
             registry,
             engine: Mutex::new(Engine::new()),
             store,
-            ec,
-            deadlines,
-            delivery,
+            ec: EcClient::new(transport, clock.clone()),
+            clock,
+            tokens,
+            schedule: Mutex::new(schedule),
+            wakeup: tokio::sync::Notify::new(),
         }
     }
 
+    /// The configured parties and timings. Every registry read goes through here.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The node's `now`.
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// The node's date (UTC), for the catalogue's validity dates.
+    fn today(&self) -> chrono::NaiveDate {
+        chrono::DateTime::from_timestamp_millis(self.now() as i64)
+            .unwrap_or_default()
+            .date_naive()
+    }
+
     /// The engine, locked. Never held across an await.
-    pub(crate) fn engine(&self) -> MutexGuard<'_, Engine> {
+    fn engine(&self) -> MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Rebuilds the engine from the store: at start-up, and after a failed commit (the engine may
-    /// then be ahead of the store; the store is the truth).
+    /// then be ahead of the store; the store is the truth). Returns (payments waiting for their
+    /// outcome, receipt copies to deliver).
     pub async fn recover(&self) -> Result<(usize, usize), NodeFault> {
         let (queued, counts) = self.rebuild_engine().map_err(system)?;
         self.finish(queued).await?;
@@ -142,14 +136,14 @@ impl Node {
     /// for good keeps its payment PAID), and the payments those copies belong to (without them
     /// the last acknowledged copy could not mark its payment NOTIFIED). Returns the step
     /// re-arming the deadlines and re-queueing the deliveries, and (payments, copies to send).
-    fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), crate::store::StoreError> {
+    fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), StoreError> {
         let paying = self.store.paying_payments()?;
         let pending = self.store.recipients_in_delivery()?;
         let mut owners = Vec::new();
         {
             let mut seen = std::collections::HashSet::new();
             for r in &pending {
-                if seen.insert(r.receipt_id.as_str())
+                if seen.insert(&r.receipt_id)
                     && let Some(owner) = self.store.load_payment(&r.receipt_id)?
                 {
                     owners.push(owner);
@@ -161,8 +155,8 @@ impl Node {
             .filter(|r| r.status == crate::engine::RecipientStatus::Pending)
             .count();
         let counts = (paying.len(), to_deliver);
-        let now = crate::clock::now_ms();
         let mut engine = self.engine();
+        let now = self.now();
         *engine = Engine::new();
         for owner in owners {
             engine.hydrate_payment(Some(owner), now);
@@ -177,23 +171,25 @@ impl Node {
     /// records could be committed in the opposite order: an expiry made just before a late OK
     /// outcome, committed after it, left the notice FREE (and, until the receipt was delivered,
     /// the payment CANCELLED) beside the generated receipt, and a restart then read that.
-    pub(crate) fn queue(&self, engine: MutexGuard<'_, Engine>, mut step: Step) -> Queued {
+    fn queue(&self, engine: MutexGuard<'_, Engine>, mut step: Step) -> Queued {
         let writes = std::mem::take(&mut step.writes);
         let commit = (!writes.is_empty()).then(|| self.store.commit(writes));
         drop(engine);
         Queued { commit, step }
     }
 
-    /// Runs an engine command and queues its writes (see [`Node::queue`]).
-    pub(crate) fn run(&self, command: impl FnOnce(&mut Engine) -> Step) -> Queued {
+    /// Runs an engine command at `now` and queues its writes (see [`Node::queue`]). `now` is
+    /// read with the engine locked, so the steps' times follow the order they are made (and
+    /// committed) in.
+    fn run(&self, command: impl FnOnce(&mut Engine, Millis) -> Step) -> Queued {
         let mut engine = self.engine();
-        let step = command(&mut engine);
+        let step = command(&mut engine, self.now());
         self.queue(engine, step)
     }
 
     /// Waits until a step's writes are committed, then schedules its deadlines and deliveries,
     /// and returns its reply.
-    pub(crate) async fn finish(&self, queued: Queued) -> Result<Option<String>, NodeFault> {
+    async fn finish(&self, queued: Queued) -> Result<Option<Reply>, NodeFault> {
         let Queued { commit, step } = queued;
         let Step {
             writes: _,
@@ -211,28 +207,21 @@ impl Node {
             }
             return Err(system(e));
         }
-        for t in disarm {
-            self.deadlines.disarm(&t);
-        }
-        for (t, at) in arm {
-            self.deadlines.arm(&t, at);
-        }
-        for (k, at) in deliver {
-            self.delivery.schedule(k, at);
-        }
+        self.schedule_effects(arm, disarm, deliver);
         Ok(reply)
     }
 
     /// Commits a step and returns its reply; a step without one (the engine lost track of the
     /// request after a resynchronisation) answers PPT_SYSTEM_ERROR.
-    async fn reply(&self, op: Operation, queued: Queued) -> String {
+    async fn reply(&self, op: Operation, queued: Queued) -> Reply {
         match self.finish(queued).await {
             Ok(Some(r)) => r,
-            Ok(None) => ko_envelope(
+            Ok(None) => Reply::ko(
                 op,
-                NodeFault::SystemError("request lost during a store recovery".into()).to_bean(true),
+                &NodeFault::SystemError("request lost during a store recovery".into()),
+                true,
             ),
-            Err(f) => ko_envelope(op, f.to_bean(true)),
+            Err(f) => Reply::ko(op, &f, true),
         }
     }
 
@@ -244,7 +233,7 @@ impl Node {
         body: &[u8],
         too_big: bool,
     ) -> SoapReply {
-        let started = crate::clock::now_ms();
+        let started = self.now();
         let Some(op) = crate::codec::detect_operation(soap_action, query, body) else {
             tracing::warn!(bytes = body.len(), "request for no recognisable operation");
             return SoapReply {
@@ -266,7 +255,7 @@ impl Node {
             };
         }
         let (reply, keys) = if too_big {
-            let limit = self.registry.config().node.max_body_bytes;
+            let limit = self.registry().config().node.max_body_bytes;
             (
                 self.syntax_fault(op, body, format!("request body larger than {limit} bytes")),
                 Keys::default(),
@@ -293,22 +282,25 @@ impl Node {
                         m.root()
                     );
                     (
-                        ko_envelope(op, NodeFault::SoapActionErrata(why).to_bean(true)),
+                        Reply::ko(op, &NodeFault::SoapActionErrata(why), true),
                         Keys::default(),
                     )
                 }
                 Ok(Body::Message(m)) => self.dispatch(m).await,
             }
         };
-        self.journal_psp(op, body, &reply, &keys, started);
+        if self.registry().config().journal.enabled {
+            let rows = rows::psp_exchange(op, body, &reply, &keys, started, self.now());
+            self.store.journal(rows);
+        }
         SoapReply {
             status: 200,
-            body: reply,
+            body: reply.envelope,
             operation: Some(op),
         }
     }
 
-    async fn dispatch(&self, m: AnyMessage) -> (String, Keys) {
+    async fn dispatch(&self, m: AnyMessage) -> (Reply, Keys) {
         match m {
             AnyMessage::VerifyPaymentNoticeReq(r) => self.verify(r).await,
             AnyMessage::ActivatePaymentNoticeReq(r) => self.activate_v1(r).await,
@@ -323,18 +315,19 @@ impl Node {
                     "{} is not served by this node",
                     op.soap_action()
                 ));
-                (ko_envelope(op, fault.to_bean(true)), Keys::default())
+                (Reply::ko(op, &fault, true), Keys::default())
             }
         }
     }
 
     /// The answer to a request that cannot be read. A request whose key is cached gets
-    /// PPT_ERRORE_IDEMPOTENZA instead (BEHAVIOUR.md Part A §4.4: the cache is consulted before
-    /// the schema; syntax failures are never cached).
-    fn syntax_fault(&self, op: Operation, body: &[u8], why: String) -> String {
+    /// PPT_ERRORE_IDEMPOTENZA instead: the official node consults the cache before the schema,
+    /// and never caches syntax failures (official BDD test `sendPaymentOutcome_IDMP_SPO_06_02`:
+    /// a cached key re-sent with a value outside the XSD gets PPT_ERRORE_IDEMPOTENZA).
+    fn syntax_fault(&self, op: Operation, body: &[u8], why: String) -> Reply {
         tracing::info!(operation = op.soap_action(), reason = %why, "request refused: PPT_SINTASSI_EXTRAXSD");
         if let Some((psp, key)) = sniff_idempotency(body)
-            && self.registry.config().node.use_idempotency
+            && self.registry().config().node.use_idempotency
         {
             let key = IdemKey {
                 psp,
@@ -343,15 +336,11 @@ impl Node {
             };
             let stored = self.store.load_idempotency(&key).ok().flatten();
             let ctx = IdemCtx { key, hash: [0; 32] };
-            if self
-                .engine()
-                .check_idempotency(&ctx, stored, crate::clock::now_ms())
-                != IdemCheck::Fresh
-            {
-                return ko_envelope(op, NodeFault::ErroreIdempotenza.to_bean(true));
+            if self.engine().check_idempotency(&ctx, stored, self.now()) != IdemCheck::Fresh {
+                return Reply::ko(op, &NodeFault::ErroreIdempotenza, true);
             }
         }
-        ko_envelope(op, NodeFault::SintassiExtraXsd(why).to_bean(true))
+        Reply::ko(op, &NodeFault::SintassiExtraXsd(why), true)
     }
 
     /// The request context, with its idempotency scope when it has a key and idempotency is on.
@@ -359,14 +348,14 @@ impl Node {
         &self,
         msg: &M,
         psp: PspRef,
-        key: Option<&str>,
+        key: Option<&IdempotencyKey>,
     ) -> RequestCtx {
         let extended = self
-            .registry
+            .registry()
             .psp_broker(&psp.id_broker_psp)
             .is_none_or(|b| b.extended_fault_bean);
         let idem = key
-            .filter(|_| self.registry.config().node.use_idempotency)
+            .filter(|_| self.registry().config().node.use_idempotency)
             .map(|k| IdemCtx {
                 key: IdemKey {
                     psp: psp.id_psp.to_string(),
@@ -384,19 +373,18 @@ impl Node {
     }
 
     /// Consults the idempotency cache: `Some(reply)` ends the request there.
-    fn idempotent_reply(&self, ctx: &RequestCtx) -> Result<Option<String>, NodeFault> {
-        let Some(idem) = &ctx.idem else {
-            return Ok(None);
+    fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
+        let idem = ctx.idem.as_ref()?;
+        let stored = match self.store.load_idempotency(&idem.key) {
+            Ok(stored) => stored,
+            Err(e) => return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults)),
         };
-        let stored = self.store.load_idempotency(&idem.key).map_err(system)?;
         let engine = self.engine();
-        Ok(
-            match engine.check_idempotency(idem, stored, crate::clock::now_ms()) {
-                IdemCheck::Fresh => None,
-                IdemCheck::Replay(r) => Some(r),
-                IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
-            },
-        )
+        match engine.check_idempotency(idem, stored, self.now()) {
+            IdemCheck::Fresh => None,
+            IdemCheck::Replay(r) => Some(r),
+            IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
+        }
     }
 
     /// Authenticates the caller; a failure is answered (and cached) right away.
@@ -404,24 +392,23 @@ impl Node {
         &self,
         ctx: &RequestCtx,
         password: &crate::codec::types::Password,
-    ) -> Result<Caller<'_>, String> {
+    ) -> Result<Caller<'_>, Reply> {
         let cred = PspCredentials {
             id_psp: &ctx.psp.id_psp,
             id_broker_psp: &ctx.psp.id_broker_psp,
             id_channel: &ctx.psp.id_channel,
             password,
         };
-        match self.registry.authenticate(cred) {
+        match self.registry().authenticate(cred) {
             Ok(c) => Ok(c),
             Err(f) => Err(self.refuse(ctx, f).await),
         }
     }
 
     /// Refuses a request with a fault (cached under its key) and returns the reply.
-    async fn refuse(&self, ctx: &RequestCtx, fault: NodeFault) -> String {
+    async fn refuse(&self, ctx: &RequestCtx, fault: NodeFault) -> Reply {
         tracing::info!(operation = ctx.operation.soap_action(), psp = %ctx.psp.id_psp, fault = fault.code(), "request refused");
-        let queued =
-            self.run(|e| e.refuse(ctx, &fault, self.registry.timings(), crate::clock::now_ms()));
+        let queued = self.run(|e, now| e.refuse(ctx, &fault, self.registry().timings(), now));
         self.reply(ctx.operation, queued).await
     }
 
@@ -431,37 +418,37 @@ impl Node {
             return Ok(());
         }
         let stored = self.store.load_notice(key).map_err(system)?;
-        self.engine()
-            .hydrate_notice(key, stored, crate::clock::now_ms());
+        let mut engine = self.engine();
+        engine.hydrate_notice(key, stored, self.now());
         Ok(())
     }
 
     /// Brings a payment (and its notice) into the engine if it is not there.
-    pub(crate) fn hydrate_payment(&self, token: &str) -> Result<(), NodeFault> {
+    fn hydrate_payment(&self, token: &PaymentToken) -> Result<(), NodeFault> {
         if self.engine().knows_payment(token) {
             return Ok(());
         }
         let stored = self.store.load_payment(token).map_err(system)?;
-        self.engine()
-            .hydrate_payment(stored, crate::clock::now_ms());
+        let mut engine = self.engine();
+        engine.hydrate_payment(stored, self.now());
         Ok(())
     }
 
-    /// A deadline fired (from the timer wheel).
-    pub async fn on_deadline(&self, token: &str) {
+    /// A deadline passed (the driver polled it): the engine cancels the payment if it is still
+    /// waiting for its outcome.
+    pub async fn expire(&self, token: &PaymentToken) {
         if let Err(f) = self.hydrate_payment(token) {
-            tracing::error!(token, fault = %f, "cannot load an expiring payment");
+            tracing::error!(%token, fault = %f, "cannot load an expiring payment");
             return;
         }
-        let queued = self.run(|e| e.deadline_fired(token, crate::clock::now_ms()));
+        let queued = self.run(|e, now| e.deadline_fired(token, now));
         if let Err(f) = self.finish(queued).await {
-            tracing::error!(token, fault = %f, "expiry not committed");
+            tracing::error!(%token, fault = %f, "expiry not committed");
         }
     }
 
-    /// Journals an exchange with a station: its request and response rows, encoded here and
-    /// written by the journal writer.
-    pub(crate) fn journal_ec(
+    /// Journals an exchange with a station (the journal writer writes it off the payment path).
+    fn journal_ec(
         &self,
         op: Operation,
         station: &str,
@@ -469,137 +456,98 @@ impl Node {
         ex: &Exchange,
         result: Result<(), &NodeFault>,
     ) {
-        if !self.registry.config().journal.enabled {
-            return;
+        if self.registry().config().journal.enabled {
+            self.store
+                .journal(rows::ec_exchange(op, station, keys, ex, result));
         }
-        let base = RowRef {
-            component: "paForNode",
-            category: Some(Category::Interface),
-            primitive: op.soap_action(),
-            station: Some(station),
-            caller: Some(NODE),
-            callee: Some(station),
-            ..keys.row()
-        };
-        let detail = result.err().map(|f| f.to_string());
-        let mut rows = Rows::new();
-        rows.push(&RowRef {
-            at: ex.started_at,
-            subtype: Some(Subtype::Req),
-            payload: Some(&ex.request),
-            outcome: Some("INVIATA"),
-            ..base
-        });
-        rows.push(&RowRef {
-            at: ex.started_at + ex.elapsed_ms,
-            subtype: Some(Subtype::Resp),
-            payload: ex.response.as_deref(),
-            outcome: Some(match result {
-                Ok(()) => "OK",
-                Err(f) => f.code(),
-            }),
-            detail: detail.as_deref(),
-            duration_ms: Some(ex.elapsed_ms),
-            ..base
-        });
-        self.store.journal(rows);
     }
 
-    fn journal_psp(
+    /// Queues a receipt's copies again (all of them, or one station's): the admin re-send.
+    pub async fn resend(
         &self,
-        op: Operation,
-        request: &[u8],
-        reply: &str,
-        keys: &Keys,
-        started: Millis,
-    ) {
-        if !self.registry.config().journal.enabled {
-            return;
+        receipt_id: &str,
+        station: Option<&str>,
+    ) -> Result<usize, NodeFault> {
+        let unknown = || NodeFault::Semantica(format!("no receipt {receipt_id}"));
+        let receipt_id = PaymentToken::new(receipt_id).map_err(|_| unknown())?;
+        let stored = self.store.load_recipients(&receipt_id).map_err(system)?;
+        if stored.is_empty() {
+            return Err(unknown());
         }
-        let now = crate::clock::now_ms();
-        let base = RowRef {
-            component: "nodeForPsp",
-            category: Some(Category::Interface),
-            primitive: op.soap_action(),
-            caller: keys.psp.as_deref(),
-            callee: Some(NODE),
-            ..keys.row()
-        };
-        let request = mask_password(&String::from_utf8_lossy(request));
-        let mut rows = Rows::new();
-        rows.push(&RowRef {
-            at: started,
-            subtype: Some(Subtype::Req),
-            payload: Some(&request),
-            ..base
-        });
-        rows.push(&RowRef {
-            at: now,
-            subtype: Some(Subtype::Resp),
-            outcome: Some(reply_outcome(reply)),
-            payload: Some(reply),
-            duration_ms: Some(now.saturating_sub(started)),
-            ..base
-        });
-        self.store.journal(rows);
+        if let Some(s) = station
+            && !stored.iter().any(|r| r.station.as_str() == s)
+        {
+            return Err(NodeFault::Semantica(format!(
+                "receipt {receipt_id} has no recipient {s}"
+            )));
+        }
+        self.hydrate_payment(&receipt_id)?;
+        let queued = self.run(|e, now| e.resend(&receipt_id, stored, station, now));
+        let copies = queued.step.deliver.len();
+        self.finish(queued).await?;
+        Ok(copies)
     }
-}
 
-/// The placeholder the journal stores instead of a channel password.
-pub const MASKED_PASSWORD: &str = "********";
-
-/// A request as the journal keeps it: the content of every `password` element (whatever its
-/// prefix, valid request or not) replaced, so no password is ever written to disk or shown.
-pub fn mask_password(request: &str) -> String {
-    const NAME: &str = "password";
-    let mut out = String::with_capacity(request.len());
-    // `request[..copied]` is in `out`; the search goes on from `from`. Searching for the name
-    // (a fast substring search) instead of walking every tag: this runs on every PSP request.
-    let (mut copied, mut from) = (0, 0);
-    // The whole local name of an opening tag: `<password` or `<prefix:password`, then a space,
-    // `>` or `/`.
-    let not_in_name = |c: char| c.is_whitespace() || c == '>' || c == '/' || c == '<';
-    while let Some(found) = request[from..].find(NAME) {
-        let (start, name_end) = (from + found, from + found + NAME.len());
-        from = name_end;
-        let Some(lt) = request[..start].rfind('<') else {
-            continue;
-        };
-        let prefix = &request[lt + 1..start];
-        if !(prefix.is_empty() || prefix.ends_with(':')) || prefix.contains(not_in_name) {
-            continue;
-        }
-        let tail = &request[name_end..];
-        if !tail.starts_with(not_in_name) || tail.starts_with('<') {
-            continue;
-        }
-        let Some(gt) = tail.find('>') else {
-            break;
-        };
-        if tail[..gt].ends_with('/') {
-            continue;
-        }
-        let content_start = name_end + gt + 1;
-        let content_end = request[content_start..]
-            .find('<')
-            .map_or(request.len(), |i| content_start + i);
-        out.push_str(&request[copied..content_start]);
-        out.push_str(MASKED_PASSWORD);
-        (copied, from) = (content_end, content_end);
+    /// Forgets finished records the engine no longer needs in memory (see [`Engine::sweep`]).
+    pub fn sweep(&self) {
+        let mut engine = self.engine();
+        engine.sweep(self.now());
     }
-    out.push_str(&request[copied..]);
-    out
-}
 
-/// `OK`, or the fault code of a KO answer (for the journal's `esito`).
-pub fn reply_outcome(reply: &str) -> &str {
-    match reply
-        .split_once("<faultCode>")
-        .and_then(|(_, rest)| rest.split_once("</faultCode>"))
-    {
-        Some((code, _)) => code,
-        None if reply.contains("<outcome>KO</outcome>") => "KO",
-        None => "OK",
+    /// Deletes journal rows older than the retention and expired idempotency entries.
+    pub async fn maintenance(&self) -> Result<(), StoreError> {
+        let now = self.now();
+        let keep = u64::from(self.registry().config().journal.retention_days) * 86_400_000;
+        self.store.maintenance(now.saturating_sub(keep), now).await
+    }
+
+    /// One page of the journal.
+    pub fn journal_page(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
+        self.store.query_journal(q)
+    }
+
+    /// A notice's story: its attempts, their payments and receipt copies, the journal rows.
+    pub fn notice_story(&self, key: &NoticeKey) -> Result<serde_json::Value, StoreError> {
+        let mut rows = Vec::new();
+        let mut q = JournalQuery {
+            notice_number: Some(key.notice_number.to_string()),
+            limit: 10_000,
+            ..JournalQuery::default()
+        };
+        loop {
+            let page = self.store.query_journal(&q)?;
+            let full = page.len() == q.limit;
+            q.after_id = page.last().map(|r| r.id);
+            rows.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let mut payments = Vec::new();
+        for p in self.store.payments_of_notice(key)? {
+            let recipients = self.store.load_recipients(&p.token)?;
+            payments.push((p, recipients));
+        }
+        Ok(crate::journal::story::notice_story(key, rows, &payments))
+    }
+
+    /// Receipt copies in a status, newest first.
+    pub fn recipients_by_status(
+        &self,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::engine::Recipient>, StoreError> {
+        self.store.recipients_by_status(status, limit)
+    }
+
+    /// Liveness and a few numbers.
+    pub fn health(&self) -> Health {
+        Health {
+            store: self.store.health(),
+            store_stats: self.store.stats(),
+            engine: self.engine().sizes(),
+            deadlines: self.schedule().pending_deadlines(),
+        }
     }
 }
 
@@ -629,77 +577,10 @@ fn soap_client_fault(why: &str) -> String {
 }
 
 /// The PSP identity of an authenticated request.
-fn psp_ref(
-    id_psp: &crate::codec::types::Text35,
-    broker: &crate::codec::types::Text35,
-    channel: &crate::codec::types::Text35,
-) -> PspRef {
+fn psp_ref(id_psp: &Text35, broker: &Text35, channel: &Text35) -> PspRef {
     PspRef {
         id_psp: id_psp.clone(),
         id_broker_psp: broker.clone(),
         id_channel: channel.clone(),
-    }
-}
-
-/// The node's `now` as a chrono date (for the catalogue's validity dates).
-fn today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
-}
-
-impl Node {
-    /// Queues a receipt's copies again (all of them, or one station's): the admin re-send.
-    pub async fn resend(
-        &self,
-        receipt_id: &str,
-        station: Option<&str>,
-    ) -> Result<usize, NodeFault> {
-        let stored = self.store.load_recipients(receipt_id).map_err(system)?;
-        if stored.is_empty() {
-            return Err(NodeFault::Semantica(format!("no receipt {receipt_id}")));
-        }
-        if let Some(s) = station
-            && !stored.iter().any(|r| r.station.as_str() == s)
-        {
-            return Err(NodeFault::Semantica(format!(
-                "receipt {receipt_id} has no recipient {s}"
-            )));
-        }
-        self.hydrate_payment(receipt_id)?;
-        let queued = self.run(|e| e.resend(receipt_id, stored, station, crate::clock::now_ms()));
-        let copies = queued.step.deliver.len();
-        self.finish(queued).await?;
-        Ok(copies)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_password;
-
-    #[test]
-    fn passwords_never_reach_the_journal() {
-        assert_eq!(
-            mask_password("<a><password>secret123</password></a>"),
-            "<a><password>********</password></a>"
-        );
-        assert_eq!(
-            mask_password("<nfp:password >x</nfp:password><password/>"),
-            "<nfp:password >********</nfp:password><password/>"
-        );
-        assert_eq!(
-            mask_password("<passwordX>keep</passwordX><password>cut"),
-            "<passwordX>keep</passwordX><password>********"
-        );
-        assert_eq!(
-            mask_password(
-                "<d>my password</d><a:b:password x=\"1\">s</a:b:password><p>password</p><x/password>"
-            ),
-            "<d>my password</d><a:b:password x=\"1\">********</a:b:password><p>password</p><x/password>"
-        );
-        assert_eq!(mask_password("<password"), "<password");
-        assert_eq!(
-            mask_password("password><password>"),
-            "password><password>********"
-        );
     }
 }

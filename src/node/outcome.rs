@@ -1,12 +1,13 @@
 //! sendPaymentOutcome(V2): the PSP reports the outcome; OK starts the receipts.
 
-use super::{Keys, Node, psp_ref};
+use super::{Node, psp_ref};
 use crate::codec::Message;
 use crate::codec::node_for_psp::{
     OutcomeDetails, OutcomeDetailsV2, SendPaymentOutcomeReq, SendPaymentOutcomeV2Request,
 };
-use crate::codec::types::{Outcome, Password, PaymentToken, Text35};
-use crate::engine::{OutcomeCommand, Version};
+use crate::codec::types::{IdempotencyKey, Outcome, Password, PaymentToken, Text35};
+use crate::engine::{OutcomeCommand, Reply, Version};
+use crate::journal::Keys;
 
 /// V1 details in the V2 shape (which adds only optional elements).
 fn details_v2(d: OutcomeDetails) -> OutcomeDetailsV2 {
@@ -34,7 +35,7 @@ struct OutcomeInput<'a> {
 }
 
 impl Node {
-    pub(super) async fn outcome_v1(&self, r: SendPaymentOutcomeReq) -> (String, Keys) {
+    pub(super) async fn outcome_v1(&self, r: SendPaymentOutcomeReq) -> (Reply, Keys) {
         let input = OutcomeInput {
             version: Version::V1,
             password: &r.password,
@@ -45,13 +46,13 @@ impl Node {
         self.outcome(
             &r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
-            r.idempotency_key.as_deref(),
+            r.idempotency_key.as_ref(),
             input,
         )
         .await
     }
 
-    pub(super) async fn outcome_v2(&self, r: SendPaymentOutcomeV2Request) -> (String, Keys) {
+    pub(super) async fn outcome_v2(&self, r: SendPaymentOutcomeV2Request) -> (Reply, Keys) {
         let input = OutcomeInput {
             version: Version::V2,
             password: &r.password,
@@ -62,7 +63,7 @@ impl Node {
         self.outcome(
             &r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
-            r.idempotency_key.as_deref(),
+            r.idempotency_key.as_ref(),
             input,
         )
         .await
@@ -72,38 +73,32 @@ impl Node {
         &self,
         msg: &M,
         ids: (&Text35, &Text35, &Text35),
-        key: Option<&str>,
+        key: Option<&IdempotencyKey>,
         input: OutcomeInput<'_>,
-    ) -> (String, Keys) {
+    ) -> (Reply, Keys) {
         let mut keys = Keys::psp(ids.0, ids.2);
-        keys.token = input.tokens.first().map(|t| t.to_string());
+        keys.token = input.tokens.first().cloned();
         let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
-        match self.idempotent_reply(&ctx) {
-            Ok(Some(reply)) => return (reply, keys),
-            Ok(None) => {}
-            Err(f) => {
-                return (
-                    crate::codec::ko_envelope(M::OPERATION, f.to_bean(ctx.extended_faults)),
-                    keys,
-                );
-            }
+        if let Some(reply) = self.idempotent_reply(&ctx) {
+            return (reply, keys);
         }
-        // The channel's payment model is not checked here (BEHAVIOUR.md Part A §6.2).
+        // The channel's payment model is not checked on an outcome: the official BDD test
+        // SEM_SPO_07 gets OK from channel 60000000001_07, not ATTIVATO_PRESSO_PSP.
         if let Err(reply) = self.authenticate(&ctx, input.password).await {
             return (reply, keys);
         }
         for t in &input.tokens {
-            if let Err(f) = self.hydrate_payment(t.as_str()) {
+            if let Err(f) = self.hydrate_payment(t) {
                 return (self.refuse(&ctx, f).await, keys);
             }
         }
-        if let Some(p) = input
-            .tokens
-            .first()
-            .and_then(|t| self.engine().payment(t.as_str()).cloned())
-        {
-            keys = keys.notice(&p.notice);
-            keys.station = Some(p.station.id.to_string());
+        if let Some(p) = input.tokens.first().and_then(|t| {
+            self.engine()
+                .payment(t)
+                .map(|p| (p.notice.clone(), p.station.id.clone()))
+        }) {
+            keys = keys.notice(&p.0);
+            keys.station = Some(p.1);
         }
         let cmd = OutcomeCommand {
             ctx,
@@ -112,7 +107,7 @@ impl Node {
             outcome: input.outcome,
             details: input.details,
         };
-        let queued = self.run(|e| e.outcome(&self.registry, cmd, crate::clock::now_ms()));
+        let queued = self.run(|e, now| e.outcome(self.registry(), cmd, now));
         (self.reply(M::OPERATION, queued).await, keys)
     }
 }

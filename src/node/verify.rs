@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Keys, Node, psp_ref};
+use super::{Node, psp_ref};
 use crate::codec::node_for_psp::{
     PaymentOptionDescription, PaymentOptionsDescriptionList, VerifyPaymentNoticeReq,
     VerifyPaymentNoticeRes,
@@ -13,11 +13,12 @@ use crate::codec::pa_for_node::{
 use crate::codec::schema::Bounded;
 use crate::codec::types::{Outcome, Text35, Text210};
 use crate::codec::{Operation, write_envelope};
-use crate::engine::NoticeKey;
+use crate::engine::{NoticeKey, Reply};
 use crate::fault::NodeFault;
+use crate::journal::Keys;
 
 impl Node {
-    pub(super) async fn verify(&self, r: VerifyPaymentNoticeReq) -> (String, Keys) {
+    pub(super) async fn verify(&self, r: VerifyPaymentNoticeReq) -> (Reply, Keys) {
         let key = NoticeKey::from_qr(&r.qr_code);
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel).notice(&key);
         let ctx = self.request_ctx(
@@ -30,17 +31,18 @@ impl Node {
             Err(reply) => return (reply, keys),
         };
         let checks = self
-            .registry
+            .registry()
             .require_psp_activation(&caller)
-            .and_then(|_| self.registry.route_notice(&r.qr_code));
+            .and_then(|_| self.registry().route_notice(&r.qr_code));
         let route = match checks {
             Ok(route) => route,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
-        keys.station = Some(route.station.id.clone());
-        let state = self
-            .hydrate_notice(&key)
-            .and_then(|_| self.engine().payable(&key, crate::clock::now_ms()));
+        keys.station = Some(Text35::truncated(&route.station.id));
+        let state = self.hydrate_notice(&key).and_then(|_| {
+            let engine = self.engine();
+            engine.payable(&key, self.now())
+        });
         if let Err(f) = state {
             return (self.refuse(&ctx, f).await, keys);
         }
@@ -50,7 +52,7 @@ impl Node {
             id_station: Text35::truncated(&route.station.id),
             qr_code: r.qr_code.clone(),
         };
-        let timeout = Duration::from_millis(self.registry.station_timeout_ms(route.station));
+        let timeout = Duration::from_millis(self.registry().station_timeout_ms(route.station));
         let (result, exchange) = self
             .ec
             .call::<_, PaVerifyPaymentNoticeRes>(&route.station.url, &req, timeout)
@@ -64,7 +66,7 @@ impl Node {
             result.as_ref().map(drop),
         );
         match result {
-            Ok(res) => (write_envelope(&res), keys),
+            Ok(res) => (Reply::ok(write_envelope(&res)), keys),
             Err(f) => (self.refuse(&ctx, f).await, keys),
         }
     }
@@ -81,8 +83,8 @@ pub(super) fn psp_option(o: &PaymentOptionDescriptionPa) -> PaymentOptionDescrip
     }
 }
 
-/// The node's rules on an OK paVerifyPaymentNotice answer (BEHAVIOUR.md Part B §1.1): every
-/// element but `officeName` must be there.
+/// The node's rules on an OK paVerifyPaymentNotice answer (SANP, "Integrazione tramite API
+/// sincrone": `paymentList` is required, and every other element but `officeName`).
 fn to_psp(res: PaVerifyPaymentNoticeRes) -> Result<VerifyPaymentNoticeRes, NodeFault> {
     let missing = |what: &str| {
         NodeFault::StazioneIntPaErroreResponse(format!(

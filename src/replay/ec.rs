@@ -93,8 +93,8 @@ fn receipt_ok(op: Operation) -> String {
 /// Whether an answer acknowledges a receipt: HTTP 200 and a valid response with outcome OK.
 fn acknowledges(status: u16, body: &str) -> bool {
     status == 200
-        && matches!(read_any(body.as_bytes()), Ok(Body::Message(_)))
-        && crate::node::reply_outcome(body) == "OK"
+        && matches!(read_any(body.as_bytes()), Ok(Body::Message(m))
+            if matches!(m.outcome_and_fault(), Some((Outcome::Ok, None))))
 }
 
 /// A SOAP fault telling the node (and whoever reads its journal) that the trace had no answer.

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::codec::Operation;
+use crate::journal::JournalRow;
 use crate::journal::Subtype;
-use crate::store::JournalRow;
 
 /// What the journal writes instead of a password.
-const MASKED: &str = crate::node::MASKED_PASSWORD;
+const MASKED: &str = crate::journal::MASKED_PASSWORD;
 
 /// A gap between two requests longer than this becomes a `wait_ms` step (shorter ones too when
 /// a token expired in between).

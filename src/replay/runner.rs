@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::compare::{self, Captures};
 use super::ec::{EcPlayer, Played};
 use super::trace::{DEFAULT_CONFIG, PspRequest, Step, StepKind, Trace};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::server::RunningNode;
 
@@ -121,7 +122,7 @@ fn temp_dir() -> Result<std::path::PathBuf, String> {
     let dir = std::env::temp_dir().join(format!(
         "pagonode-replay-{}-{}-{n}",
         std::process::id(),
-        crate::clock::now_ms()
+        SystemClock.now_ms()
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     Ok(dir)

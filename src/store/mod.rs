@@ -12,8 +12,8 @@ pub use sqlite::SqliteStore;
 use crate::engine::{
     IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, ReceiptRecord, Recipient, Write,
 };
-use crate::journal::JournalEntry;
 use crate::journal::segment::Rows;
+use crate::journal::{JournalError, JournalQuery, JournalRow};
 
 /// A store failure (the node answers PPT_SYSTEM_ERROR and logs it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,37 +26,20 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<JournalError> for StoreError {
+    fn from(e: JournalError) -> Self {
+        StoreError(e.0)
+    }
+}
+
 /// Resolves when a commit is durable (or failed).
 pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
-
-/// A filter over the journal.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JournalQuery {
-    pub notice_number: Option<String>,
-    pub fiscal_code: Option<String>,
-    pub token: Option<String>,
-    pub psp: Option<String>,
-    pub primitive: Option<String>,
-    pub outcome: Option<String>,
-    pub from: Option<Millis>,
-    pub to: Option<Millis>,
-    /// Rows after this id (pagination), oldest first.
-    pub after_id: Option<i64>,
-    pub limit: usize,
-}
 
 /// Store counters: `commit_jobs / transactions` is how well commits are grouped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub transactions: u64,
     pub commit_jobs: u64,
-}
-
-/// A journal row with its id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalRow {
-    pub id: i64,
-    pub entry: JournalEntry,
 }
 
 /// Durable state. Reads are short and synchronous; commits are asynchronous and grouped.

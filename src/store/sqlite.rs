@@ -13,7 +13,7 @@ use std::thread;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
-use super::{Commit, JournalQuery, JournalRow, Store, StoreError, StoreStats};
+use super::{Commit, Store, StoreError, StoreStats};
 use crate::codec::node_for_psp::OutcomeDetailsV2;
 use crate::codec::pa_for_node::PaymentPaV2;
 use crate::codec::schema::{from_fragment, to_fragment};
@@ -23,12 +23,14 @@ use crate::codec::types::{
 };
 use crate::engine::{
     ActivationRequest, IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState, OutcomeRecord,
-    Payment, PaymentStatus, PspRef, ReceiptRecord, Recipient, RecipientStatus, StationRef, Version,
-    Write,
+    Payment, PaymentStatus, PspRef, ReceiptRecord, Recipient, RecipientStatus, Reply, StationRef,
+    Version, Write,
 };
-use crate::journal::segment::{self, Rows, SegmentWriter};
+use crate::fault::FaultCode;
+use crate::journal::rows::event_row;
+use crate::journal::segment::{RowRef, Rows, SegmentWriter};
 use crate::journal::writer::{JournalWriter, journal_dir};
-use crate::journal::{Category, JournalEntry, Subtype};
+use crate::journal::{JournalQuery, JournalRow, legacy};
 
 /// The schema, one entry per version: applied in order, recorded in `PRAGMA user_version`.
 const MIGRATIONS: &[&str] = &[
@@ -118,11 +120,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_notice ON events (notice_number);
     CREATE INDEX events_token ON events (token);
     ",
+    // 2: the fault code of each cached response, so a replay is journaled without reading the
+    // envelope (entries written before are filled in from it, once).
+    "
+    ALTER TABLE idempotency ADD COLUMN fault_code TEXT;
+    UPDATE idempotency
+       SET fault_code = substr(response, instr(response, '<faultCode>') + 11,
+                               instr(response, '</faultCode>') - instr(response, '<faultCode>') - 11)
+     WHERE instr(response, '<faultCode>') > 0;
+    ",
 ];
 
 /// The columns of `events` (state changes): with the exchanges in the segments, the event
 /// journal. (Also the columns of the `journal` table of the journal database earlier versions
-/// kept beside this one, which [`import_legacy_journal`] moves into segments.)
+/// kept beside this one, which [`legacy::import`] moves into segments.)
 const JOURNAL_COLUMNS: &str = "
         id INTEGER PRIMARY KEY,
         at INTEGER NOT NULL,
@@ -226,59 +237,6 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError>
     Ok(())
 }
 
-/// The journal database earlier versions kept beside the state database: `x.db` →
-/// `x.journal.db`.
-fn legacy_journal_path(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("pagonode");
-    path.with_file_name(format!("{stem}.journal.db"))
-}
-
-/// Moves the exchanges of an earlier version's journal database into segments (with their ids)
-/// and renames it `….journal.db.imported`. Rows already in the segments (an import cut short)
-/// are not written twice.
-fn import_legacy_journal(
-    path: &Path,
-    segments: &mut SegmentWriter,
-    last_id: u64,
-) -> Result<u64, StoreError> {
-    let legacy = legacy_journal_path(path);
-    if !legacy.is_file() {
-        return Ok(last_id);
-    }
-    let conn = Connection::open(&legacy)?;
-    let mut st = conn.prepare("SELECT * FROM journal WHERE id > ?1 ORDER BY id")?;
-    let mut rows = st.query([last_id as i64])?;
-    let (mut count, mut last) = (0u64, last_id);
-    while let Some(row) = rows.next()? {
-        let r = journal_from(row)?;
-        let mut encoded = Rows::new();
-        encoded.push(&r.entry.as_row());
-        segments
-            .append(encoded, r.id as u64)
-            .map_err(|e| StoreError(e.to_string()))?;
-        (count, last) = (count + 1, r.id as u64);
-        if count % 10_000 == 0 {
-            segments.write().map_err(|e| StoreError(e.to_string()))?;
-        }
-    }
-    drop(rows);
-    drop(st);
-    segments
-        .write()
-        .and_then(|()| segments.sync())
-        .map_err(|e| StoreError(e.to_string()))?;
-    conn.close().map_err(|(_, e)| StoreError::from(e))?;
-    let mut done = legacy.clone().into_os_string();
-    done.push(".imported");
-    std::fs::rename(&legacy, &done)
-        .map_err(|e| StoreError(format!("{}: {e}", legacy.display())))?;
-    tracing::info!(rows = count, from = %legacy.display(), "journal database imported into segments");
-    Ok(last)
-}
-
 fn reader(path: &Path) -> Result<Connection, StoreError> {
     let c = open(path, "FULL")?;
     c.pragma_update(None, "query_only", "ON")?;
@@ -296,7 +254,7 @@ impl SqliteStore {
         let journal_dir = journal_dir(path);
         let (mut segments, last_exchange) = SegmentWriter::open(&journal_dir)
             .map_err(|e| StoreError(format!("{}: {e}", journal_dir.display())))?;
-        let last_exchange = import_legacy_journal(path, &mut segments, last_exchange)?;
+        let last_exchange = legacy::import(path, &mut segments, last_exchange)?;
         let last_event = writer.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
             r.get::<_, i64>(0)
         })? as u64;
@@ -561,12 +519,12 @@ fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), Sto
         Write::Receipt(r) => {
             // A receipt is generated once: a second insert with other content would be a bug.
             c.prepare_cached("INSERT INTO receipts (receipt_id, fiscal_code, notice_number, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![r.receipt_id, r.notice.fiscal_code.as_str(), r.notice.notice_number.as_str(), r.body, r.created_at as i64])?;
+                .execute(params![r.receipt_id.as_str(), r.notice.fiscal_code.as_str(), r.notice.notice_number.as_str(), r.body, r.created_at as i64])?;
         }
         Write::Recipient(r) => {
             // The copy's bytes are written once; status changes touch only the small row.
             c.prepare_cached("INSERT OR IGNORE INTO recipient_requests (receipt_id, station, request) VALUES (?1, ?2, ?3)")?
-                .execute(params![r.receipt_id, r.station.as_str(), r.request])?;
+                .execute(params![r.receipt_id.as_str(), r.station.as_str(), r.request])?;
             c.prepare_cached(
                 "INSERT INTO recipients (receipt_id, station, ec, version, status, attempts, next_attempt_at, last_error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -574,7 +532,7 @@ fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), Sto
                    next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
             )?
             .execute(params![
-                r.receipt_id,
+                r.receipt_id.as_str(),
                 r.station.as_str(),
                 r.ec.as_str(),
                 r.version.number(),
@@ -586,16 +544,26 @@ fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), Sto
         }
         Write::PutIdempotency(e) => {
             c.prepare_cached(
-                "INSERT OR REPLACE INTO idempotency (psp, key, primitive, request_hash, response, token, valid_to, inserted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO idempotency (psp, key, primitive, request_hash, response, fault_code, token, valid_to, inserted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![e.key.psp, e.key.key, e.key.primitive, &e.request_hash[..], e.response, e.token, e.valid_to as i64, e.inserted_at as i64])?;
+            .execute(params![
+                e.key.psp,
+                e.key.key,
+                e.key.primitive,
+                &e.request_hash[..],
+                e.reply.envelope,
+                e.reply.fault.map(FaultCode::as_str),
+                e.token.as_ref().map(|t| t.as_str()),
+                e.valid_to as i64,
+                e.inserted_at as i64
+            ])?;
         }
         Write::DeleteIdempotency { key: k, token } => {
             c.prepare_cached("DELETE FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3 AND token = ?4")?
-                .execute(params![k.psp, k.key, k.primitive, token])?;
+                .execute(params![k.psp, k.key, k.primitive, token.as_str()])?;
         }
-        Write::Event(e) => insert_event(c, next_id(), &JournalEntry::from(e))?,
+        Write::Event(e) => insert_event(c, next_id(), &event_row(e))?,
     }
     Ok(())
 }
@@ -646,7 +614,7 @@ fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
 }
 
 /// A state change's journal row, in the transaction of the change.
-fn insert_event(c: &Connection, id: u64, e: &JournalEntry) -> Result<(), StoreError> {
+fn insert_event(c: &Connection, id: u64, e: &RowRef<'_>) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO events (id, at, component, category, primitive, subtype, fiscal_code, notice_number, iuv,
            token, psp, channel, station, outcome, caller, callee, payload, detail, duration_ms)
@@ -788,7 +756,7 @@ fn payment_from(row: &Row<'_>) -> rusqlite::Result<Payment> {
 
 fn recipient_from(row: &Row<'_>) -> rusqlite::Result<Recipient> {
     Ok(Recipient {
-        receipt_id: row.get("receipt_id")?,
+        receipt_id: text(row, "receipt_id", PaymentToken::new)?,
         station: text(row, "station", Text35::new)?,
         ec: text(row, "ec", FiscalCode::new)?,
         version: Version::from_number(row.get("version")?),
@@ -797,90 +765,6 @@ fn recipient_from(row: &Row<'_>) -> rusqlite::Result<Recipient> {
         attempts: row.get("attempts")?,
         next_attempt_at: row.get::<_, i64>("next_attempt_at")? as u64,
         last_error: row.get("last_error")?,
-    })
-}
-
-/// One page of journal rows matching `q`, oldest first: the state changes (`events` of `c`)
-/// merged by id with the SOAP exchanges of the segments in `exchanges`. Shared by the store and
-/// the read-only `pagonode journal` reader.
-pub(crate) fn query_journal(
-    c: &Connection,
-    exchanges: &Path,
-    q: &JournalQuery,
-) -> Result<Vec<JournalRow>, StoreError> {
-    let limit = q.limit.clamp(1, 10_000);
-    let mut rows = query_events(c, q)?;
-    rows.extend(
-        segment::query(exchanges, q)
-            .map_err(|e| StoreError(format!("{}: {e}", exchanges.display())))?,
-    );
-    rows.sort_unstable_by_key(|r| r.id);
-    rows.truncate(limit);
-    Ok(rows)
-}
-
-fn query_events(c: &Connection, q: &JournalQuery) -> rusqlite::Result<Vec<JournalRow>> {
-    let mut sql = "SELECT * FROM events WHERE 1 = 1".to_string();
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let text = |v: &Option<String>| v.clone().map(rusqlite::types::Value::Text);
-    let int = |v: Option<i64>| v.map(rusqlite::types::Value::Integer);
-    let filters = [
-        ("notice_number", "=", text(&q.notice_number)),
-        ("fiscal_code", "=", text(&q.fiscal_code)),
-        ("token", "=", text(&q.token)),
-        ("psp", "=", text(&q.psp)),
-        ("primitive", "=", text(&q.primitive)),
-        ("outcome", "=", text(&q.outcome)),
-        ("at", ">=", int(q.from.map(|v| v as i64))),
-        ("at", "<", int(q.to.map(|v| v as i64))),
-        ("id", ">", int(q.after_id)),
-    ];
-    for (column, op, value) in filters {
-        if let Some(v) = value {
-            args.push(v);
-            sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
-        }
-    }
-    sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.clamp(1, 10_000)));
-    let mut st = c.prepare(&sql)?;
-    let rows = st.query_map(rusqlite::params_from_iter(args), journal_from)?;
-    rows.collect()
-}
-
-fn journal_from(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
-    let category = match row.get::<_, Option<String>>("category")?.as_deref() {
-        Some("INTERFACCIA") => Some(Category::Interface),
-        Some("INTERNO") => Some(Category::Internal),
-        _ => None,
-    };
-    let subtype = match row.get::<_, Option<String>>("subtype")?.as_deref() {
-        Some("REQ") => Some(Subtype::Req),
-        Some("RESP") => Some(Subtype::Resp),
-        Some("INTERN") => Some(Subtype::Intern),
-        _ => None,
-    };
-    Ok(JournalRow {
-        id: row.get("id")?,
-        entry: JournalEntry {
-            at: row.get::<_, i64>("at")? as u64,
-            component: row.get("component")?,
-            category,
-            primitive: row.get("primitive")?,
-            subtype,
-            fiscal_code: row.get("fiscal_code")?,
-            notice_number: row.get("notice_number")?,
-            iuv: row.get("iuv")?,
-            token: row.get("token")?,
-            psp: row.get("psp")?,
-            channel: row.get("channel")?,
-            station: row.get("station")?,
-            outcome: row.get("outcome")?,
-            caller: row.get("caller")?,
-            callee: row.get("callee")?,
-            payload: row.get("payload")?,
-            detail: row.get("detail")?,
-            duration_ms: row.get::<_, Option<i64>>("duration_ms")?.map(|d| d as u64),
-        },
     })
 }
 
@@ -931,16 +815,21 @@ impl Store for SqliteStore {
 
     fn load_idempotency(&self, key: &IdemKey) -> Result<Option<IdemEntry>, StoreError> {
         self.read(|c| {
-            Ok(c.prepare_cached("SELECT request_hash, response, token, valid_to, inserted_at FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3")?
+            Ok(c.prepare_cached("SELECT request_hash, response, fault_code, token, valid_to, inserted_at FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3")?
                 .query_row(params![key.psp, key.key, key.primitive], |row| {
                     let hash: Vec<u8> = row.get(0)?;
                     Ok(IdemEntry {
                         key: key.clone(),
                         request_hash: hash.try_into().map_err(|_| corrupt("request_hash", "not 32 bytes"))?,
-                        response: row.get(1)?,
-                        token: row.get(2)?,
-                        valid_to: row.get::<_, i64>(3)? as u64,
-                        inserted_at: row.get::<_, i64>(4)? as u64,
+                        reply: Reply {
+                            envelope: row.get("response")?,
+                            fault: opt_text(row, "fault_code", |c| {
+                                FaultCode::parse(&c).ok_or(c)
+                            })?,
+                        },
+                        token: opt_text(row, "token", PaymentToken::new)?,
+                        valid_to: row.get::<_, i64>("valid_to")? as u64,
+                        inserted_at: row.get::<_, i64>("inserted_at")? as u64,
                     })
                 })
                 .optional()?)
@@ -963,7 +852,7 @@ impl Store for SqliteStore {
                 c.prepare_cached("SELECT * FROM receipts WHERE receipt_id = ?1")?
                     .query_row([receipt_id], |row| {
                         Ok(ReceiptRecord {
-                            receipt_id: row.get("receipt_id")?,
+                            receipt_id: text(row, "receipt_id", PaymentToken::new)?,
                             notice: notice_key(row)?,
                             body: row.get("body")?,
                             created_at: row.get::<_, i64>("created_at")? as u64,
@@ -1035,7 +924,7 @@ impl Store for SqliteStore {
     }
 
     fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
-        self.read(|c| query_journal(c, &self.inner.journal_dir, q))
+        self.read(|c| Ok(crate::journal::query::query(c, &self.inner.journal_dir, q)?))
     }
 
     fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
@@ -1047,7 +936,7 @@ impl Store for SqliteStore {
         let inner = self.inner.clone();
         Box::pin(async move {
             state.await?;
-            inner.journal.retain(journal_before).await
+            Ok(inner.journal.retain(journal_before).await?)
         })
     }
 
@@ -1056,7 +945,7 @@ impl Store for SqliteStore {
         let inner = self.inner.clone();
         Box::pin(async move {
             state.await?;
-            inner.journal.flush().await
+            Ok(inner.journal.flush().await?)
         })
     }
 
@@ -1078,6 +967,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{Category, JournalEntry, Subtype};
     use crate::store::Store;
 
     fn exchange(at: Millis, notice: &str) -> JournalEntry {
@@ -1107,7 +997,7 @@ mod tests {
     fn an_earlier_versions_journal_database_is_moved_into_segments() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("node.db");
-        let legacy = legacy_journal_path(&db);
+        let legacy = legacy::database_path(&db);
         let c = Connection::open(&legacy).unwrap();
         c.execute_batch(&format!("CREATE TABLE journal ({JOURNAL_COLUMNS});"))
             .unwrap();
@@ -1158,7 +1048,7 @@ mod tests {
                     at: i,
                     kind: crate::engine::EventKind::Activated,
                     notice: None,
-                    token: Some(format!("t{i}")),
+                    token: Some(crate::codec::types::PaymentToken::new(format!("t{i}")).unwrap()),
                     psp: None,
                     channel: None,
                     station: None,

@@ -177,16 +177,14 @@ impl Harness {
 
 /// Writes the node's outgoing messages (from its journal) as files.
 fn dump_sent_messages(node: &RunningNode, dir: &std::path::Path) {
-    use pagonode::journal::Subtype;
-    use pagonode::store::JournalQuery;
+    use pagonode::journal::{JournalQuery, Subtype};
     std::fs::create_dir_all(dir).unwrap();
     let run = SEQ.fetch_add(1, Ordering::Relaxed) + std::process::id() as u64 * 1_000_000;
     let mut after = None;
     loop {
         let rows = node
             .node
-            .store
-            .query_journal(&JournalQuery {
+            .journal_page(&JournalQuery {
                 after_id: after,
                 limit: 1000,
                 ..JournalQuery::default()

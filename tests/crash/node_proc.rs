@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-/// Milliseconds since the UNIX epoch (the node's clock: `pagonode::clock::now_ms`).
+/// Milliseconds since the UNIX epoch (the node's clock: the system's).
 pub fn now_ms() -> u64 {
-    pagonode::clock::now_ms()
+    use pagonode::clock::Clock;
+    pagonode::clock::SystemClock.now_ms()
 }
 
 /// One kill and the restart that followed it.

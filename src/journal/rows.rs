@@ -1,0 +1,244 @@
+//! How journal rows are built: the two rows of each SOAP exchange (request and response), keyed
+//! by the payment they are about ([`Keys`]), and the row of each state change. The official
+//! fields are those of the "Giornale degli eventi" (SANP, Giornale degli eventi).
+
+use super::segment::{RowRef, Rows};
+use super::{Category, NODE, Subtype};
+use crate::codec::Operation;
+use crate::codec::types::{FiscalCode, NoticeNumber, PaymentToken, Text35};
+use crate::ec_client::Exchange;
+use crate::engine::{Millis, NoticeKey, Payment, Reply, StateEvent};
+use crate::fault::NodeFault;
+
+/// What the journal needs to know about a request: the payment keys it is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub fiscal_code: Option<FiscalCode>,
+    pub notice_number: Option<NoticeNumber>,
+    pub token: Option<PaymentToken>,
+    pub psp: Option<Text35>,
+    pub channel: Option<Text35>,
+    pub station: Option<Text35>,
+}
+
+impl Keys {
+    /// A PSP's request, before anything else is known.
+    pub fn psp(id_psp: &Text35, id_channel: &Text35) -> Keys {
+        Keys {
+            psp: Some(id_psp.clone()),
+            channel: Some(id_channel.clone()),
+            ..Keys::default()
+        }
+    }
+
+    /// The same keys, about the notice `key`.
+    pub fn notice(mut self, key: &NoticeKey) -> Keys {
+        self.fiscal_code = Some(key.fiscal_code.clone());
+        self.notice_number = Some(key.notice_number.clone());
+        self
+    }
+
+    /// Everything about a payment: its notice, token, PSP and station.
+    pub fn payment(p: &Payment) -> Keys {
+        Keys {
+            token: Some(p.token.clone()),
+            station: Some(p.station.id.clone()),
+            ..Keys::psp(&p.psp.id_psp, &p.psp.id_channel).notice(&p.notice)
+        }
+    }
+
+    /// The journal fields the keys fill: EC, notice, IUV, token, PSP, channel, station.
+    fn row(&self) -> RowRef<'_> {
+        RowRef {
+            fiscal_code: self.fiscal_code.as_deref(),
+            notice_number: self.notice_number.as_deref(),
+            iuv: self.notice_number.as_ref().map(|n| n.iuv()),
+            token: self.token.as_deref(),
+            psp: self.psp.as_deref(),
+            channel: self.channel.as_deref(),
+            station: self.station.as_deref(),
+            ..RowRef::default()
+        }
+    }
+}
+
+/// The rows of a PSP's request (`request`, as received: passwords are masked here) and the
+/// node's reply, sent at `now`.
+pub fn psp_exchange(
+    op: Operation,
+    request: &[u8],
+    reply: &Reply,
+    keys: &Keys,
+    started: Millis,
+    now: Millis,
+) -> Rows {
+    let base = RowRef {
+        component: "nodeForPsp",
+        category: Some(Category::Interface),
+        primitive: op.soap_action(),
+        caller: keys.psp.as_deref(),
+        callee: Some(NODE),
+        ..keys.row()
+    };
+    let request = mask_password(&String::from_utf8_lossy(request));
+    let mut rows = Rows::new();
+    rows.push(&RowRef {
+        at: started,
+        subtype: Some(Subtype::Req),
+        payload: Some(&request),
+        ..base
+    });
+    rows.push(&RowRef {
+        at: now,
+        subtype: Some(Subtype::Resp),
+        outcome: Some(reply.esito()),
+        payload: Some(&reply.envelope),
+        duration_ms: Some(now.saturating_sub(started)),
+        ..base
+    });
+    rows
+}
+
+/// The rows of the node's request to a station and of its answer (`result`: how the node read
+/// it).
+pub fn ec_exchange(
+    op: Operation,
+    station: &str,
+    keys: &Keys,
+    ex: &Exchange,
+    result: Result<(), &NodeFault>,
+) -> Rows {
+    let base = RowRef {
+        component: "paForNode",
+        category: Some(Category::Interface),
+        primitive: op.soap_action(),
+        station: Some(station),
+        caller: Some(NODE),
+        callee: Some(station),
+        ..keys.row()
+    };
+    let detail = result.err().map(|f| f.to_string());
+    let mut rows = Rows::new();
+    rows.push(&RowRef {
+        at: ex.started_at,
+        subtype: Some(Subtype::Req),
+        payload: Some(&ex.request),
+        outcome: Some("INVIATA"),
+        ..base
+    });
+    rows.push(&RowRef {
+        at: ex.started_at + ex.elapsed_ms,
+        subtype: Some(Subtype::Resp),
+        payload: ex.response.as_deref(),
+        outcome: Some(match result {
+            Ok(()) => "OK",
+            Err(f) => f.code(),
+        }),
+        detail: detail.as_deref(),
+        duration_ms: Some(ex.elapsed_ms),
+        ..base
+    });
+    rows
+}
+
+/// The row of a state change (the store commits it with the change).
+pub fn event_row(e: &StateEvent) -> RowRef<'_> {
+    RowRef {
+        at: e.at,
+        component: "engine",
+        category: Some(Category::Internal),
+        primitive: e.kind.as_str(),
+        subtype: Some(Subtype::Intern),
+        fiscal_code: e.notice.as_ref().map(|n| n.fiscal_code.as_str()),
+        notice_number: e.notice.as_ref().map(|n| n.notice_number.as_str()),
+        iuv: e.notice.as_ref().map(|n| n.notice_number.iuv()),
+        token: e.token.as_deref(),
+        psp: e.psp.as_deref(),
+        channel: e.channel.as_deref(),
+        station: e.station.as_deref(),
+        outcome: e.outcome,
+        caller: Some(NODE),
+        callee: Some(NODE),
+        payload: None,
+        detail: e.detail.as_deref(),
+        duration_ms: None,
+    }
+}
+
+/// The placeholder the journal stores instead of a channel password.
+pub const MASKED_PASSWORD: &str = "********";
+
+/// A request as the journal keeps it: the content of every `password` element (whatever its
+/// prefix, valid request or not) replaced, so no password is ever written to disk or shown.
+pub fn mask_password(request: &str) -> String {
+    const NAME: &str = "password";
+    let mut out = String::with_capacity(request.len());
+    // `request[..copied]` is in `out`; the search goes on from `from`. Searching for the name
+    // (a fast substring search) instead of walking every tag: this runs on every PSP request.
+    let (mut copied, mut from) = (0, 0);
+    // The whole local name of an opening tag: `<password` or `<prefix:password`, then a space,
+    // `>` or `/`.
+    let not_in_name = |c: char| c.is_whitespace() || c == '>' || c == '/' || c == '<';
+    while let Some(found) = request[from..].find(NAME) {
+        let (start, name_end) = (from + found, from + found + NAME.len());
+        from = name_end;
+        let Some(lt) = request[..start].rfind('<') else {
+            continue;
+        };
+        let prefix = &request[lt + 1..start];
+        if !(prefix.is_empty() || prefix.ends_with(':')) || prefix.contains(not_in_name) {
+            continue;
+        }
+        let tail = &request[name_end..];
+        if !tail.starts_with(not_in_name) || tail.starts_with('<') {
+            continue;
+        }
+        let Some(gt) = tail.find('>') else {
+            break;
+        };
+        if tail[..gt].ends_with('/') {
+            continue;
+        }
+        let content_start = name_end + gt + 1;
+        let content_end = request[content_start..]
+            .find('<')
+            .map_or(request.len(), |i| content_start + i);
+        out.push_str(&request[copied..content_start]);
+        out.push_str(MASKED_PASSWORD);
+        (copied, from) = (content_end, content_end);
+    }
+    out.push_str(&request[copied..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_password;
+
+    #[test]
+    fn passwords_never_reach_the_journal() {
+        assert_eq!(
+            mask_password("<a><password>secret123</password></a>"),
+            "<a><password>********</password></a>"
+        );
+        assert_eq!(
+            mask_password("<nfp:password >x</nfp:password><password/>"),
+            "<nfp:password >********</nfp:password><password/>"
+        );
+        assert_eq!(
+            mask_password("<passwordX>keep</passwordX><password>cut"),
+            "<passwordX>keep</passwordX><password>********"
+        );
+        assert_eq!(
+            mask_password(
+                "<d>my password</d><a:b:password x=\"1\">s</a:b:password><p>password</p><x/password>"
+            ),
+            "<d>my password</d><a:b:password x=\"1\">********</a:b:password><p>password</p><x/password>"
+        );
+        assert_eq!(mask_password("<password"), "<password");
+        assert_eq!(
+            mask_password("password><password>"),
+            "password><password>********"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! paSendRT / paSendRTV2: one attempt to deliver one copy of a receipt to one station. The copy's
+//! envelope was built with the receipt and is sent byte for byte at every attempt; the engine
+//! decides from the result whether the copy is NOTIFIED, retried later or FAILED.
+
+use std::time::Duration;
+
+use super::Node;
+use crate::codec::Operation;
+use crate::codec::pa_for_node::{PaSendRtRes, PaSendRtV2Response};
+use crate::engine::{DeliveryPolicy, RecipientKey, Version};
+use crate::fault::NodeFault;
+use crate::journal::Keys;
+
+/// The station already has this receipt (`PAA_RECEIPT_DUPLICATA`, paForNode's fault for a
+/// receipt id it holds): the copy counts as delivered.
+pub const RECEIPT_DUPLICATE: &str = "PAA_RECEIPT_DUPLICATA";
+
+/// Frees the copy's place in the delivery schedule when the attempt ends, however it ends.
+struct InFlight<'a> {
+    node: &'a Node,
+    key: &'a RecipientKey,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.node.delivery_finished(self.key);
+    }
+}
+
+impl Node {
+    /// One delivery attempt of the copy `key`, as [`Node::poll_due`] handed it out.
+    pub async fn deliver(&self, key: RecipientKey) {
+        let _in_flight = InFlight {
+            node: self,
+            key: &key,
+        };
+        let cfg = &self.registry().config().receipts;
+        let policy = DeliveryPolicy {
+            max_attempts: cfg.max_attempts,
+            retry_interval_ms: cfg.retry_interval_ms,
+        };
+        let Some(copy) = self.engine().due_delivery(&key).cloned() else {
+            return;
+        };
+        let Some(station) = self.registry().station(&key.station) else {
+            let why = format!("station {} no longer configured", key.station);
+            let queued = self.run(|e, now| e.delivery_result(&key, Err(why), policy, now));
+            let _ = self.finish(queued).await;
+            return;
+        };
+        let timeout = Duration::from_millis(self.registry().receipt_timeout_ms(station));
+        let (result, exchange, op) = match copy.version {
+            Version::V1 => {
+                let (r, ex) = self
+                    .ec
+                    .call_raw::<PaSendRtRes>(&station.url, "paSendRT", copy.request, timeout)
+                    .await;
+                (r.map(drop), ex, Operation::PaSendRt)
+            }
+            Version::V2 => {
+                let (r, ex) = self
+                    .ec
+                    .call_raw::<PaSendRtV2Response>(
+                        &station.url,
+                        "paSendRTV2",
+                        copy.request,
+                        timeout,
+                    )
+                    .await;
+                (r.map(drop), ex, Operation::PaSendRtV2)
+            }
+        };
+        let result = match result {
+            Err(NodeFault::ErroreEmessoDaPaa(f)) if f.fault_code.as_str() == RECEIPT_DUPLICATE => {
+                Ok(())
+            }
+            other => other,
+        };
+        // The payment must be in the engine for the last acknowledged copy to mark it NOTIFIED.
+        if let Err(f) = self.hydrate_payment(&key.receipt_id) {
+            tracing::error!(receipt = %key.receipt_id, fault = %f, "cannot load the receipt's payment");
+        }
+        let keys = match self.engine().payment(&key.receipt_id) {
+            Some(p) => Keys::payment(p),
+            None => Keys {
+                token: Some(key.receipt_id.clone()),
+                ..Keys::default()
+            },
+        };
+        let keys = Keys {
+            station: Some(key.station.clone()),
+            ..keys
+        };
+        self.journal_ec(
+            op,
+            &key.station,
+            &keys,
+            &exchange,
+            result.as_ref().map(drop),
+        );
+        match &result {
+            Ok(()) => {
+                tracing::info!(receipt = %key.receipt_id, station = %key.station, "receipt delivered")
+            }
+            Err(f) => {
+                tracing::warn!(receipt = %key.receipt_id, station = %key.station, error = %f, "receipt delivery failed")
+            }
+        }
+        let result = result.map_err(|f| f.to_string());
+        let queued = self.run(|e, now| e.delivery_result(&key, result, policy, now));
+        if let Err(f) = self.finish(queued).await {
+            tracing::error!(receipt = %key.receipt_id, station = %key.station, fault = %f, "delivery result not committed");
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! When the node acts on its own: payment deadlines that pass and receipt copies that are due.
+//!
+//! Both schedules are pure ([`Deadlines`], [`Deliveries`]): the node owns them, fills them from
+//! its steps, and hands due work back from [`Node::poll_due`], as the timer wheel does. [`run`]
+//! is the production driver: it sleeps until [`Node::next_wakeup`] (or until the node schedules
+//! something earlier), polls, and runs what is due. A test or a simulation calls the same two
+//! methods on its own clock instead.
+
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::Node;
+use crate::codec::types::PaymentToken;
+use crate::deadlines::Deadlines;
+use crate::delivery::Deliveries;
+use crate::engine::{Millis, RecipientKey};
+
+/// The node's schedules.
+pub(super) struct Schedule {
+    deadlines: Deadlines,
+    deliveries: Deliveries,
+    /// When the driver last said it would wake up: scheduling anything earlier wakes it.
+    announced: Millis,
+}
+
+impl Schedule {
+    pub(super) fn new(now: Millis, per_station: usize) -> Schedule {
+        Schedule {
+            deadlines: Deadlines::new(now),
+            deliveries: Deliveries::new(per_station),
+            announced: Millis::MAX,
+        }
+    }
+
+    pub(super) fn pending_deadlines(&self) -> usize {
+        self.deadlines.len()
+    }
+}
+
+/// Work that came due: tokens whose deadline passed, receipt copies to send.
+#[derive(Debug, Default)]
+pub struct Due {
+    pub deadlines: Vec<PaymentToken>,
+    pub deliveries: Vec<RecipientKey>,
+}
+
+impl Due {
+    pub fn is_empty(&self) -> bool {
+        self.deadlines.is_empty() && self.deliveries.is_empty()
+    }
+}
+
+impl Node {
+    pub(super) fn schedule(&self) -> MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a committed step's scheduling effects.
+    pub(super) fn schedule_effects(
+        &self,
+        arm: Vec<(PaymentToken, Millis)>,
+        disarm: Vec<PaymentToken>,
+        deliver: Vec<(RecipientKey, Millis)>,
+    ) {
+        if arm.is_empty() && disarm.is_empty() && deliver.is_empty() {
+            return;
+        }
+        let mut s = self.schedule();
+        let mut earliest = Millis::MAX;
+        for t in &disarm {
+            s.deadlines.disarm(t);
+        }
+        for (t, at) in arm {
+            s.deadlines.arm(&t, at);
+            earliest = earliest.min(at);
+        }
+        for (k, at) in deliver {
+            s.deliveries.schedule(k, at);
+            earliest = earliest.min(at);
+        }
+        self.wake_before(s, earliest);
+    }
+
+    /// Wakes the driver if it sleeps past `at`.
+    fn wake_before(&self, mut s: MutexGuard<'_, Schedule>, at: Millis) {
+        if at < s.announced {
+            s.announced = at;
+            drop(s);
+            self.wakeup.notify_one();
+        }
+    }
+
+    /// When the node next has something to do on its own (`None`: nothing scheduled). The
+    /// driver sleeps until then: scheduling something earlier wakes it.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        let mut s = self.schedule();
+        let next = match (s.deadlines.next_wakeup(), s.deliveries.next_wakeup()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        s.announced = next.unwrap_or(Millis::MAX);
+        next
+    }
+
+    /// Moves what is due at `now` into `due`: expired tokens for [`Node::expire`], receipt
+    /// copies for [`Node::deliver`] (each counted in flight until its attempt ends).
+    pub fn poll_due(&self, now: Millis, due: &mut Due) {
+        let mut s = self.schedule();
+        s.deadlines.poll(now, &mut due.deadlines);
+        s.deliveries.poll(now, &mut due.deliveries);
+    }
+
+    /// A delivery attempt of `key` ended: its station may take the next copy.
+    pub(super) fn delivery_finished(&self, key: &RecipientKey) {
+        let now = self.now();
+        let mut s = self.schedule();
+        s.deliveries.finished(key, now);
+        let next = s.deliveries.next_wakeup().unwrap_or(Millis::MAX);
+        self.wake_before(s, next);
+    }
+}
+
+/// The longest sleep: a clock that jumps is noticed within a second.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Runs the node's own work until aborted: each expiry in its own task (so many at once commit
+/// together), delivery attempts in tasks owned here (aborting the driver drops them before they
+/// record anything: a stop never counts as a failed attempt, and the copies stay PENDING).
+pub async fn run(node: Arc<Node>) {
+    let mut due = Due::default();
+    let mut attempts = JoinSet::new();
+    loop {
+        let now = node.now();
+        node.poll_due(now, &mut due);
+        for token in due.deadlines.drain(..) {
+            let node = node.clone();
+            tokio::spawn(async move { node.expire(&token).await });
+        }
+        for key in due.deliveries.drain(..) {
+            let node = node.clone();
+            attempts.spawn(async move { node.deliver(key).await });
+        }
+        let sleep = node
+            .next_wakeup()
+            .map_or(MAX_SLEEP, |at| {
+                Duration::from_millis(at.saturating_sub(now))
+            })
+            .min(MAX_SLEEP);
+        tokio::select! {
+            _ = node.wakeup.notified() => {}
+            Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
