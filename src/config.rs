@@ -338,6 +338,10 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if let Some(level) = &self.log.level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| err("log.level", e.to_string()))?;
+        }
         let t = &self.timings;
         positive("timings.token_default_ms", t.token_default_ms)?;
         positive("timings.outcome_deadline_ms", t.outcome_deadline_ms)?;

@@ -131,5 +131,8 @@ mod tests {
         assert_eq!(LogSection::from_file(&path), LogSection::default());
         let err = crate::config::Config::from_toml_str("[log]\nformat = \"xml\"\n").unwrap_err();
         assert!(err.key.starts_with("log.format"), "{err}");
+        let err =
+            crate::config::Config::from_toml_str("[log]\nlevel = \"pagonode=loud\"\n").unwrap_err();
+        assert_eq!(err.key, "log.level", "{err}");
     }
 }
