@@ -92,6 +92,7 @@ fn main() -> ExitCode {
             .map(|p| LogSection::from_file(p))
             .unwrap_or_default(),
     );
+    pagonode::failpoints::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
