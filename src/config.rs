@@ -35,6 +35,8 @@ pub struct Config {
     pub timings: Timings,
     pub receipts: ReceiptPolicy,
     pub journal: JournalSection,
+    /// Log format and level (`pagonode --log-format` and `RUST_LOG` take precedence).
+    pub log: crate::logging::LogSection,
     pub psp: Vec<PspConfig>,
     pub psp_broker: Vec<PspBrokerConfig>,
     pub channel: Vec<ChannelConfig>,
@@ -352,6 +354,10 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if let Some(level) = &self.log.level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| err("log.level", e.to_string()))?;
+        }
         let t = &self.timings;
         positive("timings.token_default_ms", t.token_default_ms)?;
         positive("timings.outcome_deadline_ms", t.outcome_deadline_ms)?;
@@ -623,6 +629,13 @@ mod tests {
     fn example_is_valid() {
         let c = Config::example();
         assert!(!c.psp.is_empty() && !c.station.is_empty() && !c.service.is_empty());
+    }
+
+    #[test]
+    fn the_debian_packages_default_configuration_is_valid() {
+        let c = Config::from_toml_str(include_str!("../debian/pagonode.toml")).unwrap();
+        assert_eq!(c.node.database, Path::new("/var/lib/pagonode/pagonode.db"));
+        assert!(c.psp.is_empty(), "parties are the operator's to add");
     }
 
     #[test]

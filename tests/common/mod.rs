@@ -67,7 +67,7 @@ pub struct Harness {
 }
 
 /// A URL nothing listens on (a port just released).
-fn closed_port_url() -> String {
+pub fn closed_port_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
