@@ -7,7 +7,8 @@ use std::collections::HashSet;
 
 use super::{
     ActivationRequest, Engine, EventKind, Millis, NoticeKey, NoticeState, Payment, PaymentStatus,
-    Reply, RequestCtx, StateEvent, StationRef, Step, Version, Write,
+    PositionPaymentStatus, PositionStatus, Reply, RequestCtx, StateEvent, StationRef, Step,
+    Version, Write, history,
 };
 use crate::codec::node_for_psp::{
     ActivatePaymentNoticeRes, ActivatePaymentNoticeV2Response, PspCreditAccount, TransferListPsp,
@@ -194,6 +195,8 @@ impl Engine {
             demanded_at: demanded,
         };
         self.set_notice(notice, now, &mut step);
+        history::position(&mut step, now, &payment, PositionStatus::Paying);
+        history::payment(&mut step, now, &payment, PositionPaymentStatus::Paying);
         step.writes.push(Write::Event(
             StateEvent::for_payment(now, EventKind::Activated, &payment).outcome("OK"),
         ));

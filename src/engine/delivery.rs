@@ -5,8 +5,9 @@
 //! every recipient is.
 
 use super::{
-    Engine, EventKind, Millis, Payment, PaymentStatus, Recipient, RecipientKey, RecipientStatus,
-    StateEvent, Step, Write,
+    Engine, EventKind, Millis, Payment, PaymentStatus, PositionPaymentStatus, PositionStatus,
+    ReceiptRecipientStatus, Recipient, RecipientKey, RecipientStatus, StateEvent, Step, Write,
+    history,
 };
 use crate::codec::types::PaymentToken;
 
@@ -31,11 +32,14 @@ impl Engine {
             .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
     }
 
-    /// The result of one delivery attempt. `Ok` means the station acknowledged (outcome OK, or
-    /// a duplicate-receipt answer); `Err` carries why it failed.
+    /// The result of one delivery attempt, sent at `sent_at`. `Ok` means the station
+    /// acknowledged (outcome OK, or a duplicate-receipt answer); `Err` carries why it failed.
+    /// The attempt's status rows (NOTICE_SENT, then NOTIFIED or NOTICE_PENDING) are written
+    /// with its result: an attempt cut short by a stop does not count, and leaves none.
     pub fn delivery_result(
         &mut self,
         key: &RecipientKey,
+        sent_at: Millis,
         result: Result<(), String>,
         policy: DeliveryPolicy,
         now: Millis,
@@ -45,6 +49,8 @@ impl Engine {
         let Some(list) = self.recipients.get_mut(&key.receipt_id) else {
             return step;
         };
+        // The receipt's first attempt: the payment is NOTICE_SENT.
+        let first = list.iter().all(|r| r.attempts == 0);
         let Some(r) = list
             .iter_mut()
             .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
@@ -52,6 +58,16 @@ impl Engine {
             return step;
         };
         r.attempts += 1;
+        // The history rows need the notice, which the payment gives (the node hydrates it first).
+        let history = |step: &mut Step, at, r: &Recipient, status| {
+            if let Some(p) = &payment {
+                history::recipient(step, at, &p.notice, r, status);
+            }
+        };
+        history(&mut step, sent_at, r, ReceiptRecipientStatus::NoticeSent);
+        if let Some(p) = payment.as_ref().filter(|_| first) {
+            history::payment(&mut step, sent_at, p, PositionPaymentStatus::NoticeSent);
+        }
         let event = |kind: EventKind, r: &Recipient| {
             let base = match &payment {
                 Some(p) => StateEvent::for_payment(now, kind, p),
@@ -76,6 +92,12 @@ impl Engine {
             Ok(()) => {
                 r.status = RecipientStatus::Notified;
                 r.last_error = None;
+                history(&mut step, now, r, ReceiptRecipientStatus::Notified);
+                // The notice is NOTIFIED when its owner's station is (official BDD tests
+                // PSRTV2_ACTV1_20 and _24).
+                if let Some(p) = payment.as_ref().filter(|p| p.station.id == r.station) {
+                    history::position(&mut step, now, p, PositionStatus::Notified);
+                }
                 step.writes.push(Write::Event(
                     event(EventKind::RecipientNotified, r)
                         .outcome("OK")
@@ -84,6 +106,7 @@ impl Engine {
             }
             Err(why) => {
                 r.last_error = Some(why.clone());
+                history(&mut step, now, r, ReceiptRecipientStatus::NoticePending);
                 if r.attempts >= policy.max_attempts {
                     r.status = RecipientStatus::Failed;
                     step.writes.push(Write::Event(
@@ -132,6 +155,7 @@ impl Engine {
             && p.status == PaymentStatus::Paid
         {
             p.status = PaymentStatus::Notified;
+            history::payment(step, now, &p, PositionPaymentStatus::Notified);
             step.writes.push(Write::Event(
                 StateEvent::for_payment(now, EventKind::PaymentNotified, &p).outcome("OK"),
             ));

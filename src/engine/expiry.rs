@@ -4,7 +4,8 @@
 //! timer fires.
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, PaymentStatus, StateEvent, Step, Version, Write,
+    Engine, EventKind, Millis, Notice, NoticeState, PaymentStatus, PositionPaymentStatus,
+    PositionStatus, StateEvent, Step, Version, Write, history,
 };
 use crate::codec::Operation;
 
@@ -44,6 +45,7 @@ impl Engine {
             return;
         }
         p.status = PaymentStatus::Cancelled;
+        history::payment(step, now, &p, PositionPaymentStatus::Cancelled);
         if let Some(n) = self.notice(&p.notice).cloned()
             && n.state == NoticeState::Paying(p.token.clone())
         {
@@ -55,6 +57,7 @@ impl Engine {
                 now,
                 step,
             );
+            history::position(step, now, &p, PositionStatus::Inserted);
         }
         self.uncache_activation(&p, now, step);
         step.disarm.push(p.token.clone());

@@ -4,8 +4,9 @@
 //! `PPT_ESITO_GIA_ACQUISITO`; a late one the official late-outcome codes.
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus, Reply,
-    RequestCtx, StateEvent, Step, Version, Write,
+    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus,
+    PositionPaymentStatus, PositionStatus, Reply, RequestCtx, StateEvent, Step, Version, Write,
+    history,
 };
 use crate::codec::node_for_psp::{
     OutcomeDetailsV2, SendPaymentOutcomeRes, SendPaymentOutcomeV2Response,
@@ -248,6 +249,7 @@ impl Engine {
             Outcome::Ko => {
                 p.status = PaymentStatus::Failed;
                 p.outcome = Some(record);
+                history::payment(step, now, &p, PositionPaymentStatus::Failed);
                 if let Some(n) = self.notice(&p.notice).cloned()
                     && n.state == NoticeState::Paying(p.token.clone())
                 {
@@ -259,6 +261,7 @@ impl Engine {
                         now,
                         step,
                     );
+                    history::position(step, now, &p, PositionStatus::Inserted);
                 }
                 self.set_payment(p, now, step);
             }

@@ -44,11 +44,12 @@ impl Node {
         };
         let Some(station) = self.registry().station(&key.station) else {
             let why = format!("station {} no longer configured", key.station);
-            let queued = self.run(|e, now| e.delivery_result(&key, Err(why), policy, now));
+            let queued = self.run(|e, now| e.delivery_result(&key, now, Err(why), policy, now));
             let _ = self.finish(queued).await;
             return;
         };
         let timeout = Duration::from_millis(self.registry().receipt_timeout_ms(station));
+        let sent_at = self.now();
         let (result, exchange, op) = match copy.version {
             Version::V1 => {
                 let (r, ex) = self
@@ -107,7 +108,7 @@ impl Node {
             }
         }
         let result = result.map_err(|f| f.to_string());
-        let queued = self.run(|e, now| e.delivery_result(&key, result, policy, now));
+        let queued = self.run(|e, now| e.delivery_result(&key, sent_at, result, policy, now));
         if let Err(f) = self.finish(queued).await {
             tracing::error!(receipt = %key.receipt_id, station = %key.station, fault = %f, "delivery result not committed");
         }

@@ -528,7 +528,10 @@ impl Node {
             let recipients = self.store.load_recipients(&p.token)?;
             payments.push((p, recipients));
         }
-        Ok(crate::journal::story::notice_story(key, rows, &payments))
+        let history = self.store.status_history(key)?;
+        Ok(crate::journal::story::notice_story(
+            key, rows, &payments, &history,
+        ))
     }
 
     /// Receipt copies in a status, newest first.

@@ -24,7 +24,7 @@ use crate::codec::types::{
 use crate::engine::{
     ActivationRequest, IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState, OutcomeRecord,
     Payment, PaymentStatus, PspRef, ReceiptRecord, Recipient, RecipientStatus, Reply, StationRef,
-    Version, Write,
+    StatusOf, StatusRow, Version, Write,
 };
 use crate::fault::FaultCode;
 use crate::journal::rows::event_row;
@@ -128,6 +128,21 @@ const MIGRATIONS: &[&str] = &[
        SET fault_code = substr(response, instr(response, '<faultCode>') + 11,
                                instr(response, '</faultCode>') - instr(response, '<faultCode>') - 11)
      WHERE instr(response, '<faultCode>') > 0;
+    ",
+    // 3: status histories in the official vocabulary (`crate::engine::history`), clustered by
+    // notice; ids come from the journal's sequence, so they order with the journal's rows.
+    "
+    CREATE TABLE status_history (
+        fiscal_code TEXT NOT NULL,
+        notice_number TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        station TEXT,
+        status TEXT NOT NULL,
+        PRIMARY KEY (fiscal_code, notice_number, id)
+    ) WITHOUT ROWID;
     ",
 ];
 
@@ -488,6 +503,10 @@ fn run_job(c: &Connection, job: &Job, next_id: &dyn Fn() -> u64) -> Result<(), S
         } => {
             c.execute("DELETE FROM events WHERE at < ?1", [*journal_before as i64])?;
             c.execute(
+                "DELETE FROM status_history WHERE at < ?1",
+                [*journal_before as i64],
+            )?;
+            c.execute(
                 "DELETE FROM idempotency WHERE valid_to <= ?1",
                 [*now as i64],
             )?;
@@ -564,8 +583,49 @@ fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), Sto
                 .execute(params![k.psp, k.key, k.primitive, token.as_str()])?;
         }
         Write::Event(e) => insert_event(c, next_id(), &event_row(e))?,
+        Write::Status(s) => {
+            c.prepare_cached(
+                "INSERT INTO status_history (fiscal_code, notice_number, id, at, kind, token, station, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                s.notice.fiscal_code.as_str(),
+                s.notice.notice_number.as_str(),
+                next_id() as i64,
+                s.at as i64,
+                s.of.kind(),
+                s.of.token().as_str(),
+                s.of.station().map(|t| t.as_str()),
+                s.of.status(),
+            ])?;
+        }
     }
     Ok(())
+}
+
+/// A notice's status histories, in the order they were written (see [`crate::engine::history`]).
+pub(crate) fn status_history(c: &Connection, key: &NoticeKey) -> rusqlite::Result<Vec<StatusRow>> {
+    let mut st = c.prepare_cached(
+        "SELECT at, kind, token, station, status FROM status_history
+         WHERE fiscal_code = ?1 AND notice_number = ?2 ORDER BY id",
+    )?;
+    let rows = st.query_map(
+        params![key.fiscal_code.as_str(), key.notice_number.as_str()],
+        |row| {
+            let token = text(row, "token", PaymentToken::new)?;
+            let station = opt_text(row, "station", Text35::new)?;
+            let kind: u8 = row.get("kind")?;
+            let status: String = row.get("status")?;
+            let of = StatusOf::from_columns(kind, &status, token, station)
+                .ok_or_else(|| corrupt("status", format!("{kind}/{status}")))?;
+            Ok(StatusRow {
+                at: row.get::<_, i64>("at")? as u64,
+                notice: key.clone(),
+                of,
+            })
+        },
+    )?;
+    rows.collect()
 }
 
 fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
@@ -913,6 +973,10 @@ impl Store for SqliteStore {
             let rows = st.query_map(params![key.fiscal_code.as_str(), key.notice_number.as_str()], payment_from)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
+    }
+
+    fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, StoreError> {
+        self.read(|c| Ok(status_history(c, key)?))
     }
 
     fn commit(&self, writes: Vec<Write>) -> Commit {
