@@ -24,12 +24,44 @@ impl Engine {
         self.recipients.contains_key(receipt_id)
     }
 
-    /// The copy to send for an outbox row, if it is still due.
-    pub fn due_delivery(&self, key: &RecipientKey) -> Option<&Recipient> {
+    /// The copy to send for an outbox row, if it is due at `now` (a schedule entry left from
+    /// before a re-send or a retry brought forward is not).
+    pub fn due_delivery(&self, key: &RecipientKey, now: Millis) -> Option<&Recipient> {
+        self.pending(key).filter(|r| r.next_attempt_at <= now)
+    }
+
+    fn pending(&self, key: &RecipientKey) -> Option<&Recipient> {
         self.recipients
             .get(&key.receipt_id)?
             .iter()
             .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
+    }
+
+    /// Every copy still to deliver, due now: the official `paSendRt` job's pass (official BDD
+    /// tests `paSendRTV2_NM3.feature`, `MBD/flows/paSendRTV2/*retry*`). Returns the step and
+    /// each copy with the attempts it had, to tell when each has had one more
+    /// ([`attempted_since`](Self::attempted_since)).
+    pub fn retry_pending(&mut self, now: Millis) -> (Step, Vec<(RecipientKey, u32)>) {
+        let mut step = Step::default();
+        let mut copies = Vec::new();
+        for r in self
+            .recipients
+            .values_mut()
+            .flatten()
+            .filter(|r| r.status == RecipientStatus::Pending)
+        {
+            r.next_attempt_at = r.next_attempt_at.min(now);
+            step.writes.push(Write::Recipient(r.clone()));
+            step.deliver.push((r.key(), now));
+            copies.push((r.key(), r.attempts));
+        }
+        (step, copies)
+    }
+
+    /// Whether the copy `key`, which had made `attempts` attempts, has made another (or is
+    /// settled).
+    pub fn attempted_since(&self, key: &RecipientKey, attempts: u32) -> bool {
+        self.pending(key).is_none_or(|r| r.attempts > attempts)
     }
 
     /// The result of one delivery attempt, sent at `sent_at`. `Ok` means the station

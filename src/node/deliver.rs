@@ -39,7 +39,7 @@ impl Node {
             max_attempts: cfg.max_attempts,
             retry_interval_ms: cfg.retry_interval_ms,
         };
-        let Some(copy) = self.engine().due_delivery(&key).cloned() else {
+        let Some(copy) = self.engine().due_delivery(&key, self.now()).cloned() else {
             return;
         };
         let Some(station) = self.registry().station(&key.station) else {
