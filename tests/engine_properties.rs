@@ -1624,7 +1624,7 @@ impl World {
         );
         let copy = self
             .engine
-            .due_delivery(&key)
+            .due_delivery(&key, self.now)
             .cloned()
             .ok_or_else(|| format!("{what}: scheduled but not due in the engine"))?;
         let stored = self

@@ -415,7 +415,12 @@ impl Engine {
     /// Whether the notice can be paid now, as verifyPaymentNotice reports it: a live token gives
     /// PPT_PAGAMENTO_IN_CORSO (in official expiry mode, an expired one the cancellation job has
     /// not cancelled too), a paid notice PPT_PAGAMENTO_DUPLICATO. No side effects.
-    pub fn payable(&self, key: &NoticeKey, expiry: ExpiryMode, now: Millis) -> Result<(), NodeFault> {
+    pub fn payable(
+        &self,
+        key: &NoticeKey,
+        expiry: ExpiryMode,
+        now: Millis,
+    ) -> Result<(), NodeFault> {
         if self.activating.contains_key(key) {
             return Err(NodeFault::PagamentoInCorso);
         }

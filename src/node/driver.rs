@@ -17,9 +17,9 @@ use tokio::task::JoinSet;
 
 use super::Node;
 use crate::codec::types::PaymentToken;
+use crate::config::{ExpiryMode, Timings};
 use crate::deadlines::Deadlines;
 use crate::delivery::Deliveries;
-use crate::config::{ExpiryMode, Timings};
 use crate::engine::{Millis, RecipientKey};
 
 /// The node's schedules.

@@ -37,7 +37,11 @@ impl Node {
             .filter(|c| *c)
             .count();
         if cancelled > 0 {
-            tracing::info!(expired = expired.len(), cancelled, "mod3CancelV2: expired tokens cancelled");
+            tracing::info!(
+                expired = expired.len(),
+                cancelled,
+                "mod3CancelV2: expired tokens cancelled"
+            );
         }
         cancelled
     }
@@ -66,14 +70,20 @@ impl Node {
                 ended.await;
             }
         };
-        if tokio::time::timeout(RETRY_PASS_LIMIT, waiting).await.is_err() {
+        if tokio::time::timeout(RETRY_PASS_LIMIT, waiting)
+            .await
+            .is_err()
+        {
             return Err(PassIncomplete {
                 copies: copies.len(),
                 pending: self.pending_copies(&copies),
                 limit: RETRY_PASS_LIMIT,
             });
         }
-        tracing::info!(copies = copies.len(), "paSendRt: pending receipt copies attempted");
+        tracing::info!(
+            copies = copies.len(),
+            "paSendRt: pending receipt copies attempted"
+        );
         Ok(copies.len())
     }
 
