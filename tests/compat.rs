@@ -422,3 +422,37 @@ async fn job_triggers_answer_as_the_official_monitoring_api() {
     assert_eq!(body["action"], "Trigger job paInviaRt");
     h.stop().await;
 }
+
+/// `GET ?wsdl`: the operations the node answers, at the address it was asked on, or at
+/// `node.public_url`.
+#[tokio::test]
+async fn the_served_wsdl_has_the_address_it_was_asked_on() {
+    let get = |url: String, host: Option<&'static str>| async move {
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(h) = host {
+            req = req.header("Host", h);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.text().await.unwrap()
+    };
+    let h = Harness::start().await;
+    let url = h.url();
+    let wsdl = get(format!("{url}?wsdl"), Some("pagonode.example:9443")).await;
+    assert_eq!(
+        wsdl,
+        pagonode::wsdl::served_node_for_psp("http://pagonode.example:9443/node-for-psp/v1")
+    );
+    let wsdl = get(format!("{url}?wsdl"), None).await;
+    assert!(
+        wsdl.contains(&format!("location=\"{url}\"")),
+        "asked on {url}:\n{wsdl}"
+    );
+    assert!(!wsdl.contains("verificaBollettino"));
+    h.stop().await;
+    let public = "https://pagonode.example.org/nodo/node-for-psp/v1";
+    let h = Harness::start_with(|c| c.node.public_url = Some(public.into())).await;
+    let wsdl = get(format!("{}?wsdl", h.url()), Some("other:1")).await;
+    assert_eq!(wsdl, pagonode::wsdl::served_node_for_psp(public));
+    h.stop().await;
+}
