@@ -902,18 +902,12 @@ mod tests {
     fn expiry_mode_and_public_url() {
         let c = Config::example();
         assert_eq!(c.timings.expiry, ExpiryMode::Eager);
-        let c = Config::from_toml_str(&example_with(
-            "[timings]\n",
-            "[timings]\nexpiry = \"official\"\ncancellation_job_interval_ms = 5000\n",
-        ))
-        .unwrap();
+        let c = Config::from_toml_str(&example_with("expiry = \"eager\"", "expiry = \"official\""))
+            .unwrap();
         assert_eq!(c.timings.expiry, ExpiryMode::Official);
-        assert_eq!(c.timings.cancellation_job_interval_ms, 5000);
-        let e = Config::from_toml_str(&example_with(
-            "[timings]\n",
-            "[timings]\nexpiry = \"lazy\"\n",
-        ))
-        .unwrap_err();
+        assert_eq!(c.timings.cancellation_job_interval_ms, 60_000);
+        let e = Config::from_toml_str(&example_with("expiry = \"eager\"", "expiry = \"lazy\""))
+            .unwrap_err();
         assert!(e.key.starts_with("timings.expiry"), "{e}");
         let e = Config::from_toml_str(&example_with(
             "[node]\n",
