@@ -62,6 +62,16 @@ fn authorized(req: &HttpRequest, node: &Node) -> bool {
     given.as_bytes().ct_eq(token.as_bytes()).into()
 }
 
+/// The answer to a call without the admin token, if the node wants one.
+fn unauthorized(req: &HttpRequest, node: &Node) -> Option<HttpResponse> {
+    (!authorized(req, node)).then(|| {
+        error(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "admin token required",
+        )
+    })
+}
+
 fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
 }
@@ -71,11 +81,8 @@ async fn journal(
     params: web::Query<JournalParams>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    if !authorized(&req, &node) {
-        return error(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "admin token required",
-        );
+    if let Some(refused) = unauthorized(&req, &node) {
+        return refused;
     }
     let q = match params.to_query() {
         Ok(q) => q,
@@ -100,11 +107,8 @@ async fn payment(
     path: web::Path<(String, String)>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    if !authorized(&req, &node) {
-        return error(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "admin token required",
-        );
+    if let Some(refused) = unauthorized(&req, &node) {
+        return refused;
     }
     let (fc, nn) = path.into_inner();
     let key = match (FiscalCode::new(fc), NoticeNumber::new(nn)) {
@@ -134,11 +138,8 @@ async fn recipients(
     params: web::Query<RecipientParams>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    if !authorized(&req, &node) {
-        return error(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "admin token required",
-        );
+    if let Some(refused) = unauthorized(&req, &node) {
+        return refused;
     }
     let status = params
         .status
@@ -178,11 +179,8 @@ async fn resend(
     params: web::Query<ResendParams>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    if !authorized(&req, &node) {
-        return error(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "admin token required",
-        );
+    if let Some(refused) = unauthorized(&req, &node) {
+        return refused;
     }
     match node
         .resend(&path.into_inner(), params.station.as_deref())
@@ -221,11 +219,8 @@ async fn trigger_job(
     path: web::Path<String>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    if !authorized(&req, &node) {
-        return error(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "admin token required",
-        );
+    if let Some(refused) = unauthorized(&req, &node) {
+        return refused;
     }
     let job = path.into_inner();
     let ok = actix_web::http::StatusCode::OK;
