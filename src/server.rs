@@ -87,6 +87,9 @@ impl RunningNode {
             (Some(c), Some(k)) => Some(tls_config(c, k)?),
             _ => None,
         };
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         let registry = Arc::new(Registry::new(config));
         let node = Arc::new(Node::new(
             registry,

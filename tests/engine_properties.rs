@@ -22,7 +22,12 @@
 //!    nothing (and re-arms a live token);
 //! 7. after a restart (`Engine::recover` from the store) the engine goes on exactly as the
 //!    model, which does not restart (activations waiting for the EC are lost, as in the node);
-//! 8. idempotent replays are byte-identical.
+//! 8. idempotent replays are byte-identical;
+//! 9. the status histories (official vocabulary) follow the official node's rows: per token
+//!    PAYING, then CANCELLED, then FAILED or PAID, NOTICE_GENERATED, NOTICE_SENT, NOTIFIED (each
+//!    once, written as far as the payment got); per copy NOTICE_GENERATED, then NOTICE_SENT and
+//!    NOTIFIED or NOTICE_PENDING per attempt; per notice PAYING/INSERTED/PAID/NOTIFIED moves
+//!    matching its state; each ends where the store's record stands.
 //!
 //! Besides, after every command: the store equals the model (notices, payments, recipients,
 //! valid idempotency entries), what the engine holds in memory equals the store, the armed
@@ -59,7 +64,7 @@ use pagonode::engine::{
     ActivateCommand, ActivateStep, ActivationRequest, DeliveryPolicy, Engine, EventKind, IdemCheck,
     IdemCtx, IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState, OutcomeCommand, Payment,
     PaymentStatus, ReceiptRecord, Recipient, RecipientKey, RecipientStatus, RequestCtx, StationRef,
-    Step, Version, Write, render_receipt_v1,
+    StatusOf, StatusRow, Step, Version, Write, render_receipt_v1,
 };
 use pagonode::fault::NodeFault;
 use pagonode::registry::Registry;
@@ -1019,6 +1024,7 @@ struct Store {
     receipts: HashMap<String, ReceiptRecord>,
     recipients: BTreeMap<(String, String), Recipient>,
     idem: HashMap<IdemKey, IdemEntry>,
+    history: Vec<StatusRow>,
 }
 
 impl Store {
@@ -1618,7 +1624,7 @@ impl World {
         );
         let copy = self
             .engine
-            .due_delivery(&key)
+            .due_delivery(&key, self.now)
             .cloned()
             .ok_or_else(|| format!("{what}: scheduled but not due in the engine"))?;
         let stored = self
@@ -1644,7 +1650,9 @@ impl World {
         } else {
             Err("station down".to_string())
         };
-        let step = self.engine.delivery_result(&key, result, POLICY, self.now);
+        let step = self
+            .engine
+            .delivery_result(&key, self.now, result, POLICY, self.now);
         ensure!(step.reply.is_none(), "{what}: a reply to a delivery");
         self.apply(&step)?;
         self.log(what);
@@ -2050,6 +2058,7 @@ impl World {
                     );
                 }
                 Write::Event(_) => {}
+                Write::Status(s) => self.store.history.push(s.clone()),
             }
         }
         for t in &step.disarm {
@@ -2242,6 +2251,112 @@ impl World {
                 keys(&stored),
                 keys(&want)
             ));
+        }
+        self.check_histories()
+    }
+
+    /// Property 9: the status histories.
+    fn check_histories(&self) -> Result<(), String> {
+        let h = &self.store.history;
+        let of = |f: &dyn Fn(&StatusOf) -> bool| -> Vec<&'static str> {
+            h.iter()
+                .filter(|r| f(&r.of))
+                .map(|r| r.of.status())
+                .collect()
+        };
+        for (t, p) in &self.store.payments {
+            let name = self.token_name(t);
+            let rows = of(&|o| matches!(o, StatusOf::Payment(x, _) if x.as_str() == t));
+            // PAYING (CANCELLED)? (FAILED | PAID NOTICE_GENERATED (NOTICE_SENT NOTIFIED?)?)?
+            let mut rest: &[&str] = &rows;
+            let mut take = |s: &str| {
+                let hit = rest.first() == Some(&s);
+                if hit {
+                    rest = &rest[1..];
+                }
+                hit
+            };
+            ensure!(take("PAYING"), "{name}: payment history {rows:?}");
+            let cancelled = take("CANCELLED");
+            let last = if take("FAILED") {
+                "FAILED"
+            } else if take("PAID") {
+                ensure!(take("NOTICE_GENERATED"), "{name}: payment history {rows:?}");
+                if take("NOTICE_SENT") {
+                    if take("NOTIFIED") {
+                        "NOTIFIED"
+                    } else {
+                        "NOTICE_SENT"
+                    }
+                } else {
+                    "NOTICE_GENERATED"
+                }
+            } else if cancelled {
+                "CANCELLED"
+            } else {
+                "PAYING"
+            };
+            ensure!(rest.is_empty(), "{name}: payment history {rows:?}");
+            let expected: &[&str] = match p.status {
+                PaymentStatus::Paying => &["PAYING"],
+                PaymentStatus::Cancelled => &["CANCELLED"],
+                PaymentStatus::Failed => &["FAILED"],
+                PaymentStatus::Paid => &["NOTICE_GENERATED", "NOTICE_SENT"],
+                PaymentStatus::Notified => &["NOTIFIED"],
+            };
+            ensure!(
+                expected.contains(&last),
+                "{name} is {:?} but its history ends {last}: {rows:?}",
+                p.status
+            );
+            for ((tok, station), r) in self.store.recipients.range((t.clone(), String::new())..) {
+                if tok != t {
+                    break;
+                }
+                let rows = of(
+                    &|o| matches!(o, StatusOf::Recipient(x, s, _) if x.as_str() == t && s.as_str() == station),
+                );
+                let sent = rows.iter().filter(|s| **s == "NOTICE_SENT").count();
+                let well_formed = rows.first() == Some(&"NOTICE_GENERATED")
+                    && rows[1..].chunks(2).all(|c| {
+                        c.len() == 2
+                            && c[0] == "NOTICE_SENT"
+                            && (c[1] == "NOTIFIED" || c[1] == "NOTICE_PENDING")
+                    });
+                ensure!(
+                    well_formed
+                        && sent == r.attempts as usize
+                        && (r.status == RecipientStatus::Notified)
+                            == (rows.last() == Some(&"NOTIFIED")),
+                    "{name}'s copy for {station} ({:?}, {} attempts): history {rows:?}",
+                    r.status,
+                    r.attempts
+                );
+            }
+        }
+        for n in 0..3 {
+            let key = notice_key(n);
+            let rows: Vec<&str> = h
+                .iter()
+                .filter(|r| r.notice == key && matches!(r.of, StatusOf::Position(..)))
+                .map(|r| r.of.status())
+                .collect();
+            let legal = rows.windows(2).all(|w| {
+                matches!(
+                    (w[0], w[1]),
+                    ("PAYING", "PAID" | "INSERTED")
+                        | ("INSERTED", "PAYING" | "PAID")
+                        | ("PAID", "NOTIFIED")
+                )
+            }) && rows.first().is_none_or(|s| *s == "PAYING");
+            let state = self.store.notices.get(&key).map(|x| &x.state);
+            let ends = matches!(
+                (state, rows.last()),
+                (None | Some(NoticeState::Free), None | Some(&"INSERTED"))
+                    | (Some(NoticeState::Paying(_)), Some(&"PAYING"))
+                    | (Some(NoticeState::Paid(_)), Some(&"PAID" | &"NOTIFIED"))
+            );
+            ensure!(legal && ends, "N{n} ({state:?}): position history {rows:?}");
         }
         Ok(())
     }

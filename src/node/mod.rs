@@ -13,6 +13,7 @@ mod catalogue;
 mod deliver;
 mod demand;
 pub mod driver;
+mod jobs;
 mod outcome;
 mod token;
 mod verify;
@@ -46,6 +47,11 @@ pub struct Node {
     schedule: Mutex<driver::Schedule>,
     /// Wakes the driver when something is scheduled before the time it sleeps until.
     wakeup: tokio::sync::Notify,
+    /// Told whenever a delivery attempt ends.
+    attempt_ended: tokio::sync::Notify,
+    /// Held by a run of the cancellation job: runs do not overlap, so a run asked for on
+    /// demand ends after the one in progress.
+    cancellation: tokio::sync::Mutex<()>,
 }
 
 /// An engine step whose writes are already queued to the store (see [`Node::queue`]).
@@ -87,8 +93,11 @@ impl Node {
     ) -> Node {
         let now = clock.now_ms();
         let xml_limits = registry.config().node.xml_limits();
-        let schedule =
-            driver::Schedule::new(now, registry.config().receipts.per_station_concurrency);
+        let schedule = driver::Schedule::new(
+            now,
+            registry.config().receipts.per_station_concurrency,
+            registry.timings(),
+        );
         Node {
             registry,
             engine: Mutex::new(Engine::new()),
@@ -98,6 +107,8 @@ impl Node {
             tokens,
             schedule: Mutex::new(schedule),
             wakeup: tokio::sync::Notify::new(),
+            attempt_ended: tokio::sync::Notify::new(),
+            cancellation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -438,16 +449,21 @@ impl Node {
         Ok(())
     }
 
-    /// A deadline passed (the driver polled it): the engine cancels the payment if it is still
-    /// waiting for its outcome.
-    pub async fn expire(&self, token: &PaymentToken) {
+    /// A deadline passed (the driver polled it, or the cancellation job): the engine cancels
+    /// the payment if it is still waiting for its outcome. Returns whether it did.
+    pub async fn expire(&self, token: &PaymentToken) -> bool {
         if let Err(f) = self.hydrate_payment(token) {
             tracing::error!(%token, fault = %f, "cannot load an expiring payment");
-            return;
+            return false;
         }
         let queued = self.run(|e, now| e.deadline_fired(token, now));
-        if let Err(f) = self.finish(queued).await {
-            tracing::error!(%token, fault = %f, "expiry not committed");
+        let cancelled = queued.commit.is_some();
+        match self.finish(queued).await {
+            Ok(_) => cancelled,
+            Err(f) => {
+                tracing::error!(%token, fault = %f, "expiry not committed");
+                false
+            }
         }
     }
 
@@ -532,7 +548,10 @@ impl Node {
             let recipients = self.store.load_recipients(&p.token)?;
             payments.push((p, recipients));
         }
-        Ok(crate::journal::story::notice_story(key, rows, &payments))
+        let history = self.store.status_history(key)?;
+        Ok(crate::journal::story::notice_story(
+            key, rows, &payments, &history,
+        ))
     }
 
     /// Receipt copies in a status, newest first.
