@@ -1366,7 +1366,7 @@ impl World {
         let stored = self.store.idem.get(&idem.key).cloned();
         match self.engine.check_idempotency(idem, stored, self.now) {
             IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r.envelope),
+            IdemCheck::Replay { reply, .. } => Some(reply.envelope),
             IdemCheck::Mismatch => self
                 .engine
                 .idempotency_mismatch(ctx)
