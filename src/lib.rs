@@ -6,6 +6,7 @@ pub mod config;
 pub mod deadlines;
 pub mod ec_client;
 pub mod engine;
+pub mod failpoints;
 pub mod fault;
 pub mod journal;
 pub mod mock_ec;

@@ -68,6 +68,11 @@ pub struct LoadArgs {
     /// Pass `key=value` pairs to the spawned node's [timings]/[node] (e.g. node.workers=2).
     #[arg(long = "set")]
     pub overrides: Vec<String>,
+    /// With --spawn: put the spawned nodes' configurations and databases (`load0.db`, ...) in
+    /// this directory and keep them; the processes are stopped gracefully (SIGTERM), so each
+    /// node's journal is complete on disk for `pagonode journal`.
+    #[arg(long, requires = "spawn", value_name = "DIR")]
+    pub keep_dir: Option<PathBuf>,
 }
 
 /// The PSP the load generator pays as (the example configuration's).
@@ -649,7 +654,9 @@ struct Spawned {
     /// Each node and its nodeForPsp URL.
     nodes: Vec<(tokio::process::Child, String)>,
     ec: tokio::process::Child,
-    _dir: PathBuf,
+    dir: PathBuf,
+    /// `--keep-dir`: stop gracefully and keep `dir`.
+    keep: bool,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -661,7 +668,9 @@ impl Spawned {
     /// A simulated EC and one node per entry of `journals` (its journal on or off), each with
     /// a fresh database.
     async fn start(args: &LoadArgs, journals: &[bool]) -> Result<Spawned, String> {
-        let dir = std::env::temp_dir().join(format!("pagonode-loadgen-{}", std::process::id()));
+        let dir = args.keep_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("pagonode-loadgen-{}", std::process::id()))
+        });
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let base = match &args.config {
             Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
@@ -739,7 +748,8 @@ impl Spawned {
                 return Ok(Spawned {
                     nodes,
                     ec,
-                    _dir: dir,
+                    dir,
+                    keep: args.keep_dir.is_some(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -780,11 +790,27 @@ impl Spawned {
     }
 
     async fn stop(mut self) {
-        for (node, _) in &mut self.nodes {
-            let _ = node.kill().await;
+        for child in self.nodes.iter_mut().map(|(n, _)| n).chain([&mut self.ec]) {
+            match child.id() {
+                Some(pid) if self.keep => {
+                    // SAFETY: kill(2) on our own child, not reaped yet (its pid is still ours).
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                        .await
+                        .is_err()
+                    {
+                        eprintln!("pagonode loadgen: pid {pid} did not stop on SIGTERM: killed");
+                        let _ = child.kill().await;
+                    }
+                }
+                _ => {
+                    let _ = child.kill().await;
+                }
+            }
         }
-        let _ = self.ec.kill().await;
-        let _ = std::fs::remove_dir_all(&self._dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -84,6 +84,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     init_logging();
+    pagonode::failpoints::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

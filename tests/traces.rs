@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use pagonode::replay::{self, Target, TraceReport, Verdict};
 
+mod common;
+
 fn traces_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/traces")
 }
@@ -49,7 +51,21 @@ async fn every_trace_replays_green() {
     let files = replay::collect(&[traces_dir()]).unwrap();
     assert!(files.len() >= 40, "only {} traces", files.len());
     let t0 = std::time::Instant::now();
-    let reports = run(&files, &Target::default()).await;
+    // For the contract check (`.ci/run`): the nodes' databases kept, their journals exported.
+    let kept = std::env::var_os("PAGONODE_DUMP_DIR").map(|_| tempfile::tempdir().unwrap());
+    let target = Target {
+        keep_databases: kept.as_ref().map(|d| d.path().to_path_buf()),
+        ..Target::default()
+    };
+    let reports = run(&files, &target).await;
+    if let Some(dir) = &kept {
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "db") {
+                common::export_journal(&path, "traces");
+            }
+        }
+    }
     let failed: Vec<String> = reports
         .iter()
         .filter(|r| !r.passed())

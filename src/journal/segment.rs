@@ -765,6 +765,13 @@ impl SegmentWriter {
     /// highest id in the journal (0 if none).
     pub fn open(dir: &Path) -> io::Result<(SegmentWriter, u64)> {
         fs::create_dir_all(dir)?;
+        // The directory may be new: its own name must be durable before any row in it can be
+        // (syncing the directory's content does not make its entry in the parent durable).
+        sync_dir(
+            dir.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
         let ids = segments(dir)?;
         let mut w = SegmentWriter {
             dir: dir.to_path_buf(),

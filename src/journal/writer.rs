@@ -2,9 +2,10 @@
 //!
 //! The payment path hands it encoded [`Rows`] and goes on: nothing waits for the journal. The
 //! thread sleeps between batches instead of waiting on its channel, so senders do not wake it
-//! per row; each batch is one `write`. The rows reach the disk within [`SYNC_EVERY`] (the page
-//! cache is synced then), or at once when someone flushes: a power cut may lose the last
-//! instant of exchanges, never a state change (those are committed with the state).
+//! per row; each batch is one `write`. The rows reach the disk within [`SYNC_EVERY`] of being
+//! written (the page cache is synced then, busy or idle), or at once when someone flushes: a
+//! power cut may lose the last second of exchanges, never a state change (those are committed
+//! with the state).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,7 +111,28 @@ async fn answer(rx: oneshot::Receiver<Result<(), JournalError>>) -> Result<(), J
 
 fn run(mut segments: SegmentWriter, rx: &mpsc::Receiver<Msg>, next_id: &AtomicU64) {
     let mut last_sync = Instant::now();
-    while let Ok(first) = rx.recv() {
+    // Rows written since the last sync: they are synced within SYNC_EVERY even if no more
+    // rows come (an idle node's last exchanges are not left in the page cache).
+    let mut unsynced = false;
+    loop {
+        let first = if unsynced {
+            match rx.recv_timeout(SYNC_EVERY.saturating_sub(last_sync.elapsed())) {
+                Ok(msg) => msg,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = segments.sync() {
+                        tracing::error!(error = %e, "journal rows not synced");
+                    }
+                    (last_sync, unsynced) = (Instant::now(), false);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(msg) => msg,
+                Err(_) => break,
+            }
+        };
         if matches!(first, Msg::Rows(_)) {
             thread::sleep(GATHER);
         }
@@ -133,7 +155,9 @@ fn run(mut segments: SegmentWriter, rx: &mpsc::Receiver<Msg>, next_id: &AtomicU6
         }
         if !waiting.is_empty() || last_sync.elapsed() >= SYNC_EVERY {
             result = result.and(segments.sync().map_err(|e| e.to_string()));
-            last_sync = Instant::now();
+            (last_sync, unsynced) = (Instant::now(), false);
+        } else {
+            unsynced = true;
         }
         for (done, retain) in waiting {
             let r = match retain {

@@ -141,6 +141,7 @@ impl Node {
             return (self.reply(op, queued).await, keys);
         }
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
+        crate::failpoints::failpoint!("activate.ec_answered", data.is_ok());
         let queued = match data {
             Ok(data) => {
                 self.run(|e, now| e.activation_completed(self.registry(), &token, data, now))

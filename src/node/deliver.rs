@@ -76,6 +76,7 @@ impl Node {
             }
             other => other,
         };
+        crate::failpoints::failpoint!("delivery.acked", result.is_ok());
         // The payment must be in the engine for the last acknowledged copy to mark it NOTIFIED.
         if let Err(f) = self.hydrate_payment(&key.receipt_id) {
             tracing::error!(receipt = %key.receipt_id, fault = %f, "cannot load the receipt's payment");

@@ -217,7 +217,25 @@ fn open(path: &Path, synchronous: &str) -> Result<Connection, StoreError> {
     // 64 MiB of page cache: the hot pages of every table stay in memory.
     conn.pragma_update(None, "cache_size", -65536)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    durable_or_refuse(&conn)?;
     Ok(conn)
+}
+
+/// Reads back the pragmas a commit's durability rests on (WAL, `synchronous` FULL or EXTRA:
+/// the WAL synced at every commit) and refuses a connection without them: SQLite keeps its
+/// previous journal mode, without an error, where WAL cannot be used.
+fn durable_or_refuse(conn: &Connection) -> Result<(), StoreError> {
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    // 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+    let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+    if mode.eq_ignore_ascii_case("wal") && synchronous >= 2 {
+        Ok(())
+    } else {
+        Err(StoreError(format!(
+            "the database is in journal_mode={mode}, synchronous={synchronous}: a commit would not \
+             survive a power cut (WAL with synchronous=FULL required), refusing to run"
+        )))
+    }
 }
 
 fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
@@ -472,6 +490,7 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
                 .collect()
         }
     };
+    crate::failpoints::failpoint!("store.committed", results.iter().any(Result::is_ok));
     for (job, r) in batch.into_iter().zip(results) {
         let (Job::Commit(_, done) | Job::Maintenance { done, .. } | Job::Flush(done)) = job;
         if let Err(e) = &r {
@@ -1091,5 +1110,27 @@ mod tests {
             "in the order written"
         );
         store.close();
+    }
+
+    #[test]
+    fn a_connection_that_would_lose_commits_in_a_power_cut_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let conn = open(&path, "FULL").unwrap();
+        assert_eq!(
+            conn.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))
+                .unwrap(),
+            2
+        );
+        for (pragma, value) in [("synchronous", "NORMAL"), ("synchronous", "OFF")] {
+            conn.pragma_update(None, pragma, value).unwrap();
+            let e = durable_or_refuse(&conn).unwrap_err();
+            assert!(e.0.contains("refusing to run"), "{e}");
+        }
+        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+        conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
+        assert!(durable_or_refuse(&conn).is_err());
+        assert!(open(&path, "NORMAL").is_err());
+        assert!(open(&path, "EXTRA").is_ok());
     }
 }

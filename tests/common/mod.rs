@@ -150,14 +150,12 @@ impl Harness {
     }
 
     /// Stops both, after checking that every request the node sent the EC was valid, and
-    /// (with `PAGONODE_DUMP_DIR` set) writing every message the node sent — answers to PSPs,
-    /// requests to ECs — to that directory, for the official XSD check `.ci/run` runs.
+    /// (with `PAGONODE_DUMP_DIR` set) exports the node's journal, once the stop has written
+    /// it, for the official XSD check `.ci/run` runs (see [`export_journal`]).
     pub async fn stop(mut self) {
         if let Some(n) = self.node.take() {
-            if let Ok(dir) = std::env::var("PAGONODE_DUMP_DIR") {
-                dump_sent_messages(&n, std::path::Path::new(&dir));
-            }
             n.stop().await;
+            export_journal(&self.config.node.database, "harness");
         }
         let invalid: Vec<_> = self
             .ec
@@ -175,40 +173,36 @@ impl Harness {
     }
 }
 
-/// Writes the node's outgoing messages (from its journal) as files.
-fn dump_sent_messages(node: &RunningNode, dir: &std::path::Path) {
-    use pagonode::journal::{JournalQuery, Subtype};
+/// With `PAGONODE_DUMP_DIR` set, writes every row of the journal of the (stopped) node whose
+/// database is `db` to `<dir>/<source>-<pid>-<n>.jsonl`, one JSON object per row as
+/// `pagonode journal query --json --payload` prints them: `.ci/xsd-emitted` takes the messages
+/// the node and the EC emitted from these files and checks them against the official XSDs.
+pub fn export_journal(db: &std::path::Path, source: &str) {
+    use std::io::Write as _;
+    let Ok(dir) = std::env::var("PAGONODE_DUMP_DIR") else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
     std::fs::create_dir_all(dir).unwrap();
-    let run = SEQ.fetch_add(1, Ordering::Relaxed) + std::process::id() as u64 * 1_000_000;
-    let mut after = None;
-    loop {
-        let rows = node
-            .node
-            .journal_page(&JournalQuery {
-                after_id: after,
-                limit: 1000,
-                ..JournalQuery::default()
-            })
-            .unwrap();
-        for r in &rows {
-            let e = &r.entry;
-            let sent = matches!(
-                (e.component.as_str(), e.subtype),
-                ("nodeForPsp", Some(Subtype::Resp)) | ("paForNode", Some(Subtype::Req))
-            );
-            if let (true, Some(payload)) = (sent, &e.payload) {
-                std::fs::write(
-                    dir.join(format!("{run}-{}-{}.xml", r.id, e.primitive)),
-                    payload,
-                )
-                .unwrap();
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{source}-{}-{n}.jsonl", std::process::id()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let reader = pagonode::journal::cli::JournalReader::open(db)
+        .unwrap_or_else(|e| panic!("journal of {}: {e}", db.display()));
+    let mut failed = None;
+    reader
+        .query_all(&pagonode::journal::JournalQuery::default(), None, |row| {
+            if failed.is_none()
+                && let Err(e) = writeln!(out, "{}", pagonode::journal::story::row_json(row))
+            {
+                failed = Some(e);
             }
-        }
-        match rows.last() {
-            Some(last) if rows.len() == 1000 => after = Some(last.id),
-            _ => break,
-        }
+        })
+        .unwrap_or_else(|e| panic!("reading the journal of {}: {e}", db.display()));
+    if let Some(e) = failed {
+        panic!("{}: {e}", path.display());
     }
+    out.flush().unwrap();
 }
 
 /// Parses an answer; it must be a valid message.

@@ -1,5 +1,5 @@
-//! The final checks of the crash test: the node's SQLite file (read-only, beside the running
-//! node) against what the PSP side was told and what the simulated EC received.
+//! The final checks of the crash and power-cut tests: the node's SQLite file and journal
+//! (read-only) against what the PSP side was told and what the simulated EC received.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -18,6 +18,19 @@ pub const PHASE_GRACE_MS: u64 = 1500;
 /// deadline must have fired.
 pub const DEADLINE_SLACK_MS: u64 = 5000;
 
+/// How late, on this shared 2-core machine, a thread of the node may run after it was due (the
+/// journal writer's wake-ups): the one allowance of the journal check beyond the design's own
+/// periods.
+pub const SCHEDULING_SLACK_MS: u64 = 500;
+
+/// The journal writer gathers rows this long before writing them (`journal/writer.rs`,
+/// `GATHER`): a kill loses the rows queued in that instant.
+pub const JOURNAL_GATHER_MS: u64 = 50;
+
+/// The journal writer syncs what it wrote at least this often (`journal/writer.rs`,
+/// `SYNC_EVERY`): a power cut loses the exchanges of that last second too.
+pub const JOURNAL_SYNC_MS: u64 = 1000;
+
 #[derive(Debug, Clone)]
 pub struct DbPayment {
     pub fc: String,
@@ -34,6 +47,7 @@ pub struct DbEvent {
     pub kind: String,
     pub at: u64,
     pub outcome: Option<String>,
+    pub station: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,19 +114,6 @@ pub fn overdue(path: &Path, now: u64) -> Result<Vec<(String, u64)>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Receipt ids with a FAILED recipient.
-pub fn failed_receipts(path: &Path) -> Result<Vec<String>, String> {
-    let c = open(path)?;
-    let mut st = c
-        .prepare("SELECT DISTINCT receipt_id FROM recipients WHERE status = 'FAILED'")
-        .map_err(|e| e.to_string())?;
-    let rows = st
-        .query_map([], |r| r.get::<_, String>(0))
-        .map_err(|e| e.to_string())?;
-    rows.collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
-}
-
 impl Db {
     pub fn read(path: &Path) -> Result<Db, String> {
         let c = open(path)?;
@@ -144,7 +145,7 @@ impl Db {
         let mut events: HashMap<String, Vec<DbEvent>> = HashMap::new();
         let mut all_events = Vec::new();
         let mut st = c
-            .prepare("SELECT token, primitive, at, outcome FROM events WHERE component = 'engine' ORDER BY id")
+            .prepare("SELECT token, primitive, at, outcome, station FROM events WHERE component = 'engine' ORDER BY id")
             .map_err(e)?;
         let rows = st
             .query_map([], |r| {
@@ -154,6 +155,7 @@ impl Db {
                         kind: r.get(1)?,
                         at: r.get::<_, i64>(2)? as u64,
                         outcome: r.get(3)?,
+                        station: r.get(4)?,
                     },
                 ))
             })
@@ -283,9 +285,235 @@ pub fn check(
     no_conflicting_receipts(&mut r, db, mock);
     expiries(&mut r, db);
     crash_deadlines(&mut r, db, ledger, crashes);
+    psp_expirations(&mut r, db, ledger, crashes);
     nothing_lost(&mut r, db, ledger);
+    state_changes_complete(&mut r, db);
     ec_phases(&mut r, db, ledger, phases);
     r
+}
+
+/// When a deadline at `at` must have fired by: `at`, or the restart after it if the node was
+/// down then (killed, or its power cut), plus the slack.
+fn fire_by(at: u64, crashes: &[Crash]) -> u64 {
+    crashes
+        .iter()
+        .find(|c| c.killed_at <= at && at <= c.up_at)
+        .map_or(at, |c| c.up_at)
+        + DEADLINE_SLACK_MS
+}
+
+/// 4b. Deadlines against what the PSP asked for, not only against the deadline the node stored:
+///     the token lives `expirationTime` (spontaneous payments: the outcome deadline) from the
+///     moment the node took the activation, which lies between the PSP's first send and its
+///     answer. So the stored deadline lies in that window too; the expiry comes neither before
+///     the window's start nor (beyond the slack) after its end; an outcome answered before the
+///     window's start is never `PPT_TOKEN_SCADUTO`; an OK outcome sent after the window's end
+///     (plus the slack) is never accepted as on time.
+fn psp_expirations(r: &mut Report, db: &Db, ledger: &Ledger, crashes: &[Crash]) {
+    for a in &ledger.activations {
+        let lifetime = match (a.kind, a.expiration_ms) {
+            (Kind::Spontaneous, _) => crate::run::OUTCOME_DEADLINE_MS,
+            (_, Some(ms)) => ms,
+            // The default lifetime (30 minutes) outlasts the run.
+            (_, None) => continue,
+        };
+        let t = a.token.as_str();
+        let (earliest, latest) = (a.sent_at + lifetime, a.acked_at + lifetime);
+        let Some(p) = db.payments.get(t) else {
+            continue; // reported by nothing_lost
+        };
+        if p.deadline < earliest || p.deadline > latest {
+            r.bad_expiries += 1;
+            r.violations.push(format!(
+                "token {t}: the node stored the deadline {}, outside [{earliest}, {latest}]: the PSP sent the activation at {} with a lifetime of {lifetime} ms and got the answer at {}",
+                p.deadline, a.sent_at, a.acked_at
+            ));
+        }
+        if let Some(e) = db.events_of(t, "EXPIRED").first() {
+            if e.at < earliest {
+                r.bad_expiries += 1;
+                r.violations.push(format!(
+                    "token {t} expired at {}, {} ms before the earliest end of the lifetime the PSP asked for ({lifetime} ms from {})",
+                    e.at,
+                    earliest - e.at,
+                    a.sent_at
+                ));
+            }
+            if e.at > fire_by(latest, crashes) {
+                r.bad_expiries += 1;
+                r.violations.push(format!(
+                    "token {t} expired at {}, {} ms after the latest end of the lifetime the PSP asked for",
+                    e.at,
+                    e.at - latest
+                ));
+            }
+        }
+        for o in ledger.outcomes.iter().filter(|o| o.token == t) {
+            if o.answer.starts_with("PPT_TOKEN_SCADUTO") && o.answered < earliest {
+                r.bad_expiries += 1;
+                r.violations.push(format!(
+                    "token {t}: the outcome answered at {} was {}, {} ms before the lifetime the PSP asked for could end",
+                    o.answered,
+                    o.answer,
+                    earliest - o.answered
+                ));
+            }
+            if o.answer == "OK" && o.sent > fire_by(latest, crashes) {
+                r.bad_expiries += 1;
+                r.violations.push(format!(
+                    "token {t}: an outcome sent at {}, {} ms after the lifetime the PSP asked for had ended, was accepted as on time",
+                    o.sent,
+                    o.sent - latest
+                ));
+            }
+        }
+    }
+}
+
+/// 6. The journal's state changes are complete: every state in the tables has the event that
+///    made it (they are committed in the same transaction, so none may be missing).
+fn state_changes_complete(r: &mut Report, db: &Db) {
+    for (t, p) in &db.payments {
+        let count = |kind: &str| db.events_of(t, kind).len();
+        if count("ACTIVATED") != 1 {
+            r.violations.push(format!(
+                "token {t}: {} ACTIVATED events",
+                count("ACTIVATED")
+            ));
+        }
+        if p.outcome.is_some() && count("OUTCOME_ACCEPTED") == 0 {
+            r.violations.push(format!(
+                "token {t}: outcome {:?} stored without an OUTCOME_ACCEPTED event",
+                p.outcome
+            ));
+        }
+        if db.receipts.contains(t) && count("RECEIPT_GENERATED") != 1 {
+            r.violations.push(format!(
+                "token {t}: a receipt with {} RECEIPT_GENERATED events",
+                count("RECEIPT_GENERATED")
+            ));
+        }
+        if p.status == "NOTIFIED" && count("PAYMENT_NOTIFIED") != 1 {
+            r.violations.push(format!(
+                "token {t}: NOTIFIED with {} PAYMENT_NOTIFIED events",
+                count("PAYMENT_NOTIFIED")
+            ));
+        }
+    }
+    for ((id, station), row) in &db.recipients {
+        if row.status == "NOTIFIED"
+            && !db
+                .events_of(id, "RECIPIENT_NOTIFIED")
+                .iter()
+                .any(|e| e.station.as_deref() == Some(station.as_str()))
+        {
+            r.violations.push(format!(
+                "receipt {id} → {station}: NOTIFIED without a RECIPIENT_NOTIFIED event"
+            ));
+        }
+    }
+}
+
+/// The journal check's result.
+pub struct JournalCheck {
+    pub summary: String,
+    pub violations: Vec<String>,
+}
+
+/// The journal after the disruptions: readable to its end, ids in order, and the exchange of
+/// every outcome the PSP got an answer to, but for those a disruption may have taken by design.
+/// An exchange is queued before its answer is sent and the writer writes what it gathered
+/// [`JOURNAL_GATHER_MS`] later: a kill takes only the exchanges answered within that (plus
+/// [`SCHEDULING_SLACK_MS`]) before it. Written exchanges are synced at least every
+/// [`JOURNAL_SYNC_MS`]: a power cut also takes those of that last second. State changes are
+/// committed with the state: [`state_changes_complete`] allows no loss at all.
+pub fn journal(db: &Path, ledger: &Ledger, crashes: &[Crash]) -> JournalCheck {
+    use pagonode::journal::JournalQuery;
+    let reader = match pagonode::journal::cli::JournalReader::open(db) {
+        Ok(r) => r,
+        Err(e) => {
+            return JournalCheck {
+                summary: String::new(),
+                violations: vec![format!("journal unreadable: {e}")],
+            };
+        }
+    };
+    // The answers the node journalled: (primitive family, what identifies the payment). An
+    // activation answered from the idempotency cache is journalled without its token: it is
+    // found by its notice (the ledger's activations are of distinct notices but for the
+    // re-activations at the end). An outcome row always has its token.
+    let (mut ids, mut answered) = (Vec::new(), std::collections::HashSet::new());
+    let read = reader.query_all(&JournalQuery::default(), None, |r| {
+        ids.push(r.id);
+        let e = &r.entry;
+        if e.subtype != Some(pagonode::journal::Subtype::Resp) {
+            return;
+        }
+        if e.primitive.starts_with("activatePaymentNotice") && e.outcome.as_deref() == Some("OK") {
+            answered.extend(
+                e.notice_number
+                    .clone()
+                    .map(|n| ("activatePaymentNotice", n)),
+            );
+        } else if e.primitive.starts_with("sendPaymentOutcome") {
+            answered.extend(e.token.clone().map(|t| ("sendPaymentOutcome", t)));
+        }
+    });
+    let mut violations = Vec::new();
+    if let Err(e) = read {
+        violations.push(format!("journal unreadable: {e}"));
+    }
+    if !ids.windows(2).all(|w| w[0] < w[1]) {
+        violations.push("journal ids out of order".into());
+    }
+    let told = ledger
+        .activations
+        .iter()
+        .map(|a| ("activatePaymentNotice", &a.nn, a.acked_at))
+        .chain(
+            ledger
+                .outcomes
+                .iter()
+                .map(|o| ("sendPaymentOutcome", &o.token, o.answered)),
+        );
+    let (mut total, mut excused, mut missing) = (0, 0, 0);
+    for (family, id, at) in told {
+        total += 1;
+        if answered.contains(&(family, id.clone())) {
+            continue;
+        }
+        // Received up to the slack after the disruption: sent before it, read late.
+        let taken = crashes.iter().any(|c| {
+            let window = JOURNAL_GATHER_MS
+                + SCHEDULING_SLACK_MS
+                + if c.power_cut { JOURNAL_SYNC_MS } else { 0 };
+            at <= c.killed_at + SCHEDULING_SLACK_MS && c.killed_at <= at + window
+        });
+        if taken {
+            excused += 1;
+            continue;
+        }
+        missing += 1;
+        if missing <= 10 {
+            violations.push(format!(
+                "the {family} answer on {id} received at {at} is not in the journal, and no disruption came within the journal's sync period after it"
+            ));
+        }
+    }
+    if missing > 0 {
+        violations.push(format!(
+            "{missing} answers missing from the journal in all (disruptions at {:?})",
+            crashes.iter().map(|c| c.killed_at).collect::<Vec<_>>()
+        ));
+    }
+    JournalCheck {
+        summary: format!(
+            "  journal: {} rows; {} of {total} answered activations and outcomes with their exchange, {excused} taken by a disruption right after their answer (allowed), {missing} missing",
+            ids.len(),
+            total - excused - missing,
+        ),
+        violations,
+    }
 }
 
 /// 1. Every acknowledged OK outcome: its payment completed, its receipt delivered to every
@@ -625,19 +853,16 @@ fn expiries(r: &mut Report, db: &Db) {
 fn crash_deadlines(r: &mut Report, db: &Db, ledger: &Ledger, crashes: &[Crash]) {
     let mut untimely = BTreeSet::new();
     for (t, p) in &db.payments {
-        if let Some(e) = db.events_of(t, "EXPIRED").first() {
-            let due = crashes
-                .iter()
-                .find(|c| c.killed_at <= p.deadline && p.deadline <= c.up_at)
-                .map_or(p.deadline, |c| c.up_at);
-            if e.at > due + DEADLINE_SLACK_MS {
-                untimely.insert(t.as_str());
-                r.violations.push(format!(
-                    "token {t}: deadline {} fired {} ms late (its timer did not fire; something else expired it)",
-                    p.deadline,
-                    e.at - due
-                ));
-            }
+        if let Some(e) = db.events_of(t, "EXPIRED").first()
+            && e.at > fire_by(p.deadline, crashes)
+        {
+            untimely.insert(t.as_str());
+            r.violations.push(format!(
+                "token {t}: deadline {} fired at {}, after {} (its timer did not fire; something else expired it)",
+                p.deadline,
+                e.at,
+                fire_by(p.deadline, crashes)
+            ));
         }
     }
     for (t, p) in &db.payments {

@@ -121,7 +121,12 @@ pub struct Activation {
     pub kind: Kind,
     /// The receipt copies an OK outcome must produce.
     pub copies: Vec<Copy>,
+    /// When the PSP first sent the activation that got the token: the node's activation (and
+    /// the token's lifetime) starts after this.
+    pub sent_at: u64,
+    /// When the PSP got the answer.
     pub acked_at: u64,
+    /// The `expirationTime` the PSP asked for.
     pub expiration_ms: Option<u64>,
 }
 
@@ -131,6 +136,10 @@ pub struct OutcomeAck {
     pub token: String,
     pub ok: bool,
     pub answer: String,
+    /// When the attempt that got the answer was sent.
+    pub sent: u64,
+    /// When the PSP got the answer.
+    pub answered: u64,
 }
 
 /// An activation or a demand refused because the EC failed.
@@ -153,6 +162,16 @@ pub struct Ledger {
     pub requests: u64,
     /// Requests whose connection died, sent again with the same key.
     pub unknown: u64,
+}
+
+/// An answer received.
+struct Called {
+    body: String,
+    /// When the request was first sent.
+    first_sent: u64,
+    /// When the attempt that got the answer was sent (later if a connection died before).
+    sent: u64,
+    answered: u64,
 }
 
 /// What the node answered.
@@ -268,15 +287,16 @@ impl Shared {
     }
 
     /// Sends a request until an answer is received: a connection that dies is retried with the
-    /// same bytes (same idempotency key) once the node is back. Returns (answer, sent, answered).
-    async fn call<M: Message>(&self, req: &M) -> Option<(String, u64, u64)> {
+    /// same bytes (same idempotency key) once the node is back.
+    async fn call<M: Message>(&self, req: &M) -> Option<Called> {
         let body = write_envelope(req);
         let action = M::OPERATION.soap_action();
-        let sent = now_ms();
+        let first_sent = now_ms();
         let give_up = Instant::now() + Duration::from_secs(120);
         let mut retried = false;
         self.ledger().requests += 1;
         loop {
+            let sent = now_ms();
             let resp = self
                 .http
                 .post(&self.url)
@@ -292,7 +312,12 @@ impl Shared {
                         self.violation(format!("{action}: HTTP {status}: {text}"));
                         return None;
                     }
-                    return Some((text, sent, now_ms()));
+                    return Some(Called {
+                        body: text,
+                        first_sent,
+                        sent,
+                        answered: now_ms(),
+                    });
                 }
             }
             if !retried {
@@ -333,7 +358,12 @@ impl Shared {
                 r.expiration_time = exp;
                 self.call(&r).await
             };
-            let (body, sent, answered) = answer?;
+            let Called {
+                body,
+                first_sent: sent,
+                answered,
+                ..
+            } = answer?;
             match classify(&body) {
                 Ok(Answer::Ok(m)) => {
                     let token = match *m {
@@ -355,6 +385,7 @@ impl Shared {
                         nn: nn.to_string(),
                         kind,
                         copies,
+                        sent_at: sent,
                         acked_at: answered,
                         expiration_ms,
                     });
@@ -400,7 +431,15 @@ impl Shared {
         } else {
             self.call(&outcome_v2(psp, &[token], ok, Some(&key))).await
         };
-        let Some((body, _, _)) = answer else { return };
+        let Some(Called {
+            body,
+            sent,
+            answered,
+            ..
+        }) = answer
+        else {
+            return;
+        };
         let late = if ok {
             "PPT_TOKEN_SCADUTO"
         } else {
@@ -425,13 +464,20 @@ impl Shared {
             token: token.to_string(),
             ok,
             answer,
+            sent,
+            answered,
         });
     }
 
     /// demandPaymentNotice for the Regione's service 00042 until a notice is created.
     async fn demand(&self, rng: &mut Prng, psp: &Psp) -> Option<(String, String)> {
         for _ in 0..400 {
-            let (body, sent, answered) = self
+            let Called {
+                body,
+                first_sent: sent,
+                answered,
+                ..
+            } = self
                 .call(&demand(psp, "00042", tassa_auto("AB123CD")))
                 .await?;
             match classify(&body) {

@@ -1,7 +1,9 @@
 //! The node under test as a child process (`pagonode serve --config F`): started, killed with
-//! SIGKILL and started again on the same database and ports. Every incarnation logs to its own
-//! file in the test's directory; the child is killed when this handle is dropped (a failing test
-//! leaves no node behind).
+//! SIGKILL (or stopped, for a power cut, then killed) and started again on the same database and
+//! ports. An incarnation can be started with failpoints (`src/failpoints.rs`): it then stops
+//! itself at a named point, where the test kills it. Every incarnation logs to its own file in
+//! the test's directory; the child is killed when this handle is dropped (a failing test leaves
+//! no node behind).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,12 +20,23 @@ pub fn now_ms() -> u64 {
 /// One kill and the restart that followed it.
 #[derive(Debug, Clone, Copy)]
 pub struct Crash {
-    /// When the killed process was reaped: whatever its database holds was written before.
+    /// When the killed process was reaped (or the power cut): whatever its database holds was
+    /// written before.
     pub killed_at: u64,
     /// When the next incarnation was spawned (its recovery starts after this instant).
     pub spawned_at: u64,
-    /// When its `/health` first answered.
+    /// When its `/health` first answered (or it stopped at a failpoint during its start-up).
     pub up_at: u64,
+    /// A power cut (not a kill): only what was synced survived it.
+    pub power_cut: bool,
+}
+
+/// Whether process `pid` is stopped (SIGSTOP).
+fn is_stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `pid (comm) S ...`: the state follows the command name's closing parenthesis.
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('T'))
 }
 
 pub struct NodeProc {
@@ -58,8 +71,8 @@ impl NodeProc {
     }
 
     /// Spawns the next incarnation and waits (bounded) for its `/health`; returns (spawned at,
-    /// up at).
-    pub async fn start(&mut self) -> Result<(u64, u64), String> {
+    /// up at). `failpoints`: the `FAILPOINTS` of the incarnation (empty: none).
+    pub async fn start(&mut self, failpoints: &str) -> Result<(u64, u64), String> {
         assert!(self.child.is_none(), "a node is already running");
         self.incarnation += 1;
         let log = std::fs::File::create(self.log_path(self.incarnation))
@@ -70,6 +83,7 @@ impl NodeProc {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "warn")
+            .env("FAILPOINTS", failpoints)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -85,12 +99,15 @@ impl NodeProc {
                     self.log_tail(self.incarnation, 40)
                 ));
             }
-            let up = self
-                .http
-                .get(&self.health)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            // A failpoint may stop it during its recovery: a window like any other.
+            let stopped = child.id().is_some_and(is_stopped);
+            let up = stopped
+                || self
+                    .http
+                    .get(&self.health)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
             if up {
                 self.child = Some(child);
                 return Ok((spawned_at, now_ms()));
@@ -122,15 +139,53 @@ impl NodeProc {
         now_ms()
     }
 
-    /// Kill, pause `down` and restart: one [`Crash`].
-    pub async fn crash(&mut self, down: Duration) -> Crash {
-        let killed_at = self.kill9().await;
-        tokio::time::sleep(down).await;
-        let (spawned_at, up_at) = self.start().await.unwrap_or_else(|e| panic!("{e}"));
-        Crash {
-            killed_at,
-            spawned_at,
-            up_at,
+    fn pid(&self) -> libc::pid_t {
+        let child = self.child.as_ref().expect("a running node");
+        child.id().expect("a running node has a pid") as libc::pid_t
+    }
+
+    /// SIGSTOP: every thread of the node stops where it stands (it may finish the system call
+    /// it is in, never act on its result).
+    pub fn freeze(&self) {
+        // SAFETY: kill(2) on our own child, which is not reaped yet (its pid is still ours).
+        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+    }
+
+    /// Whether the node stopped (itself, at a failpoint, or by [`NodeProc::freeze`]).
+    pub fn stopped(&self) -> bool {
+        is_stopped(self.pid() as u32)
+    }
+
+    /// Waits (at most `within`) for the node to stop itself at its failpoint.
+    pub async fn wait_stopped(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.stopped() {
+                return true;
+            }
+            if !self.alive() {
+                panic!(
+                    "node incarnation {} died by itself:\n{}",
+                    self.incarnation,
+                    self.log_tail(self.incarnation, 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    /// SIGTERM: the graceful stop (deliveries dropped, the journal written and synced); waits
+    /// for the exit.
+    pub async fn terminate(&mut self) -> Result<(), String> {
+        // SAFETY: as in `freeze`.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let mut child = self.child.take().expect("a running node");
+        match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!("the node exited with {status} on SIGTERM")),
+            Ok(Err(e)) => Err(format!("waiting for the node: {e}")),
+            Err(_) => Err("the node did not exit within 30 s of SIGTERM".into()),
         }
     }
 
