@@ -65,6 +65,8 @@ use pagonode::registry::Registry;
 use pagonode::store::{
     Commit, Durability, MemoryStore, SqliteStore, Store, StoreError, StoreStats,
 };
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use tokio::sync::oneshot;
 
 /// 2026-01-01T00:00:00Z.
@@ -76,16 +78,17 @@ const DRAIN_MS: Millis = 30 * 60_000;
 
 // ------------------------------------------------------------------------------- the seed
 
-/// splitmix64: small, and the same on every platform.
-struct Rng(u64);
+/// The seed's choices: `rand`'s seeded generator (the same sequence for a seed, given the
+/// `rand` version Cargo.lock pins).
+struct Rng(StdRng);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(StdRng::seed_from_u64(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// 0..n (0 if n is 0).
@@ -628,7 +631,7 @@ impl Sim {
             .collect();
         let mut sim = Sim {
             seed,
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             clock,
             registry: Arc::new(Registry::new(cfg)),
             backing,
@@ -1770,35 +1773,23 @@ fn plan(
         Never,
         Refused,
     }
-    let slow = |rng: &mut Rng| rng.range(200, 5_000);
-    let kind = match mood {
-        Mood::Perfect => Kind::Ok(0),
-        Mood::Healthy => match rng.weighted(&[90, 3, 2, 1, 1, 1, 1]) {
-            0 => Kind::Ok(rng.below(40)),
-            1 => Kind::Ok(slow(rng)),
-            2 => Kind::Ko,
-            3 => Kind::Garbage,
-            4 => Kind::Http500,
-            5 => Kind::Never,
-            _ => Kind::Refused,
-        },
-        Mood::Flaky => match rng.weighted(&[30, 10, 15, 15, 10, 10, 10]) {
-            0 => Kind::Ok(rng.below(40)),
-            1 => Kind::Ok(slow(rng)),
-            2 => Kind::Ko,
-            3 => Kind::Garbage,
-            4 => Kind::Http500,
-            5 => Kind::Never,
-            _ => Kind::Refused,
-        },
-        Mood::Slow => Kind::Ok(slow(rng)),
-        Mood::Down => {
-            if rng.chance(70) {
-                Kind::Refused
-            } else {
-                Kind::Never
-            }
-        }
+    // Per mood, the weights of: OK at once, OK slowly, KO, garbage, HTTP 500, silence, refusal.
+    let weights = match mood {
+        Mood::Perfect => [1, 0, 0, 0, 0, 0, 0],
+        Mood::Healthy => [90, 3, 2, 1, 1, 1, 1],
+        Mood::Flaky => [30, 10, 15, 15, 10, 10, 10],
+        Mood::Slow => [0, 1, 0, 0, 0, 0, 0],
+        Mood::Down => [0, 0, 0, 0, 0, 3, 7],
+    };
+    let kind = match rng.weighted(&weights) {
+        0 if mood == Mood::Perfect => Kind::Ok(0),
+        0 => Kind::Ok(rng.below(40)),
+        1 => Kind::Ok(rng.range(200, 5_000)),
+        2 => Kind::Ko,
+        3 => Kind::Garbage,
+        4 => Kind::Http500,
+        5 => Kind::Never,
+        _ => Kind::Refused,
     };
     let answer = |status: u16, body: String| {
         Ok(Answer {
