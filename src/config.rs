@@ -35,6 +35,8 @@ pub struct Config {
     pub timings: Timings,
     pub receipts: ReceiptPolicy,
     pub journal: JournalSection,
+    /// Log format and level (`pagonode --log-format` and `RUST_LOG` take precedence).
+    pub log: crate::logging::LogSection,
     pub psp: Vec<PspConfig>,
     pub psp_broker: Vec<PspBrokerConfig>,
     pub channel: Vec<ChannelConfig>,
@@ -63,10 +65,25 @@ pub struct NodeSection {
     pub admin_token: Option<String>,
     /// Largest request body accepted; bigger ones get PPT_SINTASSI_EXTRAXSD.
     pub max_body_bytes: usize,
+    /// Deepest element nesting read in any document (PSP requests, station answers, the
+    /// documents they carry); deeper ones are refused as malformed.
+    pub max_xml_depth: usize,
     /// HTTP worker threads (default: the number of CPUs).
     pub workers: Option<usize>,
     /// Whether idempotency keys are honoured (official `useIdempotency`).
     pub use_idempotency: bool,
+}
+
+/// The smallest `max_xml_depth` accepted: room for every pagoPA message, with headers.
+const MIN_XML_DEPTH: usize = 16;
+
+impl NodeSection {
+    /// The limits every document the node reads is held to.
+    pub fn xml_limits(&self) -> crate::codec::Limits {
+        crate::codec::Limits {
+            max_depth: self.max_xml_depth,
+        }
+    }
 }
 
 impl Default for NodeSection {
@@ -79,6 +96,7 @@ impl Default for NodeSection {
             admin_listen: None,
             admin_token: None,
             max_body_bytes: 1024 * 1024,
+            max_xml_depth: crate::codec::Limits::DEFAULT.max_depth,
             workers: None,
             use_idempotency: true,
         }
@@ -336,6 +354,10 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if let Some(level) = &self.log.level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| err("log.level", e.to_string()))?;
+        }
         let t = &self.timings;
         positive("timings.token_default_ms", t.token_default_ms)?;
         positive("timings.outcome_deadline_ms", t.outcome_deadline_ms)?;
@@ -364,6 +386,12 @@ impl Config {
         }
         if self.node.max_body_bytes < 1024 {
             return Err(err("node.max_body_bytes", "must be at least 1024"));
+        }
+        if self.node.max_xml_depth < MIN_XML_DEPTH {
+            return Err(err(
+                "node.max_xml_depth",
+                format!("must be at least {MIN_XML_DEPTH} (pagoPA messages nest 9 levels deep)"),
+            ));
         }
         if self.node.tls_cert.is_some() != self.node.tls_key.is_some() {
             return Err(err(
@@ -601,6 +629,13 @@ mod tests {
     fn example_is_valid() {
         let c = Config::example();
         assert!(!c.psp.is_empty() && !c.station.is_empty() && !c.service.is_empty());
+    }
+
+    #[test]
+    fn the_debian_packages_default_configuration_is_valid() {
+        let c = Config::from_toml_str(include_str!("../debian/pagonode.toml")).unwrap();
+        assert_eq!(c.node.database, Path::new("/var/lib/pagonode/pagonode.db"));
+        assert!(c.psp.is_empty(), "parties are the operator's to add");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
+use tracing::Instrument;
 
+use crate::logging::RequestId;
 use crate::node::Node;
 
 /// The contract files the node serves (the project's own, see `wsdl/README.md`), by the path
@@ -54,20 +56,45 @@ pub const CONTRACT_FILES: &[(&str, &str)] = &[
 ];
 
 fn xml(status: u16, body: String) -> HttpResponse {
-    HttpResponse::build(
+    xml_response(status).body(body)
+}
+
+fn xml_response(status: u16) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::build(
         actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK),
-    )
-    .insert_header(("Content-Type", "text/xml; charset=utf-8"))
-    .body(body)
+    );
+    response.insert_header(("Content-Type", "text/xml; charset=utf-8"));
+    response
 }
 
 /// nodeForPsp: reads the body up to the configured limit (an oversize body is answered with
-/// PPT_SINTASSI_EXTRAXSD in the operation's response, like any unreadable request).
-async fn soap(
-    req: HttpRequest,
+/// PPT_SINTASSI_EXTRAXSD in the operation's response, like any unreadable request). The work
+/// runs in the request's span (its id on every line), and the answer names the id.
+async fn soap(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+    let id = RequestId::new();
+    let started = std::time::Instant::now();
+    let span = id.span();
+    let reply = read_and_handle(&req, payload, &node)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| {
+        tracing::debug!(
+            operation = reply.operation.map_or("unknown", |op| op.soap_action()),
+            status = reply.status,
+            micros = started.elapsed().as_micros() as u64,
+            "nodeForPsp request answered"
+        );
+    });
+    xml_response(reply.status)
+        .insert_header(("X-Request-Id", id.to_string()))
+        .body(reply.body)
+}
+
+async fn read_and_handle(
+    req: &HttpRequest,
     mut payload: web::Payload,
-    node: web::Data<Arc<Node>>,
-) -> HttpResponse {
+    node: &Node,
+) -> crate::node::SoapReply {
     let limit = node.registry().config().node.max_body_bytes;
     let mut body = web::BytesMut::new();
     let mut too_big = false;
@@ -93,8 +120,7 @@ async fn soap(
         .get("SOAPAction")
         .and_then(|v| v.to_str().ok());
     let query = (!req.query_string().is_empty()).then(|| req.query_string());
-    let reply = node.handle_soap(action, query, &body, too_big).await;
-    xml(reply.status, reply.body)
+    node.handle_soap(action, query, &body, too_big).await
 }
 
 /// `GET …?wsdl` (and the XSDs the WSDL imports, by relative path).

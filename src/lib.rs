@@ -9,6 +9,7 @@ pub mod engine;
 pub mod failpoints;
 pub mod fault;
 pub mod journal;
+pub mod logging;
 pub mod mock_ec;
 pub mod registry;
 pub mod store;

@@ -55,7 +55,7 @@ use pagonode::codec::node_for_psp::OutcomeDetailsV2;
 use pagonode::codec::pa_for_node::{PaymentPaV2, ReceiptV2};
 use pagonode::codec::schema::from_fragment;
 use pagonode::codec::types::{Amount, FiscalCode, NoticeNumber, Outcome, PaymentToken, Text35};
-use pagonode::codec::{AnyMessage, Body, Operation, read_any};
+use pagonode::codec::{AnyMessage, Body, Limits, Operation, read_any};
 use pagonode::config::Config;
 use pagonode::engine::{
     ActivateCommand, ActivateStep, ActivationRequest, DeliveryPolicy, Engine, EventKind, IdemCheck,
@@ -1050,7 +1050,7 @@ struct Reply {
 
 /// Reads a reply envelope: its operation, `OK` or `fault.faultCode`, and the token it issues.
 fn parse_reply(s: &str) -> Result<Reply, String> {
-    let m = match read_any(s.as_bytes()) {
+    let m = match read_any(s.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => m,
         Ok(Body::Fault(f)) => return Err(format!("SOAP fault {f:?}")),
         Err(v) => return Err(format!("unreadable reply ({v}): {s}")),
@@ -1861,7 +1861,7 @@ impl World {
                         && step.deliver.contains(&(r.key(), self.now)),
                     "{what}: copy not queued at once: {r:?}"
                 );
-                let msg = match read_any(r.request.as_bytes()) {
+                let msg = match read_any(r.request.as_bytes(), Limits::DEFAULT) {
                     Ok(Body::Message(m)) => m,
                     other => {
                         return Err(format!(

@@ -24,7 +24,7 @@ pub use token::TokenIssuer;
 
 use crate::clock::Clock;
 use crate::codec::types::{IdempotencyKey, PaymentToken, Text35};
-use crate::codec::{AnyMessage, Body, Direction, Operation, read_any};
+use crate::codec::{AnyMessage, Body, Direction, Operation, Secrets, read_request};
 use crate::ec_client::{EcClient, EcTransport, Exchange};
 use crate::engine::{
     Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, Reply, RequestCtx, Step,
@@ -86,13 +86,14 @@ impl Node {
         tokens: TokenIssuer,
     ) -> Node {
         let now = clock.now_ms();
+        let xml_limits = registry.config().node.xml_limits();
         let schedule =
             driver::Schedule::new(now, registry.config().receipts.per_station_concurrency);
         Node {
             registry,
             engine: Mutex::new(Engine::new()),
             store,
-            ec: EcClient::new(transport, clock.clone()),
+            ec: EcClient::new(transport, clock.clone(), xml_limits),
             clock,
             tokens,
             schedule: Mutex::new(schedule),
@@ -261,14 +262,16 @@ impl Node {
                 operation: Some(op),
             };
         }
-        let (reply, keys) = if too_big {
+        let (reply, keys, secrets) = if too_big {
             let limit = self.registry().config().node.max_body_bytes;
             (
                 self.syntax_fault(op, body, format!("request body larger than {limit} bytes")),
                 Keys::default(),
+                Secrets::unknown(),
             )
         } else {
-            match read_any(body) {
+            let (read, secrets) = read_request(body, self.registry().config().node.xml_limits());
+            let (reply, keys) = match read {
                 Err(v) => (self.syntax_fault(op, body, v.to_string()), Keys::default()),
                 Ok(Body::Fault(_)) => (
                     self.syntax_fault(op, body, "a SOAP Fault is not a request".into()),
@@ -294,10 +297,11 @@ impl Node {
                     )
                 }
                 Ok(Body::Message(m)) => self.dispatch(m).await,
-            }
+            };
+            (reply, keys, secrets)
         };
         if self.registry().config().journal.enabled {
-            let rows = rows::psp_exchange(op, body, &reply, &keys, started, self.now());
+            let rows = rows::psp_exchange(op, body, &secrets, &reply, &keys, started, self.now());
             self.store.journal(rows);
         }
         SoapReply {
@@ -575,12 +579,7 @@ pub(crate) fn system(e: impl std::fmt::Display) -> NodeFault {
 /// `(idPSP, idempotencyKey)` of a request that cannot be parsed, read leniently.
 fn sniff_idempotency(body: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(body).ok()?;
-    let field = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find('<')? + start;
-        Some(text[start..end].trim().to_string())
-    };
+    let field = |name| crate::codec::lenient::first_text(text, name).map(str::to_string);
     Some((field("idPSP")?, field("idempotencyKey")?))
 }
 

@@ -9,7 +9,7 @@ use pagonode::codec::common::{EntityUniqueIdentifier, QrCode, Subject};
 use pagonode::codec::node_for_psp::*;
 use pagonode::codec::service::ServicePayload;
 use pagonode::codec::types::*;
-use pagonode::codec::{AnyMessage, Body, Message, read_any, write_envelope};
+use pagonode::codec::{AnyMessage, Body, Limits, Message, read_any, write_envelope};
 use pagonode::config::Config;
 use pagonode::mock_ec::{MockEc, MockEcConfig, MockEcServer, StoredReceipt};
 use pagonode::server::RunningNode;
@@ -67,7 +67,7 @@ pub struct Harness {
 }
 
 /// A URL nothing listens on (a port just released).
-fn closed_port_url() -> String {
+pub fn closed_port_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
@@ -207,7 +207,7 @@ pub fn export_journal(db: &std::path::Path, source: &str) {
 
 /// Parses an answer; it must be a valid message.
 pub fn parse(body: &str) -> AnyMessage {
-    match read_any(body.as_bytes()) {
+    match read_any(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => m,
         other => panic!("not a valid message: {other:?}\n{body}"),
     }
@@ -371,7 +371,7 @@ pub fn tassa_auto(plate: &str) -> ServicePayload {
     let doc = format!(
         "<ta:tassaAuto xmlns:ta=\"http://PuntoAccessoPSP.spcoop.gov.it/TassaAuto\"><ta:veicoloConTarga><ta:tipoVeicoloTarga>1</ta:tipoVeicoloTarga><ta:veicoloTarga>{plate}</ta:veicoloTarga></ta:veicoloConTarga></ta:tassaAuto>"
     );
-    ServicePayload::from_document(doc.into_bytes()).unwrap()
+    ServicePayload::from_document(doc.into_bytes(), Limits::DEFAULT).unwrap()
 }
 
 pub fn demand(psp: &Psp, soggetto: &str, payload: ServicePayload) -> DemandPaymentNoticeRequest {
@@ -635,7 +635,7 @@ where
 /// Reads an answer that must be a `Res` element with `outcome=KO` and a fault signed by the
 /// node; returns the fault.
 pub fn ko<Res: KoResponse + std::fmt::Debug>(body: &str) -> FaultBean {
-    match read_message::<Res>(body.as_bytes()) {
+    match read_message::<Res>(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => {
             assert_eq!(m.outcome(), Outcome::Ko, "{body}");
             let f = m
@@ -658,7 +658,7 @@ pub fn expect_fault<Res: KoResponse + std::fmt::Debug>(body: &str, code: &str) -
 
 /// Reads an answer that must be a `Res` element with `outcome=OK` and no fault.
 pub fn ok<Res: KoResponse + std::fmt::Debug>(body: &str) -> Res {
-    match read_message::<Res>(body.as_bytes()) {
+    match read_message::<Res>(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => {
             assert_eq!(m.outcome(), Outcome::Ok, "{body}");
             assert!(m.fault().is_none(), "{body}");
@@ -740,6 +740,27 @@ pub fn mock_position(
             .collect(),
         ..PositionConfig::default()
     }
+}
+
+/// Starts a harness (admin listener on, `tweak` applied to the configuration) whose station
+/// `station` is behind a [`RewritingEc`] forwarding to the simulated EC.
+pub async fn behind_proxy(
+    station: &'static str,
+    tweak: impl FnOnce(&mut Config),
+) -> (Harness, RewritingEc) {
+    let proxy = RewritingEc::start();
+    let url = proxy.url.clone();
+    let h = Harness::start_full(
+        move |c, _| {
+            let st = c.station.iter_mut().find(|s| s.id == station).unwrap();
+            st.url = format!("{url}/pa/{station}");
+            tweak(c);
+        },
+        |_| {},
+    )
+    .await;
+    proxy.forward_to(&h.ec_url());
+    (h, proxy)
 }
 
 /// How a [`RewritingEc`] changes an answer: (SOAPAction of the request, the simulated EC's
