@@ -52,6 +52,7 @@ use pagonode::codec::pa_for_node::{
     PaSendRtV2Response, PaVerifyPaymentNoticeRes,
 };
 use pagonode::codec::types::{ExpirationTime, FiscalCode, NoticeNumber, Outcome};
+use pagonode::codec::xml::Limits;
 use pagonode::codec::{AnyMessage, Body, KoResponse, Message, read_any, write_envelope};
 use pagonode::config::Config;
 use pagonode::ec_client::{Answer, EcTransport, Post, Posted, TransportError};
@@ -574,7 +575,7 @@ fn psp(i: usize) -> &'static Psp {
 
 /// The answer's outcome and fault code (`OK` for none), and the token of an OK activation.
 fn read_reply(body: &str) -> (String, Option<String>) {
-    let Ok(Body::Message(m)) = read_any(body.as_bytes()) else {
+    let Ok(Body::Message(m)) = read_any(body.as_bytes(), Limits::DEFAULT) else {
         return ("UNREADABLE".into(), None);
     };
     let code = match m.outcome_and_fault() {
@@ -1130,7 +1131,7 @@ impl Sim {
             }
             (What::Demand, "OK") => {
                 if let Ok(Body::Message(AnyMessage::DemandPaymentNoticeResponse(d))) =
-                    read_any(body.as_bytes())
+                    read_any(body.as_bytes(), Limits::DEFAULT)
                     && let Some(qr) = d.qr_code
                 {
                     self.notices.push(SimNotice {
