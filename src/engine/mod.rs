@@ -100,6 +100,9 @@ pub struct Step {
     pub arm: Vec<(PaymentToken, Millis)>,
     pub disarm: Vec<PaymentToken>,
     pub deliver: Vec<(RecipientKey, Millis)>,
+    /// The reply repeats an answer cached by a step whose writes may not be durable yet: it is
+    /// sent only once everything queued before is.
+    pub reply_after_queued: bool,
 }
 
 impl Step {
@@ -118,6 +121,7 @@ impl Step {
         self.arm.extend(other.arm);
         self.disarm.extend(other.disarm);
         self.deliver.extend(other.deliver);
+        self.reply_after_queued |= other.reply_after_queued;
     }
 }
 

@@ -209,7 +209,14 @@ impl Node {
             arm,
             disarm,
             deliver,
+            reply_after_queued,
         } = step;
+        let commit = match commit {
+            Some(c) => Some(c),
+            // A repeated answer acknowledges the commit of the step that cached it.
+            None if reply_after_queued => Some(self.store.flush()),
+            None => None,
+        };
         if let Some(commit) = commit
             && let Err(e) = commit.await
         {
@@ -388,18 +395,28 @@ impl Node {
     }
 
     /// Consults the idempotency cache: `Some(reply)` ends the request there.
-    fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
+    async fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
         let idem = ctx.idem.as_ref()?;
         let stored = match self.store.load_idempotency(&idem.key) {
             Ok(stored) => stored,
             Err(e) => return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults)),
         };
-        let engine = self.engine();
-        match engine.check_idempotency(idem, stored, self.now()) {
-            IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r),
-            IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
+        let check = {
+            let engine = self.engine();
+            match engine.check_idempotency(idem, stored, self.now()) {
+                IdemCheck::Mismatch => return engine.idempotency_mismatch(ctx).reply,
+                check => check,
+            }
+        };
+        let IdemCheck::Replay { reply, unconfirmed } = check else {
+            return None;
+        };
+        // The answer acknowledges the change its first request made: durable, or queued before
+        // this flush.
+        if unconfirmed && let Err(e) = self.store.flush().await {
+            return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults));
         }
+        Some(reply)
     }
 
     /// Authenticates the caller; a failure is answered (and cached) right away.

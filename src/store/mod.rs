@@ -1,12 +1,15 @@
 //! Durable state behind one interface. The engine's writes for one command are committed in one
 //! transaction; commits from concurrent requests are grouped (one fsync for many). SQLite is the
-//! embedded default; the interface is what a PostgreSQL backend implements for several nodes.
+//! embedded default; [`MemoryStore`] has the same semantics in memory, for tests and the
+//! simulation; the interface is what a PostgreSQL backend implements for several nodes.
 
+pub mod memory;
 pub(crate) mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use memory::{Durability, MemoryStore};
 pub use sqlite::SqliteStore;
 
 use crate::engine::{

@@ -197,7 +197,8 @@ struct Inner {
     journal_dir: PathBuf,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped to stop the checkpointer at once (it waits on it between rounds).
+    stop: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 #[derive(Default)]
@@ -298,7 +299,7 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(reader(path)?);
         }
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -308,7 +309,7 @@ impl SqliteStore {
         };
         let c = counters.clone();
         let checkpoint_path = path.to_path_buf();
-        let stop2 = stop.clone();
+
         let threads = vec![
             spawn(
                 "store-writer",
@@ -316,7 +317,7 @@ impl SqliteStore {
             )?,
             spawn(
                 "store-checkpoint",
-                Box::new(move || checkpoint_loop(&checkpoint_path, &stop2)),
+                Box::new(move || checkpoint_loop(&checkpoint_path, &stopped)),
             )?,
         ];
         Ok(SqliteStore {
@@ -328,7 +329,7 @@ impl SqliteStore {
                 journal_dir,
                 threads: Mutex::new(threads),
                 counters,
-                stop,
+                stop: Mutex::new(Some(stop)),
             }),
         })
     }
@@ -344,7 +345,9 @@ impl SqliteStore {
             jobs.take();
         }
         self.inner.journal.close();
-        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut stop) = self.inner.stop.lock() {
+            stop.take();
+        }
         let threads = self
             .inner
             .threads
@@ -411,7 +414,7 @@ const WAL_RESTART_BYTES: u64 = 64 << 20;
 /// [`WAL_RESTART_BYTES`], the passive pass is followed by a `RESTART` one: it holds commits back
 /// only while it copies the few frames written since the passive pass (and at most 100 ms),
 /// then the WAL is rewritten from its start (its file, and the pages cached for it, reused).
-fn checkpoint_loop(path: &Path, stop: &std::sync::atomic::AtomicBool) {
+fn checkpoint_loop(path: &Path, stop: &mpsc::Receiver<()>) {
     let conn = match open(path, "FULL") {
         Ok(c) => c,
         Err(e) => {
@@ -427,8 +430,8 @@ fn checkpoint_loop(path: &Path, stop: &std::sync::atomic::AtomicBool) {
     }
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    while !stop.load(Ordering::Relaxed) {
-        thread::sleep(CHECKPOINT_EVERY);
+    // Nothing is ever sent on `stop`: it is dropped (disconnected) when the store closes.
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         let checkpoint =
             |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
         if let Err(e) = checkpoint("PASSIVE") {
@@ -1070,19 +1073,20 @@ impl Store for SqliteStore {
             now,
             done,
         });
-        let inner = self.inner.clone();
+        let journal = self.inner.journal.retain(journal_before);
         Box::pin(async move {
             state.await?;
-            Ok(inner.journal.retain(journal_before).await?)
+            Ok(journal.await?)
         })
     }
 
+    /// Both writers are asked at once: the future depends only on requests already sent.
     fn flush(&self) -> Commit {
         let state = self.request(Job::Flush);
-        let inner = self.inner.clone();
+        let journal = self.inner.journal.flush();
         Box::pin(async move {
             state.await?;
-            Ok(inner.journal.flush().await?)
+            Ok(journal.await?)
         })
     }
 
