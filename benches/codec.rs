@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pagonode::codec::{AnyMessage, Body, Operation, read_any};
+use pagonode::codec::{AnyMessage, Body, Limits, Operation, read_any};
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
@@ -70,7 +70,7 @@ fn tokenize(bytes: &[u8]) -> usize {
 }
 
 fn read(bytes: &[u8]) -> AnyMessage {
-    match read_any(bytes) {
+    match read_any(bytes, Limits::DEFAULT) {
         Ok(Body::Message(m)) => m,
         Ok(Body::Fault(f)) => panic!("a fixture holds a SOAP Fault: {f:?}"),
         Err(v) => panic!("a valid fixture was rejected: {v}"),
@@ -91,7 +91,7 @@ fn batch(f: impl Fn(), n: u32) -> f64 {
 /// kinds of batch meet it alike.
 fn interleaved(bytes: &[u8]) -> (f64, f64) {
     let parse = || {
-        black_box(read_any(black_box(bytes)).is_ok());
+        black_box(read_any(black_box(bytes), Limits::DEFAULT).is_ok());
     };
     let base = || {
         black_box(tokenize(black_box(bytes)));
@@ -223,7 +223,7 @@ fn codec(c: &mut Criterion) {
                 b.iter(|| tokenize(black_box(bytes)))
             });
             group.bench_function(BenchmarkId::new("parse", f.case), |b| {
-                b.iter(|| read_any(black_box(bytes)).is_ok())
+                b.iter(|| read_any(black_box(bytes), Limits::DEFAULT).is_ok())
             });
             group.bench_function(BenchmarkId::new("write", f.case), |b| {
                 b.iter(|| black_box(msg).to_envelope())

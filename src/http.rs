@@ -1,19 +1,22 @@
-//! The HTTP layer (actix-web): nodeForPsp on any POST path, the WSDL/XSD files at `?wsdl`, a
-//! health endpoint; the admin listener (journal, payments, receipt re-send) is separate and off
-//! unless configured.
+//! The HTTP layer (actix-web): nodeForPsp on any POST path, the WSDL (the operations the node
+//! answers, at the address it was asked on) and the XSDs at `?wsdl`, a health endpoint; the
+//! admin listener (journal, payments, receipt re-send, job triggers) is separate and off unless
+//! configured.
 
 use std::sync::Arc;
 
 use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
+use tracing::Instrument;
 
+use crate::logging::RequestId;
 use crate::node::Node;
 
-/// The contract files the node serves (the project's own, see `wsdl/README.md`), by the path
-/// the WSDL's `schemaLocation`s use.
+/// The contract files the node serves as they are (the project's own, see `wsdl/README.md`),
+/// by the path the WSDL's `schemaLocation`s use. The nodeForPsp WSDL is served reduced to the
+/// operations the node answers ([`crate::wsdl`]).
 pub const CONTRACT_FILES: &[(&str, &str)] = &[
-    ("nodeForPsp.wsdl", include_str!("../wsdl/nodeForPsp.wsdl")),
     ("paForNode.wsdl", include_str!("../wsdl/paForNode.wsdl")),
     (
         "xsd/nodeForPsp.xsd",
@@ -54,20 +57,45 @@ pub const CONTRACT_FILES: &[(&str, &str)] = &[
 ];
 
 fn xml(status: u16, body: String) -> HttpResponse {
-    HttpResponse::build(
+    xml_response(status).body(body)
+}
+
+fn xml_response(status: u16) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::build(
         actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK),
-    )
-    .insert_header(("Content-Type", "text/xml; charset=utf-8"))
-    .body(body)
+    );
+    response.insert_header(("Content-Type", "text/xml; charset=utf-8"));
+    response
 }
 
 /// nodeForPsp: reads the body up to the configured limit (an oversize body is answered with
-/// PPT_SINTASSI_EXTRAXSD in the operation's response, like any unreadable request).
-async fn soap(
-    req: HttpRequest,
+/// PPT_SINTASSI_EXTRAXSD in the operation's response, like any unreadable request). The work
+/// runs in the request's span (its id on every line), and the answer names the id.
+async fn soap(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+    let id = RequestId::new();
+    let started = std::time::Instant::now();
+    let span = id.span();
+    let reply = read_and_handle(&req, payload, &node)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| {
+        tracing::debug!(
+            operation = reply.operation.map_or("unknown", |op| op.soap_action()),
+            status = reply.status,
+            micros = started.elapsed().as_micros() as u64,
+            "nodeForPsp request answered"
+        );
+    });
+    xml_response(reply.status)
+        .insert_header(("X-Request-Id", id.to_string()))
+        .body(reply.body)
+}
+
+async fn read_and_handle(
+    req: &HttpRequest,
     mut payload: web::Payload,
-    node: web::Data<Arc<Node>>,
-) -> HttpResponse {
+    node: &Node,
+) -> crate::node::SoapReply {
     let limit = node.registry().config().node.max_body_bytes;
     let mut body = web::BytesMut::new();
     let mut too_big = false;
@@ -93,8 +121,7 @@ async fn soap(
         .get("SOAPAction")
         .and_then(|v| v.to_str().ok());
     let query = (!req.query_string().is_empty()).then(|| req.query_string());
-    let reply = node.handle_soap(action, query, &body, too_big).await;
-    xml(reply.status, reply.body)
+    node.handle_soap(action, query, &body, too_big).await
 }
 
 /// `GET …?wsdl` (and the XSDs the WSDL imports, by relative path).
@@ -102,12 +129,13 @@ async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse 
     let path = req.path();
     let query = req.query_string();
     if query.eq_ignore_ascii_case("wsdl") || query.to_ascii_lowercase().starts_with("wsdl") {
-        let file = if path.contains("pa-for-node") || path.contains("paForNode") {
-            "paForNode.wsdl"
-        } else {
-            "nodeForPsp.wsdl"
-        };
-        return contract_file(file);
+        if path.contains("pa-for-node") || path.contains("paForNode") {
+            return contract_file("paForNode.wsdl");
+        }
+        return served_wsdl(&req, &node, path);
+    }
+    if path.ends_with("nodeForPsp.wsdl") {
+        return served_wsdl(&req, &node, "/node-for-psp/v1");
     }
     if let Some(name) = query.strip_prefix("xsd=") {
         return contract_file(name);
@@ -121,6 +149,19 @@ async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse 
     HttpResponse::NotFound()
         .content_type(ContentType::plaintext())
         .body("not found: POST SOAP requests here, or GET ?wsdl\n")
+}
+
+/// The nodeForPsp WSDL, its address `node.public_url` or `endpoint` on the host and scheme the
+/// request came by.
+fn served_wsdl(req: &HttpRequest, node: &Node, endpoint: &str) -> HttpResponse {
+    let address = match &node.registry().config().node.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}{endpoint}", info.scheme(), info.host())
+        }
+    };
+    xml(200, crate::wsdl::served_node_for_psp(&address))
 }
 
 fn contract_file(name: &str) -> HttpResponse {

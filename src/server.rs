@@ -39,14 +39,19 @@ fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::{self, PemObject};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     crate::install_crypto_provider();
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let certs = rustls_pemfile::certs(&mut &read(cert)?[..])
-        .collect::<Result<Vec<_>, _>>()
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = rustls_pemfile::private_key(&mut &read(key)?[..])
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no private key", key.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in PEM form", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!("{}: no private key in PEM form", key.display()),
+        e => format!("{}: {e}", key.display()),
+    })?;
     rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -86,6 +91,9 @@ impl RunningNode {
             (Some(c), Some(k)) => Some(tls_config(c, k)?),
             _ => None,
         };
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         let registry = Arc::new(Registry::new(config));
         let node = Arc::new(Node::new(
             registry,
@@ -186,27 +194,45 @@ impl RunningNode {
     }
 
     /// Runs until SIGINT/SIGTERM, then stops gracefully.
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+    /// Runs until `signal` (see [`shutdown_signal`]) resolves, then stops gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
         tracing::info!("shutting down: finishing in-flight requests");
         self.stop().await;
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not when the
+/// future is first polled: called before the node starts, a SIGTERM sent as soon as it says it
+/// is listening (by a supervisor, a test) stops it gracefully instead of killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).ok();
+        let mut terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            tokio::select! {
+                _ = received(interrupt.as_mut()) => {}
+                _ = received(terminate.as_mut()) => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Resolves when the signal arrives; never, if it could not be listened for.
+#[cfg(unix)]
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Sweeps finished records out of the engine, and periodically applies journal retention and

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pagonode::codec::Limits;
 use pagonode::codec::node_for_psp::*;
 use pagonode::config::ServiceProviderConfig;
 use pagonode::mock_ec::{ScriptAction, ScriptRule};
@@ -147,8 +148,11 @@ async fn ec_down_is_irraggiungibile_and_the_notice_stays_free() {
     h.refused::<_, VerifyPaymentNoticeRes>(&verify(&PSP2, EC, &nn), DOWN)
         .await;
     let doc = "<pp:pagamentoPratica xmlns:pp=\"http://PuntoAccessoPSP.spcoop.gov.it/pagamentoPratica\"><pp:codicePratica>A001</pp:codicePratica><pp:pagatore><pp:codiceFiscalePagatore>RSSMRA80A01H501U</pp:codiceFiscalePagatore><pp:denominazionePagatore>Mario Rossi</pp:denominazionePagatore></pp:pagatore><pp:intestatario><pp:codiceFiscaleIntestatario>RSSLCU10A41H501X</pp:codiceFiscaleIntestatario><pp:denominazioneIntestatario>Lucia Rossi</pp:denominazioneIntestatario></pp:intestatario></pp:pagamentoPratica>";
-    let payload =
-        pagonode::codec::service::ServicePayload::from_document(doc.as_bytes().to_vec()).unwrap();
+    let payload = pagonode::codec::service::ServicePayload::from_document(
+        doc.as_bytes().to_vec(),
+        Limits::DEFAULT,
+    )
+    .unwrap();
     h.refused::<_, DemandPaymentNoticeResponse>(&demand(&PSP1, "00060", payload), DOWN)
         .await;
     h.stop().await;
@@ -209,25 +213,9 @@ async fn broken_ec_answers_are_errore_response_and_the_notice_stays_free() {
     h.stop().await;
 }
 
-/// Starts a harness whose station `station` is behind a [`RewritingEc`].
-async fn behind_proxy(station: &'static str) -> (Harness, RewritingEc) {
-    let proxy = RewritingEc::start();
-    let url = proxy.url.clone();
-    let h = Harness::start_full(
-        move |c, _| {
-            let st = c.station.iter_mut().find(|s| s.id == station).unwrap();
-            st.url = format!("{url}/pa/{station}");
-        },
-        |_| {},
-    )
-    .await;
-    proxy.forward_to(&h.ec_url());
-    (h, proxy)
-}
-
 #[tokio::test]
 async fn ko_without_fault_and_ok_with_fault_are_errore_response() {
-    let (h, proxy) = behind_proxy("77777777777_01").await;
+    let (h, proxy) = behind_proxy("77777777777_01", |_| {}).await;
     let nn = notice("02", "00");
     // Sanity: through the proxy, unchanged, everything works.
     ok::<VerifyPaymentNoticeRes>(&h.send(&verify(&PSP1, EC, &nn)).await);
@@ -455,7 +443,7 @@ async fn payment_data_the_node_refuses_is_errore_response() {
 
 #[tokio::test]
 async fn demand_ec_failures() {
-    let (h, proxy) = behind_proxy("88888888888_01").await;
+    let (h, proxy) = behind_proxy("88888888888_01", |_| {}).await;
     let ask = |who: &Psp| demand(who, "00042", tassa_auto("AB123CD"));
     ok::<DemandPaymentNoticeResponse>(&h.send(&ask(&PSP1)).await);
 

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use pagonode::codec::AnyMessage;
 use pagonode::codec::pa_for_node::PaSendRtV2Request;
-use pagonode::codec::{Body, read_message};
+use pagonode::codec::{Body, Limits, read_message};
 
 #[tokio::test]
 async fn notice_payment_verify_activate_outcome_receipt() {
@@ -30,7 +30,7 @@ async fn notice_payment_verify_activate_outcome_receipt() {
     assert_eq!(receipts[0].station, "77777777777_01");
     assert_eq!(receipts[0].version, 2);
     let Ok(Body::Message(rt)) =
-        read_message::<PaSendRtV2Request>(receipts[0].request_body.as_bytes())
+        read_message::<PaSendRtV2Request>(receipts[0].request_body.as_bytes(), Limits::DEFAULT)
     else {
         panic!()
     };

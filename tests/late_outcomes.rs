@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pagonode::codec::node_for_psp::*;
 use pagonode::codec::pa_for_node::{PaSendRtReq, PaSendRtV2Request};
-use pagonode::codec::{AnyMessage, Body, read_message};
+use pagonode::codec::{AnyMessage, Body, Limits, read_message};
 use pagonode::engine::render_receipt_v1;
 use pagonode::mock_ec::{ScriptAction, ScriptRule, StoredReceipt};
 
@@ -401,7 +401,8 @@ fn check_copies(copies: &[StoredReceipt], token: &str, nn: &str, expected: &[(&s
                 None => v2_receipt = Some(receipt),
                 Some(first) => assert_eq!(first, receipt, "two V2 copies differ"),
             }
-            let Ok(Body::Message(m)) = read_message::<PaSendRtV2Request>(c.request_body.as_bytes())
+            let Ok(Body::Message(m)) =
+                read_message::<PaSendRtV2Request>(c.request_body.as_bytes(), Limits::DEFAULT)
             else {
                 panic!("{}", c.request_body)
             };
@@ -410,7 +411,9 @@ fn check_copies(copies: &[StoredReceipt], token: &str, nn: &str, expected: &[(&s
     }
     let v2 = parsed_v2.expect("a V2 copy");
     for c in copies.iter().filter(|c| c.version == 1) {
-        let Ok(Body::Message(m)) = read_message::<PaSendRtReq>(c.request_body.as_bytes()) else {
+        let Ok(Body::Message(m)) =
+            read_message::<PaSendRtReq>(c.request_body.as_bytes(), Limits::DEFAULT)
+        else {
             panic!("{}", c.request_body)
         };
         assert_eq!(

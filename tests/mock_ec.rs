@@ -8,7 +8,7 @@ use pagonode::codec::pa_for_node::*;
 use pagonode::codec::schema::Bounded;
 use pagonode::codec::service::ServicePayload;
 use pagonode::codec::types::*;
-use pagonode::codec::{Body, KoResponse, Message, read_message, write_envelope};
+use pagonode::codec::{Body, KoResponse, Limits, Message, read_message, write_envelope};
 use pagonode::mock_ec::{
     AnswerKind, MockEc, MockEcConfig, MockEcServer, PositionStatus, ScriptAction, ScriptRule,
 };
@@ -273,7 +273,7 @@ impl Harness {
 
 /// Reads a response the mock gave: it must be a valid message, not a SOAP Fault.
 fn read<S: Message>(body: &str) -> S {
-    match read_message::<S>(body.as_bytes()) {
+    match read_message::<S>(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => m,
         Ok(Body::Fault(f)) => panic!("unexpected SOAP Fault {f:?}"),
         Err(v) => panic!("invalid response ({v}): {body}"),
@@ -495,7 +495,7 @@ async fn fault_scenarios_90_to_99() {
     let (status, body) = h.soap("paGetPaymentV2", get("302950000000000042")).await;
     assert_eq!(status, 200);
     assert!(
-        read_message::<PaGetPaymentV2Response>(body.as_bytes()).is_err(),
+        read_message::<PaGetPaymentV2Response>(body.as_bytes(), Limits::DEFAULT).is_err(),
         "garbage: {body}"
     );
 
@@ -505,7 +505,7 @@ async fn fault_scenarios_90_to_99() {
         body.contains("<paymentAmount>10.423</paymentAmount>"),
         "{body}"
     );
-    assert!(read_message::<PaGetPaymentV2Response>(body.as_bytes()).is_err());
+    assert!(read_message::<PaGetPaymentV2Response>(body.as_bytes(), Limits::DEFAULT).is_err());
 
     let started = Instant::now();
     let slow = h
@@ -522,7 +522,7 @@ async fn fault_scenarios_90_to_99() {
     let (status, body) = h.soap("paGetPaymentV2", get("302980000000000042")).await;
     assert_eq!(status, 500);
     assert!(matches!(
-        read_message::<PaGetPaymentV2Response>(body.as_bytes()),
+        read_message::<PaGetPaymentV2Response>(body.as_bytes(), Limits::DEFAULT),
         Ok(Body::Fault(_))
     ));
 
@@ -585,7 +585,7 @@ async fn bad_requests_are_refused_in_band() {
     let (status, body) = h.soap("", "<a/>".into()).await;
     assert_eq!(status, 500);
     assert!(matches!(
-        read_message::<PaVerifyPaymentNoticeRes>(body.as_bytes()),
+        read_message::<PaVerifyPaymentNoticeRes>(body.as_bytes(), Limits::DEFAULT),
         Ok(Body::Fault(_))
     ));
 
@@ -760,6 +760,7 @@ async fn demand_creates_a_payable_notice() {
         id_soggetto_servizio: ServiceCode::new("00042").unwrap(),
         dati_specifici_servizio_request: ServicePayload::from_document(
             TASSA_AUTO.as_bytes().to_vec(),
+            Limits::DEFAULT,
         )
         .unwrap(),
     };

@@ -4,7 +4,7 @@
 //! for the official XSD check; being rewritten fixtures, not messages the node emitted in a
 //! run, they do not count toward the check's gate.
 
-use pagonode::codec::{Body, read_any};
+use pagonode::codec::{Body, Limits, read_any};
 
 #[test]
 fn every_valid_fixture_round_trips_through_the_writer() {
@@ -23,12 +23,13 @@ fn every_valid_fixture_round_trips_through_the_writer() {
             continue;
         }
         let bytes = std::fs::read(root.join(cols[0])).unwrap();
-        let Body::Message(first) = read_any(&bytes).unwrap_or_else(|v| panic!("{}: {v}", cols[0]))
+        let Body::Message(first) =
+            read_any(&bytes, Limits::DEFAULT).unwrap_or_else(|v| panic!("{}: {v}", cols[0]))
         else {
             continue;
         };
         let written = first.to_envelope();
-        let Body::Message(again) = read_any(written.as_bytes())
+        let Body::Message(again) = read_any(written.as_bytes(), Limits::DEFAULT)
             .unwrap_or_else(|v| panic!("{}: rewritten form invalid: {v}\n{written}", cols[0]))
         else {
             panic!("{}: rewritten as a fault", cols[0]);

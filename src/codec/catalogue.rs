@@ -5,7 +5,8 @@
 use super::schema::{Bounded, Content};
 use super::types::{Commissione, IsoDate, ServiceCode, Text35, Text70};
 use super::xml::{
-    AttrPolicy, Violation, ViolationKind, XmlReader, XmlWriter, check_chars, decode_document,
+    AttrPolicy, Limits, Violation, ViolationKind, XmlReader, XmlWriter, check_chars,
+    decode_document,
 };
 use crate::xml_sequence;
 
@@ -62,10 +63,10 @@ impl ListaCatalogoServizi {
     }
 
     /// Reads and checks a catalogue document.
-    pub fn from_document(bytes: &[u8]) -> Result<ListaCatalogoServizi, Violation> {
+    pub fn from_document(bytes: &[u8], limits: Limits) -> Result<ListaCatalogoServizi, Violation> {
         let doc = decode_document(bytes)?;
         check_chars(&doc)?;
-        let mut r = XmlReader::new(&doc);
+        let mut r = XmlReader::new(&doc, limits);
         let root = r.root()?;
         if !root.is(NS_CATALOGO, "listaCatalogoServizi") {
             return Err(Violation::new(

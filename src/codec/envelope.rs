@@ -3,12 +3,14 @@
 //! even when it cannot be read.
 
 use super::common::FaultBean;
+use super::lenient::{Tag, Tags};
+use super::mask::Secrets;
 use super::node_for_psp::*;
 use super::pa_for_node::*;
 use super::schema::{Content, Particle, next_is};
 use super::types::{Outcome, XsdString};
 use super::xml::{
-    AttrPolicy, Child, Violation, ViolationKind, XmlReader, XmlWriter, check_chars,
+    AttrPolicy, Child, Limits, Violation, ViolationKind, XmlReader, XmlWriter, check_chars,
     decode_document, is_ncname,
 };
 
@@ -361,14 +363,36 @@ fn envelope_violation(reason: impl Into<String>) -> Violation {
 
 /// Reads an envelope and hands the Body's single child element, not yet entered, to `payload`.
 /// Violations of the envelope itself (outside the payload) are [`ViolationKind::Envelope`] with
-/// an empty path: paths are relative to the payload root.
+/// an empty path: paths are relative to the payload root. Also returns where the envelope keeps
+/// its secrets, known if it was read.
 fn read_envelope_with<T>(
     bytes: &[u8],
+    limits: Limits,
     payload: impl for<'d> FnOnce(&mut XmlReader<'d>, Child<'d>) -> Result<T, Violation>,
+) -> (Result<T, Violation>, Secrets) {
+    let doc = match decode_document(bytes) {
+        Ok(doc) => doc,
+        Err(v) => return (Err(v), Secrets::unknown()),
+    };
+    let mut r = XmlReader::new(&doc, limits);
+    let read = check_chars(&doc).and_then(|()| read_envelope(&mut r, payload));
+    // The reader's ranges are of the decoded text: they are the request's own bytes (past a
+    // byte order mark) unless the text was transcoded.
+    let secrets = match (&read, &doc) {
+        (Ok(_), std::borrow::Cow::Borrowed(text)) => {
+            let offset = text.as_ptr() as usize - bytes.as_ptr() as usize;
+            let at = |r: std::ops::Range<usize>| r.start + offset..r.end + offset;
+            Secrets::at(r.take_secrets().into_iter().map(at).collect())
+        }
+        _ => Secrets::unknown(),
+    };
+    (read, secrets)
+}
+
+fn read_envelope<'d, T>(
+    r: &mut XmlReader<'d>,
+    payload: impl FnOnce(&mut XmlReader<'d>, Child<'d>) -> Result<T, Violation>,
 ) -> Result<T, Violation> {
-    let doc = decode_document(bytes)?;
-    check_chars(&doc)?;
-    let mut r = XmlReader::new(&doc);
     let root = r.root()?;
     if root.local != "Envelope" || root.ns != NS_SOAP {
         let why = if root.local == "Envelope" {
@@ -413,7 +437,7 @@ fn read_envelope_with<T>(
         return Err(envelope_violation("the Body is empty"));
     };
     r.set_path_base();
-    let value = payload(&mut r, child)?;
+    let value = payload(r, child)?;
     if let Some(extra) = r.next_child().map_err(at_envelope)? {
         return Err(envelope_violation(format!(
             "the Body must hold exactly one element; found another, '{}'",
@@ -480,8 +504,16 @@ fn unknown_root(child: &Child<'_>) -> Violation {
 }
 
 /// Reads and validates any of the messages, or a SOAP Fault, in a SOAP 1.1 envelope.
-pub fn read_any(bytes: &[u8]) -> Result<Body<AnyMessage>, Violation> {
-    read_envelope_with(bytes, |r, child| {
+pub fn read_any(bytes: &[u8], limits: Limits) -> Result<Body<AnyMessage>, Violation> {
+    read_request(bytes, limits).0
+}
+
+/// [`read_any`], and where the request keeps its secrets (to store a copy without them).
+pub fn read_request(
+    bytes: &[u8],
+    limits: Limits,
+) -> (Result<Body<AnyMessage>, Violation>, Secrets) {
+    read_envelope_with(bytes, limits, |r, child| {
         if child.is(NS_SOAP, "Fault") {
             r.enter(child, AttrPolicy::None)?;
             return SoapFault::read(r).map(Body::Fault);
@@ -498,8 +530,8 @@ pub fn read_any(bytes: &[u8]) -> Result<Body<AnyMessage>, Violation> {
 }
 
 /// Reads the message `M` (or a SOAP Fault) from an envelope; any other root is a violation.
-pub fn read_message<M: Message>(bytes: &[u8]) -> Result<Body<M>, Violation> {
-    read_envelope_with(bytes, |r, child| {
+pub fn read_message<M: Message>(bytes: &[u8], limits: Limits) -> Result<Body<M>, Violation> {
+    read_envelope_with(bytes, limits, |r, child| {
         if child.is(NS_SOAP, "Fault") {
             r.enter(child, AttrPolicy::None)?;
             return SoapFault::read(r).map(Body::Fault);
@@ -516,6 +548,7 @@ pub fn read_message<M: Message>(bytes: &[u8]) -> Result<Body<M>, Violation> {
         r.enter(child, AttrPolicy::None)?;
         M::read(r).map(Body::Message)
     })
+    .0
 }
 
 /// `soapenv:Fault` `detail`: element-only, any attributes, lax wildcard entries kept unread.
@@ -669,41 +702,162 @@ pub fn query_soap_action(query: &str) -> Option<String> {
     })
 }
 
-/// The operation and direction named by the first element inside `Body`, read leniently.
+/// The operation and direction named by the first element inside `Body`, read leniently: the
+/// first element named as a message root after the first `Body` start tag, or anywhere if there
+/// is no `Body`.
 pub fn sniff_root(body: &[u8]) -> Option<(Operation, Direction)> {
     let text = String::from_utf8_lossy(body);
-    let mut rest = text.as_ref();
-    // After the Body start tag if there is one, else from the start.
-    if let Some(i) = find_body_start(rest) {
-        rest = &rest[i..];
+    let (mut in_body, mut before_body) = (false, None);
+    for tag in Tags::new(&text) {
+        let Tag::Start { .. } = tag else { continue };
+        let local = tag.local();
+        if !in_body && local == "Body" {
+            in_body = true;
+        } else if let Some(found) = Operation::from_root(local) {
+            if in_body {
+                return Some(found);
+            }
+            before_body.get_or_insert(found);
+        }
     }
-    let mut names = rest.split('<').skip(1).filter_map(|t| {
-        let name: String = t
-            .chars()
-            .take_while(|c| !c.is_whitespace() && !matches!(c, '>' | '/'))
-            .collect();
-        (!name.is_empty() && !name.starts_with(['?', '!'])).then_some(name)
-    });
-    names.find_map(|n| {
-        let local = n.rsplit(':').next().unwrap_or(&n);
-        Operation::from_root(local)
-    })
+    before_body.filter(|_| !in_body)
 }
 
-fn find_body_start(s: &str) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = s[from..].find("Body") {
-        let at = from + i;
-        let before = &s[..at];
-        let is_tag = before.ends_with('<')
-            || before
-                .rsplit('<')
-                .next()
-                .is_some_and(|p| !p.contains(['>', ' ']) && p.ends_with(':'));
-        if is_tag {
-            return s[at..].find('>').map(|j| at + j + 1);
-        }
-        from = at + 4;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::mask::MASKED;
+    use crate::codec::types::encode_base64;
+
+    /// The example activation, its idempotency key template (`KEY`) filled in.
+    static ACTIVATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        include_str!("../../examples/activate.xml").replace("_KEY", "_a1B2c3D4e5")
+    });
+    const DEMAND: &str = include_str!("../../examples/demand.xml");
+    const SOAP_FAULT: &str = include_str!(
+        "../../xsd-fixtures/valid/paGetPaymentRes__soap_fault_detail_attributes_and_actor.xml"
+    );
+
+    fn nested(depth: usize) -> String {
+        format!(
+            "{}{}",
+            "<h:a xmlns:h='urn:h'>".repeat(depth),
+            "</h:a>".repeat(depth)
+        )
     }
-    None
+
+    /// `doc` with `nested(depth)` in place of `at`.
+    fn deep(doc: &str, at: &str, depth: usize) -> String {
+        assert!(doc.contains(at), "{at}");
+        doc.replacen(at, &nested(depth), 1)
+    }
+
+    #[test]
+    fn nesting_is_bounded_in_every_part_of_an_envelope() {
+        let header = ACTIVATE.replacen(
+            "<soapenv:Body>",
+            "<soapenv:Header>HERE</soapenv:Header><soapenv:Body>",
+            1,
+        );
+        let after_body = ACTIVATE.replacen("</soapenv:Body>", "</soapenv:Body>HERE", 1);
+        let detail = SOAP_FAULT.replacen("testo", "HERE", 1);
+        // Far beyond what a recursive reader survives on a thread's stack.
+        for depth in [200, 100_000] {
+            for doc in [&header, &after_body, &detail] {
+                let v = read_any(deep(doc, "HERE", depth).as_bytes(), Limits::DEFAULT).unwrap_err();
+                assert_eq!(v.kind, ViolationKind::Limit, "{v}");
+                assert!(v.reason.contains("deeper than 64"), "{v}");
+            }
+        }
+        // The limit counts from the root: an Envelope (1) and a Header (2) leave 62 levels.
+        let fits =
+            |doc: &str, depth| read_any(deep(doc, "HERE", depth).as_bytes(), Limits::DEFAULT);
+        assert!(fits(&header, 62).is_ok());
+        assert!(fits(&header, 63).is_err());
+        assert!(fits(&after_body, 63).is_ok());
+        let low = Limits { max_depth: 16 };
+        assert!(read_any(deep(&header, "HERE", 14).as_bytes(), low).is_ok());
+        assert!(read_any(deep(&header, "HERE", 15).as_bytes(), low).is_err());
+        // Inside the payload: refused as the element it is not, before any depth matters.
+        let payload = deep(&ACTIVATE, "<amount>10.00</amount>", 100_000);
+        assert!(read_any(payload.as_bytes(), Limits::DEFAULT).is_err());
+    }
+
+    #[test]
+    fn a_service_document_is_held_to_the_limits_of_its_message() {
+        let at = DEMAND.find("<datiSpecificiServizio>").unwrap() + "<datiSpecificiServizio>".len();
+        let end = DEMAND.find("</datiSpecificiServizio>").unwrap();
+        let with = |doc: &str| {
+            format!(
+                "{}{}{}",
+                &DEMAND[..at],
+                encode_base64(doc.as_bytes()),
+                &DEMAND[end..]
+            )
+        };
+        let other = |inner: &str| format!("<x:doc xmlns:x='urn:other'>{inner}</x:doc>");
+        assert!(read_any(with(&other(&nested(63))).as_bytes(), Limits::DEFAULT).is_ok());
+        for depth in [64, 100_000] {
+            let v = read_any(with(&other(&nested(depth))).as_bytes(), Limits::DEFAULT).unwrap_err();
+            assert!(v.reason.contains("deeper than 64"), "{v}");
+            assert_eq!(v.path, "demandPaymentNoticeRequest/datiSpecificiServizio");
+        }
+    }
+
+    #[test]
+    fn secrets_are_where_the_reader_read_them() {
+        for (spelled, value) in [
+            ("pwdpwdpwd", "pwdpwdpwd"),
+            ("<![CDATA[pwdpwdpwd]]>", "pwdpwdpwd"),
+            (
+                "pwd<![CDATA[pwd]]>p&#119;&amp;<!-- x -->d<?pi x?>",
+                "pwdpwdpw&d",
+            ),
+            ("\n  pwdpwdpwd  \n", "\n  pwdpwdpwd  \n"),
+        ] {
+            let doc = format!(
+                "\u{FEFF}{}",
+                ACTIVATE
+                    .replace("<password>pwdpwdpwd</password>", &format!("<password>{spelled}</password>"))
+                    .replace(
+                        "<soapenv:Body>",
+                        "<soapenv:Header><w:Security xmlns:w='urn:w'><w:Password>hdr<w:x/></w:Password></w:Security></soapenv:Header><soapenv:Body>"
+                    )
+            );
+            let (read, secrets) = read_request(doc.as_bytes(), Limits::DEFAULT);
+            let Ok(Body::Message(AnyMessage::ActivatePaymentNoticeReq(m))) = read else {
+                panic!("{spelled}: {read:?}");
+            };
+            assert_eq!(m.password.expose(), value);
+            let masked = secrets.mask(doc.as_bytes());
+            assert_eq!(
+                masked,
+                doc.replace(spelled, MASKED).replace("hdr<w:x/>", MASKED),
+                "{spelled}"
+            );
+            // The lenient masking of an unread document agrees.
+            assert_eq!(Secrets::unknown().mask(doc.as_bytes()), masked);
+        }
+    }
+
+    #[test]
+    fn the_operation_is_found_in_broken_requests_without_rescanning() {
+        let op = |doc: &str| sniff_root(doc.as_bytes()).map(|(op, _)| op);
+        assert_eq!(op(&ACTIVATE), Some(Operation::ActivatePaymentNotice));
+        let cut = &ACTIVATE[..ACTIVATE.find("<idPSP>").unwrap() - 3];
+        assert_eq!(op(cut), Some(Operation::ActivatePaymentNotice));
+        // A root name before the Body does not count when there is a Body; it does without one.
+        let header = ACTIVATE.replacen(
+            "<soapenv:Body>",
+            "<soapenv:Header><x:verifyPaymentNoticeReq xmlns:x='urn:x'/><!-- <soapenv:Body><paSendRTReq> --></soapenv:Header><soapenv:Body>",
+            1,
+        );
+        assert_eq!(op(&header), Some(Operation::ActivatePaymentNotice));
+        assert_eq!(
+            op("<verifyPaymentNoticeReq><activatePaymentNoticeReq>"),
+            Some(Operation::VerifyPaymentNotice)
+        );
+        assert_eq!(op("<soapenv:Body><!-- <verifyPaymentNoticeReq> -->"), None);
+        assert_eq!(op(&format!("<!-- {}", "Body".repeat(10_000))), None);
+    }
 }

@@ -8,6 +8,8 @@
 pub mod catalogue;
 pub mod common;
 pub mod envelope;
+pub mod lenient;
+pub mod mask;
 pub mod node_for_psp;
 pub mod pa_for_node;
 pub mod schema;
@@ -17,6 +19,7 @@ pub mod xml;
 
 pub use envelope::{
     AnyMessage, Body, Direction, Interface, KoResponse, Message, Operation, SoapFault,
-    detect_operation, ko_envelope, read_any, read_message, write_envelope,
+    detect_operation, ko_envelope, read_any, read_message, read_request, write_envelope,
 };
-pub use xml::{Violation, ViolationKind};
+pub use mask::Secrets;
+pub use xml::{Limits, Violation, ViolationKind};

@@ -424,7 +424,7 @@ pub fn to_fragment<T: Content>(name: &str, v: &T) -> String {
 
 /// Reads a value written by [`to_fragment`], checking it as the schema does.
 pub fn from_fragment<T: Content>(xml: &str) -> Result<T, Violation> {
-    let mut r = XmlReader::new(xml);
+    let mut r = XmlReader::new(xml, super::xml::Limits::DEFAULT);
     let root = r.root()?;
     r.set_path_base();
     r.enter(root, AttrPolicy::None)?;

@@ -6,7 +6,8 @@
 use super::schema::{Content, Simple};
 use super::types::{Text, decode_base64, encode_base64};
 use super::xml::{
-    AttrPolicy, Violation, ViolationKind, XmlReader, XmlWriter, check_chars, decode_document,
+    AttrPolicy, Limits, Violation, ViolationKind, XmlReader, XmlWriter, check_chars,
+    decode_document,
 };
 use crate::{xml_choice, xml_enum, xml_sequence};
 
@@ -161,10 +162,10 @@ pub struct ServicePayload {
 }
 
 impl ServicePayload {
-    /// Checks raw document bytes: well-formed XML, valid against its schema when the root
-    /// namespace is a known catalogue schema.
-    pub fn from_document(bytes: Vec<u8>) -> Result<Self, String> {
-        let schema = check_service_document(&bytes)?;
+    /// Checks raw document bytes: well-formed XML within `limits`, valid against its schema
+    /// when the root namespace is a known catalogue schema.
+    pub fn from_document(bytes: Vec<u8>, limits: Limits) -> Result<Self, String> {
+        let schema = check_service_document(&bytes, limits)?;
         Ok(ServicePayload { bytes, schema })
     }
 
@@ -179,23 +180,35 @@ impl ServicePayload {
     }
 }
 
-impl Simple for ServicePayload {
-    fn parse(text: &str) -> Result<Self, String> {
-        let bytes = decode_base64(text)?;
-        ServicePayload::from_document(bytes).map_err(|e| format!("service document: {e}"))
+/// The base64 text of the element, then the document it holds, read within the limits of the
+/// message that carries it.
+impl Content for ServicePayload {
+    fn read(r: &mut XmlReader<'_>) -> Result<Self, Violation> {
+        let text = r.read_text()?;
+        let payload = decode_base64(&text).and_then(|bytes| {
+            ServicePayload::from_document(bytes, r.limits())
+                .map_err(|e| format!("service document: {e}"))
+        });
+        match payload {
+            Ok(p) => {
+                r.close_simple();
+                Ok(p)
+            }
+            Err(reason) => Err(r.invalid(reason)),
+        }
     }
     fn write(&self, w: &mut XmlWriter) {
         w.raw(&encode_base64(&self.bytes))
     }
 }
 
-fn check_service_document(bytes: &[u8]) -> Result<Option<ServiceSchema>, String> {
+fn check_service_document(bytes: &[u8], limits: Limits) -> Result<Option<ServiceSchema>, String> {
     if bytes.is_empty() {
         return Err("empty document".into());
     }
     let doc = decode_document(bytes).map_err(|v| v.to_string())?;
     check_chars(&doc).map_err(|v| v.to_string())?;
-    let mut r = XmlReader::new(&doc);
+    let mut r = XmlReader::new(&doc, limits);
     let root = r.root().map_err(|v| v.to_string())?;
     let schema = ServiceSchema::from_namespace(&root.ns);
     let local = root.local;
@@ -242,21 +255,27 @@ mod tests {
 
     #[test]
     fn tassa_auto() {
-        let p = ServicePayload::from_document(TASSA.as_bytes().to_vec()).unwrap();
+        let p = ServicePayload::from_document(TASSA.as_bytes().to_vec(), Limits::DEFAULT).unwrap();
         assert_eq!(p.schema(), Some(ServiceSchema::TassaAutomobilistica));
         let bad = TASSA.replace(">1<", ">3<");
-        assert!(ServicePayload::from_document(bad.into_bytes()).is_err());
+        assert!(ServicePayload::from_document(bad.into_bytes(), Limits::DEFAULT).is_err());
         let unqualified = TASSA
             .replace("<ta:veicoloTarga>", "<veicoloTarga>")
             .replace("</ta:veicoloTarga>", "</veicoloTarga>");
-        assert!(ServicePayload::from_document(unqualified.into_bytes()).is_err());
+        assert!(ServicePayload::from_document(unqualified.into_bytes(), Limits::DEFAULT).is_err());
     }
 
     #[test]
     fn unknown_namespace_needs_only_well_formedness() {
-        assert!(ServicePayload::from_document(b"<x xmlns='urn:other'><y/></x>".to_vec()).is_ok());
-        assert!(ServicePayload::from_document(b"<x><y></x>".to_vec()).is_err());
-        assert!(ServicePayload::from_document(Vec::new()).is_err());
-        assert!(ServicePayload::parse("cia").is_err());
+        assert!(
+            ServicePayload::from_document(
+                b"<x xmlns='urn:other'><y/></x>".to_vec(),
+                Limits::DEFAULT
+            )
+            .is_ok()
+        );
+        assert!(ServicePayload::from_document(b"<x><y></x>".to_vec(), Limits::DEFAULT).is_err());
+        assert!(ServicePayload::from_document(Vec::new(), Limits::DEFAULT).is_err());
+        assert!(crate::codec::schema::from_fragment::<ServicePayload>("<d>cia</d>").is_err());
     }
 }

@@ -5,8 +5,8 @@ use std::fmt;
 
 use base64::Engine as _;
 
-use super::schema::{Simple, check_length, check_xml_chars, collapse, collapse_runs};
-use super::xml::{XmlWriter, any_byte};
+use super::schema::{Content, Simple, check_length, check_xml_chars, collapse, collapse_runs};
+use super::xml::{Violation, XmlReader, XmlWriter, any_byte};
 use crate::xml_enum;
 
 /// `xsd:string` restricted to `MIN..=MAX` characters (`stText35`, `stText140`, ...).
@@ -285,11 +285,16 @@ impl fmt::Debug for Password {
     }
 }
 
-impl Simple for Password {
-    fn parse(text: &str) -> Result<Self, String> {
+/// Read as a secret: the reader keeps where the value lies, so that the journal can store the
+/// request without it ([`super::mask`]).
+impl Content for Password {
+    fn read(r: &mut XmlReader<'_>) -> Result<Self, Violation> {
+        let text = r.read_secret_text()?;
         // The length is reported, the value never.
-        check_length(text, 8, 15).map_err(|e| format!("password {e}"))?;
-        Ok(Password(text.to_string()))
+        check_length(&text, 8, 15).map_err(|e| r.invalid(format!("password {e}")))?;
+        let password = Password(text.into_owned());
+        r.close_simple();
+        Ok(password)
     }
     fn write(&self, w: &mut XmlWriter) {
         w.text(&self.0)

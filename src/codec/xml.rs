@@ -6,7 +6,9 @@
 //! content after the root) is done here, in one pass, without building a tree.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 
 use quick_xml::{Reader, XmlVersion};
 
@@ -29,6 +31,29 @@ pub enum ViolationKind {
     Schema,
     /// A base64 service document (`datiSpecificiServizio`) is undecodable or breaks its schema.
     ServicePayload,
+    /// Beyond a bound the node sets on every document ([`Limits`]): elements nested too deep.
+    Limit,
+}
+
+/// Bounds on what a document may make a reader do, whoever sent it. Every element, wherever it
+/// is (SOAP Header, payload, after the Body, fault detail, base64 service document), counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The deepest element nesting accepted, the root element being level 1. The deepest pagoPA
+    /// message needs 9 levels (`Envelope/Body/paSendRTV2Request/receipt/transferList/transfer/
+    /// metadata/mapEntry/key`).
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// Generous for real messages, small enough to keep every tree walk shallow.
+    pub const DEFAULT: Limits = Limits { max_depth: 64 };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
 }
 
 /// Why a message is rejected: where (`path`, from the payload root) and what rule it breaks.
@@ -107,12 +132,36 @@ pub enum AttrPolicy {
     Any,
 }
 
+/// Up to this many declarations in scope, prefixes are looked up by a search.
+const FEW_BINDINGS: usize = 8;
+
+/// A namespace declaration in scope.
+struct Binding<'a> {
+    prefix: &'a str,
+    ns: Cow<'a, str>,
+    /// The depth of the element that declares it.
+    depth: u32,
+    /// The binding of the same prefix it hides, restored when it goes out of scope (kept for
+    /// the default namespace, and for prefixes once they are in the map).
+    shadows: Option<usize>,
+}
+
 /// The pull reader. One per document; not reusable.
 pub struct XmlReader<'a> {
     doc: &'a str,
     src: Reader<&'a [u8]>,
-    bindings: Vec<(&'a str, Cow<'a, str>, u32)>,
+    limits: Limits,
+    /// Every declaration in scope, innermost last.
+    bindings: Vec<Binding<'a>>,
+    /// The index in `bindings` of the binding in scope of each prefix, once more than
+    /// [`FEW_BINDINGS`] are in scope (a search of so few is cheaper than hashing): a lookup then
+    /// costs the same however many declarations a document makes.
+    prefixes: Option<HashMap<&'a str, usize>>,
+    /// The index in `bindings` of the default namespace's binding in scope.
+    default_ns: Option<usize>,
     stack: Vec<&'a str>,
+    /// The content of every password element read or skipped, as byte ranges of the document.
+    secrets: Vec<Range<usize>>,
     path_base: usize,
     peeked: Option<Child<'a>>,
     current_empty: bool,
@@ -366,7 +415,7 @@ fn declared_encoding(bytes: &[u8]) -> Option<String> {
 
 impl<'a> XmlReader<'a> {
     /// A reader over a decoded document (see [`decode_document`]).
-    pub fn new(doc: &'a str) -> Self {
+    pub fn new(doc: &'a str, limits: Limits) -> Self {
         let mut src = Reader::from_str(doc);
         let cfg = src.config_mut();
         cfg.check_end_names = true;
@@ -376,8 +425,12 @@ impl<'a> XmlReader<'a> {
         XmlReader {
             doc,
             src,
+            limits,
             bindings: Vec::new(),
+            prefixes: None,
+            default_ns: None,
             stack: Vec::with_capacity(16),
+            secrets: Vec::new(),
             path_base: 0,
             peeked: None,
             current_empty: false,
@@ -442,15 +495,38 @@ impl<'a> XmlReader<'a> {
     }
 
     fn resolve(&self, prefix: &str) -> Option<Cow<'a, str>> {
-        match prefix {
-            "xml" => Some(Cow::Borrowed(XML_NS)),
-            _ => self
-                .bindings
-                .iter()
-                .rev()
-                .find(|(p, _, _)| *p == prefix)
-                .map(|(_, ns, _)| ns.clone()),
+        let at = match (prefix, &self.prefixes) {
+            ("", _) => self.default_ns,
+            ("xml", _) => return Some(Cow::Borrowed(XML_NS)),
+            (_, Some(map)) => map.get(prefix).copied(),
+            (_, None) => self.bindings.iter().rposition(|b| b.prefix == prefix),
+        };
+        at.map(|i| self.bindings[i].ns.clone())
+    }
+
+    /// Brings a declaration into scope, hiding the one it overrides.
+    fn bind(&mut self, prefix: &'a str, ns: Cow<'a, str>, depth: u32) {
+        let at = self.bindings.len();
+        if self.prefixes.is_none() && at >= FEW_BINDINGS {
+            let mut map = HashMap::with_capacity(2 * FEW_BINDINGS);
+            for (i, b) in self.bindings.iter_mut().enumerate() {
+                if !b.prefix.is_empty() {
+                    b.shadows = map.insert(b.prefix, i);
+                }
+            }
+            self.prefixes = Some(map);
         }
+        let shadows = match (prefix, &mut self.prefixes) {
+            ("", _) => self.default_ns.replace(at),
+            (_, Some(map)) => map.insert(prefix, at),
+            (_, None) => None,
+        };
+        self.bindings.push(Binding {
+            prefix,
+            ns,
+            depth,
+            shadows,
+        });
     }
 
     /// Binds the namespace declarations of a start tag and resolves its name.
@@ -543,24 +619,27 @@ impl<'a> XmlReader<'a> {
             } else {
                 self.borrow_from_doc(prefix)?
             };
-            self.bindings.push((prefix, uri, depth));
+            self.bind(prefix, uri, depth);
         }
         // Namespaces in XML: no two attributes with the same expanded name (`a:x` and `b:x` with
-        // `a` and `b` bound to one URI).
+        // `a` and `b` bound to one URI). Sorted, not compared pairwise: a start tag may carry
+        // thousands of attributes.
         if qualified_attrs.len() > 1 {
-            let mut seen = Vec::with_capacity(qualified_attrs.len());
+            let mut expanded = Vec::with_capacity(qualified_attrs.len());
             for (p, l) in qualified_attrs {
                 let ns = self.resolve(p).ok_or_else(|| {
                     not_wf(format!(
                         "unbound namespace prefix '{p}' on attribute '{p}:{l}'"
                     ))
                 })?;
-                if seen.contains(&(ns.clone(), l)) {
-                    return Err(not_wf(format!(
-                        "attribute '{l}' in namespace '{ns}' appears twice"
-                    )));
-                }
-                seen.push((ns, l));
+                expanded.push((ns, l));
+            }
+            expanded.sort_unstable();
+            if let Some(pair) = expanded.windows(2).find(|w| w[0] == w[1]) {
+                let (ns, l) = &pair[0];
+                return Err(not_wf(format!(
+                    "attribute '{l}' in namespace '{ns}' appears twice"
+                )));
             }
         }
         Ok(others)
@@ -622,6 +701,16 @@ impl<'a> XmlReader<'a> {
     /// Enters a child returned by [`peek_child`](Self::peek_child) or [`root`](Self::root),
     /// checking its attributes against `policy`.
     pub fn enter(&mut self, child: Child<'a>, policy: AttrPolicy) -> Result<(), Violation> {
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(Violation::new(
+                ViolationKind::Limit,
+                "",
+                format!(
+                    "elements nested deeper than {} levels",
+                    self.limits.max_depth
+                ),
+            ));
+        }
         self.stack.push(child.local);
         self.current_empty = child.empty;
         if child.has_attributes {
@@ -711,8 +800,18 @@ impl<'a> XmlReader<'a> {
 
     fn pop_element(&mut self) {
         let depth = self.stack.len() as u32;
-        while self.bindings.last().is_some_and(|b| b.2 >= depth) {
-            self.bindings.pop();
+        while let Some(b) = self.bindings.pop_if(|b| b.depth >= depth) {
+            match (b.prefix, &mut self.prefixes) {
+                ("", _) => self.default_ns = b.shadows,
+                (prefix, Some(map)) => {
+                    if let Some(at) = b.shadows {
+                        map.insert(prefix, at);
+                    } else {
+                        map.remove(prefix);
+                    }
+                }
+                (_, None) => {}
+            }
         }
         self.stack.pop();
     }
@@ -884,29 +983,52 @@ impl<'a> XmlReader<'a> {
     }
 
     /// Skips the content of the current element (lax wildcard content: any elements, any text),
-    /// still checking well-formedness and namespace prefixes, and ends it.
+    /// still checking well-formedness and namespace prefixes, and ends it. Iterative: the depth
+    /// a document can reach is bounded by [`Limits::max_depth`], not by the stack.
     pub fn skip_content(&mut self) -> Result<(), Violation> {
         if self.current_empty {
             self.current_empty = false;
             self.pop_element();
             return Ok(());
         }
+        let base = self.stack.len();
+        // The password element being skipped, if any: (its depth, where its content starts).
+        let mut secret = self
+            .stack
+            .last()
+            .filter(|local| super::mask::is_secret_name(local))
+            .map(|_| (base, self.position()));
         loop {
             match self.next_event()? {
                 Event::Start(s) => {
                     let c = self.open_child(s, false)?;
+                    let starts_secret = secret.is_none() && super::mask::is_secret_name(c.local);
                     self.enter(c, AttrPolicy::Any)?;
-                    self.skip_content()?;
+                    if starts_secret {
+                        secret = Some((self.stack.len(), self.position()));
+                    }
                 }
                 Event::Empty(s) => {
                     let c = self.open_child(s, true)?;
                     self.enter(c, AttrPolicy::Any)?;
-                    self.skip_content()?;
+                    self.current_empty = false;
+                    self.pop_element();
                 }
                 Event::GeneralRef(r) => {
                     resolve_reference(&r)?;
                 }
-                Event::End(_) => break,
+                Event::End(_) => {
+                    if let Some((depth, start)) = secret
+                        && depth == self.stack.len()
+                    {
+                        self.secrets.push(start..self.end_tag_start());
+                        secret = None;
+                    }
+                    self.pop_element();
+                    if self.stack.len() < base {
+                        return Ok(());
+                    }
+                }
                 Event::Text(t) if has_cdata_close(&t) => return Err(cdata_close_in_text()),
                 Event::Text(_) | Event::CData(_) | Event::Comment(_) | Event::PI(_) => {}
                 Event::Eof => {
@@ -918,8 +1040,39 @@ impl<'a> XmlReader<'a> {
                 Event::Decl(_) | Event::DocType(_) => return Err(not_wf("misplaced declaration")),
             }
         }
-        self.pop_element();
-        Ok(())
+    }
+
+    /// [`read_text`](Self::read_text) for a secret: the content's place in the document is kept
+    /// (see [`take_secrets`](Self::take_secrets)), so that a copy of the document can be stored
+    /// without it.
+    pub fn read_secret_text(&mut self) -> Result<Cow<'a, str>, Violation> {
+        let (empty, start) = (self.current_empty, self.position());
+        let text = self.read_text()?;
+        if !empty {
+            self.secrets.push(start..self.end_tag_start());
+        }
+        Ok(text)
+    }
+
+    /// The byte ranges of the document holding the content of every password element read or
+    /// skipped so far (the typed `password` and any element of that name in lax content).
+    pub fn take_secrets(&mut self) -> Vec<Range<usize>> {
+        std::mem::take(&mut self.secrets)
+    }
+
+    /// The limits this reader enforces (for a document nested in this one).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Where the next event starts, in bytes from the start of the document.
+    fn position(&self) -> usize {
+        self.src.buffer_position() as usize
+    }
+
+    /// Where the end tag just read starts: an end tag holds no `<`.
+    fn end_tag_start(&self) -> usize {
+        self.doc[..self.position()].rfind('<').unwrap_or(0)
     }
 }
 
@@ -1003,7 +1156,7 @@ mod tests {
     use super::*;
 
     fn read_all(doc: &str) -> Result<(), Violation> {
-        let mut r = XmlReader::new(doc);
+        let mut r = XmlReader::new(doc, Limits::DEFAULT);
         let root = r.root()?;
         r.enter(root, AttrPolicy::Any)?;
         r.skip_content()?;
@@ -1048,7 +1201,7 @@ mod tests {
 
     #[test]
     fn whitespace_cdata_and_references_are_whitespace_in_element_only_content() {
-        let mut r = XmlReader::new("<a><![CDATA[ ]]>&#32;<b/>&#x9;</a>");
+        let mut r = XmlReader::new("<a><![CDATA[ ]]>&#32;<b/>&#x9;</a>", Limits::DEFAULT);
         let root = r.root().unwrap();
         r.enter(root, AttrPolicy::None).unwrap();
         let b = r.next_child().unwrap().expect("b");
@@ -1117,7 +1270,7 @@ mod tests {
     #[test]
     fn simple_content_is_normalized_and_checked_whatever_its_length() {
         let text = |doc: &str| {
-            let mut r = XmlReader::new(doc);
+            let mut r = XmlReader::new(doc, Limits::DEFAULT);
             let root = r.root()?;
             r.enter(root, AttrPolicy::None)?;
             r.read_text().map(|t| t.into_owned())
@@ -1151,8 +1304,55 @@ mod tests {
     }
 
     #[test]
+    fn namespace_scopes_hold_however_many_declarations_are_in_scope() {
+        for declared in [1, FEW_BINDINGS - 2, FEW_BINDINGS, 3 * FEW_BINDINGS] {
+            let decls: String = (0..declared)
+                .map(|i| format!(" xmlns:p{i}='urn:{i}'"))
+                .collect();
+            let doc = format!(
+                "<r{decls}><p0:a xmlns:p0='urn:in' xmlns='urn:d' xmlns:q='urn:q'><p0:b/><c/><q:d/></p0:a><p0:e/><f/></r>"
+            );
+            let mut r = XmlReader::new(&doc, Limits::DEFAULT);
+            let root = r.root().unwrap();
+            r.enter(root, AttrPolicy::Any).unwrap();
+            let mut seen = Vec::new();
+            while let Some(c) = r.next_child().unwrap() {
+                seen.push(c.display_name());
+                r.enter(c, AttrPolicy::Any).unwrap();
+                while let Some(g) = r.next_child().unwrap() {
+                    seen.push(g.display_name());
+                    r.enter(g, AttrPolicy::Any).unwrap();
+                    r.skip_content().unwrap();
+                }
+                r.end_element().unwrap();
+            }
+            assert_eq!(
+                seen,
+                [
+                    "{urn:in}a",
+                    "{urn:in}b",
+                    "{urn:d}c",
+                    "{urn:q}d",
+                    "{urn:0}e",
+                    "f"
+                ],
+                "{declared}"
+            );
+            let out_of_scope = doc.replace("<f/>", "<q:f/>");
+            let mut r = XmlReader::new(&out_of_scope, Limits::DEFAULT);
+            let root = r.root().unwrap();
+            r.enter(root, AttrPolicy::Any).unwrap();
+            let v = r.skip_content().unwrap_err();
+            assert!(v.reason.contains("unbound namespace prefix 'q'"), "{v}");
+        }
+    }
+
+    #[test]
     fn an_empty_simple_element_stays_current_until_closed() {
-        let mut r = XmlReader::new("<a xmlns='urn:x'><b xmlns=''><c/><d/></b></a>");
+        let mut r = XmlReader::new(
+            "<a xmlns='urn:x'><b xmlns=''><c/><d/></b></a>",
+            Limits::DEFAULT,
+        );
         let root = r.root().unwrap();
         r.enter(root, AttrPolicy::None).unwrap();
         let b = r.next_child().unwrap().unwrap();

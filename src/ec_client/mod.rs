@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::codec::types::Outcome;
-use crate::codec::{Body, KoResponse, Message, read_message, write_envelope};
+use crate::codec::{Body, KoResponse, Limits, Message, read_message, write_envelope};
 use crate::engine::Millis;
 use crate::fault::NodeFault;
 
@@ -72,11 +72,17 @@ pub struct Exchange {
 pub struct EcClient {
     transport: Arc<dyn EcTransport>,
     clock: Arc<dyn Clock>,
+    /// What a station's answer may make the reader do.
+    limits: Limits,
 }
 
 impl EcClient {
-    pub fn new(transport: Arc<dyn EcTransport>, clock: Arc<dyn Clock>) -> EcClient {
-        EcClient { transport, clock }
+    pub fn new(transport: Arc<dyn EcTransport>, clock: Arc<dyn Clock>, limits: Limits) -> EcClient {
+        EcClient {
+            transport,
+            clock,
+            limits,
+        }
     }
 
     /// Sends `req` to `url` and reads the typed answer; a KO becomes the fault the PSP gets.
@@ -116,9 +122,20 @@ impl EcClient {
             Err(e) => (Err(transport_fault(e)), None),
             Ok(answer) => {
                 let text = String::from_utf8_lossy(&answer.body).into_owned();
-                (interpret::<Res>(answer.status, &answer.body), Some(text))
+                (
+                    interpret::<Res>(answer.status, &answer.body, self.limits),
+                    Some(text),
+                )
             }
         };
+        // In the calling request's span, if any: the PSP request that caused the call.
+        tracing::debug!(
+            operation = soap_action,
+            url,
+            outcome = outcome.as_ref().map_or_else(|f| f.code(), |_| "OK"),
+            elapsed_ms,
+            "EC call answered"
+        );
         (
             outcome,
             Exchange {
@@ -140,12 +157,16 @@ fn transport_fault(e: TransportError) -> NodeFault {
 }
 
 /// Reads an answer: a valid response with `outcome=OK` and no fault is the only success.
-fn interpret<Res: Message + KoResponse>(status: u16, bytes: &[u8]) -> Result<Res, NodeFault> {
+fn interpret<Res: Message + KoResponse>(
+    status: u16,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<Res, NodeFault> {
     let bad = |why: String| NodeFault::StazioneIntPaErroreResponse(why);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(bad(format!("HTTP {status} with an empty body")));
     }
-    match read_message::<Res>(bytes) {
+    match read_message::<Res>(bytes, limits) {
         Err(v) => Err(bad(format!("invalid {} (HTTP {status}): {v}", Res::root()))),
         Ok(Body::Fault(f)) => Err(bad(format!(
             "SOAP Fault {}: {}",

@@ -20,7 +20,7 @@ pub mod story;
 pub mod writer;
 
 pub use query::parse_time;
-pub use rows::{Keys, MASKED_PASSWORD, mask_password};
+pub use rows::Keys;
 
 use crate::engine::Millis;
 

@@ -4,8 +4,8 @@
 
 use super::segment::{RowRef, Rows};
 use super::{Category, NODE, Subtype};
-use crate::codec::Operation;
 use crate::codec::types::{FiscalCode, NoticeNumber, PaymentToken, Text35};
+use crate::codec::{Operation, Secrets};
 use crate::ec_client::Exchange;
 use crate::engine::{Millis, NoticeKey, Payment, Reply, StateEvent};
 use crate::fault::NodeFault;
@@ -62,11 +62,12 @@ impl Keys {
     }
 }
 
-/// The rows of a PSP's request (`request`, as received: passwords are masked here) and the
+/// The rows of a PSP's request (`request`, as received, with its `secrets` masked here) and the
 /// node's reply, sent at `now`.
 pub fn psp_exchange(
     op: Operation,
     request: &[u8],
+    secrets: &Secrets,
     reply: &Reply,
     keys: &Keys,
     started: Millis,
@@ -80,7 +81,7 @@ pub fn psp_exchange(
         callee: Some(NODE),
         ..keys.row()
     };
-    let request = mask_password(&String::from_utf8_lossy(request));
+    let request = secrets.mask(request);
     let mut rows = Rows::new();
     rows.push(&RowRef {
         at: started,
@@ -162,83 +163,5 @@ pub fn event_row(e: &StateEvent) -> RowRef<'_> {
         payload: None,
         detail: e.detail.as_deref(),
         duration_ms: None,
-    }
-}
-
-/// The placeholder the journal stores instead of a channel password.
-pub const MASKED_PASSWORD: &str = "********";
-
-/// A request as the journal keeps it: the content of every `password` element (whatever its
-/// prefix, valid request or not) replaced, so no password is ever written to disk or shown.
-pub fn mask_password(request: &str) -> String {
-    const NAME: &str = "password";
-    let mut out = String::with_capacity(request.len());
-    // `request[..copied]` is in `out`; the search goes on from `from`. Searching for the name
-    // (a fast substring search) instead of walking every tag: this runs on every PSP request.
-    let (mut copied, mut from) = (0, 0);
-    // The whole local name of an opening tag: `<password` or `<prefix:password`, then a space,
-    // `>` or `/`.
-    let not_in_name = |c: char| c.is_whitespace() || c == '>' || c == '/' || c == '<';
-    while let Some(found) = request[from..].find(NAME) {
-        let (start, name_end) = (from + found, from + found + NAME.len());
-        from = name_end;
-        let Some(lt) = request[..start].rfind('<') else {
-            continue;
-        };
-        let prefix = &request[lt + 1..start];
-        if !(prefix.is_empty() || prefix.ends_with(':')) || prefix.contains(not_in_name) {
-            continue;
-        }
-        let tail = &request[name_end..];
-        if !tail.starts_with(not_in_name) || tail.starts_with('<') {
-            continue;
-        }
-        let Some(gt) = tail.find('>') else {
-            break;
-        };
-        if tail[..gt].ends_with('/') {
-            continue;
-        }
-        let content_start = name_end + gt + 1;
-        let content_end = request[content_start..]
-            .find('<')
-            .map_or(request.len(), |i| content_start + i);
-        out.push_str(&request[copied..content_start]);
-        out.push_str(MASKED_PASSWORD);
-        (copied, from) = (content_end, content_end);
-    }
-    out.push_str(&request[copied..]);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_password;
-
-    #[test]
-    fn passwords_never_reach_the_journal() {
-        assert_eq!(
-            mask_password("<a><password>secret123</password></a>"),
-            "<a><password>********</password></a>"
-        );
-        assert_eq!(
-            mask_password("<nfp:password >x</nfp:password><password/>"),
-            "<nfp:password >********</nfp:password><password/>"
-        );
-        assert_eq!(
-            mask_password("<passwordX>keep</passwordX><password>cut"),
-            "<passwordX>keep</passwordX><password>********"
-        );
-        assert_eq!(
-            mask_password(
-                "<d>my password</d><a:b:password x=\"1\">s</a:b:password><p>password</p><x/password>"
-            ),
-            "<d>my password</d><a:b:password x=\"1\">********</a:b:password><p>password</p><x/password>"
-        );
-        assert_eq!(mask_password("<password"), "<password");
-        assert_eq!(
-            mask_password("password><password>"),
-            "password><password>********"
-        );
     }
 }

@@ -362,6 +362,13 @@ impl Rows {
         }
     }
 
+    /// The rows, decoded (for a store that keeps the journal in memory).
+    pub fn entries(&self) -> Vec<JournalEntry> {
+        let mut out = Vec::new();
+        self.each(|row| out.push(row.to_entry()));
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -28,7 +28,7 @@ use crate::codec::service::{NS_TASSA_AUTO, ServicePayload, ServiceSchema, TassaA
 use crate::codec::types::{
     FiscalCode, NoticeNumber, Outcome, ServiceCode, Text35, Text140, XsdString,
 };
-use crate::codec::xml::{AttrPolicy, XmlReader, XmlWriter, decode_document};
+use crate::codec::xml::{AttrPolicy, Limits, XmlReader, XmlWriter, decode_document};
 use crate::codec::{
     Body, KoResponse, Message, Operation, SoapFault, detect_operation, read_message, write_envelope,
 };
@@ -155,12 +155,9 @@ impl RequestInfo {
     }
 }
 
-/// The text of the first `<tag>…<`, if short and not blank.
+/// The text of the first element `tag`, if short and not blank.
 fn sniff(text: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = text.find(&open)? + open.len();
-    let rest = text.get(start..)?;
-    let value = rest.get(..rest.find('<')?)?.trim();
+    let value = crate::codec::lenient::first_text(text, tag)?;
     (!value.is_empty() && value.len() <= 64).then(|| value.to_string())
 }
 
@@ -347,7 +344,7 @@ fn tassa_auto_plate(payload: &ServicePayload) -> Option<String> {
         return None;
     }
     let doc = decode_document(payload.document()).ok()?;
-    let mut r = XmlReader::new(&doc);
+    let mut r = XmlReader::new(&doc, Limits::DEFAULT);
     let root = r.root().ok()?;
     r.enter(root, AttrPolicy::None).ok()?;
     r.child_ns = NS_TASSA_AUTO;
@@ -514,7 +511,7 @@ pub(crate) async fn handle(
 
 async fn serve<R: Served>(mock: &MockEc, path: &str, body: &[u8]) -> Reply {
     let op = Some(R::OPERATION);
-    let request = match read_message::<R>(body) {
+    let request = match read_message::<R>(body, Limits::DEFAULT) {
         Ok(Body::Message(m)) => m,
         rejected => {
             let violation = match rejected {
@@ -652,7 +649,10 @@ impl MockEc {
             r.answer = answered.kind;
             r.fault_code.clone_from(&answered.fault_code);
         }
-        tracing::info!(
+        // One line per request: DEBUG, or a node under load fills the disk (GET /requests
+        // lists the same records, by `seq`).
+        tracing::debug!(
+            seq,
             operation = op.map_or("unknown", Operation::soap_action),
             station = info.station.as_deref().unwrap_or("-"),
             notice = info.notice.as_deref().unwrap_or("-"),
@@ -719,7 +719,7 @@ mod tests {
     fn soap_fault_reads_back() {
         let xml = soap_fault_envelope("Server", "a < b");
         assert!(matches!(
-            read_message::<PaGetPaymentRes>(xml.as_bytes()),
+            read_message::<PaGetPaymentRes>(xml.as_bytes(), Limits::DEFAULT),
             Ok(Body::Fault(_))
         ));
     }

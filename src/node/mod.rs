@@ -13,6 +13,7 @@ mod catalogue;
 mod deliver;
 mod demand;
 pub mod driver;
+mod jobs;
 mod outcome;
 mod token;
 mod verify;
@@ -25,7 +26,7 @@ pub use token::TokenIssuer;
 
 use crate::clock::Clock;
 use crate::codec::types::{IdempotencyKey, PaymentToken, Text35};
-use crate::codec::{AnyMessage, Body, Direction, Operation, read_any};
+use crate::codec::{AnyMessage, Body, Direction, Operation, Secrets, read_request};
 use crate::ec_client::{EcClient, EcTransport, Exchange};
 use crate::engine::{
     Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, Record, Reply, RequestCtx,
@@ -50,6 +51,11 @@ pub struct Node {
     /// Other nodes share the store: the engine's memory is only a cache, read again before
     /// each command (see [`Engine::refresh_notice`]).
     shared: bool,
+    /// Told whenever a delivery attempt ends.
+    attempt_ended: tokio::sync::Notify,
+    /// Held by a run of the cancellation job: runs do not overlap, so a run asked for on
+    /// demand ends after the one in progress.
+    cancellation: tokio::sync::Mutex<()>,
 }
 
 /// An engine step whose writes are already queued to the store (see [`Node::queue`]).
@@ -120,19 +126,25 @@ impl Node {
         tokens: TokenIssuer,
     ) -> Node {
         let now = clock.now_ms();
-        let schedule =
-            driver::Schedule::new(now, registry.config().receipts.per_station_concurrency);
+        let xml_limits = registry.config().node.xml_limits();
+        let schedule = driver::Schedule::new(
+            now,
+            registry.config().receipts.per_station_concurrency,
+            registry.timings(),
+        );
         let shared = store.shared().is_some();
         Node {
             registry,
             engine: Mutex::new(Engine::with_stamps(tokens.stamp_base())),
             shared,
             store,
-            ec: EcClient::new(transport, clock.clone()),
+            ec: EcClient::new(transport, clock.clone(), xml_limits),
             clock,
             tokens,
             schedule: Mutex::new(schedule),
             wakeup: tokio::sync::Notify::new(),
+            attempt_ended: tokio::sync::Notify::new(),
+            cancellation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -263,7 +275,14 @@ impl Node {
             arm,
             disarm,
             deliver,
+            reply_after_queued,
         } = step;
+        let commit = match commit {
+            Some(c) => Some(c),
+            // A repeated answer acknowledges the commit of the step that cached it.
+            None if reply_after_queued => Some(self.store.flush()),
+            None => None,
+        };
         if let Some(commit) = commit {
             let result = commit.await;
             if self.shared {
@@ -343,15 +362,17 @@ impl Node {
                 operation: Some(op),
             };
         }
-        let (reply, keys) = if too_big {
+        let (reply, keys, secrets) = if too_big {
             let limit = self.registry().config().node.max_body_bytes;
             (
                 self.syntax_fault(op, body, format!("request body larger than {limit} bytes"))
                     .await,
                 Keys::default(),
+                Secrets::unknown(),
             )
         } else {
-            match read_any(body) {
+            let (read, secrets) = read_request(body, self.registry().config().node.xml_limits());
+            let (reply, keys) = match read {
                 Err(v) => (
                     self.syntax_fault(op, body, v.to_string()).await,
                     Keys::default(),
@@ -382,10 +403,11 @@ impl Node {
                     )
                 }
                 Ok(Body::Message(m)) => self.dispatch(m).await,
-            }
+            };
+            (reply, keys, secrets)
         };
         if self.registry().config().journal.enabled {
-            let rows = rows::psp_exchange(op, body, &reply, &keys, started, self.now());
+            let rows = rows::psp_exchange(op, body, &secrets, &reply, &keys, started, self.now());
             self.store.journal(rows);
         }
         SoapReply {
@@ -498,12 +520,22 @@ impl Node {
             Ok(stored) => stored,
             Err(e) => return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults)),
         };
-        let engine = self.engine();
-        match engine.check_idempotency(idem, stored, self.now()) {
-            IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r),
-            IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
+        let check = {
+            let engine = self.engine();
+            match engine.check_idempotency(idem, stored, self.now()) {
+                IdemCheck::Mismatch => return engine.idempotency_mismatch(ctx).reply,
+                check => check,
+            }
+        };
+        let IdemCheck::Replay { reply, unconfirmed } = check else {
+            return None;
+        };
+        // The answer acknowledges the change its first request made: durable, or queued before
+        // this flush.
+        if unconfirmed && let Err(e) = self.store.flush().await {
+            return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults));
         }
+        Some(reply)
     }
 
     /// Authenticates the caller; a failure is answered (and cached) right away.
@@ -566,25 +598,28 @@ impl Node {
         Ok(())
     }
 
-    /// A deadline passed (the driver polled it): the engine cancels the payment if it is still
-    /// waiting for its outcome. With a shared store another node may cancel it (or take the
-    /// outcome) first: the command then runs again on what it wrote, and does nothing.
-    pub async fn expire(&self, token: &PaymentToken) {
+    /// A deadline passed (the driver polled it, or the cancellation job): the engine cancels
+    /// the payment if it is still waiting for its outcome. Returns whether it did. With a shared
+    /// store another node may cancel it (or take the outcome) first: the command then runs again
+    /// on what it wrote, and does nothing.
+    pub async fn expire(&self, token: &PaymentToken) -> bool {
         for _ in 0..=CONFLICT_RETRIES {
             if let Err(f) = self.hydrate_payment(token).await {
                 tracing::error!(%token, fault = %f, "cannot load an expiring payment");
-                return;
+                return false;
             }
             let queued = self.run(|e, now| e.deadline_fired(token, now));
+            let cancelled = queued.commit.is_some();
             match self.finish(queued).await {
-                Ok(_) => return,
+                Ok(_) => return cancelled,
                 Err(Failed::Conflict) => continue,
                 Err(Failed::Fault(f)) => {
                     tracing::error!(%token, fault = %f, "expiry not committed");
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 
     /// Journals an exchange with a station (the journal writer writes it off the payment path).
@@ -697,7 +732,10 @@ impl Node {
             let recipients = self.store.load_recipients(&p.token).await?;
             payments.push((p, recipients));
         }
-        Ok(crate::journal::story::notice_story(key, rows, &payments))
+        let history = self.store.status_history(key).await?;
+        Ok(crate::journal::story::notice_story(
+            key, rows, &payments, &history,
+        ))
     }
 
     /// Receipt copies in a status, newest first.
@@ -727,12 +765,7 @@ pub(crate) fn system(e: impl std::fmt::Display) -> NodeFault {
 /// `(idPSP, idempotencyKey)` of a request that cannot be parsed, read leniently.
 fn sniff_idempotency(body: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(body).ok()?;
-    let field = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find('<')? + start;
-        Some(text[start..end].trim().to_string())
-    };
+    let field = |name| crate::codec::lenient::first_text(text, name).map(str::to_string);
     Some((field("idPSP")?, field("idempotencyKey")?))
 }
 

@@ -36,7 +36,10 @@ impl Node {
         };
         keys.station = Some(Text35::truncated(&route.station.id));
         let state = match self.hydrate_notice(&key).await {
-            Ok(()) => self.engine().payable(&key, self.now()),
+            Ok(()) => {
+                let engine = self.engine();
+                engine.payable(&key, self.registry().timings().expiry, self.now())
+            }
             Err(f) => Err(f),
         };
         if let Err(f) = state {

@@ -98,8 +98,10 @@ impl Element {
     }
 }
 
-/// Parses a document into an element tree.
+/// Parses a document into an element tree, no deeper than the codec's default limit (the tree is
+/// then walked recursively: the limit bounds the recursion, whoever wrote the document).
 pub fn parse(doc: &str) -> Result<Element, String> {
+    let max_depth = crate::codec::Limits::DEFAULT.max_depth;
     let mut reader = NsReader::from_str(doc);
     let cfg = reader.config_mut();
     cfg.expand_empty_elements = true;
@@ -123,6 +125,9 @@ pub fn parse(doc: &str) -> Result<Element, String> {
             ResolveResult::Unknown(p) => return Err(format!("unbound namespace prefix '{}'", p)),
         };
         match event {
+            Event::Start(_) if stack.len() >= max_depth => {
+                return Err(format!("elements nested deeper than {max_depth} levels"));
+            }
             Event::Start(start) => {
                 let local = start.local_name().as_ref().to_string();
                 let mut attrs = Vec::new();
@@ -644,6 +649,20 @@ mod tests {
         assert!(m.actual.starts_with("not XML"), "{m}");
         let m = compare_documents("<a><b></a>", "<a/>", &mut Captures::new()).unwrap_err();
         assert!(m.expected.contains("well-formed"), "{m}");
+    }
+
+    #[test]
+    fn deep_documents_are_refused_not_walked() {
+        let depth = 100_000;
+        let deep = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        let m = compare_documents(&deep, &deep, &mut Captures::new()).unwrap_err();
+        assert!(m.actual.contains("nested deeper than 64"), "{m}");
+        let ok = 64;
+        let deep = format!("{}{}", "<a>".repeat(ok), "</a>".repeat(ok));
+        assert_eq!(
+            compare_documents(&deep, &deep, &mut Captures::new()),
+            Ok(())
+        );
     }
 
     #[test]

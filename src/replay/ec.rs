@@ -21,7 +21,7 @@ use super::compare::{self, Captures};
 use super::trace::{Answer, Exchange};
 use crate::codec::pa_for_node::{PaSendRtRes, PaSendRtV2Response};
 use crate::codec::types::Outcome;
-use crate::codec::{Body, Operation, read_any, write_envelope};
+use crate::codec::{Body, Limits, Operation, read_any, write_envelope};
 
 /// What happened to a scripted exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ fn receipt_ok(op: Operation) -> String {
 /// Whether an answer acknowledges a receipt: HTTP 200 and a valid response with outcome OK.
 fn acknowledges(status: u16, body: &str) -> bool {
     status == 200
-        && matches!(read_any(body.as_bytes()), Ok(Body::Message(m))
+        && matches!(read_any(body.as_bytes(), Limits::DEFAULT), Ok(Body::Message(m))
             if matches!(m.outcome_and_fault(), Some((Outcome::Ok, None))))
 }
 

@@ -12,7 +12,7 @@ use crate::journal::JournalRow;
 use crate::journal::Subtype;
 
 /// What the journal writes instead of a password.
-const MASKED: &str = crate::journal::MASKED_PASSWORD;
+const MASKED: &str = crate::codec::mask::MASKED;
 
 /// A gap between two requests longer than this becomes a `wait_ms` step (shorter ones too when
 /// a token expired in between).

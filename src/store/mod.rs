@@ -1,8 +1,10 @@
 //! Durable state behind one interface. The engine's writes for one command are committed in one
 //! transaction, as compare-and-set writes ([`schema`]); commits from concurrent requests are
 //! grouped (one fsync for many). SQLite is the embedded default; PostgreSQL lets several nodes
-//! share one store ([`SharedStore`]).
+//! share one store ([`SharedStore`]); [`MemoryStore`] has the same semantics in memory, for
+//! tests and the simulation.
 
+pub mod memory;
 pub mod postgres;
 pub mod schema;
 pub(crate) mod sqlite;
@@ -11,11 +13,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use memory::{Durability, MemoryStore};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::Database;
-use crate::engine::{IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, Write};
+use crate::engine::{
+    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, StatusRow, Write,
+};
 use crate::journal::segment::Rows;
 use crate::journal::{JournalError, JournalQuery, JournalRow};
 
@@ -96,6 +101,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Read<'a, Vec<Recipient>>;
     /// Payments of a notice, oldest first (admin: a payment's story).
     fn payments_of_notice<'a>(&'a self, key: &'a NoticeKey) -> Read<'a, Vec<Payment>>;
+    /// A notice's status histories (official vocabulary), in the order they were written.
+    fn status_history<'a>(&'a self, key: &'a NoticeKey) -> Read<'a, Vec<StatusRow>>;
     /// Commits the writes of one engine step atomically, or fails with
     /// [`StoreError::Conflict`] if a record changed since the engine read it. The call itself
     /// queues the writes: commits are applied in the order of the calls (the node calls it while

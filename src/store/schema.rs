@@ -26,9 +26,9 @@ use crate::codec::types::{
     Text210,
 };
 use crate::engine::{
-    ActivationRequest, CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, NoticeState,
+    ActivationRequest, CopyParts, IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState,
     OutcomeRecord, Payment, PaymentStatus, PspRef, Recipient, RecipientStatus, Reply, StationRef,
-    Version, Write,
+    StatusOf, StatusRow, Version, Write,
 };
 use crate::fault::FaultCode;
 use crate::journal::segment::RowRef;
@@ -469,6 +469,7 @@ pub fn journal_values<'a>(e: &RowRef<'a>) -> Vec<Val<'a>> {
 /// where the store numbers them ([`Events::Numbered`]).
 pub fn plan<'a>(writes: &'a [Write], d: Dialect, next_id: &dyn Fn() -> u64) -> Vec<Op<'a>> {
     let mut ops = Vec::with_capacity(writes.len() + 2);
+    let mut statuses = StatusBatch::default();
     for w in writes {
         match w {
             Write::Notice {
@@ -605,9 +606,96 @@ pub fn plan<'a>(writes: &'a [Write], d: Dialect, next_id: &dyn Fn() -> u64) -> V
                     cas: None,
                 });
             }
+            Write::Status(row) => statuses.push(row),
         }
     }
+    for (notice, at, lines) in statuses.notices {
+        let mut params = vec![
+            notice.fiscal_code.as_str().into(),
+            notice.notice_number.as_str().into(),
+        ];
+        let sql = match d.events {
+            Events::Numbered => {
+                params.push(int(next_id()));
+                INSERT_NUMBERED_STATUS
+            }
+            Events::Sequenced => INSERT_STATUS,
+        };
+        params.push(int(at));
+        params.push(Val::Text(Cow::Owned(lines)));
+        ops.push(Op {
+            sql,
+            params,
+            cas: None,
+        });
+    }
     ops
+}
+
+/// A notice's status histories, in the order written (`$1`, `$2`: the notice).
+pub const SELECT_STATUS_HISTORY: &str =
+    "SELECT rows FROM status_history WHERE fiscal_code = $1 AND notice_number = $2 ORDER BY id";
+
+const INSERT_NUMBERED_STATUS: &str = "INSERT INTO status_history (fiscal_code, notice_number, id, at, rows) VALUES ($1, $2, $3, $4, $5)";
+
+const INSERT_STATUS: &str =
+    "INSERT INTO status_history (fiscal_code, notice_number, at, rows) VALUES ($1, $2, $3, $4)";
+
+/// The status-history rows of one commit, gathered by notice: each notice's rows are written as
+/// one table row, one line per history row: `at kind status token [station]`, tab-separated.
+#[derive(Default)]
+struct StatusBatch<'a> {
+    notices: Vec<(&'a NoticeKey, Millis, String)>,
+}
+
+impl<'a> StatusBatch<'a> {
+    fn push(&mut self, s: &'a StatusRow) {
+        let i = match self.notices.iter().position(|(n, ..)| *n == &s.notice) {
+            Some(i) => i,
+            None => {
+                self.notices.push((&s.notice, s.at, String::new()));
+                self.notices.len() - 1
+            }
+        };
+        let lines = &mut self.notices[i].2;
+        use std::fmt::Write as _;
+        let _ = write!(
+            lines,
+            "{}\t{}\t{}\t{}",
+            s.at,
+            s.of.kind(),
+            s.of.status(),
+            s.of.token().as_str()
+        );
+        if let Some(station) = s.of.station() {
+            lines.push('\t');
+            lines.push_str(station.as_str());
+        }
+        lines.push('\n');
+    }
+}
+
+/// The rows of one `status_history` line set (see [`StatusBatch`]).
+pub fn status_rows(key: &NoticeKey, lines: &str) -> Result<Vec<StatusRow>, String> {
+    lines
+        .lines()
+        .map(|line| {
+            let mut f = line.split('\t');
+            let mut next = || f.next().ok_or_else(|| format!("short line '{line}'"));
+            let at = next()?.parse::<u64>().map_err(|e| e.to_string())?;
+            let kind = next()?.parse::<u8>().map_err(|e| e.to_string())?;
+            let status = next()?;
+            let token = PaymentToken::new(next()?)?;
+            let station = next().ok().map(Text35::new).transpose()?;
+            let of = StatusOf::from_columns(kind, status, token, station)
+                .ok_or_else(|| format!("unknown status '{line}'"))?;
+            Ok(StatusRow {
+                at,
+                notice: key.clone(),
+                of,
+            })
+        })
+        .collect()
 }
 
 fn payment_values(p: &Payment, expected: u64) -> Vec<Val<'_>> {
@@ -692,6 +780,9 @@ mod tests {
             INSERT_JOURNAL,
             DELETE_OLD_IDEMPOTENCY,
             FINISHED_PAYMENTS,
+            SELECT_STATUS_HISTORY,
+            INSERT_NUMBERED_STATUS,
+            INSERT_STATUS,
         ]
         .into_iter()
         .chain(DELETE_FINISHED)

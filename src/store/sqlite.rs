@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 
 use super::schema::{self, Dialect, Events, Fields, Val};
 use super::{Commit, Read, Retention, Store, StoreError, StoreStats};
-use crate::engine::{CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, Payment, Recipient, Write};
+use crate::engine::{
+    CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, Payment, Recipient, StatusRow, Write,
+};
 use crate::journal::segment::{Rows, SegmentWriter};
 use crate::journal::writer::{JournalWriter, journal_dir};
 use crate::journal::{JournalQuery, JournalRow, legacy};
@@ -155,6 +157,22 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE receipts_v3 RENAME TO receipts;
     ",
     ),
+    // 4: status histories in the official vocabulary (`crate::engine::history`), clustered by
+    // notice: one row per notice per commit (its history rows as lines, see
+    // `schema::status_rows`), so a commit pays one insert for them; ids come from the
+    // journal's sequence.
+    Migration::Sql(
+        "
+    CREATE TABLE status_history (
+        fiscal_code TEXT NOT NULL,
+        notice_number TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        rows TEXT NOT NULL,
+        PRIMARY KEY (fiscal_code, notice_number, id)
+    ) WITHOUT ROWID;
+    ",
+    ),
 ];
 
 /// A schema step.
@@ -242,7 +260,8 @@ struct Inner {
     journal_dir: PathBuf,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped to stop the checkpointer at once (it waits on it between rounds).
+    stop: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 #[derive(Default)]
@@ -348,7 +367,7 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(reader(path)?);
         }
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -358,7 +377,7 @@ impl SqliteStore {
         };
         let c = counters.clone();
         let checkpoint_path = path.to_path_buf();
-        let stop2 = stop.clone();
+
         let threads = vec![
             spawn(
                 "store-writer",
@@ -366,7 +385,7 @@ impl SqliteStore {
             )?,
             spawn(
                 "store-checkpoint",
-                Box::new(move || checkpoint_loop(&checkpoint_path, &stop2)),
+                Box::new(move || checkpoint_loop(&checkpoint_path, &stopped)),
             )?,
         ];
         Ok(SqliteStore {
@@ -378,7 +397,7 @@ impl SqliteStore {
                 journal_dir,
                 threads: Mutex::new(threads),
                 counters,
-                stop,
+                stop: Mutex::new(Some(stop)),
             }),
         })
     }
@@ -394,7 +413,9 @@ impl SqliteStore {
             jobs.take();
         }
         self.inner.journal.close();
-        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut stop) = self.inner.stop.lock() {
+            stop.take();
+        }
         let threads = self
             .inner
             .threads
@@ -461,7 +482,7 @@ const WAL_RESTART_BYTES: u64 = 64 << 20;
 /// [`WAL_RESTART_BYTES`], the passive pass is followed by a `RESTART` one: it holds commits back
 /// only while it copies the few frames written since the passive pass (and at most 100 ms),
 /// then the WAL is rewritten from its start (its file, and the pages cached for it, reused).
-fn checkpoint_loop(path: &Path, stop: &std::sync::atomic::AtomicBool) {
+fn checkpoint_loop(path: &Path, stop: &mpsc::Receiver<()>) {
     let conn = match open(path, "FULL") {
         Ok(c) => c,
         Err(e) => {
@@ -477,8 +498,8 @@ fn checkpoint_loop(path: &Path, stop: &std::sync::atomic::AtomicBool) {
     }
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    while !stop.load(Ordering::Relaxed) {
-        thread::sleep(CHECKPOINT_EVERY);
+    // Nothing is ever sent on `stop`: it is dropped (disconnected) when the store closes.
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         let checkpoint =
             |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
         if let Err(e) = checkpoint("PASSIVE") {
@@ -599,6 +620,10 @@ fn retain(c: &Connection, r: &Retention) -> Result<usize, StoreError> {
         "DELETE FROM events WHERE at < ?1",
         [r.journal_before as i64],
     )?;
+    c.execute(
+        "DELETE FROM status_history WHERE at < ?1",
+        [r.journal_before as i64],
+    )?;
     c.prepare_cached(schema::DELETE_OLD_IDEMPOTENCY)?
         .execute([r.now as i64])?;
     let tokens: Vec<String> = c
@@ -667,6 +692,25 @@ fn all<T>(
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         out.push(decode(row).map_err(|e| schema::corrupt(table, e))?);
+    }
+    Ok(out)
+}
+
+/// A notice's status histories, in the order they were written (see [`crate::engine::history`]).
+pub(crate) fn status_history(
+    c: &Connection,
+    key: &NoticeKey,
+) -> Result<Vec<StatusRow>, StoreError> {
+    let lines = all(
+        c,
+        "status_history",
+        schema::SELECT_STATUS_HISTORY,
+        params![key.fiscal_code.as_str(), key.notice_number.as_str()],
+        |row| Ok(row.text("rows")?.unwrap_or_default()),
+    )?;
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend(schema::status_rows(key, &l).map_err(|e| schema::corrupt("status_history", e))?);
     }
     Ok(out)
 }
@@ -781,6 +825,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn status_history<'a>(&'a self, key: &'a NoticeKey) -> Read<'a, Vec<StatusRow>> {
+        self.now(|c| status_history(c, key))
+    }
+
     fn commit(&self, writes: Vec<Write>) -> Commit {
         self.request(|done| Job::Commit(writes, done))
     }
@@ -796,7 +844,8 @@ impl Store for SqliteStore {
     fn maintenance(&self, r: Retention) -> Read<'_, usize> {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(Job::Maintenance(r, tx));
-        let inner = self.inner.clone();
+        // Both writers are asked at once: the future depends only on requests already sent.
+        let journal = self.inner.journal.retain(r.journal_before);
         Box::pin(async move {
             if !sent {
                 return Err(StoreError::failed("the store is closed"));
@@ -804,17 +853,18 @@ impl Store for SqliteStore {
             let deleted = rx
                 .await
                 .unwrap_or_else(|_| Err(StoreError::failed("the store writer stopped")))?;
-            inner.journal.retain(r.journal_before).await?;
+            journal.await?;
             Ok(deleted)
         })
     }
 
+    /// Both writers are asked at once: the future depends only on requests already sent.
     fn flush(&self) -> Commit {
         let state = self.request(Job::Flush);
-        let inner = self.inner.clone();
+        let journal = self.inner.journal.flush();
         Box::pin(async move {
             state.await?;
-            Ok(inner.journal.flush().await?)
+            Ok(journal.await?)
         })
     }
 

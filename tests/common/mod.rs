@@ -12,7 +12,7 @@ use pagonode::codec::common::{EntityUniqueIdentifier, QrCode, Subject};
 use pagonode::codec::node_for_psp::*;
 use pagonode::codec::service::ServicePayload;
 use pagonode::codec::types::*;
-use pagonode::codec::{AnyMessage, Body, Message, read_any, write_envelope};
+use pagonode::codec::{AnyMessage, Body, Limits, Message, read_any, write_envelope};
 use pagonode::config::{Config, Database};
 use pagonode::mock_ec::{MockEc, MockEcConfig, MockEcServer, StoredReceipt};
 use pagonode::server::RunningNode;
@@ -70,7 +70,7 @@ pub struct Harness {
 }
 
 /// A URL nothing listens on (a port just released).
-fn closed_port_url() -> String {
+pub fn closed_port_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
@@ -210,7 +210,7 @@ pub fn export_journal(db: &Database, source: &str) {
 
 /// Parses an answer; it must be a valid message.
 pub fn parse(body: &str) -> AnyMessage {
-    match read_any(body.as_bytes()) {
+    match read_any(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => m,
         other => panic!("not a valid message: {other:?}\n{body}"),
     }
@@ -374,7 +374,7 @@ pub fn tassa_auto(plate: &str) -> ServicePayload {
     let doc = format!(
         "<ta:tassaAuto xmlns:ta=\"http://PuntoAccessoPSP.spcoop.gov.it/TassaAuto\"><ta:veicoloConTarga><ta:tipoVeicoloTarga>1</ta:tipoVeicoloTarga><ta:veicoloTarga>{plate}</ta:veicoloTarga></ta:veicoloConTarga></ta:tassaAuto>"
     );
-    ServicePayload::from_document(doc.into_bytes()).unwrap()
+    ServicePayload::from_document(doc.into_bytes(), Limits::DEFAULT).unwrap()
 }
 
 pub fn demand(psp: &Psp, soggetto: &str, payload: ServicePayload) -> DemandPaymentNoticeRequest {
@@ -598,6 +598,49 @@ impl Harness {
         p["status"].as_str().unwrap().to_string()
     }
 
+    /// A notice's status histories, from its story: (POSITION_STATUS rows, then per token its
+    /// POSITION_PAYMENT_STATUS rows, then per (token, station) its
+    /// POSITION_RECEIPT_RECIPIENT_STATUS rows), statuses only.
+    pub async fn histories(&self, fc: &str, nn: &str) -> Histories {
+        let story = self.story(fc, nn).await;
+        let h = &story["statusHistory"];
+        let statuses = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["status"].as_str().unwrap().to_string())
+                .collect()
+        };
+        Histories {
+            position: statuses(&h["POSITION_STATUS"]),
+            payments: h["POSITION_PAYMENT_STATUS"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["paymentToken"].as_str().unwrap().to_string(),
+                        statuses(&p["history"]),
+                    )
+                })
+                .collect(),
+            recipients: h["POSITION_RECEIPT_RECIPIENT_STATUS"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        (
+                            r["paymentToken"].as_str().unwrap().to_string(),
+                            r["station"].as_str().unwrap().to_string(),
+                        ),
+                        statuses(&r["history"]),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// The recipients (`GET /admin/recipients?status=...`).
     pub async fn recipients(&self, status: &str) -> Vec<serde_json::Value> {
         let (code, v) = self
@@ -617,6 +660,39 @@ impl Harness {
                     && r.notice_number.as_deref() == Some(notice)
             })
             .count()
+    }
+}
+
+/// A notice's status histories in the official vocabulary (see [`Harness::histories`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Histories {
+    pub position: Vec<String>,
+    pub payments: Vec<(String, Vec<String>)>,
+    pub recipients: Vec<((String, String), Vec<String>)>,
+}
+
+impl Histories {
+    /// One token's POSITION_PAYMENT_STATUS rows.
+    pub fn payment(&self, token: &str) -> Vec<&str> {
+        self.payments
+            .iter()
+            .find(|(t, _)| t == token)
+            .map(|(_, h)| h.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// One copy's POSITION_RECEIPT_RECIPIENT_STATUS rows.
+    pub fn recipient(&self, token: &str, station: &str) -> Vec<&str> {
+        self.recipients
+            .iter()
+            .find(|((t, s), _)| t == token && s == station)
+            .map(|(_, h)| h.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// The notice's POSITION_STATUS rows.
+    pub fn position(&self) -> Vec<&str> {
+        self.position.iter().map(String::as_str).collect()
     }
 }
 
@@ -642,7 +718,7 @@ where
 /// Reads an answer that must be a `Res` element with `outcome=KO` and a fault signed by the
 /// node; returns the fault.
 pub fn ko<Res: KoResponse + std::fmt::Debug>(body: &str) -> FaultBean {
-    match read_message::<Res>(body.as_bytes()) {
+    match read_message::<Res>(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => {
             assert_eq!(m.outcome(), Outcome::Ko, "{body}");
             let f = m
@@ -665,7 +741,7 @@ pub fn expect_fault<Res: KoResponse + std::fmt::Debug>(body: &str, code: &str) -
 
 /// Reads an answer that must be a `Res` element with `outcome=OK` and no fault.
 pub fn ok<Res: KoResponse + std::fmt::Debug>(body: &str) -> Res {
-    match read_message::<Res>(body.as_bytes()) {
+    match read_message::<Res>(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => {
             assert_eq!(m.outcome(), Outcome::Ok, "{body}");
             assert!(m.fault().is_none(), "{body}");
@@ -747,6 +823,27 @@ pub fn mock_position(
             .collect(),
         ..PositionConfig::default()
     }
+}
+
+/// Starts a harness (admin listener on, `tweak` applied to the configuration) whose station
+/// `station` is behind a [`RewritingEc`] forwarding to the simulated EC.
+pub async fn behind_proxy(
+    station: &'static str,
+    tweak: impl FnOnce(&mut Config),
+) -> (Harness, RewritingEc) {
+    let proxy = RewritingEc::start();
+    let url = proxy.url.clone();
+    let h = Harness::start_full(
+        move |c, _| {
+            let st = c.station.iter_mut().find(|s| s.id == station).unwrap();
+            st.url = format!("{url}/pa/{station}");
+            tweak(c);
+        },
+        |_| {},
+    )
+    .await;
+    proxy.forward_to(&h.ec_url());
+    (h, proxy)
 }
 
 /// How a [`RewritingEc`] changes an answer: (SOAPAction of the request, the simulated EC's

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pagonode::codec::types::ExpirationTime;
-use pagonode::codec::{AnyMessage, Body, Message, read_any, write_envelope};
+use pagonode::codec::{AnyMessage, Body, Limits, Message, read_any, write_envelope};
 
 use super::node_proc::now_ms;
 use crate::common::{
@@ -183,7 +183,7 @@ enum Answer {
 }
 
 fn classify(body: &str) -> Result<Answer, String> {
-    match read_any(body.as_bytes()) {
+    match read_any(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => match fault_code(body) {
             Some(code) => Ok(Answer::Fault(code)),
             None if body.contains("<outcome>KO</outcome>") => {

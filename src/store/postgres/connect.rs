@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::SslMode;
@@ -111,7 +112,7 @@ fn client_config(check: Check, root: Option<&str>) -> Result<rustls::ClientConfi
         Some(path) => {
             let pem = std::fs::read(path)
                 .map_err(|e| StoreError::Failed(format!("sslrootcert {path}: {e}")))?;
-            for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert =
                     cert.map_err(|e| StoreError::Failed(format!("sslrootcert {path}: {e}")))?;
                 roots

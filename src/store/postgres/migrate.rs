@@ -123,6 +123,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX journal_notice ON journal (notice_number);
     CREATE INDEX journal_token ON journal (token);
     ",
+    // 2: status histories in the official vocabulary (`crate::engine::history`), clustered by
+    // notice: one row per notice per commit, its history rows as lines
+    // (`store::schema::status_rows`).
+    "
+    CREATE TABLE status_history (
+        fiscal_code TEXT NOT NULL,
+        notice_number TEXT NOT NULL,
+        id BIGINT GENERATED ALWAYS AS IDENTITY,
+        at BIGINT NOT NULL,
+        rows TEXT NOT NULL,
+        PRIMARY KEY (fiscal_code, notice_number, id)
+    );
+    CREATE INDEX status_history_at ON status_history (at);
+    ",
 ];
 
 /// Brings the schema up to date. Nodes starting together wait for each other on the lock;

@@ -27,7 +27,9 @@ use tokio_postgres::{Client, Row, Statement};
 
 use super::schema::{self, Dialect, Events, Fields, Lease, Val};
 use super::{Commit, Read, Retention, SharedStore, Store, StoreError, StoreOptions, StoreStats};
-use crate::engine::{IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, Write};
+use crate::engine::{
+    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, StatusRow, Write,
+};
 use crate::journal::segment::{RowRef, Rows};
 use crate::journal::{JournalQuery, JournalRow};
 pub use connect::{CONNECT_TIMEOUT, target};
@@ -270,6 +272,13 @@ impl PgStore {
         migrate::partitions(&mut client, r.now, r.journal_before).await?;
         client
             .execute(schema::DELETE_OLD_IDEMPOTENCY, &[&(r.now as i64)])
+            .await
+            .map_err(failed)?;
+        client
+            .execute(
+                "DELETE FROM status_history WHERE at < $1",
+                &[&(r.journal_before as i64)],
+            )
             .await
             .map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
@@ -587,9 +596,33 @@ async fn query_journal(client: &Client, q: &JournalQuery) -> Result<Vec<JournalR
         .collect()
 }
 
-/// One page of the journal of the database at `url`, read on a connection of its own (the
-/// read-only `pagonode journal`).
-pub fn read_journal(url: &str, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
+/// A notice's status histories, in the order written.
+async fn status_history(client: &Client, key: &NoticeKey) -> Result<Vec<StatusRow>, StoreError> {
+    let rows = client
+        .query(
+            schema::SELECT_STATUS_HISTORY,
+            &[&key.fiscal_code.as_str(), &key.notice_number.as_str()],
+        )
+        .await
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let lines: String = row
+            .try_get(0)
+            .map_err(|e| schema::corrupt("status_history", e.to_string()))?;
+        out.extend(
+            schema::status_rows(key, &lines).map_err(|e| schema::corrupt("status_history", e))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Runs `read` on a connection of its own to the database at `url` (the read-only
+/// `pagonode journal`).
+fn read_alone<T>(
+    url: &str,
+    read: impl AsyncFnOnce(&Client) -> Result<T, StoreError>,
+) -> Result<T, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -597,11 +630,21 @@ pub fn read_journal(url: &str, q: &JournalQuery) -> Result<Vec<JournalRow>, Stri
     rt.block_on(async {
         let t = target(url).map_err(|e| e.to_string())?;
         let (client, task) = connect_one(&t).await.map_err(|e| e.to_string())?;
-        let rows = query_journal(&client, q).await.map_err(|e| e.to_string());
+        let out = read(&client).await.map_err(|e| e.to_string());
         drop(client);
         task.abort();
-        rows
+        out
     })
+}
+
+/// One page of the journal of the database at `url`.
+pub fn read_journal(url: &str, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
+    read_alone(url, async |c| query_journal(c, q).await)
+}
+
+/// A notice's status histories in the database at `url`.
+pub fn read_status_history(url: &str, key: &NoticeKey) -> Result<Vec<StatusRow>, String> {
+    read_alone(url, async |c| status_history(c, key).await)
 }
 
 impl Store for PgStore {
@@ -708,6 +751,13 @@ impl Store for PgStore {
                 |row| schema::payment_pair(row).map(|(p, _)| p),
             )
             .await
+        })
+    }
+
+    fn status_history<'a>(&'a self, key: &'a NoticeKey) -> Read<'a, Vec<StatusRow>> {
+        Box::pin(async move {
+            let client = self.inner.pool.get().await.map_err(pool_error)?;
+            status_history(&client, key).await
         })
     }
 
