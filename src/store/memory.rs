@@ -1,7 +1,9 @@
 //! A store in memory, with the SQLite store's semantics: each commit is atomic (all its writes
 //! or none), its notice and payment writes are compare-and-set on their revisions (as in
 //! [`super::schema`]), commits are applied in the order they were queued, and reads see only
-//! what is applied. For tests and the simulation: in [`Durability::Manual`] mode a commit stays queued
+//! what is applied. One difference: an idempotency entry replaces whatever entry is there (the
+//! SQL stores never write over a valid OK answer; the engine's property tests model the
+//! replacing store). For tests and the simulation: in [`Durability::Manual`] mode a commit stays queued
 //! (its future pending) until the test applies it, and [`MemoryStore::crash`] loses exactly
 //! the commits not yet applied, as a process crash loses what was not yet on disk.
 
@@ -173,14 +175,6 @@ impl Inner {
                     let stored = t.payments.get(&payment.token).map_or(0, |p| p.revision);
                     if stored != *expected {
                         return Err(StoreError::Conflict("payment".into()));
-                    }
-                }
-                Write::PutIdempotency(e) => {
-                    if let Some(old) = t.idempotency.get(&idem_id(&e.key))
-                        && old.valid_to > e.inserted_at
-                        && !(old.request_hash == e.request_hash && old.reply.fault.is_some())
-                    {
-                        return Err(StoreError::Conflict("idempotency entry".into()));
                     }
                 }
                 Write::Receipt(r) => {

@@ -411,10 +411,11 @@ const UPSERT_RECIPIENT: &str = "INSERT INTO recipients (receipt_id, station, ec,
 const EXTEND_LEASE: &str = "UPDATE receipts SET lease_until = GREATEST(lease_until, $1)
  WHERE receipt_id = $2 AND lease_owner = $3";
 
-/// An entry is written where none is, where the one there has expired, or over a refusal of the
-/// same request (a re-sent activation refused PPT_PAGAMENTO_IN_CORSO while its first copy was
-/// in flight; the first's answer then replaces it). Never over another answer that was OK: of
-/// two nodes answering one request at once, the second to commit fails and replays the first.
+/// An entry is written where none is, where the one there has expired, or over a refusal (a
+/// re-sent activation refused PPT_PAGAMENTO_IN_CORSO while its first copy was in flight, or
+/// another request under the key refused meanwhile: the answer of the request in flight then
+/// replaces it). Never over another answer that was OK: of two nodes answering one request at
+/// once, the second to commit fails and replays the first.
 const PUT_IDEMPOTENCY: &str =
     "INSERT INTO idempotency (psp, key, primitive, request_hash, response, fault_code, token,
    valid_to, inserted_at)
@@ -423,7 +424,7 @@ const PUT_IDEMPOTENCY: &str =
    response = excluded.response, fault_code = excluded.fault_code, token = excluded.token,
    valid_to = excluded.valid_to, inserted_at = excluded.inserted_at
  WHERE idempotency.valid_to <= excluded.inserted_at
-    OR (idempotency.request_hash = excluded.request_hash AND idempotency.fault_code IS NOT NULL)";
+    OR idempotency.fault_code IS NOT NULL";
 
 const DELETE_IDEMPOTENCY: &str =
     "DELETE FROM idempotency WHERE psp = $1 AND key = $2 AND primitive = $3 AND token = $4";
