@@ -283,9 +283,17 @@ async fn a_killed_nodes_receipts_and_deadlines_are_taken_over() {
     let database = Database::Postgres(server.database().await);
     let mut c = Cluster::start_on(database.clone(), 1).await;
     let ports = run::free_ports(&mut Prng::new(now_ms()), 1);
+    // A's configuration names a SQLite file; PAGONODE_DATABASE_URL puts it on the cluster's
+    // database (where the URL and its password live in operation).
     let cfg = c.dir.path().join("a.toml");
-    std::fs::write(&cfg, run::node_config(&database, &c.ec.url(), ports[0])).unwrap();
+    let unused = c.dir.path().join("a.db");
+    let file_db = Database::Sqlite(unused.clone());
+    std::fs::write(&cfg, run::node_config(&file_db, &c.ec.url(), ports[0])).unwrap();
     let mut a = NodeProc::new(env!("CARGO_BIN_EXE_pagonode"), &cfg, c.dir.path(), ports[0]);
+    let Database::Postgres(url) = &database else {
+        unreachable!("the cluster's database is PostgreSQL")
+    };
+    a.env(pagonode::config::DATABASE_ENV, url);
     a.start("").await.unwrap();
     let a_url = format!("http://127.0.0.1:{}/node-for-psp/v1", ports[0]);
     let on_a = async |body: String, action: &str| {
@@ -310,6 +318,7 @@ async fn a_killed_nodes_receipts_and_deadlines_are_taken_over() {
     let mut act2 = activate(&PSP2, EC, &abandoned, 1000, Some(&key(&PSP2)));
     act2.expiration_time = Some(ExpirationTime::from_millis(1500).unwrap());
     token_of(&on_a(write_envelope(&act2), "activatePaymentNotice").await);
+    assert!(!unused.exists(), "the node opened its configuration's SQLite file");
     c.ec.begin(Phase::Down).await;
     let spo = outcome(&PSP1, &token, true, Some(&key(&PSP1)));
     ok::<SendPaymentOutcomeRes>(&on_a(write_envelope(&spo), "sendPaymentOutcome").await);

@@ -135,7 +135,8 @@ impl Postgres {
         )?;
         pg.watchdog()?;
         pg.pg_ctl_start()?;
-        // CI checks the PostgreSQL tests ran: each server started says so.
+        // CI checks the PostgreSQL tests ran: each server started says so, with the test
+        // binary that started it.
         if let Ok(file) = std::env::var("PAGONODE_POSTGRES_RAN") {
             use std::io::Write as _;
             let mut f = std::fs::OpenOptions::new()
@@ -143,7 +144,11 @@ impl Postgres {
                 .create(true)
                 .open(file)
                 .map_err(|e| e.to_string())?;
-            writeln!(f, "{} {}", std::process::id(), pg.port).map_err(|e| e.to_string())?;
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let binary = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+            let store = if on_postgres() { "rerun" } else { "direct" };
+            writeln!(f, "{binary} {store} {} {}", std::process::id(), pg.port)
+                .map_err(|e| e.to_string())?;
         }
         Ok(pg)
     }
