@@ -158,6 +158,43 @@ impl Cluster {
     }
 }
 
+/// Nodes starting together on an empty database: one applies the migrations (under the
+/// advisory lock), the others wait and find the schema up to date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_starting_together_migrate_the_schema_once() {
+    let Some(server) = common::pg::server() else {
+        return;
+    };
+    let url = server.database().await;
+    let database = Database::Postgres(url.clone());
+    let options = pagonode::store::StoreOptions { lease_ms: 1000 };
+    let opened =
+        futures_util::future::join_all((0..3).map(|_| pagonode::store::open(&database, options)))
+            .await;
+    for store in opened {
+        store.expect("a node starting with the others").close();
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let versions: Vec<i64> = client
+        .query(
+            "SELECT version::BIGINT FROM pagonode_schema ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+    assert!(!versions.is_empty());
+    assert_eq!(versions, expected, "each migration applied once");
+    drop(client);
+    let _ = task.await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_payment_activated_on_one_node_completes_on_the_other() {
     let Some(c) = Cluster::start(2).await else {
@@ -318,7 +355,10 @@ async fn a_killed_nodes_receipts_and_deadlines_are_taken_over() {
     let mut act2 = activate(&PSP2, EC, &abandoned, 1000, Some(&key(&PSP2)));
     act2.expiration_time = Some(ExpirationTime::from_millis(1500).unwrap());
     token_of(&on_a(write_envelope(&act2), "activatePaymentNotice").await);
-    assert!(!unused.exists(), "the node opened its configuration's SQLite file");
+    assert!(
+        !unused.exists(),
+        "the node opened its configuration's SQLite file"
+    );
     c.ec.begin(Phase::Down).await;
     let spo = outcome(&PSP1, &token, true, Some(&key(&PSP1)));
     ok::<SendPaymentOutcomeRes>(&on_a(write_envelope(&spo), "sendPaymentOutcome").await);
