@@ -158,6 +158,57 @@ impl Cluster {
     }
 }
 
+/// TLS to PostgreSQL as the URL's `sslmode` asks (the server's certificate is self-signed):
+/// `verify-full` with `sslrootcert` naming it connects encrypted, without `sslrootcert` (the
+/// public web roots) it refuses the server; `require` encrypts without checking; `disable`
+/// connects in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_to_postgresql_as_sslmode_asks() {
+    if common::pg::server().is_none() {
+        return;
+    }
+    let server = common::pg::Postgres::start_tls().unwrap();
+    let plain = server.database().await;
+    let (client, conn) = tokio_postgres::connect(&plain, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let base = plain.split_once('?').unwrap().0;
+    let cert = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/cert.pem");
+    // Whether the store's connections to the URL with `query` are encrypted.
+    let encrypted = async |query: &str, app: &str| -> Result<bool, String> {
+        let url = format!("{base}?{query}&application_name={app}");
+        let store = pagonode::store::open(
+            &Database::Postgres(url),
+            pagonode::store::StoreOptions { lease_ms: 1000 },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        store.health().await.map_err(|e| e.to_string())?;
+        let row = client
+            .query_one(
+                "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                  WHERE a.application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        store.close();
+        Ok(row
+            .get::<_, Option<bool>>(0)
+            .expect("the store's connections"))
+    };
+    let verified = format!("sslmode=verify-full&sslrootcert={cert}");
+    assert_eq!(encrypted(&verified, "verified").await, Ok(true));
+    let refused = encrypted("sslmode=verify-full", "unknown_ca").await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(encrypted("sslmode=require", "required").await, Ok(true));
+    assert_eq!(encrypted("sslmode=disable", "clear").await, Ok(false));
+    drop(client);
+    let _ = task.await;
+    server.stop();
+}
+
 /// Nodes starting together on an empty database: one applies the migrations (under the
 /// advisory lock), the others wait and find the schema up to date.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

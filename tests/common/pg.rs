@@ -63,6 +63,8 @@ pub struct Postgres {
     dir: PathBuf,
     /// The user the server runs as when the tests run as root.
     user: Option<String>,
+    /// Whether it accepts TLS ([`Postgres::start_tls`]).
+    tls: bool,
 }
 
 static SHARED: OnceLock<Option<Postgres>> = OnceLock::new();
@@ -91,6 +93,16 @@ fn free_port() -> u16 {
 impl Postgres {
     /// Initialises and starts a server of its own (a test that stops and restarts it uses one).
     pub fn start() -> Result<Postgres, String> {
+        Postgres::launch(false)
+    }
+
+    /// [`Postgres::start`], the server also accepting TLS with the certificate of `tests/tls`
+    /// (self-signed, for `localhost` and `127.0.0.1`).
+    pub fn start_tls() -> Result<Postgres, String> {
+        Postgres::launch(true)
+    }
+
+    fn launch(tls: bool) -> Result<Postgres, String> {
         let bin = bin_dir().ok_or("initdb not found")?;
         let root = unsafe { libc::geteuid() } == 0;
         let dir = tempfile::Builder::new()
@@ -99,6 +111,7 @@ impl Postgres {
             .map_err(|e| e.to_string())?
             .keep();
         let user = root.then(|| "postgres".to_string());
+        let mut owner = None;
         if let Some(u) = &user {
             let out = Command::new("id")
                 .args(["-u", u])
@@ -111,12 +124,14 @@ impl Postgres {
                     format!("running as root and there is no '{u}' user to run PostgreSQL")
                 })?;
             std::os::unix::fs::chown(&dir, Some(uid), None).map_err(|e| e.to_string())?;
+            owner = Some(uid);
         }
         let pg = Postgres {
             port: free_port(),
             bin,
             dir,
             user,
+            tls,
         };
         let data = pg.data();
         pg.run(
@@ -133,6 +148,18 @@ impl Postgres {
                 "--locale=C",
             ],
         )?;
+        if tls {
+            // Where `ssl = on` looks for them, readable by the server's user only.
+            let tls_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+            for (from, to) in [("cert.pem", "server.crt"), ("key.pem", "server.key")] {
+                let to = data.join(to);
+                std::fs::copy(tls_dir.join(from), &to).map_err(|e| format!("{from}: {e}"))?;
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| e.to_string())?;
+                std::os::unix::fs::chown(&to, owner, None).map_err(|e| e.to_string())?;
+            }
+        }
         pg.watchdog()?;
         pg.pg_ctl_start()?;
         // CI checks the PostgreSQL tests ran: each server started says so, with the test
@@ -190,8 +217,9 @@ impl Postgres {
     fn pg_ctl_start(&self) -> Result<(), String> {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off \
-             -c full_page_writes=off -c max_connections=300",
-            self.port
+             -c full_page_writes=off -c max_connections=300 -c ssl={}",
+            self.port,
+            if self.tls { "on" } else { "off" }
         );
         let log = self.dir.join("server.log");
         self.run(
