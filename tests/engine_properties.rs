@@ -1,7 +1,9 @@
 //! Property tests of the payment engine (`src/engine`): random sequences of commands, each
 //! engine step checked as it is made (its writes, reply, deadlines and deliveries), the steps'
 //! writes committed to the crate's in-memory store (`MemoryStore`: the `Store`'s semantics, its
-//! recovery queries included), checked after every command against
+//! recovery queries included) and, in a second test with fewer cases, to the real SQLite store
+//! (`SqliteStore`, so its SQL recovery queries are held to the model too), checked after every
+//! command against
 //! a plain reference model of the official node's behaviour (its BDD suite: activatePaymentNotice,
 //! idempotency IDMP_ACT/IDMP_SPO, PAG-1976 and RetryATokenScaduto for late outcomes, paSendRT(V2)
 //! fan-out; `docs/decisions.md` where pagonode chooses).
@@ -48,14 +50,14 @@
 //! digital stamps, syntax faults and the registry's authentication (the driver's, before the
 //! engine), `useIdempotency=false`, resend on demand, store failures.
 //!
-//! Run: `cargo test --test engine_properties` (`PROPTEST_CASES=5000` for a longer run;
-//! `ENGINE_PROPERTIES_STATS=1` prints what the generated sequences reached).
+//! Run: `cargo test --test engine_properties` (`PROPTEST_CASES=5000` for a longer run,
+//! `PROPTEST_SQLITE_CASES` for the SQLite test's; `ENGINE_PROPERTIES_STATS=1` prints what the
+//! generated sequences reached).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-use futures_util::FutureExt as _;
 use pagonode::codec::common::FaultBean;
 use pagonode::codec::node_for_psp::OutcomeDetailsV2;
 use pagonode::codec::pa_for_node::{
@@ -1223,8 +1225,13 @@ struct PendingAct {
 struct World {
     reg: &'static Registry,
     engine: Engine,
-    /// The in-memory store: the `Store`'s semantics, recovery queries included.
-    store: MemoryStore,
+    /// The store: the in-memory one (the `Store`'s semantics, recovery queries included), or
+    /// the real SQLite one, whose SQL the same checks hold to.
+    store: Box<dyn Store>,
+    /// Runs the store's commits to completion (SQLite commits on its writer thread).
+    runtime: tokio::runtime::Runtime,
+    /// The SQLite store's directory, deleted with the world.
+    _dir: Option<tempfile::TempDir>,
     model: Model,
     now: Millis,
     next_token: u64,
@@ -1258,10 +1265,32 @@ macro_rules! ensure {
 
 impl World {
     fn new() -> World {
+        World::with_store(Box::new(MemoryStore::new(Durability::Immediate)), None)
+    }
+
+    /// A world on the real SQLite store, in a fresh database (in memory-backed `/dev/shm` when
+    /// there is one: the checks commit write by write, each with its fsync).
+    fn on_sqlite() -> World {
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        let store = pagonode::store::SqliteStore::open(&dir.path().join("node.db")).unwrap();
+        World::with_store(Box::new(store), Some(dir))
+    }
+
+    fn with_store(store: Box<dyn Store>, dir: Option<tempfile::TempDir>) -> World {
         World {
             reg: registry(),
             engine: Engine::new(),
-            store: MemoryStore::new(Durability::Immediate),
+            store,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+            _dir: dir,
             model: Model::default(),
             now: START,
             next_token: 0,
@@ -2153,10 +2182,8 @@ impl World {
                 Write::Status(_) => {}
             }
             // Write by write, so the next one is checked against the store as this one left it.
-            self.store
-                .commit(vec![w.clone()])
-                .now_or_never()
-                .expect("the in-memory store commits at once")
+            self.runtime
+                .block_on(self.store.commit(vec![w.clone()]))
                 .map_err(|e| format!("the store refused {w:?}: {e}"))?;
         }
         for t in &step.disarm {
@@ -2481,6 +2508,33 @@ proptest! {
     #[test]
     fn the_engine_behaves_as_the_reference_model(cmds in prop::collection::vec(cmd_strategy(), 1..60)) {
         let mut w = World::new();
+        if let Err(e) = w.run(&cmds) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+}
+
+fn sqlite_cases() -> u32 {
+    std::env::var("PROPTEST_SQLITE_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: sqlite_cases(),
+        max_shrink_iters: 2_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// The same sequences and checks on the real SQLite store: its recovery queries
+    /// (`paying_payments`, `recipients_in_delivery`), loads and status histories held to the
+    /// model, not only the in-memory store's re-implementation of them.
+    #[test]
+    fn the_engine_on_the_sqlite_store_behaves_as_the_reference_model(cmds in prop::collection::vec(cmd_strategy(), 1..60)) {
+        let mut w = World::on_sqlite();
         if let Err(e) = w.run(&cmds) {
             return Err(TestCaseError::fail(e));
         }
