@@ -2840,3 +2840,43 @@ fn a_restart_does_not_change_how_receipts_settle() {
     assert_eq!(w.model.payments[&w.issued[0]].status, MStatus::Paid);
     assert_eq!(w.model.payments[&w.issued[1]].status, MStatus::Notified);
 }
+
+/// The SQLite store's recovery queries, deterministically (the random sequences reach a
+/// restart with several live payments only now and then): two payments waiting for their
+/// outcome and a receipt whose copies are delivered, pending and failing, across restarts; the
+/// restart's checks compare what the engine recovers with the model. On both stores.
+#[test]
+fn the_recovery_finds_every_live_payment_and_copy_on_both_stores() {
+    let delivery = |ok| Cmd::Delivery { pick: 0, ok };
+    let cmds = [
+        // N1 paid (token 0): three copies, one delivered, one failing.
+        act(0, 1, Exp::Default, None),
+        DATA,
+        ok_outcome(0),
+        delivery(true),
+        delivery(false),
+        // N0 (token 1) and N2 (token 2) waiting for their outcome.
+        act(1, 0, Exp::Default, None),
+        DATA,
+        act(0, 2, Exp::Ms(60_000), None),
+        DATA,
+        Cmd::Restart,
+        ok_outcome(1),
+        Cmd::Restart,
+        Cmd::Advance(20_000),
+        delivery(true),
+        delivery(true),
+        Cmd::Restart,
+        // The newest token: N2's.
+        ok_outcome(0),
+        delivery(true),
+    ];
+    for mut w in [World::new(), World::on_sqlite()] {
+        if let Err(e) = w.run(&cmds) {
+            panic!("{e}\n{}", w.trace.join("\n"));
+        }
+        let trace = w.trace.join("\n");
+        assert_eq!(trace.matches("restart").count(), 3, "{trace}");
+        assert!(!trace.contains("-> PPT_"), "{trace}");
+    }
+}
