@@ -232,7 +232,7 @@ async fn keys_are_per_psp() {
 
 #[tokio::test]
 async fn outcome_replay_is_byte_identical_and_has_no_side_effect() {
-    let h = Harness::start().await;
+    let h = Harness::start_admin(|_| {}).await;
     let nn = notice("02", "00");
     // An outcome may reuse its activation's key (another primitive, another scope).
     let k = key(&PSP1);
@@ -253,7 +253,7 @@ async fn outcome_replay_is_byte_identical_and_has_no_side_effect() {
         &h.send(&outcome(&PSP1, &token, true, None)).await,
         "PPT_ESITO_GIA_ACQUISITO",
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.settled_copies().await, (1, 0));
     let after = h.ec.receipts();
     assert_eq!(after.len(), 1);
     assert_eq!(
