@@ -494,6 +494,28 @@ impl Config {
         if self.receipts.max_attempts == 0 {
             return Err(err("receipts.max_attempts", "must be at least 1"));
         }
+        // Zero would re-send every failing copy in a tight loop against its station.
+        positive(
+            "receipts.retry_interval_ms",
+            self.receipts.retry_interval_ms,
+        )?;
+        // Zero would delete the state-change journal at every maintenance pass.
+        if self.journal.retention_days == 0 {
+            return Err(err(
+                "journal.retention_days",
+                "must be at least 1 (the official retention is 24 months: 730)",
+            ));
+        }
+        if self.node.workers == Some(0) {
+            return Err(err("node.workers", "must be at least 1"));
+        }
+        // An empty token would let every caller in, the header-less ones included.
+        if self.node.admin_token.as_deref() == Some("") {
+            return Err(err(
+                "node.admin_token",
+                "must not be empty (leave it unset for no token)",
+            ));
+        }
         if self.receipts.per_station_concurrency == 0 {
             return Err(err(
                 "receipts.per_station_concurrency",
@@ -553,6 +575,9 @@ impl Config {
                 if !psps.contains(p.as_str()) {
                     return Err(err(k("psps"), format!("unknown PSP '{p}'")));
                 }
+            }
+            if c.outcome_deadline_ms == Some(0) {
+                return Err(err(k("outcome_deadline_ms"), "must be positive"));
             }
         }
         let ecs = unique("ec", self.ec.iter().map(|e| e.fiscal_code.as_str()))?;

@@ -107,11 +107,6 @@ impl MemoryStore {
         true
     }
 
-    /// A receipt, if one was generated (tests: a receipt is generated at most once per notice).
-    pub fn load_receipt(&self, receipt_id: &str) -> Option<ReceiptRecord> {
-        self.lock().tables.receipts.get(receipt_id).cloned()
-    }
-
     /// The process dies: the queued jobs are lost (their futures fail), what was applied stays.
     pub fn crash(&self) {
         self.lock().queued.clear();
