@@ -388,7 +388,7 @@ const HEADER_PASSWORD: &str =
 #[tokio::test]
 async fn no_spelling_of_a_password_reaches_the_journal() {
     let h = Harness::start_admin(|_| {}).await;
-    let mut sent = 0;
+    let (mut sent, mut readable_sent) = (0, 0);
     for &(spelling, readable) in SPELLINGS {
         // As is, cut short before its end tag (the rest of the document is the password's; a
         // `< password>` is no tag, so nothing says that text is a password), and beside a
@@ -412,12 +412,18 @@ async fn no_spelling_of_a_password_reaches_the_journal() {
             assert_eq!(status, 200, "{answer}");
             if readable && form != "cut" {
                 ok::<ActivatePaymentNoticeRes>(&answer);
+                readable_sent += 1;
             } else {
                 expect_fault::<ActivatePaymentNoticeRes>(&answer, SYNTAX);
             }
             sent += 1;
         }
     }
+    // A last request, journaled after all the others: once it is there, they all are. Those
+    // whose credentials authenticate are journaled whole (the password masked), the others
+    // only as a summary.
+    let marker = notice("02", "00");
+    ok::<ActivatePaymentNoticeRes>(&h.send(&activate(&PSP1, EC, &marker, 1000, None)).await);
     let rows = eventually(10, "every request journaled", || async {
         let (status, v) = h
             .admin_get("/admin/journal?primitive=activatePaymentNotice&limit=1000")
@@ -430,9 +436,16 @@ async fn no_spelling_of_a_password_reaches_the_journal() {
             .filter(|e| e["componente"] == "nodeForPsp" && e["sottoTipoEvento"] == "REQ")
             .map(|e| e["payload"].as_str().unwrap_or_default().to_string())
             .collect();
-        (requests.len() == sent).then_some(requests)
+        requests
+            .iter()
+            .any(|p| p.contains(marker.as_str()))
+            .then_some(requests)
     })
     .await;
+    assert!(
+        readable_sent < rows.len() && rows.len() <= sent + 1,
+        "{rows:?}"
+    );
     for payload in rows {
         assert!(!payload.contains("pwd"), "{payload}");
         assert!(payload.contains("********"), "{payload}");
@@ -1306,5 +1319,74 @@ async fn the_admin_listener_needs_a_token_beyond_loopback_serves_tls_and_audits_
         format!("by 127.0.0.1 (token {token_id})"),
         "{row}"
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn over_its_rate_a_broker_can_get_the_official_busy_fault() {
+    let h = Harness::start_with(|c| {
+        c.limits.broker_requests_per_second = 1;
+        c.limits.broker_burst = 2;
+        c.limits.over_rate = pagonode::config::OverRate::Fault;
+    })
+    .await;
+    for _ in 0..2 {
+        still_serves(&h).await;
+    }
+    h.refused::<_, VerifyPaymentNoticeRes>(
+        &verify(&PSP1, EC, &notice("02", "00")),
+        "PPT_SUPERAMENTOSOGLIA",
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_strangers_unreadable_request_leaves_only_a_summary_in_the_journal() {
+    let h = Harness::start_admin(|_| {}).await;
+    let mut forged = activate(&PSP1, EC, &notice("02", "00"), 1000, None);
+    forged.password = pagonode::codec::types::Password::new("guessed12").unwrap();
+    let filler = "x".repeat(512 * 1024);
+    let body =
+        write_envelope(&forged).replacen("<qrCode>", &format!("<qrCode><junk>{filler}</junk>"), 1);
+    let (status, answer) = h.post(Some("activatePaymentNotice"), body).await;
+    assert_eq!(status, 200);
+    expect_fault::<ActivatePaymentNoticeRes>(&answer, SYNTAX);
+    // The same from the PSP itself is journaled whole, as a marker that the first is written.
+    let genuine = write_envelope(&activate(&PSP1, EC, &notice("02", "00"), 1000, None)).replacen(
+        "<qrCode>",
+        "<qrCode><junk>marker</junk>",
+        1,
+    );
+    let (_, answer) = h.post(Some("activatePaymentNotice"), genuine).await;
+    expect_fault::<ActivatePaymentNoticeRes>(&answer, SYNTAX);
+    let entries = eventually(10, "the PSP's request journaled", || async {
+        let (_, v) = h
+            .admin_get("/admin/journal?primitive=activatePaymentNotice&limit=100")
+            .await;
+        let entries = v["entries"].as_array().unwrap().clone();
+        entries
+            .iter()
+            .any(|e| e["payload"].as_str().is_some_and(|p| p.contains("marker")))
+            .then_some(entries)
+    })
+    .await;
+    assert!(
+        entries
+            .iter()
+            .all(|e| !e["payload"].as_str().unwrap_or_default().contains("xxxx")),
+        "a stranger's payload was journaled"
+    );
+    let summary = entries
+        .iter()
+        .find(|e| {
+            e["dettaglio"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("refused (unauthenticated)"))
+        })
+        .expect("a summary of the stranger's request");
+    assert_eq!(summary["esito"], SYNTAX);
+    assert!(summary["payload"].is_null());
+    assert_eq!(refused_count(&health(&h.url()).await, "unauthenticated"), 1);
     h.stop().await;
 }
