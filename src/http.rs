@@ -1,22 +1,25 @@
-//! The HTTP layer (actix-web): nodeForPsp on any POST path, the WSDL/XSD files at `?wsdl`, a
-//! health endpoint; the admin listener (journal, payments, receipt re-send) is separate and off
-//! unless configured.
+//! The HTTP layer (actix-web): nodeForPsp on any POST path, the WSDL (the operations the node
+//! answers, at the address it was asked on) and the XSDs at `?wsdl`, a health endpoint; the
+//! admin listener (journal, payments, receipt re-send, job triggers) is separate and off unless
+//! configured.
 
 use std::sync::Arc;
 
 use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use crate::front::Peer;
 use crate::front::certs::PeerCertificate;
 use crate::front::refusals::Reason;
+use crate::logging::RequestId;
 use crate::node::{Node, SoapReply};
 
-/// The contract files the node serves (the project's own, see `wsdl/README.md`), by the path
-/// the WSDL's `schemaLocation`s use.
+/// The contract files the node serves as they are (the project's own, see `wsdl/README.md`),
+/// by the path the WSDL's `schemaLocation`s use. The nodeForPsp WSDL is served reduced to the
+/// operations the node answers ([`crate::wsdl`]).
 pub const CONTRACT_FILES: &[(&str, &str)] = &[
-    ("nodeForPsp.wsdl", include_str!("../wsdl/nodeForPsp.wsdl")),
     ("paForNode.wsdl", include_str!("../wsdl/paForNode.wsdl")),
     (
         "xsd/nodeForPsp.xsd",
@@ -57,14 +60,19 @@ pub const CONTRACT_FILES: &[(&str, &str)] = &[
 ];
 
 fn xml(status: u16, body: String) -> HttpResponse {
-    HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK),
-    )
-    .insert_header(("Content-Type", "text/xml; charset=utf-8"))
-    .body(body)
+    xml_response(status).body(body)
 }
 
-/// The node's answer, as HTTP.
+fn xml_response(status: u16) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK),
+    );
+    response.insert_header(("Content-Type", "text/xml; charset=utf-8"));
+    response
+}
+
+/// The node's answer, as HTTP: SOAP, or the front door's JSON (401, 408, 429) as an API
+/// gateway writes it. A 408 closes the connection.
 fn answer(reply: SoapReply) -> HttpResponse {
     if !reply.json {
         return xml(reply.status, reply.body);
@@ -76,19 +84,44 @@ fn answer(reply: SoapReply) -> HttpResponse {
     if let Some(secs) = reply.retry_after_s {
         res.insert_header(("Retry-After", secs.to_string()));
     }
+    if reply.status == 408 {
+        res.force_close();
+    }
     res.content_type(ContentType::json()).body(reply.body)
 }
 
-/// nodeForPsp. Before the body is read: the address's rate (HTTP 429) and the subscription key
-/// (HTTP 401), as the official API gateway checks them. Then the body, up to the configured
-/// size (an oversize body is answered with PPT_SINTASSI_EXTRAXSD in the operation's response,
-/// like any unreadable request) and within the body timeout (else HTTP 408 and the connection
-/// closed).
-async fn soap(
-    req: HttpRequest,
-    mut payload: web::Payload,
-    node: web::Data<Arc<Node>>,
-) -> HttpResponse {
+/// nodeForPsp. The work runs in the request's span (its id on every line), and the answer
+/// names the id.
+async fn soap(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+    let id = RequestId::new();
+    let started = std::time::Instant::now();
+    let span = id.span();
+    let reply = read_and_handle(&req, payload, &node)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| {
+        tracing::debug!(
+            operation = reply.operation.map_or("unknown", |op| op.soap_action()),
+            status = reply.status,
+            micros = started.elapsed().as_micros() as u64,
+            "nodeForPsp request answered"
+        );
+    });
+    let mut response = answer(reply);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    response
+}
+
+/// Before the body is read: the address's rate (HTTP 429) and the subscription key (HTTP 401),
+/// as the official API gateway checks them. Then the body, up to the configured size (an
+/// oversize body is answered with PPT_SINTASSI_EXTRAXSD in the operation's response, like any
+/// unreadable request) and within the body timeout (else HTTP 408 and the connection closed).
+async fn read_and_handle(req: &HttpRequest, mut payload: web::Payload, node: &Node) -> SoapReply {
     let front = node.front();
     let action = req
         .headers()
@@ -110,14 +143,14 @@ async fn soap(
     {
         refused(Reason::AddressRate, "HTTP_429", &peer);
         let op = crate::codec::detect_operation(action, query, b"");
-        return answer(node.over_rate(op, wait));
+        return node.over_rate(op, wait);
     }
     let key = req.headers().get(front.keys.header()).map(|v| v.as_bytes());
     match front.keys.check(key, req.query_string()) {
         Ok(broker) => peer.key_broker = broker.map(str::to_string),
         Err(refusal) => {
             refused(Reason::SubscriptionKey, "HTTP_401", &peer);
-            return answer(SoapReply::unauthorized(refusal));
+            return SoapReply::unauthorized(refusal);
         }
     }
     let limit = node.registry().config().node.max_body_bytes;
@@ -143,15 +176,10 @@ async fn soap(
     .await;
     let Ok((body, too_big)) = read else {
         refused(Reason::BodyTimeout, "HTTP_408", &peer);
-        return HttpResponse::RequestTimeout()
-            .force_close()
-            .content_type(ContentType::plaintext())
-            .body("request body not received in time\n");
+        return SoapReply::body_timeout();
     };
-    let reply = node
-        .handle_request(&peer, action, query, &body, too_big)
-        .await;
-    answer(reply)
+    node.handle_request(&peer, action, query, &body, too_big)
+        .await
 }
 
 /// `GET …?wsdl` (and the XSDs the WSDL imports, by relative path).
@@ -159,12 +187,13 @@ async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse 
     let path = req.path();
     let query = req.query_string();
     if query.eq_ignore_ascii_case("wsdl") || query.to_ascii_lowercase().starts_with("wsdl") {
-        let file = if path.contains("pa-for-node") || path.contains("paForNode") {
-            "paForNode.wsdl"
-        } else {
-            "nodeForPsp.wsdl"
-        };
-        return contract_file(file);
+        if path.contains("pa-for-node") || path.contains("paForNode") {
+            return contract_file("paForNode.wsdl");
+        }
+        return served_wsdl(&req, &node, path);
+    }
+    if path.ends_with("nodeForPsp.wsdl") {
+        return served_wsdl(&req, &node, "/node-for-psp/v1");
     }
     if let Some(name) = query.strip_prefix("xsd=") {
         return contract_file(name);
@@ -178,6 +207,19 @@ async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse 
     HttpResponse::NotFound()
         .content_type(ContentType::plaintext())
         .body("not found: POST SOAP requests here, or GET ?wsdl\n")
+}
+
+/// The nodeForPsp WSDL, its address `node.public_url` or `endpoint` on the host and scheme the
+/// request came by.
+fn served_wsdl(req: &HttpRequest, node: &Node, endpoint: &str) -> HttpResponse {
+    let address = match &node.registry().config().node.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}{endpoint}", info.scheme(), info.host())
+        }
+    };
+    xml(200, crate::wsdl::served_node_for_psp(&address))
 }
 
 fn contract_file(name: &str) -> HttpResponse {

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -15,6 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::codec::node_for_psp::*;
 use crate::codec::types::*;
 use crate::codec::{AnyMessage, Body, Limits, Message, read_any, write_envelope};
+use crate::ec_client::http::root_cause;
 
 /// Which flow each virtual user repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,6 +69,9 @@ pub struct LoadArgs {
     /// Pass `key=value` pairs to the spawned node's [timings]/[node] (e.g. node.workers=2).
     #[arg(long = "set")]
     pub overrides: Vec<String>,
+    /// Seconds between progress lines on stderr (0: none).
+    #[arg(long, default_value_t = 5)]
+    pub progress: u64,
     /// With --spawn: put the spawned nodes' configurations and databases (`load0.db`, ...) in
     /// this directory and keep them; the processes are stopped gracefully (SIGTERM), so each
     /// node's journal is complete on disk for `pagonode journal`.
@@ -85,6 +89,7 @@ struct Stats {
     per_op: Vec<(&'static str, Histogram<u64>)>,
     errors: u64,
     first_errors: Vec<String>,
+    last_error: Option<String>,
 }
 
 impl Stats {
@@ -103,6 +108,7 @@ impl Stats {
             .collect(),
             errors: 0,
             first_errors: Vec::new(),
+            last_error: None,
         }
     }
 
@@ -115,8 +121,9 @@ impl Stats {
     fn error(&mut self, e: String) {
         self.errors += 1;
         if self.first_errors.len() < 5 {
-            self.first_errors.push(e);
+            self.first_errors.push(e.clone());
         }
+        self.last_error = Some(e);
     }
 }
 
@@ -127,6 +134,8 @@ struct Ctx {
     /// Shared by every node a run loads, so no notice is paid twice at the simulated EC.
     seq: Arc<AtomicU64>,
     flow: Flow,
+    /// Requests that could not even connect to the node.
+    unreachable: AtomicU64,
 }
 
 /// `v` in base 36, `width` digits (0-9, a-z).
@@ -158,7 +167,12 @@ impl Ctx {
             .body(write_envelope(req))
             .send()
             .await
-            .map_err(|e| format!("{}: {e}", M::OPERATION.soap_action()))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    self.unreachable.fetch_add(1, Ordering::Relaxed);
+                }
+                format!("{}: {}", M::OPERATION.soap_action(), root_cause(&e))
+            })?;
         let body = resp.bytes().await.map_err(|e| e.to_string())?;
         let micros = t0.elapsed().as_micros() as u64;
         match read_any(&body, Limits::DEFAULT) {
@@ -271,25 +285,36 @@ struct Measured {
     commits: Option<((u64, u64), (u64, u64))>,
 }
 
-/// Drives `concurrency` users against the node of `ctx` for `warmup + duration`.
+/// Drives `concurrency` users against the node of `ctx` for `warmup + duration`, with a
+/// progress line on stderr every `progress` (if given). Stops early, with an error, when a
+/// whole progress interval (at most 5 s) passes without a flow completing and requests cannot
+/// connect to the node.
 async fn drive(
     ctx: &Arc<Ctx>,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
-) -> Measured {
+    progress: Option<Duration>,
+) -> Result<Measured, String> {
     let before = health_counters(&ctx.http, &ctx.url).await;
     let stats = Arc::new(Mutex::new(Stats::new()));
     let start = Instant::now();
     let end = warmup + duration;
+    let stop = Arc::new(AtomicBool::new(false));
     let measured_from = Arc::new(Mutex::new(None::<(Instant, Option<(u64, u64)>)>));
-    let mut users = Vec::new();
+    let mut users = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let (ctx, stats, measured_from) = (ctx.clone(), stats.clone(), measured_from.clone());
-        users.push(tokio::spawn(async move {
-            while start.elapsed() < end {
+        let stop = stop.clone();
+        users.spawn(async move {
+            while start.elapsed() < end && !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
+                let unreachable = ctx.unreachable.load(Ordering::Relaxed);
                 let r = ctx.flow().await;
+                if ctx.unreachable.load(Ordering::Relaxed) > unreachable {
+                    // Not a busy loop of refused connections while the node is away.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 let measuring = t0.duration_since(start) >= warmup;
                 if measuring {
                     let mut m = measured_from.lock().await;
@@ -310,19 +335,109 @@ async fn drive(
                     Err(e) => s.error(e),
                 }
             }
-        }));
+        });
     }
-    for u in users {
-        let _ = u.await;
+    let watch = Watch {
+        ctx,
+        stats: &stats,
+        start,
+        warmup,
+        every: progress.unwrap_or(UNREACHABLE_AFTER).min(UNREACHABLE_AFTER),
+        print: progress.is_some(),
+    };
+    let verdict = tokio::select! {
+        verdict = watch.run(end) => verdict,
+        _ = async { while users.join_next().await.is_some() {} } => Ok(()),
+    };
+    stop.store(true, Ordering::Relaxed);
+    if verdict.is_err() {
+        users.abort_all();
     }
+    while users.join_next().await.is_some() {}
+    verdict?;
     let (t_measure, counters_start) = measured_from.lock().await.unwrap_or((start, before));
     let secs = t_measure.elapsed().as_secs_f64();
     let after = health_counters(&ctx.http, &ctx.url).await;
     let stats = std::mem::replace(&mut *stats.lock().await, Stats::new());
-    Measured {
+    Ok(Measured {
         stats,
         secs,
         commits: counters_start.zip(after),
+    })
+}
+
+/// The error for a node that cannot be connected to.
+fn unreachable_node(url: &str, what: &str) -> String {
+    format!(
+        "cannot reach the node at {url}: {what}. Is it running? (`cargo run --release` starts the demo node; `pagonode loadgen --spawn` starts its own.)"
+    )
+}
+
+/// Fails at once, with [`unreachable_node`], when nothing answers at the node's address (any
+/// HTTP answer will do).
+async fn check_reachable(http: &reqwest::Client, url: &str) -> Result<(), String> {
+    match http.get(url).send().await {
+        Err(e) if e.is_connect() || e.is_timeout() => Err(unreachable_node(url, &root_cause(&e))),
+        _ => Ok(()),
+    }
+}
+
+/// How long requests may fail to connect, with no flow completing, before a run stops.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(5);
+
+/// Watches a load while it runs: progress lines, and the node going away.
+struct Watch<'a> {
+    ctx: &'a Ctx,
+    stats: &'a Mutex<Stats>,
+    start: Instant,
+    warmup: Duration,
+    every: Duration,
+    print: bool,
+}
+
+impl Watch<'_> {
+    /// Ticks until `end` (from `start`); an error as soon as an interval had no flow complete
+    /// and requests that could not connect.
+    async fn run(&self, end: Duration) -> Result<(), String> {
+        let mut last = (0, 0, self.ctx.unreachable.load(Ordering::Relaxed));
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
+        let mut at = Duration::ZERO;
+        while self.start.elapsed() + self.every <= end {
+            tick.tick().await;
+            at += self.every;
+            let (completed, errors, last_error) = {
+                let s = self.stats.lock().await;
+                (s.completed, s.errors, s.last_error.clone())
+            };
+            let unreachable = self.ctx.unreachable.load(Ordering::Relaxed);
+            if completed == last.0 && unreachable > last.2 {
+                return Err(unreachable_node(
+                    &self.ctx.url,
+                    &format!(
+                        "{} requests could not connect in the last {} s, none completed (last: {})",
+                        unreachable - last.2,
+                        self.every.as_secs(),
+                        last_error.as_deref().unwrap_or("-")
+                    ),
+                ));
+            }
+            if self.print {
+                let rate = (completed - last.0) as f64 / self.every.as_secs_f64();
+                eprintln!(
+                    "loadgen {:>4} s{}: {completed} flows, {rate:.0} flows/s, {} errors{}",
+                    at.as_secs(),
+                    if at <= self.warmup { " (warm-up)" } else { "" },
+                    errors - last.1,
+                    match (&last_error, errors > last.1) {
+                        (Some(e), true) => format!(" (last: {e})"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            last = (completed, errors, unreachable);
+        }
+        std::future::pending().await
     }
 }
 
@@ -358,7 +473,9 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         run_id: SystemClock.now_ms() / 1000,
         seq: Arc::new(AtomicU64::new(0)),
         flow: args.flow,
+        unreachable: AtomicU64::new(0),
     });
+    check_reachable(&ctx.http, &ctx.url).await?;
     let pids: Vec<(&str, u32)> = match &spawned {
         Some(sp) => [("node", sp.nodes[0].0.id()), ("simulated EC", sp.ec.id())]
             .into_iter()
@@ -373,8 +490,18 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         args.concurrency,
         Duration::from_secs(args.warmup),
         Duration::from_secs(args.duration),
+        (args.progress > 0).then(|| Duration::from_secs(args.progress)),
     )
     .await;
+    let m = match m {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(sp) = spawned {
+                sp.stop().await;
+            }
+            return Err(e);
+        }
+    };
     report(&args, &m.stats, m.secs, m.commits);
     let ticks = ticks_per_second();
     let total_flows = m.stats.flows.len().max(1) as f64;
@@ -444,6 +571,7 @@ async fn compare_journal(args: &LoadArgs) -> Result<(), String> {
                 run_id,
                 seq: seq.clone(),
                 flow: args.flow,
+                unreachable: AtomicU64::new(0),
             })
         };
         let slots = [ctx(0), ctx(1)];
@@ -458,13 +586,15 @@ async fn compare_journal(args: &LoadArgs) -> Result<(), String> {
                 // Started only once every process is idle, each phase has the machine to
                 // itself.
                 spawned.settle().await;
+                // Each round prints a line: no progress lines within a phase.
                 let m = drive(
                     &slots[slot],
                     args.concurrency,
                     Duration::from_secs(args.warmup),
                     Duration::from_secs(args.duration),
+                    None,
                 )
-                .await;
+                .await?;
                 let side = side_of(slot);
                 flows[side] += m.stats.flows.len();
                 completed[side] += m.stats.completed;

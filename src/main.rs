@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pagonode::config::Config;
+use pagonode::logging::{LogFormat, LogSection};
 use pagonode::mock_ec::{MockEc, MockEcConfig};
 use pagonode::server::RunningNode;
 
@@ -18,6 +19,10 @@ use pagonode::server::RunningNode;
     about = "An open-source pagoPA payment node (Nodo dei Pagamenti)"
 )]
 struct Cli {
+    /// Log lines on stderr as `text` or `json` (one object per line); default: the
+    /// configuration's `[log] format`, else text.
+    #[arg(long, global = true, value_enum, env = "PAGONODE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -29,6 +34,9 @@ enum Command {
         /// The database file (created if missing).
         #[arg(long, default_value = "pagonode-demo.db")]
         database: PathBuf,
+        /// Start from nothing: delete the database and its journal first.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Run the node.
     Serve {
@@ -60,15 +68,6 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     match path {
         Some(p) => Config::from_file(p).map_err(|e| e.to_string()),
@@ -93,7 +92,16 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    init_logging();
+    let config_file = match &cli.command {
+        Some(Command::Serve { config } | Command::MockEc { config }) => config.as_ref(),
+        _ => None,
+    };
+    pagonode::logging::init(
+        cli.log_format,
+        &config_file
+            .map(|p| LogSection::from_file(p))
+            .unwrap_or_default(),
+    );
     pagonode::failpoints::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,8 +116,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Demo {
             database: PathBuf::from("pagonode-demo.db"),
+            fresh: false,
         }) {
-            Command::Demo { database } => demo(database).await,
+            Command::Demo { database, fresh } => demo(database, fresh).await,
             Command::Serve { config } => serve(load_config(config.as_ref())?).await,
             Command::MockEc { config } => mock_ec(config.as_ref()).await,
             Command::Loadgen(args) => pagonode::loadgen::run(args).await,
@@ -129,9 +138,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    let signal = pagonode::server::shutdown_signal();
     let node = RunningNode::start(config, None, None).await?;
-    tracing::info!(url = %node.url(), admin = ?node.admin_url(), "node listening");
-    node.run_until_signal().await;
+    match node.admin_url() {
+        Some(admin) => tracing::info!(url = %node.url(), %admin, "node listening"),
+        None => tracing::info!(url = %node.url(), "node listening (admin listener off)"),
+    }
+    node.run_until(signal).await;
     Ok(())
 }
 
@@ -144,17 +157,22 @@ async fn mock_ec(path: Option<&PathBuf>) -> Result<(), String> {
 }
 
 /// The demo: the simulated EC and a node with the example configuration, in one process.
-async fn demo(database: PathBuf) -> Result<(), String> {
+async fn demo(database: PathBuf, fresh: bool) -> Result<(), String> {
     let mut config = Config::example();
     config.node.database = database;
     let mock_cfg = MockEcConfig::from_toml_str(pagonode::config::EXAMPLE)?;
     let mock_addr = mock_cfg.listen.clone();
     let listener = std::net::TcpListener::bind(&mock_addr)
         .map_err(|e| format!("cannot listen on {mock_addr}: {e}"))?;
+    // Only now: a demo already running holds the port above, and keeps its database.
+    if fresh {
+        remove_database(&config.node.database)?;
+    }
     let ec = MockEc::new(mock_cfg)
         .start(listener)
         .await
         .map_err(|e| e.to_string())?;
+    let signal = pagonode::server::shutdown_signal();
     let node = RunningNode::start(config.clone(), None, None).await?;
     let channel = &config.channel[0];
     println!();
@@ -179,9 +197,39 @@ async fn demo(database: PathBuf) -> Result<(), String> {
     );
     println!("  try: README.md, \"A first payment\". Stop with Ctrl-C.");
     println!();
-    node.run_until_signal().await;
+    node.run_until(signal).await;
     ec.stop().await;
     Ok(())
+}
+
+/// Deletes a database, its WAL files and its journal directory (`<stem>.journal/`), whichever
+/// exist.
+fn remove_database(database: &std::path::Path) -> Result<(), String> {
+    let with_suffix = |suffix: &str| {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let files = [
+        database.to_path_buf(),
+        with_suffix("-wal"),
+        with_suffix("-shm"),
+    ];
+    let journal = pagonode::journal::writer::journal_dir(database);
+    for file in &files {
+        match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot delete {}: {e}", file.display()));
+            }
+            _ => {}
+        }
+    }
+    match std::fs::remove_dir_all(&journal) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot delete {}: {e}", journal.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `pagonode validate`: one line per message and a summary; success only if all are valid.

@@ -105,6 +105,9 @@ impl RunningNode {
         let mut limits = config.limits.clone();
         limits.max_connections =
             crate::front::limits::connections_within_descriptors(limits.max_connections);
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         let keyless = brokers_without_keys(&config);
         if !keyless.is_empty() {
             tracing::warn!(
@@ -224,27 +227,45 @@ impl RunningNode {
     }
 
     /// Runs until SIGINT/SIGTERM, then stops gracefully.
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+    /// Runs until `signal` (see [`shutdown_signal`]) resolves, then stops gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
         tracing::info!("shutting down: finishing in-flight requests");
         self.stop().await;
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not when the
+/// future is first polled: called before the node starts, a SIGTERM sent as soon as it says it
+/// is listening (by a supervisor, a test) stops it gracefully instead of killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).ok();
+        let mut terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            tokio::select! {
+                _ = received(interrupt.as_mut()) => {}
+                _ = received(terminate.as_mut()) => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Resolves when the signal arrives; never, if it could not be listened for.
+#[cfg(unix)]
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Sweeps finished records out of the engine, and periodically applies journal retention and

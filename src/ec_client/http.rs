@@ -159,7 +159,8 @@ fn transport_error(e: &reqwest::Error) -> TransportError {
     }
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost error's message (`Connection refused (os error 111)`), not the wrapper's.
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -156,6 +156,14 @@ impl EcClient {
                 )
             }
         };
+        // In the calling request's span, if any: the PSP request that caused the call.
+        tracing::debug!(
+            operation = soap_action,
+            url = station.url,
+            outcome = outcome.as_ref().map_or_else(|f| f.code(), |_| "OK"),
+            elapsed_ms,
+            "EC call answered"
+        );
         (
             outcome,
             Exchange {

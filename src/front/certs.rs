@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
 use crate::config::{ClientAuth, NodeSection, PspBrokerConfig};
@@ -20,14 +20,19 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate", path.display()));
+        return Err(format!("{}: no certificate in PEM form", path.display()));
     }
     Ok(certs)
 }
 
 /// The private key of a PEM file.
 pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            format!("{}: no private key in PEM form", path.display())
+        }
+        e => format!("{}: {e}", path.display()),
+    })
 }
 
 /// A root store of the certificates of a PEM bundle.

@@ -649,7 +649,10 @@ impl MockEc {
             r.answer = answered.kind;
             r.fault_code.clone_from(&answered.fault_code);
         }
-        tracing::info!(
+        // One line per request: DEBUG, or a node under load fills the disk (GET /requests
+        // lists the same records, by `seq`).
+        tracing::debug!(
+            seq,
             operation = op.map_or("unknown", Operation::soap_action),
             station = info.station.as_deref().unwrap_or("-"),
             notice = info.notice.as_deref().unwrap_or("-"),

@@ -13,6 +13,7 @@ mod catalogue;
 mod deliver;
 mod demand;
 pub mod driver;
+mod jobs;
 mod outcome;
 mod token;
 mod verify;
@@ -57,6 +58,11 @@ pub struct Node {
     store_failed_at: AtomicU64,
     /// Numbers the internal errors, so that a PSP's fault names the log line with the detail.
     incidents: AtomicU64,
+    /// Told whenever a delivery attempt ends.
+    attempt_ended: tokio::sync::Notify,
+    /// Held by a run of the cancellation job: runs do not overlap, so a run asked for on
+    /// demand ends after the one in progress.
+    cancellation: tokio::sync::Mutex<()>,
 }
 
 /// How long after a failed commit or read the health endpoint reports the store down.
@@ -99,6 +105,18 @@ impl SoapReply {
         SoapReply {
             status: 401,
             body: crate::front::gateway_json(401, refusal.message()),
+            operation: None,
+            json: true,
+            retry_after_s: None,
+        }
+    }
+
+    /// HTTP 408 for a body not received within `limits.body_timeout_ms` (the connection is
+    /// closed).
+    pub fn body_timeout() -> SoapReply {
+        SoapReply {
+            status: 408,
+            body: crate::front::gateway_json(408, "Request body not received in time."),
             operation: None,
             json: true,
             retry_after_s: None,
@@ -155,8 +173,11 @@ impl Node {
         let now = clock.now_ms();
         let xml_limits = registry.config().node.xml_limits();
         let max_response_bytes = registry.config().outbound.max_response_bytes;
-        let schedule =
-            driver::Schedule::new(now, registry.config().receipts.per_station_concurrency);
+        let schedule = driver::Schedule::new(
+            now,
+            registry.config().receipts.per_station_concurrency,
+            registry.timings(),
+        );
         Node {
             front: FrontDoor::new(registry.config()),
             store_failed_at: AtomicU64::new(0),
@@ -169,6 +190,8 @@ impl Node {
             tokens,
             schedule: Mutex::new(schedule),
             wakeup: tokio::sync::Notify::new(),
+            attempt_ended: tokio::sync::Notify::new(),
+            cancellation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -276,7 +299,14 @@ impl Node {
             arm,
             disarm,
             deliver,
+            reply_after_queued,
         } = step;
+        let commit = match commit {
+            Some(c) => Some(c),
+            // A repeated answer acknowledges the commit of the step that cached it.
+            None if reply_after_queued => Some(self.store.flush()),
+            None => None,
+        };
         if let Some(commit) = commit
             && let Err(e) = commit.await
         {
@@ -619,7 +649,7 @@ impl Node {
     }
 
     /// Consults the idempotency cache: `Some(reply)` ends the request there.
-    fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
+    async fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
         let idem = ctx.idem.as_ref()?;
         let stored = match self.store.load_idempotency(&idem.key) {
             Ok(stored) => stored,
@@ -628,12 +658,23 @@ impl Node {
                 return Some(Reply::ko(ctx.operation, &fault, ctx.extended_faults));
             }
         };
-        let engine = self.engine();
-        match engine.check_idempotency(idem, stored, self.now()) {
-            IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r),
-            IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
+        let check = {
+            let engine = self.engine();
+            match engine.check_idempotency(idem, stored, self.now()) {
+                IdemCheck::Mismatch => return engine.idempotency_mismatch(ctx).reply,
+                check => check,
+            }
+        };
+        let IdemCheck::Replay { reply, unconfirmed } = check else {
+            return None;
+        };
+        // The answer acknowledges the change its first request made: durable, or queued before
+        // this flush.
+        if unconfirmed && let Err(e) = self.store.flush().await {
+            let fault = self.store_failed("flush before a replay", e);
+            return Some(Reply::ko(ctx.operation, &fault, ctx.extended_faults));
         }
+        Some(reply)
     }
 
     /// Refuses an authenticated request with a fault (cached under its key) and returns the
@@ -679,16 +720,21 @@ impl Node {
         Ok(())
     }
 
-    /// A deadline passed (the driver polled it): the engine cancels the payment if it is still
-    /// waiting for its outcome.
-    pub async fn expire(&self, token: &PaymentToken) {
+    /// A deadline passed (the driver polled it, or the cancellation job): the engine cancels
+    /// the payment if it is still waiting for its outcome. Returns whether it did.
+    pub async fn expire(&self, token: &PaymentToken) -> bool {
         if let Err(f) = self.hydrate_payment(token) {
             tracing::error!(%token, fault = %f, "cannot load an expiring payment");
-            return;
+            return false;
         }
         let queued = self.run(|e, now| e.deadline_fired(token, now));
-        if let Err(f) = self.finish(queued).await {
-            tracing::error!(%token, fault = %f, "expiry not committed");
+        let cancelled = queued.commit.is_some();
+        match self.finish(queued).await {
+            Ok(_) => cancelled,
+            Err(f) => {
+                tracing::error!(%token, fault = %f, "expiry not committed");
+                false
+            }
         }
     }
 
@@ -802,7 +848,10 @@ impl Node {
             let recipients = self.store.load_recipients(&p.token)?;
             payments.push((p, recipients));
         }
-        Ok(crate::journal::story::notice_story(key, rows, &payments))
+        let history = self.store.status_history(key)?;
+        Ok(crate::journal::story::notice_story(
+            key, rows, &payments, &history,
+        ))
     }
 
     /// Receipt copies in a status, newest first.

@@ -76,11 +76,11 @@ impl Node {
         let mut keys = Keys::psp(ids.0, ids.2);
         keys.token = input.tokens.first().cloned();
         let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
-        // The channel's payment model is not checked on an outcome: the official BDD test
-        // SEM_SPO_07 gets OK from channel 60000000001_07, not ATTIVATO_PRESSO_PSP.
-        if let Some(reply) = self.idempotent_reply(&ctx) {
+        if let Some(reply) = self.idempotent_reply(&ctx).await {
             return (reply, keys);
         }
+        // The channel's payment model is not checked on an outcome: the official BDD test
+        // SEM_SPO_07 gets OK from channel 60000000001_07, not ATTIVATO_PRESSO_PSP.
         for t in &input.tokens {
             if let Err(f) = self.hydrate_payment(t) {
                 return (self.refuse(&ctx, f).await, keys);
