@@ -83,6 +83,7 @@ impl FrontDoor {
         serde_json::json!({
             "connections_open": self.connections.open_now(),
             "refused": refused,
+            "refusals_untold_untracked": self.refusals.untold_untracked(),
         })
     }
 }

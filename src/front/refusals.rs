@@ -115,6 +115,11 @@ impl Refusals {
             .collect()
     }
 
+    /// Refusals never told because their address was beyond [`TRACKED_ADDRESSES`].
+    pub fn untold_untracked(&self) -> u64 {
+        self.untold_elsewhere.load(Ordering::Relaxed)
+    }
+
     /// Forgets the pace of addresses gone quiet (their memory).
     pub fn forget_idle(&self) {
         self.per_address.retain_recent();
