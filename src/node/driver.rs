@@ -53,6 +53,10 @@ impl Schedule {
     pub(super) fn pending_deadlines(&self) -> usize {
         self.deadlines.len()
     }
+
+    pub(super) fn attempts_in_flight(&self) -> usize {
+        self.deliveries.len().1
+    }
 }
 
 /// Work that came due: tokens whose deadline passed (eager expiry), receipt copies to send,
