@@ -26,9 +26,6 @@ impl Node {
             psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel),
             None,
         );
-        if let Err(reply) = self.authenticate(&ctx, &r.password).await {
-            return (reply, keys);
-        }
         let svc = match self
             .registry()
             .resolve_service(&r.id_soggetto_servizio, self.today())
@@ -59,7 +56,7 @@ impl Node {
         let timeout = Duration::from_millis(self.registry().station_timeout_ms(svc.route.station));
         let (result, exchange) = self
             .ec
-            .call::<_, PaDemandPaymentNoticeResponse>(&svc.route.station.url, &req, timeout)
+            .call::<_, PaDemandPaymentNoticeResponse>(svc.route.station, &req, timeout)
             .await;
         let result = result.and_then(to_psp);
         // The notice the EC created keys the exchange too, so that it is part of the payment's story.
