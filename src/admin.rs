@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::codec::types::{FiscalCode, NoticeNumber};
@@ -60,6 +61,30 @@ fn authorized(req: &HttpRequest, node: &Node) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     given.as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+/// Who makes an admin call, for the audit: the peer's address and the token's id (the first 8
+/// hex digits of its SHA-256, naming the token without revealing it; `none` without a token).
+fn who(req: &HttpRequest, node: &Node) -> String {
+    let address = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    let token = node
+        .registry()
+        .config()
+        .node
+        .admin_token
+        .as_ref()
+        .map_or_else(
+            || "none".to_string(),
+            |t| {
+                Sha256::digest(t.as_bytes())[..4]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            },
+        );
+    format!("{address} (token {token})")
 }
 
 /// The answer to a call without the admin token, if the node wants one.
@@ -185,10 +210,15 @@ async fn resend(
     if let Some(refused) = unauthorized(&req, &node) {
         return refused;
     }
-    match node
-        .resend(&path.into_inner(), params.station.as_deref())
-        .await
-    {
+    let receipt_id = path.into_inner();
+    let station = params.station.as_deref();
+    let result = node.resend(&receipt_id, station).await;
+    let outcome = match &result {
+        Ok(n) => format!("{n} copies queued"),
+        Err(e) => e.code().to_string(),
+    };
+    node.audit(&who(&req, &node), "resend", &receipt_id, station, &outcome);
+    match result {
         Ok(n) => HttpResponse::Accepted().json(json!({ "queued": n })),
         Err(e) => error(actix_web::http::StatusCode::NOT_FOUND, e.to_string()),
     }

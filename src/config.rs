@@ -41,6 +41,8 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeSection,
+    pub limits: FrontLimits,
+    pub outbound: Outbound,
     pub timings: Timings,
     pub receipts: ReceiptPolicy,
     pub journal: JournalSection,
@@ -66,6 +68,14 @@ pub struct NodeSection {
     /// PEM certificate chain and key: when both are set the node serves HTTPS (rustls).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CAs PSP client certificates are verified against (mTLS): set, the
+    /// node asks every client for a certificate.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Whether a client without a certificate is served (`optional`: then only brokers with
+    /// `client_cert_*` need one) or refused at the handshake (`required`).
+    pub tls_client_auth: ClientAuth,
+    /// The header (and query parameter) carrying a PSP broker's subscription key.
+    pub subscription_key_header: String,
     /// The store: a SQLite database file (created if missing), or a PostgreSQL URL
     /// (`postgres://user@host:port/db?sslmode=verify-full`) for several nodes on one store.
     /// `PAGONODE_DATABASE_URL` overrides it (so that no password sits in the file).
@@ -75,7 +85,8 @@ pub struct NodeSection {
     pub retention_days: u32,
     /// The admin listener (journal, payments, receipt re-send): off unless set.
     pub admin_listen: Option<String>,
-    /// Bearer token the admin listener requires, if set.
+    /// Bearer token the admin listener requires, if set (not empty). Without one the admin
+    /// listener must be on a loopback address.
     pub admin_token: Option<String>,
     /// Largest request body accepted; bigger ones get PPT_SINTASSI_EXTRAXSD.
     pub max_body_bytes: usize,
@@ -109,6 +120,9 @@ impl Default for NodeSection {
             listen: "127.0.0.1:8080".into(),
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: ClientAuth::Optional,
+            subscription_key_header: "Ocp-Apim-Subscription-Key".into(),
             database: Database::Sqlite(PathBuf::from("pagonode.db")),
             retention_days: 90,
             admin_listen: None,
@@ -153,6 +167,69 @@ impl Database {
     }
 }
 
+/// Whether the nodeForPsp listener requires a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Optional,
+    Required,
+}
+
+/// What a peer may hold of the node: time, connections and requests (`[limits]`). Timeouts and
+/// connection caps hold for every listener; rates for nodeForPsp. A rate of 0 is off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontLimits {
+    /// Time for a client to send a request's head (the request line and headers), on a new
+    /// connection or after the previous answer.
+    pub header_timeout_ms: u64,
+    /// Time for a client to send a request's body, from the end of its head.
+    pub body_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive_ms: u64,
+    /// Open connections per listener; beyond it the listener stops accepting until one closes.
+    pub max_connections: usize,
+    /// Open connections from one address (IPv6: one /64); beyond it a new one is closed at once.
+    pub max_connections_per_address: usize,
+    /// Requests per second one address may send (nodeForPsp), with `address_burst` at once.
+    pub address_requests_per_second: u32,
+    pub address_burst: u32,
+    /// Authenticated requests per second one PSP broker may send, with `broker_burst` at once.
+    pub broker_requests_per_second: u32,
+    pub broker_burst: u32,
+    /// How a request over a rate is answered: HTTP 429 with `Retry-After`, as the API gateway
+    /// does (`http_429`), or the operation's KO response with PPT_SUPERAMENTOSOGLIA, the
+    /// official node's throttling fault (`fault`; HTTP 429 still where the operation is not
+    /// known before the body is read).
+    pub over_rate: OverRate,
+}
+
+/// The answer to a request over its rate (`limits.over_rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverRate {
+    #[serde(rename = "http_429")]
+    Http429,
+    Fault,
+}
+
+impl Default for FrontLimits {
+    fn default() -> Self {
+        FrontLimits {
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            keep_alive_ms: 5_000,
+            max_connections: 4_096,
+            max_connections_per_address: 512,
+            address_requests_per_second: 0,
+            address_burst: 0,
+            broker_requests_per_second: 0,
+            broker_burst: 0,
+            over_rate: OverRate::Http429,
+        }
+    }
+}
+
 /// The database without its password.
 impl std::fmt::Display for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -173,6 +250,36 @@ impl std::fmt::Display for Database {
                 };
                 f.write_str(&shown)
             }
+        }
+    }
+}
+
+/// How the node reaches stations (`[outbound]`): the defaults of every station, each of which
+/// a station may override.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbound {
+    /// Largest answer read from a station; a longer one is not a valid answer
+    /// (PPT_STAZIONE_INT_PA_ERRORE_RESPONSE) and is not read further.
+    pub max_response_bytes: usize,
+    /// Station connections go through this HTTP(S) proxy (CONNECT for https URLs).
+    pub proxy: Option<String>,
+    /// The client certificate (PEM chain) and key the node presents to stations (mTLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// PEM bundle of the only CAs a station's server certificate may chain to (default: the
+    /// system's roots).
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            max_response_bytes: 1024 * 1024,
+            proxy: None,
+            client_cert: None,
+            client_key: None,
+            ca_bundle: None,
         }
     }
 }
@@ -304,6 +411,24 @@ pub struct PspBrokerConfig {
     /// `FAULT_BEAN_ESTESO`: relay the EC's fault in `originalFault*` (else in `description`).
     #[serde(default = "yes")]
     pub extended_fault_bean: bool,
+    /// The broker's subscription keys (primary and secondary): with any broker having one,
+    /// every nodeForPsp request needs a key, and the key's broker must be the request's.
+    #[serde(default)]
+    pub subscription_keys: Vec<String>,
+    /// SHA-256 fingerprints (hex, colons allowed) of the client certificates the broker's
+    /// requests may come with; with these or `client_cert_subjects` set, one of them is required.
+    #[serde(default)]
+    pub client_cert_sha256: Vec<String>,
+    /// Subjects (`CN=…, O=…`, compared attribute by attribute) of the allowed certificates.
+    #[serde(default)]
+    pub client_cert_subjects: Vec<String>,
+}
+
+impl PspBrokerConfig {
+    /// Whether the broker's requests must come with one of its client certificates.
+    pub fn pins_certificates(&self) -> bool {
+        !self.client_cert_sha256.is_empty() || !self.client_cert_subjects.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -372,6 +497,12 @@ pub struct StationConfig {
     /// Enabled for spontaneous payments ("quarto modello", paDemandPaymentNotice).
     #[serde(default)]
     pub spontaneous: bool,
+    /// Override `[outbound]` for this station.
+    pub max_response_bytes: Option<usize>,
+    pub proxy: Option<String>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub ca_bundle: Option<PathBuf>,
 }
 
 fn one() -> u8 {
@@ -509,13 +640,6 @@ impl Config {
         if self.node.workers == Some(0) {
             return Err(err("node.workers", "must be at least 1"));
         }
-        // An empty token would let every caller in, the header-less ones included.
-        if self.node.admin_token.as_deref() == Some("") {
-            return Err(err(
-                "node.admin_token",
-                "must not be empty (leave it unset for no token)",
-            ));
-        }
         if self.receipts.per_station_concurrency == 0 {
             return Err(err(
                 "receipts.per_station_concurrency",
@@ -545,6 +669,47 @@ impl Config {
                 "tls_cert and tls_key must be set together",
             ));
         }
+        if self
+            .node
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            // An empty token would be a password everyone knows: the admin API open to all.
+            return Err(err(
+                "node.admin_token",
+                "must not be empty (leave it out for no token, on loopback only)",
+            ));
+        }
+        if self.node.tls_client_ca.is_some() && self.node.tls_cert.is_none() {
+            return Err(err(
+                "node.tls_client_ca",
+                "client certificates need TLS: set tls_cert and tls_key",
+            ));
+        }
+        if self.node.tls_client_auth == ClientAuth::Required && self.node.tls_client_ca.is_none() {
+            return Err(err(
+                "node.tls_client_auth",
+                "\"required\" needs tls_client_ca",
+            ));
+        }
+        if actix_web::http::header::HeaderName::try_from(self.node.subscription_key_header.as_str())
+            .is_err()
+        {
+            return Err(err(
+                "node.subscription_key_header",
+                "is not an HTTP header name",
+            ));
+        }
+        self.limits.check()?;
+        check_identity(
+            "outbound",
+            &self.outbound.client_cert,
+            &self.outbound.client_key,
+        )?;
+        if self.outbound.max_response_bytes < 1024 {
+            return Err(err("outbound.max_response_bytes", "must be at least 1024"));
+        }
 
         let psps = unique("psp", self.psp.iter().map(|p| p.id.as_str()))?;
         for (i, p) in self.psp.iter().enumerate() {
@@ -557,8 +722,49 @@ impl Config {
             }
         }
         let brokers = unique("psp_broker", self.psp_broker.iter().map(|b| b.id.as_str()))?;
+        let mut keys = HashSet::new();
         for (i, b) in self.psp_broker.iter().enumerate() {
-            text35(&format!("psp_broker[{i}].id"), &b.id)?;
+            let k = |f: &str| format!("psp_broker[{i}].{f}");
+            text35(&k("id"), &b.id)?;
+            if b.subscription_keys.len() > 2 {
+                return Err(err(
+                    k("subscription_keys"),
+                    "at most two keys (primary and secondary)",
+                ));
+            }
+            for key in &b.subscription_keys {
+                if key.len() < 16 || !key.bytes().all(|c| c.is_ascii_graphic()) {
+                    return Err(err(
+                        k("subscription_keys"),
+                        "a key is at least 16 printable ASCII characters",
+                    ));
+                }
+                if !keys.insert(key.as_str()) {
+                    return Err(err(k("subscription_keys"), "a key is used twice"));
+                }
+            }
+            for f in &b.client_cert_sha256 {
+                if crate::front::certs::parse_fingerprint(f).is_none() {
+                    return Err(err(
+                        k("client_cert_sha256"),
+                        format!("'{f}' is not a SHA-256 fingerprint (64 hex digits)"),
+                    ));
+                }
+            }
+            for s in &b.client_cert_subjects {
+                if crate::front::certs::Subject::parse(s).is_none() {
+                    return Err(err(
+                        k("client_cert_subjects"),
+                        format!("'{s}' is not a subject (TYPE=value, …)"),
+                    ));
+                }
+            }
+            if b.pins_certificates() && self.node.tls_client_ca.is_none() {
+                return Err(err(
+                    k("client_cert_sha256"),
+                    "client certificates need node.tls_client_ca",
+                ));
+            }
         }
         unique("channel", self.channel.iter().map(|c| c.id.as_str()))?;
         for (i, c) in self.channel.iter().enumerate() {
@@ -615,6 +821,10 @@ impl Config {
             if s.timeout_ms == Some(0) || s.receipt_timeout_ms == Some(0) {
                 return Err(err(k("timeout_ms"), "timeouts must be positive"));
             }
+            if s.max_response_bytes.is_some_and(|b| b < 1024) {
+                return Err(err(k("max_response_bytes"), "must be at least 1024"));
+            }
+            check_identity(&format!("station[{i}]"), &s.client_cert, &s.client_key)?;
         }
         let mut routes = HashSet::new();
         for (i, l) in self.station_link.iter().enumerate() {
@@ -826,6 +1036,38 @@ pub(crate) mod dates {
             Some(v) => Some(v.parse::<D::Error>()?.format("%Y-%m-%d").to_string()),
         })
     }
+}
+
+impl FrontLimits {
+    fn check(&self) -> Result<(), ConfigError> {
+        positive("limits.header_timeout_ms", self.header_timeout_ms)?;
+        positive("limits.body_timeout_ms", self.body_timeout_ms)?;
+        if self.max_connections == 0 {
+            return Err(err("limits.max_connections", "must be at least 1"));
+        }
+        if self.max_connections_per_address == 0 {
+            return Err(err(
+                "limits.max_connections_per_address",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A client certificate and its key are set together.
+fn check_identity(
+    table: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    if cert.is_some() != key.is_some() {
+        return Err(err(
+            format!("{table}.client_cert"),
+            "client_cert and client_key must be set together",
+        ));
+    }
+    Ok(())
 }
 
 fn positive(key: &str, v: u64) -> Result<(), ConfigError> {

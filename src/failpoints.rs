@@ -24,11 +24,29 @@ macro_rules! failpoint {
 }
 pub(crate) use failpoint;
 
+/// Marks a place where a test can inject a failure: `failpoint_return!("name", value)` makes
+/// the enclosing function return `value` when the failpoint is configured `return` (the `fail`
+/// crate's syntax, e.g. `fail::cfg("name", "return")` in the test's process).
+macro_rules! failpoint_return {
+    ($name:literal, $value:expr) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |_| $value);
+    };
+}
+pub(crate) use failpoint_return;
+
 /// Reads the failpoints' configuration from `FAILPOINTS` (a no-op without the feature).
 pub fn setup() {
     // The scenario lives as long as the process.
     #[cfg(feature = "failpoints")]
     std::mem::forget(fail::FailScenario::setup());
+}
+
+/// Configures a failpoint in this process: `actions` in the `fail` crate's syntax (`return`,
+/// `off`), for a test that injects a failure into the node it runs in process.
+#[cfg(feature = "failpoints")]
+pub fn configure(name: &str, actions: &str) -> Result<(), String> {
+    fail::cfg(name, actions)
 }
 
 /// Stops the whole process (every thread) where it stands; the test kills it.

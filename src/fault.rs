@@ -81,6 +81,9 @@ pub enum NodeFault {
     EsitoGiaAcquisito(String),
     #[error("PPT_SEMANTICA: {0}")]
     Semantica(String),
+    /// The caller is over its request rate (`limits.over_rate = "fault"`).
+    #[error("PPT_SUPERAMENTOSOGLIA")]
+    SuperamentoSoglia,
     /// The node itself failed (e.g. the store could not commit).
     #[error("PPT_SYSTEM_ERROR: {0}")]
     SystemError(String),
@@ -139,6 +142,7 @@ fault_codes! {
     TokenScadutoKo => "PPT_TOKEN_SCADUTO_KO",
     EsitoGiaAcquisito => "PPT_ESITO_GIA_ACQUISITO",
     Semantica => "PPT_SEMANTICA",
+    SuperamentoSoglia => "PPT_SUPERAMENTOSOGLIA",
     SystemError => "PPT_SYSTEM_ERROR",
 }
 
@@ -190,6 +194,7 @@ impl NodeFault {
             TokenScadutoKo => FaultCode::TokenScadutoKo,
             EsitoGiaAcquisito(_) => FaultCode::EsitoGiaAcquisito,
             Semantica(_) => FaultCode::Semantica,
+            SuperamentoSoglia => FaultCode::SuperamentoSoglia,
             SystemError(_) => FaultCode::SystemError,
         }
     }
@@ -232,6 +237,7 @@ impl NodeFault {
                 "L'esito del pagamento risulta già acquisito dal sistema pagoPA."
             }
             Semantica(_) => "Errore semantico.",
+            SuperamentoSoglia => "Superamento soglia.",
             SystemError(_) => "Errore generico.",
         }
     }

@@ -10,8 +10,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use tracing::Instrument;
 
+use crate::front::Peer;
+use crate::front::certs::PeerCertificate;
+use crate::front::refusals::Reason;
 use crate::logging::RequestId;
-use crate::node::Node;
+use crate::node::{Node, SoapReply};
 
 /// The contract files the node serves as they are (the project's own, see `wsdl/README.md`),
 /// by the path the WSDL's `schemaLocation`s use. The nodeForPsp WSDL is served reduced to the
@@ -68,9 +71,27 @@ fn xml_response(status: u16) -> actix_web::HttpResponseBuilder {
     response
 }
 
-/// nodeForPsp: reads the body up to the configured limit (an oversize body is answered with
-/// PPT_SINTASSI_EXTRAXSD in the operation's response, like any unreadable request). The work
-/// runs in the request's span (its id on every line), and the answer names the id.
+/// The node's answer, as HTTP: SOAP, or the front door's JSON (401, 408, 429) as an API
+/// gateway writes it. A 408 closes the connection.
+fn answer(reply: SoapReply) -> HttpResponse {
+    if !reply.json {
+        return xml(reply.status, reply.body);
+    }
+    let mut res = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(reply.status)
+            .unwrap_or(actix_web::http::StatusCode::UNAUTHORIZED),
+    );
+    if let Some(secs) = reply.retry_after_s {
+        res.insert_header(("Retry-After", secs.to_string()));
+    }
+    if reply.status == 408 {
+        res.force_close();
+    }
+    res.content_type(ContentType::json()).body(reply.body)
+}
+
+/// nodeForPsp. The work runs in the request's span (its id on every line), and the answer
+/// names the id.
 async fn soap(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
     let id = RequestId::new();
     let started = std::time::Instant::now();
@@ -86,42 +107,79 @@ async fn soap(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>
             "nodeForPsp request answered"
         );
     });
-    xml_response(reply.status)
-        .insert_header(("X-Request-Id", id.to_string()))
-        .body(reply.body)
+    let mut response = answer(reply);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    response
 }
 
-async fn read_and_handle(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    node: &Node,
-) -> crate::node::SoapReply {
-    let limit = node.registry().config().node.max_body_bytes;
-    let mut body = web::BytesMut::new();
-    let mut too_big = false;
-    while let Some(chunk) = payload.next().await {
-        match chunk {
-            Ok(c) if body.len() + c.len() <= limit => body.extend_from_slice(&c),
-            Ok(c) => {
-                // Keep what identifies the operation, drop the rest.
-                let room = limit.saturating_sub(body.len());
-                body.extend_from_slice(&c[..room.min(c.len())]);
-                too_big = true;
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "request body unreadable");
-                too_big = true;
-                break;
-            }
-        }
-    }
+/// Before the body is read: the address's rate (HTTP 429) and the subscription key (HTTP 401),
+/// as the official API gateway checks them. Then the body, up to the configured size (an
+/// oversize body is answered with PPT_SINTASSI_EXTRAXSD in the operation's response, like any
+/// unreadable request) and within the body timeout (else HTTP 408 and the connection closed).
+async fn read_and_handle(req: &HttpRequest, mut payload: web::Payload, node: &Node) -> SoapReply {
+    let front = node.front();
     let action = req
         .headers()
         .get("SOAPAction")
         .and_then(|v| v.to_str().ok());
     let query = (!req.query_string().is_empty()).then(|| req.query_string());
-    node.handle_soap(action, query, &body, too_big).await
+    let mut peer = Peer {
+        addr: req.peer_addr().map(|a| a.ip()),
+        certificate: req.conn_data::<PeerCertificate>().cloned(),
+        key_broker: None,
+    };
+    // Only what the headers say names the operation here: nothing of the body is read yet.
+    let refused = |reason: Reason, code: &str, peer: &Peer| {
+        let op = crate::codec::detect_operation(action, query, b"");
+        node.tell_refusal(op, reason, code, None, peer);
+    };
+    if let Some(ip) = peer.addr
+        && let Err(wait) = front.rates.check_address(ip)
+    {
+        refused(Reason::AddressRate, "HTTP_429", &peer);
+        let op = crate::codec::detect_operation(action, query, b"");
+        return node.over_rate(op, wait);
+    }
+    let key = req.headers().get(front.keys.header()).map(|v| v.as_bytes());
+    match front.keys.check(key, req.query_string()) {
+        Ok(broker) => peer.key_broker = broker.map(str::to_string),
+        Err(refusal) => {
+            refused(Reason::SubscriptionKey, "HTTP_401", &peer);
+            return SoapReply::unauthorized(refusal);
+        }
+    }
+    let limit = node.registry().config().node.max_body_bytes;
+    let read = tokio::time::timeout(front.body_timeout, async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            match chunk {
+                Ok(c) if body.len() + c.len() <= limit => body.extend_from_slice(&c),
+                Ok(c) => {
+                    // Keep what identifies the operation, drop the rest.
+                    let room = limit.saturating_sub(body.len());
+                    body.extend_from_slice(&c[..room.min(c.len())]);
+                    return (body, true);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "request body unreadable");
+                    return (body, true);
+                }
+            }
+        }
+        (body, false)
+    })
+    .await;
+    let Ok((body, too_big)) = read else {
+        refused(Reason::BodyTimeout, "HTTP_408", &peer);
+        return SoapReply::body_timeout();
+    };
+    node.handle_request(&peer, action, query, &body, too_big)
+        .await
 }
 
 /// `GET …?wsdl` (and the XSDs the WSDL imports, by relative path).
@@ -173,14 +231,19 @@ fn contract_file(name: &str) -> HttpResponse {
     }
 }
 
-/// Liveness and a few numbers: 200 when the database answers, 503 otherwise.
+/// Liveness and a few numbers: 200 when the store answers and no commit or read failed
+/// recently ([`crate::node::STORE_FAILURE_WINDOW`]), 503 otherwise.
 pub async fn health(node: web::Data<Arc<Node>>) -> HttpResponse {
     let h = node.health().await;
     let (notices, payments, activating, receipts) = h.engine;
+    // The store's error text (SQL, paths) goes to the log, not to whoever asks.
+    if let Err(e) = &h.store {
+        tracing::warn!(error = %e, "health: store down");
+    }
     let body = serde_json::json!({
         "status": if h.store.is_ok() { "UP" } else { "DOWN" },
         "store": {
-            "status": h.store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+            "status": if h.store.is_ok() { "ok" } else { "failing" },
             "transactions": h.store_stats.transactions,
             "commit_jobs": h.store_stats.commit_jobs,
         },
@@ -191,6 +254,7 @@ pub async fn health(node: web::Data<Arc<Node>>) -> HttpResponse {
             "receipts_in_delivery": receipts,
             "deadlines_pending": h.deadlines,
         },
+        "front": node.front().stats(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     if h.store.is_ok() {

@@ -8,6 +8,7 @@ pub mod ec_client;
 pub mod engine;
 pub mod failpoints;
 pub mod fault;
+pub mod front;
 pub mod journal;
 pub mod logging;
 pub mod mock_ec;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::ec_client::http::HttpTransport;
+use crate::front::limits::Connections;
 use crate::node::{Node, TokenIssuer};
 use crate::registry::Registry;
 use crate::store::{Store, StoreOptions};
@@ -21,6 +22,8 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// Both listeners serve HTTPS (`node.tls_cert`).
+    pub tls: bool,
     servers: Vec<(ServerHandle, JoinHandle<std::io::Result<()>>)>,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<dyn Store>,
@@ -35,27 +38,30 @@ fn bind(addr: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-fn tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<rustls::ServerConfig, String> {
-    use rustls::pki_types::pem::{self, PemObject};
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    crate::install_crypto_provider();
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate in PEM form", cert.display()));
+/// Applies `[limits]` to a listener's `HttpServer`: header and keep-alive timeouts, and the
+/// connection cap (actix counts connections per worker thread). A macro: the server's type
+/// parameters name actix's internals.
+macro_rules! limited {
+    ($server:expr, $limits:expr, $workers:expr) => {
+        $server
+            .client_request_timeout(Duration::from_millis($limits.header_timeout_ms))
+            .keep_alive(Duration::from_millis($limits.keep_alive_ms))
+            .max_connections($limits.max_connections.div_ceil($workers))
+    };
+}
+
+/// With subscription keys on (some broker has one), the enabled brokers that have none: they
+/// cannot call.
+fn brokers_without_keys(config: &Config) -> Vec<&str> {
+    let brokers = &config.psp_broker;
+    if brokers.iter().all(|b| b.subscription_keys.is_empty()) {
+        return Vec::new();
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
-        pem::Error::NoItemsFound => format!("{}: no private key in PEM form", key.display()),
-        e => format!("{}: {e}", key.display()),
-    })?;
-    rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS configuration: {e}"))
+    brokers
+        .iter()
+        .filter(|b| b.enabled && b.subscription_keys.is_empty())
+        .map(|b| b.id.as_str())
+        .collect()
 }
 
 impl RunningNode {
@@ -87,18 +93,37 @@ impl RunningNode {
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
-        let tls = match (&config.node.tls_cert, &config.node.tls_key) {
-            (Some(c), Some(k)) => Some(tls_config(c, k)?),
-            _ => None,
-        };
+        let tls = crate::front::certs::server_config(&config.node)?;
+        let admin_tls = crate::front::certs::admin_config(&config.node)?;
+        if let Some(l) = &admin_listener {
+            let at = l.local_addr().map_err(|e| e.to_string())?;
+            // Without a token the admin API (journal, payments, re-sends) is anyone's who can
+            // reach it: only the machine itself may.
+            if config.node.admin_token.is_none() && !at.ip().is_loopback() {
+                return Err(format!(
+                    "node.admin_listen: {at} is beyond loopback and node.admin_token is not set"
+                ));
+            }
+        }
+        let transport = HttpTransport::new(&config)?;
+        let mut limits = config.limits.clone();
+        limits.max_connections =
+            crate::front::limits::connections_within_descriptors(limits.max_connections);
         for w in config.warnings() {
             tracing::warn!("{w}");
+        }
+        let keyless = brokers_without_keys(&config);
+        if !keyless.is_empty() {
+            tracing::warn!(
+                brokers = ?keyless,
+                "subscription keys are on and these PSP brokers have none: their requests are refused (HTTP 401)"
+            );
         }
         let registry = Arc::new(Registry::new(config));
         let node = Arc::new(Node::new(
             registry,
             store.clone(),
-            Arc::new(HttpTransport::new()?),
+            Arc::new(transport),
             Arc::new(SystemClock),
             TokenIssuer::random(),
         ));
@@ -123,13 +148,17 @@ impl RunningNode {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let data = web::Data::new(node.clone());
         let app_data = data.clone();
+        let connections = node.front().connections.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_data.clone())
                 .configure(crate::http::configure)
         })
         .workers(workers)
-        .shutdown_timeout(30);
+        .shutdown_timeout(30)
+        .on_connect(move |io, ext| crate::front::on_connect(&connections, io, ext));
+        let server = limited!(server, limits, workers);
+        let scheme_tls = tls.is_some();
         let server = match tls {
             Some(tls) => server.listen_rustls_0_23(listener, tls),
             None => server.listen(listener),
@@ -142,6 +171,7 @@ impl RunningNode {
         if let Some(l) = admin_listener {
             admin_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
             let data = data.clone();
+            let connections = Connections::new(limits.max_connections_per_address);
             let admin = HttpServer::new(move || {
                 App::new()
                     .app_data(data.clone())
@@ -149,7 +179,12 @@ impl RunningNode {
             })
             .workers(1)
             .shutdown_timeout(5)
-            .listen(l)
+            .on_connect(move |io, ext| crate::front::on_connect(&connections, io, ext));
+            let admin = limited!(admin, limits, 1);
+            let admin = match admin_tls {
+                Some(tls) => admin.listen_rustls_0_23(l, tls),
+                None => admin.listen(l),
+            }
             .map_err(|e| e.to_string())?
             .run();
             servers.push((admin.handle(), tokio::spawn(admin)));
@@ -158,6 +193,7 @@ impl RunningNode {
             node,
             addr,
             admin_addr,
+            tls: scheme_tls,
             servers,
             tasks,
             store,
@@ -166,12 +202,16 @@ impl RunningNode {
 
     /// The nodeForPsp URL.
     pub fn url(&self) -> String {
-        format!("http://{}/node-for-psp/v1", self.addr)
+        format!("{}://{}/node-for-psp/v1", self.scheme(), self.addr)
     }
 
     /// The admin base URL, if the admin listener is on.
     pub fn admin_url(&self) -> Option<String> {
-        self.admin_addr.map(|a| format!("http://{a}"))
+        self.admin_addr.map(|a| format!("{}://{a}", self.scheme()))
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// Graceful stop: the listeners finish in-flight requests, then the store writes what is
@@ -242,6 +282,7 @@ async fn housekeeping(node: Arc<Node>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         node.sweep();
+        node.front().forget_idle();
         since_maintenance += SWEEP_EVERY;
         if since_maintenance >= MAINTENANCE_EVERY {
             since_maintenance = Duration::ZERO;

@@ -103,6 +103,65 @@ const RULES: &[(&str, Change)] = &[
     ("node.tls_cert", |t| set(t, "node", "tls_key", "key.pem")),
     ("node.workers", |t| set(t, "node", "workers", 0)),
     ("node.admin_token", |t| set(t, "node", "admin_token", "")),
+    ("node.admin_token", |t| set(t, "node", "admin_token", "  ")),
+    // The front door: mTLS, subscription keys, limits, station calls.
+    ("node.tls_client_ca", |t| {
+        set(t, "node", "tls_client_ca", "ca.pem")
+    }),
+    ("node.tls_client_auth", |t| {
+        set(t, "node", "tls_client_auth", "required")
+    }),
+    ("node.subscription_key_header", |t| {
+        set(t, "node", "subscription_key_header", "a b")
+    }),
+    ("limits.header_timeout_ms", |t| {
+        set(t, "limits", "header_timeout_ms", 0)
+    }),
+    ("limits.body_timeout_ms", |t| {
+        set(t, "limits", "body_timeout_ms", 0)
+    }),
+    ("limits.max_connections", |t| {
+        set(t, "limits", "max_connections", 0)
+    }),
+    ("limits.max_connections_per_address", |t| {
+        set(t, "limits", "max_connections_per_address", 0)
+    }),
+    ("outbound.client_cert", |t| {
+        set(t, "outbound", "client_cert", "node.pem")
+    }),
+    ("outbound.max_response_bytes", |t| {
+        set(t, "outbound", "max_response_bytes", 1000)
+    }),
+    ("psp_broker[0].subscription_keys", |t| {
+        let keys: Vec<Value> = (0..3)
+            .map(|i| format!("key-{i}-0123456789abcdef").into())
+            .collect();
+        nth(t, "psp_broker", 0).put("subscription_keys", keys);
+    }),
+    ("psp_broker[0].subscription_keys", |t| {
+        nth(t, "psp_broker", 0).put("subscription_keys", vec![Value::from("short")]);
+    }),
+    ("psp_broker[1].subscription_keys", |t| {
+        let key = Value::from("the-same-key-0123456789");
+        nth(t, "psp_broker", 0).put("subscription_keys", vec![key.clone()]);
+        nth(t, "psp_broker", 1).put("subscription_keys", vec![key]);
+    }),
+    ("psp_broker[0].client_cert_sha256", |t| {
+        nth(t, "psp_broker", 0).put("client_cert_sha256", vec![Value::from("ab:cd")]);
+    }),
+    ("psp_broker[0].client_cert_subjects", |t| {
+        nth(t, "psp_broker", 0).put("client_cert_subjects", vec![Value::from("CN psp")]);
+    }),
+    ("psp_broker[0].client_cert_sha256", |t| {
+        // Pinned certificates without the CAs to verify them against.
+        nth(t, "psp_broker", 0).put("client_cert_subjects", vec![Value::from("CN=psp")]);
+    }),
+    ("station[0].max_response_bytes", |t| {
+        nth(t, "station", 0).put("max_response_bytes", 1000);
+    }),
+    ("station[0].client_cert", |t| {
+        nth(t, "station", 0).put("client_key", "key.pem");
+    }),
     // [[psp]]
     ("psp[1]", |t| nth(t, "psp", 1).put("id", "60000000001")),
     ("psp[0].id", |t| nth(t, "psp", 0).put("id", long(36))),
@@ -266,6 +325,7 @@ fn provider(t: &mut Table) -> &mut Table {
 const STRUCTURE: &[(&str, Change)] = &[
     ("admin_tokn", |t| set(t, "node", "admin_tokn", "x")),
     ("expiry", |t| set(t, "timings", "expiry", "lazy")),
+    ("over_rate", |t| set(t, "limits", "over_rate", "sometimes")),
     ("max_attempts", |t| set(t, "receipts", "max_attempts", -1)),
     ("retention_days", |t| {
         set(t, "journal", "retention_days", "forever")

@@ -61,9 +61,6 @@ async fn same_key_different_request_is_errore_idempotenza_without_side_effects()
     r.amount = Amount::from_cents(1001).unwrap();
     variants.push(r);
     let mut r = original.clone();
-    r.password = Password::new("wrongpwd1").unwrap();
-    variants.push(r);
-    let mut r = original.clone();
     r.due_date = Some(IsoDate::from_naive(
         chrono::NaiveDate::from_ymd_opt(2031, 1, 31).unwrap(),
     ));
@@ -78,6 +75,11 @@ async fn same_key_different_request_is_errore_idempotenza_without_side_effects()
     for v in &variants {
         idem_ko_act(&h.send(v).await);
     }
+    // A wrong password never reaches the cache: it is refused before it is consulted.
+    let mut wrong = original.clone();
+    wrong.password = Password::new("wrongpwd1").unwrap();
+    h.refused::<_, ActivatePaymentNoticeRes>(&wrong, "PPT_AUTENTICAZIONE")
+        .await;
     // No side effects: one paGetPayment, the other notice untouched, the original still
     // replayed, the token still the one in progress.
     assert_eq!(h.ec_calls("paGetPaymentV2", &nn), 1);
@@ -99,14 +101,14 @@ async fn same_key_after_a_semantic_failure_is_errore_idempotenza() {
     let h = Harness::start().await;
     let nn = notice("02", "00");
     let k = key(&PSP1);
-    let mut wrong = activate(&PSP1, EC, &nn, 1000, Some(&k));
-    wrong.password = Password::new("wrongpwd1").unwrap();
-    let refused = h.send(&wrong).await;
-    expect_fault::<ActivatePaymentNoticeRes>(&refused, "PPT_AUTENTICAZIONE");
+    // Segregation code 11: no station serves the notice.
+    let unserved = activate(&PSP1, EC, &notice("11", "00"), 1000, Some(&k));
+    let refused = h.send(&unserved).await;
+    expect_fault::<ActivatePaymentNoticeRes>(&refused, "PPT_STAZIONE_INT_PA_SCONOSCIUTA");
     // Corrected: the failure was cached under the key.
     idem_ko_act(&h.send(&activate(&PSP1, EC, &nn, 1000, Some(&k))).await);
     // The failed request itself is replayed.
-    assert_eq!(h.send(&wrong).await, refused);
+    assert_eq!(h.send(&unserved).await, refused);
     assert_eq!(h.ec_calls("paGetPaymentV2", &nn), 0);
     // The notice was never locked.
     activate_ok(&h, &PSP2, EC, &nn).await;
@@ -121,20 +123,13 @@ async fn same_key_after_a_semantic_failure_is_errore_idempotenza() {
         &h.send(&outcome(&PSP1, &token, true, Some(&k))).await,
         "PPT_ERRORE_IDEMPOTENZA",
     );
-    // Wrong password, then corrected, with another key.
+    // A wrong password, then corrected, with another key: the refusal came before
+    // authentication, so nothing was cached and the corrected outcome is accepted.
     let k = key(&PSP1);
     let mut wrong = outcome(&PSP1, &token, true, Some(&k));
     wrong.password = Password::new("wrongpwd1").unwrap();
     expect_fault::<SendPaymentOutcomeRes>(&h.send(&wrong).await, "PPT_AUTENTICAZIONE");
-    expect_fault::<SendPaymentOutcomeRes>(
-        &h.send(&outcome(&PSP1, &token, true, Some(&k))).await,
-        "PPT_ERRORE_IDEMPOTENZA",
-    );
-    // The token never got an outcome: a fresh key pays it.
-    ok::<SendPaymentOutcomeRes>(
-        &h.send(&outcome(&PSP1, &token, true, Some(&key(&PSP1))))
-            .await,
-    );
+    ok::<SendPaymentOutcomeRes>(&h.send(&outcome(&PSP1, &token, true, Some(&k))).await);
     h.wait_receipts(1, 10).await;
     h.stop().await;
 }

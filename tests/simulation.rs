@@ -1279,8 +1279,21 @@ impl Sim {
         // A fresh evaluation, or the replay of an entry whose origin is not known for sure (a
         // request that overlapped another, or was in flight at a crash, wrote it): the key holds
         // this answer now, unless nothing was cached, and its lifetime is counted from the
-        // earliest request that may have written it.
-        if !matches!(code, "PPT_ERRORE_IDEMPOTENZA" | "PPT_SYSTEM_ERROR") {
+        // earliest request that may have written it. A caller that does not authenticate is
+        // refused before the cache is consulted, and nothing is cached for it
+        // (docs/decisions.md, "Front door").
+        if !matches!(
+            code,
+            "PPT_ERRORE_IDEMPOTENZA"
+                | "PPT_SYSTEM_ERROR"
+                | "PPT_AUTENTICAZIONE"
+                | "PPT_PSP_SCONOSCIUTO"
+                | "PPT_PSP_DISABILITATO"
+                | "PPT_INTERMEDIARIO_PSP_SCONOSCIUTO"
+                | "PPT_INTERMEDIARIO_PSP_DISABILITATO"
+                | "PPT_CANALE_SCONOSCIUTO"
+                | "PPT_CANALE_DISABILITATO"
+        ) {
             let sent_at = self
                 .requests
                 .iter()

@@ -998,6 +998,19 @@ impl<'a> XmlReader<'a> {
             .last()
             .filter(|local| super::mask::is_secret_name(local))
             .map(|_| (base, self.position()));
+        self.skip_from(base, &mut secret).map_err(|v| match secret {
+            Some(_) => secret_violation(v),
+            None => v,
+        })
+    }
+
+    /// [`skip_content`](Self::skip_content)'s loop, down to depth `base`; `secret` is the
+    /// password element open at each step.
+    fn skip_from(
+        &mut self,
+        base: usize,
+        secret: &mut Option<(usize, usize)>,
+    ) -> Result<(), Violation> {
         loop {
             match self.next_event()? {
                 Event::Start(s) => {
@@ -1005,7 +1018,7 @@ impl<'a> XmlReader<'a> {
                     let starts_secret = secret.is_none() && super::mask::is_secret_name(c.local);
                     self.enter(c, AttrPolicy::Any)?;
                     if starts_secret {
-                        secret = Some((self.stack.len(), self.position()));
+                        *secret = Some((self.stack.len(), self.position()));
                     }
                 }
                 Event::Empty(s) => {
@@ -1018,11 +1031,11 @@ impl<'a> XmlReader<'a> {
                     resolve_reference(&r)?;
                 }
                 Event::End(_) => {
-                    if let Some((depth, start)) = secret
+                    if let Some((depth, start)) = *secret
                         && depth == self.stack.len()
                     {
                         self.secrets.push(start..self.end_tag_start());
-                        secret = None;
+                        *secret = None;
                     }
                     self.pop_element();
                     if self.stack.len() < base {
@@ -1047,7 +1060,7 @@ impl<'a> XmlReader<'a> {
     /// without it.
     pub fn read_secret_text(&mut self) -> Result<Cow<'a, str>, Violation> {
         let (empty, start) = (self.current_empty, self.position());
-        let text = self.read_text()?;
+        let text = self.read_text().map_err(secret_violation)?;
         if !empty {
             self.secrets.push(start..self.end_tag_start());
         }
@@ -1074,6 +1087,17 @@ impl<'a> XmlReader<'a> {
     fn end_tag_start(&self) -> usize {
         self.doc[..self.position()].rfind('<').unwrap_or(0)
     }
+}
+
+/// A violation found inside a password, without what it quotes: an undefined entity, a
+/// reference or a tag in a password is part of the secret, and the violation's text reaches the
+/// fault the PSP gets (and the journal's copy of it).
+fn secret_violation(v: Violation) -> Violation {
+    Violation::new(
+        v.kind,
+        v.path,
+        "the password is not well-formed character data (its content is not quoted)",
+    )
 }
 
 fn resolve_reference(r: &quick_xml::events::BytesRef<'_>) -> Result<char, Violation> {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::codec::types::Outcome;
 use crate::codec::{Body, KoResponse, Limits, Message, read_message, write_envelope};
+use crate::config::StationConfig;
 use crate::engine::Millis;
 use crate::fault::NodeFault;
 
@@ -38,16 +39,23 @@ pub enum TransportError {
     /// The connection broke, or the answer could not be read.
     #[error("{0}")]
     Broken(String),
+    /// The answer is longer than the station's cap (not read further).
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 /// One SOAP 1.1 request to a station.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Post<'a> {
+    /// The station's id (it selects the TLS identity and proxy to use).
+    pub station: &'a str,
     pub url: &'a str,
     pub soap_action: &'a str,
     pub body: String,
     /// For the whole exchange, connection included.
     pub timeout: Duration,
+    /// The longest answer read: a longer one is not read further.
+    pub max_response_bytes: usize,
 }
 
 /// The answer of one [`EcTransport::post`], when it comes.
@@ -74,26 +82,34 @@ pub struct EcClient {
     clock: Arc<dyn Clock>,
     /// What a station's answer may make the reader do.
     limits: Limits,
+    /// The longest answer read from a station without a cap of its own.
+    max_response_bytes: usize,
 }
 
 impl EcClient {
-    pub fn new(transport: Arc<dyn EcTransport>, clock: Arc<dyn Clock>, limits: Limits) -> EcClient {
+    pub fn new(
+        transport: Arc<dyn EcTransport>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        max_response_bytes: usize,
+    ) -> EcClient {
         EcClient {
             transport,
             clock,
             limits,
+            max_response_bytes,
         }
     }
 
-    /// Sends `req` to `url` and reads the typed answer; a KO becomes the fault the PSP gets.
+    /// Sends `req` to `station` and reads the typed answer; a KO becomes the fault the PSP gets.
     pub async fn call<Req: Message, Res: Message + KoResponse>(
         &self,
-        url: &str,
+        station: &StationConfig,
         req: &Req,
         timeout: Duration,
     ) -> (Result<Res, NodeFault>, Exchange) {
         self.call_raw(
-            url,
+            station,
             Req::OPERATION.soap_action(),
             write_envelope(req),
             timeout,
@@ -104,19 +120,31 @@ impl EcClient {
     /// Sends a ready envelope (a stored receipt copy) and reads the typed answer.
     pub async fn call_raw<Res: Message + KoResponse>(
         &self,
-        url: &str,
+        station: &StationConfig,
         soap_action: &str,
         body: String,
         timeout: Duration,
     ) -> (Result<Res, NodeFault>, Exchange) {
         let started_at = self.clock.now_ms();
+        let max_response_bytes = station
+            .max_response_bytes
+            .unwrap_or(self.max_response_bytes);
         let request = Post {
-            url,
+            station: &station.id,
+            url: &station.url,
             soap_action,
             body: body.clone(),
             timeout,
+            max_response_bytes,
         };
-        let sent = self.transport.post(request).await;
+        let sent = self.transport.post(request).await.and_then(|answer| {
+            // Whatever the transport: a transport that reads it all is held to the cap here.
+            if answer.body.len() > max_response_bytes {
+                Err(TransportError::TooLarge(max_response_bytes))
+            } else {
+                Ok(answer)
+            }
+        });
         let elapsed_ms = self.clock.now_ms().saturating_sub(started_at);
         let (outcome, response) = match sent {
             Err(e) => (Err(transport_fault(e)), None),
@@ -131,7 +159,7 @@ impl EcClient {
         // In the calling request's span, if any: the PSP request that caused the call.
         tracing::debug!(
             operation = soap_action,
-            url,
+            url = station.url,
             outcome = outcome.as_ref().map_or_else(|f| f.code(), |_| "OK"),
             elapsed_ms,
             "EC call answered"
@@ -153,6 +181,7 @@ fn transport_fault(e: TransportError) -> NodeFault {
         TransportError::Timeout => NodeFault::StazioneIntPaTimeout,
         e @ TransportError::Connect(_) => NodeFault::StazioneIntPaIrraggiungibile(e.to_string()),
         TransportError::Broken(why) => NodeFault::StazioneIntPaIrraggiungibile(why),
+        e @ TransportError::TooLarge(_) => NodeFault::StazioneIntPaErroreResponse(e.to_string()),
     }
 }
 

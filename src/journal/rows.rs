@@ -142,6 +142,80 @@ pub fn ec_exchange(
     rows
 }
 
+/// The summary of a request the front door refused (wrong credentials, certificate or key):
+/// what it claimed and why it was refused, never its payload (the journal keeps at most this
+/// of a stranger's request).
+pub fn refusal(
+    at: Millis,
+    op: Option<Operation>,
+    psp: Option<&str>,
+    channel: Option<&str>,
+    code: &str,
+    detail: &str,
+) -> Rows {
+    let mut rows = Rows::new();
+    rows.push(&RowRef {
+        at,
+        component: "nodeForPsp",
+        category: Some(Category::Interface),
+        primitive: op.map_or("", Operation::soap_action),
+        psp,
+        channel,
+        outcome: Some(code),
+        caller: psp,
+        callee: Some(NODE),
+        detail: Some(detail),
+        ..RowRef::default()
+    });
+    rows
+}
+
+/// The row of an internal error (a failed commit or read): its detail, which the PSP's fault
+/// does not carry.
+pub fn internal_error(at: Millis, detail: &str) -> Rows {
+    let mut rows = Rows::new();
+    rows.push(&RowRef {
+        at,
+        component: "node",
+        category: Some(Category::Internal),
+        primitive: "systemError",
+        subtype: Some(Subtype::Intern),
+        outcome: Some("PPT_SYSTEM_ERROR"),
+        caller: Some(NODE),
+        callee: Some(NODE),
+        detail: Some(detail),
+        ..RowRef::default()
+    });
+    rows
+}
+
+/// The row of an admin action (a receipt re-send): who asked (address, token id), for what
+/// (`token`: the receipt; `station`: the recipient, if one), and its result.
+pub fn admin_action(
+    at: Millis,
+    primitive: &str,
+    token: &str,
+    station: Option<&str>,
+    outcome: &str,
+    detail: &str,
+) -> Rows {
+    let mut rows = Rows::new();
+    rows.push(&RowRef {
+        at,
+        component: "admin",
+        category: Some(Category::Interface),
+        primitive,
+        token: Some(token),
+        station,
+        outcome: Some(outcome),
+        caller: Some("admin"),
+        callee: Some(NODE),
+        detail: Some(detail),
+        ..RowRef::default()
+    });
+    rows
+}
+
 /// The row of a state change (the store commits it with the change).
 pub fn event_row(e: &StateEvent) -> RowRef<'_> {
     RowRef {

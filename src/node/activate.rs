@@ -8,7 +8,7 @@ use crate::codec::node_for_psp::{ActivatePaymentNoticeReq, ActivatePaymentNotice
 use crate::codec::pa_for_node::{
     PaGetPaymentReq, PaGetPaymentRes, PaGetPaymentV2Request, PaGetPaymentV2Response, PaymentPaV2,
 };
-use crate::codec::types::{IdempotencyKey, Password, Text35};
+use crate::codec::types::{IdempotencyKey, Text35};
 use crate::codec::{Operation, common::QrCode};
 use crate::engine::{
     ActivateCommand, ActivateStep, ActivationRequest, NoticeKey, Reply, StationRef, Version,
@@ -16,18 +16,21 @@ use crate::engine::{
 };
 use crate::fault::NodeFault;
 use crate::journal::Keys;
-use crate::registry::Route;
+use crate::registry::{Caller, Route};
 
 /// What V1 and V2 activations have in common.
 struct Activation<'a> {
     version: Version,
-    password: &'a Password,
     qr: &'a QrCode,
     request: ActivationRequest,
 }
 
 impl Node {
-    pub(super) async fn activate_v1(&self, r: &ActivatePaymentNoticeReq) -> (Reply, Keys) {
+    pub(super) async fn activate_v1(
+        &self,
+        r: &ActivatePaymentNoticeReq,
+        caller: Caller<'_>,
+    ) -> (Reply, Keys) {
         let request = ActivationRequest {
             amount: r.amount,
             due_date: r.due_date.clone(),
@@ -38,7 +41,6 @@ impl Node {
         };
         let a = Activation {
             version: Version::V1,
-            password: &r.password,
             qr: &r.qr_code,
             request,
         };
@@ -47,11 +49,16 @@ impl Node {
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             a,
+            caller,
         )
         .await
     }
 
-    pub(super) async fn activate_v2(&self, r: &ActivatePaymentNoticeV2Request) -> (Reply, Keys) {
+    pub(super) async fn activate_v2(
+        &self,
+        r: &ActivatePaymentNoticeV2Request,
+        caller: Caller<'_>,
+    ) -> (Reply, Keys) {
         let request = ActivationRequest {
             amount: r.amount,
             due_date: r.due_date.clone(),
@@ -62,7 +69,6 @@ impl Node {
         };
         let a = Activation {
             version: Version::V2,
-            password: &r.password,
             qr: &r.qr_code,
             request,
         };
@@ -71,6 +77,7 @@ impl Node {
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             a,
+            caller,
         )
         .await
     }
@@ -81,6 +88,7 @@ impl Node {
         ids: (&Text35, &Text35, &Text35),
         key: Option<&IdempotencyKey>,
         a: Activation<'_>,
+        caller: Caller<'_>,
     ) -> (Reply, Keys) {
         let op = M::OPERATION;
         let notice = NoticeKey::from_qr(a.qr);
@@ -89,10 +97,6 @@ impl Node {
         if let Some(reply) = self.idempotent_reply(&ctx).await {
             return (reply, keys);
         }
-        let caller = match self.authenticate(&ctx, a.password).await {
-            Ok(c) => c,
-            Err(reply) => return (reply, keys),
-        };
         let checks = self
             .registry()
             .require_psp_activation(&caller)
@@ -178,7 +182,6 @@ impl Node {
             Text35::truncated(&route.station.id),
         );
         let timeout = Duration::from_millis(self.registry().station_timeout_ms(route.station));
-        let url = &route.station.url;
         let missing_data = || {
             NodeFault::StazioneIntPaErroreResponse("data missing in the paGetPayment answer".into())
         };
@@ -195,7 +198,7 @@ impl Node {
             };
             let (result, ex) = self
                 .ec
-                .call::<_, PaGetPaymentV2Response>(url, &req, timeout)
+                .call::<_, PaGetPaymentV2Response>(route.station, &req, timeout)
                 .await;
             let result = result.and_then(|r| r.data.ok_or_else(missing_data));
             self.journal_ec(
@@ -217,7 +220,10 @@ impl Node {
                 transfer_type: None,
                 due_date: a.due_date.clone(),
             };
-            let (result, ex) = self.ec.call::<_, PaGetPaymentRes>(url, &req, timeout).await;
+            let (result, ex) = self
+                .ec
+                .call::<_, PaGetPaymentRes>(route.station, &req, timeout)
+                .await;
             let result = result.and_then(|r| r.data.ok_or_else(missing_data));
             self.journal_ec(
                 Operation::PaGetPayment,

@@ -16,7 +16,6 @@ use crate::codec::write_envelope;
 use crate::engine::{Reply, RequestCtx};
 use crate::fault::NodeFault;
 use crate::journal::Keys;
-use crate::registry::PspCredentials;
 
 impl Node {
     /// Answers from configuration only: nothing to commit, nothing to cache.
@@ -28,17 +27,7 @@ impl Node {
             &r.identificativo_canale,
         );
         let ctx = self.request_ctx(r, psp, None);
-        let cred = PspCredentials {
-            id_psp: &r.identificativo_psp,
-            id_broker_psp: &r.identificativo_intermediario_psp,
-            id_channel: &r.identificativo_canale,
-            password: &r.password,
-        };
-        let result = self
-            .registry()
-            .authenticate(cred)
-            .and_then(|_| self.build_catalogue(r));
-        let reply = match result {
+        let reply = match self.build_catalogue(r) {
             Ok(doc) => Reply::ok(write_envelope(&NodoChiediCatalogoServiziV2Response {
                 outcome: Outcome::Ok,
                 fault: None,

@@ -54,19 +54,14 @@ impl Node {
             Version::V1 => {
                 let (r, ex) = self
                     .ec
-                    .call_raw::<PaSendRtRes>(&station.url, "paSendRT", copy.request, timeout)
+                    .call_raw::<PaSendRtRes>(station, "paSendRT", copy.request, timeout)
                     .await;
                 (r.map(drop), ex, Operation::PaSendRt)
             }
             Version::V2 => {
                 let (r, ex) = self
                     .ec
-                    .call_raw::<PaSendRtV2Response>(
-                        &station.url,
-                        "paSendRTV2",
-                        copy.request,
-                        timeout,
-                    )
+                    .call_raw::<PaSendRtV2Response>(station, "paSendRTV2", copy.request, timeout)
                     .await;
                 (r.map(drop), ex, Operation::PaSendRtV2)
             }

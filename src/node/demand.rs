@@ -22,9 +22,6 @@ impl Node {
     pub(super) async fn demand(&self, r: &DemandPaymentNoticeRequest) -> (Reply, Keys) {
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel);
         let ctx = self.request_ctx(r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
-        if let Err(reply) = self.authenticate(&ctx, &r.password).await {
-            return (reply, keys);
-        }
         let svc = match self
             .registry()
             .resolve_service(&r.id_soggetto_servizio, self.today())
@@ -55,7 +52,7 @@ impl Node {
         let timeout = Duration::from_millis(self.registry().station_timeout_ms(svc.route.station));
         let (result, exchange) = self
             .ec
-            .call::<_, PaDemandPaymentNoticeResponse>(&svc.route.station.url, &req, timeout)
+            .call::<_, PaDemandPaymentNoticeResponse>(svc.route.station, &req, timeout)
             .await;
         let result = result.and_then(to_psp);
         // The notice the EC created keys the exchange too, so that it is part of the payment's story.

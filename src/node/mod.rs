@@ -19,20 +19,26 @@ mod token;
 mod verify;
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub use driver::{Due, TAKEOVER_MS};
 pub use token::TokenIssuer;
 
 use crate::clock::Clock;
-use crate::codec::types::{IdempotencyKey, PaymentToken, Text35};
+use crate::codec::types::{IdempotencyKey, Password, PaymentToken, Text35};
 use crate::codec::{AnyMessage, Body, Direction, Operation, Secrets, read_request};
+use crate::config::OverRate;
 use crate::ec_client::{EcClient, EcTransport, Exchange};
 use crate::engine::{
     Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, Record, Reply, RequestCtx,
     Step, Write, request_hash,
 };
 use crate::fault::NodeFault;
+use crate::front::keys::KeyRefusal;
+use crate::front::refusals::Reason;
+use crate::front::{FrontDoor, Peer, certs};
 use crate::journal::{JournalQuery, JournalRow, Keys, rows};
 use crate::registry::{Caller, PspCredentials, Registry};
 use crate::store::{Commit, Store, StoreError, StoreStats};
@@ -51,12 +57,20 @@ pub struct Node {
     /// Other nodes share the store: the engine's memory is only a cache, read again before
     /// each command (see [`Engine::refresh_notice`]).
     shared: bool,
+    front: FrontDoor,
+    /// When a commit or a read of the store last failed (`now` ms; 0: never).
+    store_failed_at: AtomicU64,
+    /// Numbers the internal errors, so that a PSP's fault names the log line with the detail.
+    incidents: AtomicU64,
     /// Told whenever a delivery attempt ends.
     attempt_ended: tokio::sync::Notify,
     /// Held by a run of the cancellation job: runs do not overlap, so a run asked for on
     /// demand ends after the one in progress.
     cancellation: tokio::sync::Mutex<()>,
 }
+
+/// How long after a failed commit or read the health endpoint reports the store down.
+pub const STORE_FAILURE_WINDOW: Duration = Duration::from_secs(30);
 
 /// An engine step whose writes are already queued to the store (see [`Node::queue`]).
 pub(crate) struct Queued {
@@ -99,10 +113,75 @@ tokio::task_local! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SoapReply {
     /// 200 for every pagoPA answer (faults travel in-band); 500 only for a SOAP Fault when not
-    /// even the operation could be recognised.
+    /// even the operation could be recognised; 401 and 429 for the front door's refusals.
     pub status: u16,
     pub body: String,
     pub operation: Option<Operation>,
+    /// The front door's refusals are JSON, as an API gateway's; the rest is SOAP.
+    pub json: bool,
+    /// With 429: seconds until the caller may send again.
+    pub retry_after_s: Option<u64>,
+}
+
+impl SoapReply {
+    fn soap(status: u16, body: String, operation: Option<Operation>) -> SoapReply {
+        SoapReply {
+            status,
+            body,
+            operation,
+            json: false,
+            retry_after_s: None,
+        }
+    }
+
+    /// HTTP 401 for a subscription key refused, in the gateway's words.
+    pub fn unauthorized(refusal: KeyRefusal) -> SoapReply {
+        SoapReply {
+            status: 401,
+            body: crate::front::gateway_json(401, refusal.message()),
+            operation: None,
+            json: true,
+            retry_after_s: None,
+        }
+    }
+
+    /// HTTP 408 for a body not received within `limits.body_timeout_ms` (the connection is
+    /// closed).
+    pub fn body_timeout() -> SoapReply {
+        SoapReply {
+            status: 408,
+            body: crate::front::gateway_json(408, "Request body not received in time."),
+            operation: None,
+            json: true,
+            retry_after_s: None,
+        }
+    }
+
+    /// HTTP 429 for a caller over its rate: try again after `wait`.
+    pub fn throttled(wait: Duration) -> SoapReply {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        SoapReply {
+            status: 429,
+            body: crate::front::gateway_json(
+                429,
+                &format!("Rate limit is exceeded. Try again in {secs} seconds."),
+            ),
+            operation: None,
+            json: true,
+            retry_after_s: Some(secs),
+        }
+    }
+}
+
+/// Why a parsed request is not served.
+enum Refusal {
+    /// Its credentials, certificate or key are not the claimed PSP's: an in-band fault, nothing
+    /// cached, only a summary journaled.
+    Fault(NodeFault),
+    /// Its subscription key is another broker's.
+    Key,
+    /// Its broker is over its rate.
+    Throttled(Duration),
 }
 
 /// What the health endpoint reports.
@@ -127,6 +206,7 @@ impl Node {
     ) -> Node {
         let now = clock.now_ms();
         let xml_limits = registry.config().node.xml_limits();
+        let max_response_bytes = registry.config().outbound.max_response_bytes;
         let schedule = driver::Schedule::new(
             now,
             registry.config().receipts.per_station_concurrency,
@@ -134,11 +214,14 @@ impl Node {
         );
         let shared = store.shared().is_some();
         Node {
+            front: FrontDoor::new(registry.config()),
+            store_failed_at: AtomicU64::new(0),
+            incidents: AtomicU64::new(0),
             registry,
             engine: Mutex::new(Engine::with_stamps(tokens.stamp_base())),
             shared,
             store,
-            ec: EcClient::new(transport, clock.clone(), xml_limits),
+            ec: EcClient::new(transport, clock.clone(), xml_limits, max_response_bytes),
             clock,
             tokens,
             schedule: Mutex::new(schedule),
@@ -151,6 +234,11 @@ impl Node {
     /// The configured parties and timings. Every registry read goes through here.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The front door: keys, limiters, refusal counters.
+    pub fn front(&self) -> &FrontDoor {
+        &self.front
     }
 
     /// The node's `now`.
@@ -178,10 +266,15 @@ impl Node {
     pub async fn recover(&self) -> Result<(usize, usize), NodeFault> {
         if self.shared {
             // Whatever has waited long enough is taken over at once (later, every second).
-            self.take_over().await.map_err(system)?;
+            self.take_over()
+                .await
+                .map_err(|e| self.store_failed("takeover", e))?;
             return Ok((0, 0));
         }
-        let (queued, counts) = self.rebuild_engine().await.map_err(system)?;
+        let (queued, counts) = self
+            .rebuild_engine()
+            .await
+            .map_err(|e| self.store_failed("recovery", e))?;
         self.finish(queued).await?;
         Ok(counts)
     }
@@ -290,20 +383,23 @@ impl Node {
                 self.engine().writes_done(&records, result.is_ok(), now);
             }
             if let Err(e) = result {
-                if !self.shared {
-                    tracing::error!(error = %e, "commit failed: resynchronising the engine with the store");
-                    // The schedules still hold what was armed: only the engine is rebuilt.
-                    if let Err(e) = self.rebuild_engine().await {
-                        tracing::error!(error = %e, "the store cannot be read either");
-                    }
-                }
-                return Err(match e {
+                let failed = match e {
                     StoreError::Conflict(what) => {
                         tracing::debug!(%what, "commit lost a race: running the command again");
                         Failed::Conflict
                     }
-                    e => Failed::Fault(system(e)),
-                });
+                    e => Failed::Fault(self.store_failed("commit", e)),
+                };
+                if !self.shared {
+                    tracing::error!(
+                        "resynchronising the engine with the store after a failed commit"
+                    );
+                    // The schedules still hold what was armed: only the engine is rebuilt.
+                    if let Err(e) = self.rebuild_engine().await {
+                        self.store_failed("resynchronisation", e);
+                    }
+                }
+                return Err(failed);
             }
         }
         self.schedule_effects(arm, disarm, deliver);
@@ -333,9 +429,24 @@ impl Node {
         Reply::ko(op, &Failed::Conflict.into(), true)
     }
 
-    /// Handles one nodeForPsp request: the HTTP layer's only entry point.
+    /// Handles one nodeForPsp request from a peer the front door knows nothing of (handed to
+    /// the node in process).
     pub async fn handle_soap(
         &self,
+        soap_action: Option<&str>,
+        query: Option<&str>,
+        body: &[u8],
+        too_big: bool,
+    ) -> SoapReply {
+        self.handle_request(&Peer::default(), soap_action, query, body, too_big)
+            .await
+    }
+
+    /// Handles one nodeForPsp request from `peer`: the HTTP layer's entry point. The request is
+    /// authenticated ([`Node::admit`]) before anything of it is cached or journaled.
+    pub async fn handle_request(
+        &self,
+        peer: &Peer,
         soap_action: Option<&str>,
         query: Option<&str>,
         body: &[u8],
@@ -344,87 +455,234 @@ impl Node {
         let started = self.now();
         let Some(op) = crate::codec::detect_operation(soap_action, query, body) else {
             tracing::warn!(bytes = body.len(), "request for no recognisable operation");
-            return SoapReply {
-                status: 500,
-                body: soap_client_fault(
-                    "unknown operation: no SOAPAction and no recognisable Body",
-                ),
-                operation: None,
-            };
+            return SoapReply::soap(
+                500,
+                soap_client_fault("unknown operation: no SOAPAction and no recognisable Body"),
+                None,
+            );
         };
         if op.interface() != crate::codec::Interface::NodeForPsp {
-            return SoapReply {
-                status: 500,
-                body: soap_client_fault(&format!(
+            return SoapReply::soap(
+                500,
+                soap_client_fault(&format!(
                     "{} is not a nodeForPsp operation",
                     op.soap_action()
                 )),
-                operation: Some(op),
-            };
+                Some(op),
+            );
         }
-        let (reply, keys, secrets) = if too_big {
+        // Whether the request's caller authenticated (its payload may be journaled) or not
+        // (only a summary is, at a bounded pace: see `tell_refusal`).
+        let (reply, keys, secrets, known) = if too_big {
             let limit = self.registry().config().node.max_body_bytes;
-            (
-                self.syntax_fault(op, body, format!("request body larger than {limit} bytes"))
-                    .await,
-                Keys::default(),
-                Secrets::unknown(),
-            )
+            let sniffed = self.sniff(body, peer);
+            let why = format!("request body larger than {limit} bytes");
+            let known = sniffed.is_some();
+            let reply = self.syntax_fault(op, sniffed, why).await;
+            (reply, Keys::default(), Secrets::unknown(), known)
         } else {
             let (read, secrets) = read_request(body, self.registry().config().node.xml_limits());
-            let (reply, keys) = match read {
-                Err(v) => (
-                    self.syntax_fault(op, body, v.to_string()).await,
+            let unreadable = async |why: String| {
+                let sniffed = self.sniff(body, peer);
+                let known = sniffed.is_some();
+                (
+                    self.syntax_fault(op, sniffed, why).await,
                     Keys::default(),
-                ),
-                Ok(Body::Fault(_)) => (
-                    self.syntax_fault(op, body, "a SOAP Fault is not a request".into())
-                        .await,
-                    Keys::default(),
-                ),
-                Ok(Body::Message(m)) if m.direction() != Direction::Request => (
-                    self.syntax_fault(
-                        op,
-                        body,
-                        format!("'{}' is a response, not a request", m.root()),
-                    )
-                    .await,
-                    Keys::default(),
-                ),
+                    known,
+                )
+            };
+            let (reply, keys, known) = match read {
+                Err(v) => unreadable(v.to_string()).await,
+                Ok(Body::Fault(_)) => unreadable("a SOAP Fault is not a request".into()).await,
+                Ok(Body::Message(m)) if m.direction() != Direction::Request => {
+                    unreadable(format!("'{}' is a response, not a request", m.root())).await
+                }
                 Ok(Body::Message(m)) if m.operation() != op && soap_action.is_some() => {
                     let why = format!(
                         "SOAPAction '{}' does not match the request element '{}'",
                         op.soap_action(),
                         m.root()
                     );
-                    (
-                        Reply::ko(op, &NodeFault::SoapActionErrata(why), true),
-                        Keys::default(),
-                    )
+                    let known = credentials(&m).is_some_and(|c| self.identify(c, peer).is_ok());
+                    let reply = Reply::ko(op, &NodeFault::SoapActionErrata(why), true);
+                    (reply, Keys::default(), known)
                 }
-                Ok(Body::Message(m)) => self.dispatch(m).await,
+                Ok(Body::Message(m)) => match credentials(&m) {
+                    None => {
+                        let (reply, keys) = not_served(op);
+                        (reply, keys, false)
+                    }
+                    Some(cred) => match self.admit(op, cred, peer) {
+                        Ok(caller) => {
+                            let (reply, keys) = self.dispatch(m, caller).await;
+                            (reply, keys, true)
+                        }
+                        Err(Refusal::Fault(fault)) => {
+                            let extended = self
+                                .registry()
+                                .psp_broker(cred.id_broker_psp)
+                                .is_none_or(|b| b.extended_fault_bean);
+                            let reply = Reply::ko(op, &fault, extended);
+                            return SoapReply::soap(200, reply.envelope, Some(op));
+                        }
+                        Err(Refusal::Key) => {
+                            return SoapReply::unauthorized(KeyRefusal::Invalid);
+                        }
+                        Err(Refusal::Throttled(wait)) => {
+                            return self.over_rate(Some(op), wait);
+                        }
+                    },
+                },
             };
-            (reply, keys, secrets)
+            (reply, keys, secrets, known)
         };
-        if self.registry().config().journal.enabled {
+        if !known {
+            let code = reply.fault.map_or("OK", |f| f.as_str());
+            self.tell_refusal(Some(op), Reason::Unauthenticated, code, None, peer);
+        } else if self.registry().config().journal.enabled {
             let rows = rows::psp_exchange(op, body, &secrets, &reply, &keys, started, self.now());
             self.store.journal(rows);
         }
-        SoapReply {
-            status: 200,
-            body: reply.envelope,
-            operation: Some(op),
+        SoapReply::soap(200, reply.envelope, Some(op))
+    }
+
+    /// The answer to a request over its rate: HTTP 429, or with `limits.over_rate = "fault"`
+    /// the operation's KO with PPT_SUPERAMENTOSOGLIA when the operation is known.
+    pub fn over_rate(&self, op: Option<Operation>, wait: Duration) -> SoapReply {
+        match op {
+            Some(op)
+                if self.registry().config().limits.over_rate == OverRate::Fault
+                    && op.interface() == crate::codec::Interface::NodeForPsp =>
+            {
+                let reply = Reply::ko(op, &NodeFault::SuperamentoSoglia, true);
+                SoapReply::soap(200, reply.envelope, Some(op))
+            }
+            _ => SoapReply::throttled(wait),
         }
     }
 
-    /// Runs a request; if one of its commits lost a race to another node, runs it again (on the
+    /// Authenticates a parsed request before anything of it is cached, journaled or committed:
+    /// the registry's checks (PSP, broker, channel, password, their relationship, in the
+    /// official order), then the peer's client certificate and subscription key, which must be
+    /// the claimed broker's; then the broker's rate. A refusal is counted and told
+    /// ([`Node::tell_refusal`]).
+    fn admit(
+        &self,
+        op: Operation,
+        cred: PspCredentials<'_>,
+        peer: &Peer,
+    ) -> Result<Caller<'_>, Refusal> {
+        let refused = |code: &str, reason: Reason| {
+            self.tell_refusal(
+                Some(op),
+                reason,
+                code,
+                Some((cred.id_psp, cred.id_channel)),
+                peer,
+            );
+        };
+        let caller = match self.identify(cred, peer) {
+            Ok(caller) => caller,
+            Err((fault, reason)) => {
+                refused(fault.code(), reason);
+                return Err(match reason {
+                    Reason::SubscriptionKey => Refusal::Key,
+                    _ => Refusal::Fault(fault),
+                });
+            }
+        };
+        if let Err(wait) = self.front.rates.check_broker(&caller.broker.id) {
+            refused("HTTP_429", Reason::BrokerRate);
+            return Err(Refusal::Throttled(wait));
+        }
+        Ok(caller)
+    }
+
+    /// The caller a request's credentials and its peer name, or why they do not.
+    fn identify(
+        &self,
+        cred: PspCredentials<'_>,
+        peer: &Peer,
+    ) -> Result<Caller<'_>, (NodeFault, Reason)> {
+        let caller = self
+            .registry()
+            .authenticate(cred)
+            .map_err(|f| (f, Reason::Authentication))?;
+        if !certs::allows(caller.broker, peer.certificate.as_ref()) {
+            return Err((NodeFault::Autenticazione, Reason::Certificate));
+        }
+        if peer
+            .key_broker
+            .as_ref()
+            .is_some_and(|b| *b != caller.broker.id)
+        {
+            return Err((NodeFault::Autenticazione, Reason::SubscriptionKey));
+        }
+        Ok(caller)
+    }
+
+    /// Counts a refusal of the front door, and, at a bounded pace (see
+    /// [`crate::front::refusals`]), logs it with the peer's address and journals a summary of
+    /// it (no payload: what was claimed, the answer, the address, how many went untold).
+    /// Refusals for rates and timeouts are logged only.
+    pub fn tell_refusal(
+        &self,
+        op: Option<Operation>,
+        reason: Reason,
+        code: &str,
+        claimed: Option<(&str, &str)>,
+        peer: &Peer,
+    ) {
+        let Some(untold) = self.front.refusals.record(reason, peer.addr) else {
+            return;
+        };
+        let address = peer
+            .addr
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let (psp, channel) = claimed.unzip();
+        tracing::warn!(
+            %address,
+            reason = reason.as_str(),
+            code,
+            operation = op.map(|o| o.soap_action()),
+            psp,
+            channel,
+            untold,
+            "request refused at the front door"
+        );
+        let journaled = matches!(
+            reason,
+            Reason::Authentication
+                | Reason::Certificate
+                | Reason::SubscriptionKey
+                | Reason::Unauthenticated
+        );
+        if journaled && self.registry().config().journal.enabled {
+            let detail = format!(
+                "refused ({}) from {address}; {untold} more refusals from this address since the last one journaled",
+                reason.as_str()
+            );
+            let psp = psp.and_then(|p| Text35::new(p).ok());
+            let channel = channel.and_then(|c| Text35::new(c).ok());
+            self.store.journal(rows::refusal(
+                self.now(),
+                op,
+                psp.as_deref(),
+                channel.as_deref(),
+                code,
+                &detail,
+            ));
+        }
+    }
+
+    /// Runs an authenticated request; if one of its commits lost a race to another node, runs it again (on the
     /// records as the winner left them), a few times at most.
-    async fn dispatch(&self, m: AnyMessage) -> (Reply, Keys) {
+    async fn dispatch(&self, m: AnyMessage, caller: Caller<'_>) -> (Reply, Keys) {
         let mut attempt = 0;
         loop {
             let (answer, conflicted) = CONFLICTED
                 .scope(Cell::new(false), async {
-                    let answer = self.dispatch_once(&m).await;
+                    let answer = self.dispatch_once(&m, caller).await;
                     (answer, CONFLICTED.with(Cell::get))
                 })
                 .await;
@@ -441,33 +699,31 @@ impl Node {
         }
     }
 
-    async fn dispatch_once(&self, m: &AnyMessage) -> (Reply, Keys) {
+    async fn dispatch_once(&self, m: &AnyMessage, caller: Caller<'_>) -> (Reply, Keys) {
         match m {
-            AnyMessage::VerifyPaymentNoticeReq(r) => self.verify(r).await,
-            AnyMessage::ActivatePaymentNoticeReq(r) => self.activate_v1(r).await,
-            AnyMessage::ActivatePaymentNoticeV2Request(r) => self.activate_v2(r).await,
+            AnyMessage::VerifyPaymentNoticeReq(r) => self.verify(r, caller).await,
+            AnyMessage::ActivatePaymentNoticeReq(r) => self.activate_v1(r, caller).await,
+            AnyMessage::ActivatePaymentNoticeV2Request(r) => self.activate_v2(r, caller).await,
             AnyMessage::SendPaymentOutcomeReq(r) => self.outcome_v1(r).await,
             AnyMessage::SendPaymentOutcomeV2Request(r) => self.outcome_v2(r).await,
             AnyMessage::DemandPaymentNoticeRequest(r) => self.demand(r).await,
             AnyMessage::NodoChiediCatalogoServiziV2Request(r) => self.catalogue(r),
-            other => {
-                let op = other.operation();
-                let fault = NodeFault::Semantica(format!(
-                    "{} is not served by this node",
-                    op.soap_action()
-                ));
-                (Reply::ko(op, &fault, true), Keys::default())
-            }
+            other => not_served(other.operation()),
         }
     }
 
     /// The answer to a request that cannot be read. A request whose key is cached gets
     /// PPT_ERRORE_IDEMPOTENZA instead: the official node consults the cache before the schema,
     /// and never caches syntax failures (official BDD test `sendPaymentOutcome_IDMP_SPO_06_02`:
-    /// a cached key re-sent with a value outside the XSD gets PPT_ERRORE_IDEMPOTENZA).
-    async fn syntax_fault(&self, op: Operation, body: &[u8], why: String) -> Reply {
+    /// a cached key re-sent with a value outside the XSD gets PPT_ERRORE_IDEMPOTENZA). Only
+    /// for a caller whose credentials, read leniently, authenticate: to anyone else the cache
+    /// does not say which keys it holds.
+    async fn syntax_fault(&self, op: Operation, sniffed: Option<Sniffed>, why: String) -> Reply {
         tracing::info!(operation = op.soap_action(), reason = %why, "request refused: PPT_SINTASSI_EXTRAXSD");
-        if let Some((psp, key)) = sniff_idempotency(body)
+        if let Some(Sniffed {
+            psp,
+            key: Some(key),
+        }) = sniffed
             && self.registry().config().node.use_idempotency
         {
             let key = IdemKey {
@@ -475,7 +731,14 @@ impl Node {
                 key,
                 primitive: op.soap_action(),
             };
-            let stored = self.store.load_idempotency(&key).await.ok().flatten();
+            // A store that cannot answer leaves the syntax fault as the answer.
+            let stored = match self.store.load_idempotency(&key).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    self.store_failed("idempotency lookup", e);
+                    None
+                }
+            };
             let ctx = IdemCtx { key, hash: [0; 32] };
             if self.engine().check_idempotency(&ctx, stored, self.now()) != IdemCheck::Fresh {
                 return Reply::ko(op, &NodeFault::ErroreIdempotenza, true);
@@ -518,7 +781,10 @@ impl Node {
         let idem = ctx.idem.as_ref()?;
         let stored = match self.store.load_idempotency(&idem.key).await {
             Ok(stored) => stored,
-            Err(e) => return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults)),
+            Err(e) => {
+                let fault = self.store_failed("idempotency lookup", e);
+                return Some(Reply::ko(ctx.operation, &fault, ctx.extended_faults));
+            }
         };
         let check = {
             let engine = self.engine();
@@ -533,30 +799,14 @@ impl Node {
         // The answer acknowledges the change its first request made: durable, or queued before
         // this flush.
         if unconfirmed && let Err(e) = self.store.flush().await {
-            return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults));
+            let fault = self.store_failed("flush before a replay", e);
+            return Some(Reply::ko(ctx.operation, &fault, ctx.extended_faults));
         }
         Some(reply)
     }
 
-    /// Authenticates the caller; a failure is answered (and cached) right away.
-    async fn authenticate(
-        &self,
-        ctx: &RequestCtx,
-        password: &crate::codec::types::Password,
-    ) -> Result<Caller<'_>, Reply> {
-        let cred = PspCredentials {
-            id_psp: &ctx.psp.id_psp,
-            id_broker_psp: &ctx.psp.id_broker_psp,
-            id_channel: &ctx.psp.id_channel,
-            password,
-        };
-        match self.registry().authenticate(cred) {
-            Ok(c) => Ok(c),
-            Err(f) => Err(self.refuse(ctx, f).await),
-        }
-    }
-
-    /// Refuses a request with a fault (cached under its key) and returns the reply.
+    /// Refuses an authenticated request with a fault (cached under its key) and returns the
+    /// reply.
     async fn refuse(&self, ctx: &RequestCtx, fault: NodeFault) -> Reply {
         tracing::info!(operation = ctx.operation.soap_action(), psp = %ctx.psp.id_psp, fault = fault.code(), "request refused");
         let queued = self.run(|e, now| e.refuse(ctx, &fault, self.registry().timings(), now));
@@ -569,8 +819,19 @@ impl Node {
         if !self.shared && self.engine().knows_notice(key) {
             return Ok(());
         }
+        crate::failpoints::failpoint_return!(
+            "store.load_notice",
+            Err(self.store_failed(
+                "notice lookup",
+                StoreError::failed("injected failure (failpoint store.load_notice)"),
+            ))
+        );
         let since = self.engine().epoch();
-        let stored = self.store.load_notice(key).await.map_err(system)?;
+        let stored = self
+            .store
+            .load_notice(key)
+            .await
+            .map_err(|e| self.store_failed("notice lookup", e))?;
         let mut engine = self.engine();
         let now = self.now();
         if self.shared {
@@ -587,7 +848,11 @@ impl Node {
             return Ok(());
         }
         let since = self.engine().epoch();
-        let stored = self.store.load_payment(token).await.map_err(system)?;
+        let stored = self
+            .store
+            .load_payment(token)
+            .await
+            .map_err(|e| self.store_failed("payment lookup", e))?;
         let mut engine = self.engine();
         let now = self.now();
         if self.shared {
@@ -649,13 +914,13 @@ impl Node {
             shared
                 .take_receipt(&receipt_id, self.now())
                 .await
-                .map_err(system)?;
+                .map_err(|e| self.store_failed("receipt takeover", e))?;
         }
         let stored = self
             .store
             .load_recipients(&receipt_id)
             .await
-            .map_err(system)?;
+            .map_err(|e| self.store_failed("recipients lookup", e))?;
         if stored.is_empty() {
             return Err(unknown());
         }
@@ -671,6 +936,32 @@ impl Node {
         let copies = queued.step.deliver.len();
         self.finish(queued).await?;
         Ok(copies)
+    }
+
+    /// Logs and journals an admin action: `who` (address and token id) did `primitive` on
+    /// receipt `receipt_id` (one station's copy, or all), with `outcome`.
+    pub fn audit(
+        &self,
+        who: &str,
+        primitive: &str,
+        receipt_id: &str,
+        station: Option<&str>,
+        outcome: &str,
+    ) {
+        tracing::info!(who, primitive, receipt_id, station, outcome, "admin action");
+        if self.registry().config().journal.enabled {
+            // Both come from the URL: held to the length of a real one.
+            let short = |s: &str| s.chars().take(35).collect::<String>();
+            let station = station.map(short);
+            self.store.journal(rows::admin_action(
+                self.now(),
+                primitive,
+                &short(receipt_id),
+                station.as_deref(),
+                outcome,
+                &format!("by {who}"),
+            ));
+        }
     }
 
     /// Forgets finished records the engine no longer needs in memory (see [`Engine::sweep`]).
@@ -747,26 +1038,112 @@ impl Node {
         self.store.recipients_by_status(status, limit).await
     }
 
-    /// Liveness and a few numbers.
+    /// Liveness and a few numbers. The store is down when it does not answer now, or when a
+    /// commit or a read failed within [`STORE_FAILURE_WINDOW`].
     pub async fn health(&self) -> Health {
+        let failed_at = self.store_failed_at.load(Ordering::Relaxed);
+        let store = self.store.health().await.and_then(|()| {
+            let ago = self.now().saturating_sub(failed_at);
+            if failed_at != 0 && ago < STORE_FAILURE_WINDOW.as_millis() as u64 {
+                Err(StoreError::failed(format!(
+                    "a commit or a read failed {ago} ms ago"
+                )))
+            } else {
+                Ok(())
+            }
+        });
         Health {
-            store: self.store.health().await,
+            store,
             store_stats: self.store.stats(),
             engine: self.engine().sizes(),
             deadlines: self.schedule().pending_deadlines(),
         }
     }
+
+    /// A failed commit or read of the store, while doing `what`: remembered for the health
+    /// endpoint, logged and journaled with its detail under an incident number, and answered
+    /// with PPT_SYSTEM_ERROR naming only that number (SQL errors and paths are for the
+    /// operator, not for a PSP).
+    fn store_failed(&self, what: &str, e: StoreError) -> NodeFault {
+        let now = self.now();
+        self.store_failed_at.store(now.max(1), Ordering::Relaxed);
+        let incident = self.incidents.fetch_add(1, Ordering::Relaxed) + 1;
+        let reference = format!("{now}-{incident}");
+        tracing::error!(incident = %reference, error = %e, "store failure during {what}");
+        if self.registry().config().journal.enabled {
+            let detail = format!("incident {reference}: {what}: {e}");
+            self.store.journal(rows::internal_error(now, &detail));
+        }
+        NodeFault::SystemError(format!("Errore interno del nodo (incidente {reference})"))
+    }
+
+    /// What a request that cannot be parsed says of its caller, read leniently: `None` unless
+    /// its credentials (read leniently too) authenticate.
+    fn sniff(&self, body: &[u8], peer: &Peer) -> Option<Sniffed> {
+        let text = std::str::from_utf8(body).ok()?;
+        let field = |name| crate::codec::lenient::first_text(text, name);
+        let password = Password::new(field("password")?).ok()?;
+        let cred = PspCredentials {
+            id_psp: field("idPSP")?,
+            id_broker_psp: field("idBrokerPSP")?,
+            id_channel: field("idChannel")?,
+            password: &password,
+        };
+        self.identify(cred, peer).ok()?;
+        Some(Sniffed {
+            psp: cred.id_psp.to_string(),
+            key: field("idempotencyKey").map(str::to_string),
+        })
+    }
 }
 
-pub(crate) fn system(e: impl std::fmt::Display) -> NodeFault {
-    NodeFault::SystemError(e.to_string())
+/// The authenticated caller of a request that cannot be parsed, and its idempotency key.
+struct Sniffed {
+    psp: String,
+    key: Option<String>,
 }
 
-/// `(idPSP, idempotencyKey)` of a request that cannot be parsed, read leniently.
-fn sniff_idempotency(body: &[u8]) -> Option<(String, String)> {
-    let text = std::str::from_utf8(body).ok()?;
-    let field = |name| crate::codec::lenient::first_text(text, name).map(str::to_string);
-    Some((field("idPSP")?, field("idempotencyKey")?))
+/// The credentials of a nodeForPsp request the node serves (`None` for the others).
+fn credentials(m: &AnyMessage) -> Option<PspCredentials<'_>> {
+    let cred = |id_psp, id_broker_psp, id_channel, password| PspCredentials {
+        id_psp,
+        id_broker_psp,
+        id_channel,
+        password,
+    };
+    Some(match m {
+        AnyMessage::VerifyPaymentNoticeReq(r) => {
+            cred(&r.id_psp, &r.id_broker_psp, &r.id_channel, &r.password)
+        }
+        AnyMessage::ActivatePaymentNoticeReq(r) => {
+            cred(&r.id_psp, &r.id_broker_psp, &r.id_channel, &r.password)
+        }
+        AnyMessage::ActivatePaymentNoticeV2Request(r) => {
+            cred(&r.id_psp, &r.id_broker_psp, &r.id_channel, &r.password)
+        }
+        AnyMessage::SendPaymentOutcomeReq(r) => {
+            cred(&r.id_psp, &r.id_broker_psp, &r.id_channel, &r.password)
+        }
+        AnyMessage::SendPaymentOutcomeV2Request(r) => {
+            cred(&r.id_psp, &r.id_broker_psp, &r.id_channel, &r.password)
+        }
+        AnyMessage::DemandPaymentNoticeRequest(r) => {
+            cred(&r.id_psp, &r.id_broker_psp, &r.id_channel, &r.password)
+        }
+        AnyMessage::NodoChiediCatalogoServiziV2Request(r) => cred(
+            &r.identificativo_psp,
+            &r.identificativo_intermediario_psp,
+            &r.identificativo_canale,
+            &r.password,
+        ),
+        _ => return None,
+    })
+}
+
+/// The answer to a nodeForPsp request the node does not serve.
+fn not_served(op: Operation) -> (Reply, Keys) {
+    let fault = NodeFault::Semantica(format!("{} is not served by this node", op.soap_action()));
+    (Reply::ko(op, &fault, true), Keys::default())
 }
 
 /// A SOAP 1.1 Client fault, for requests whose operation cannot be recognised at all.

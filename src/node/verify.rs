@@ -16,16 +16,17 @@ use crate::codec::{Operation, write_envelope};
 use crate::engine::{NoticeKey, Reply};
 use crate::fault::NodeFault;
 use crate::journal::Keys;
+use crate::registry::Caller;
 
 impl Node {
-    pub(super) async fn verify(&self, r: &VerifyPaymentNoticeReq) -> (Reply, Keys) {
+    pub(super) async fn verify(
+        &self,
+        r: &VerifyPaymentNoticeReq,
+        caller: Caller<'_>,
+    ) -> (Reply, Keys) {
         let key = NoticeKey::from_qr(&r.qr_code);
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel).notice(&key);
         let ctx = self.request_ctx(r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
-        let caller = match self.authenticate(&ctx, &r.password).await {
-            Ok(c) => c,
-            Err(reply) => return (reply, keys),
-        };
         let checks = self
             .registry()
             .require_psp_activation(&caller)
@@ -54,7 +55,7 @@ impl Node {
         let timeout = Duration::from_millis(self.registry().station_timeout_ms(route.station));
         let (result, exchange) = self
             .ec
-            .call::<_, PaVerifyPaymentNoticeRes>(&route.station.url, &req, timeout)
+            .call::<_, PaVerifyPaymentNoticeRes>(route.station, &req, timeout)
             .await;
         let result = result.and_then(to_psp);
         self.journal_ec(
