@@ -10,6 +10,7 @@ pub mod failpoints;
 pub mod fault;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
 pub mod mock_ec;
 pub mod registry;
 pub mod store;

@@ -21,6 +21,8 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// Whether the listeners speak TLS.
+    tls: bool,
     servers: Vec<(ServerHandle, JoinHandle<std::io::Result<()>>)>,
     tasks: Vec<JoinHandle<()>>,
     store: SqliteStore,
@@ -87,6 +89,9 @@ impl RunningNode {
             (Some(c), Some(k)) => Some(tls_config(c, k)?),
             _ => None,
         };
+        if let Some(l) = &admin_listener {
+            admin_exposure(l, &config.node)?;
+        }
         let registry = Arc::new(Registry::new(config));
         let node = Arc::new(Node::new(
             registry,
@@ -120,7 +125,7 @@ impl RunningNode {
         })
         .workers(workers)
         .shutdown_timeout(30);
-        let server = match tls {
+        let server = match tls.clone() {
             Some(tls) => server.listen_rustls_0_23(listener, tls),
             None => server.listen(listener),
         }
@@ -135,11 +140,17 @@ impl RunningNode {
             let admin = HttpServer::new(move || {
                 App::new()
                     .app_data(data.clone())
+                    .wrap(actix_web::middleware::from_fn(crate::admin::authorize))
                     .configure(crate::admin::configure)
             })
             .workers(1)
-            .shutdown_timeout(5)
-            .listen(l)
+            .shutdown_timeout(5);
+            // The same certificate as nodeForPsp: tokens and payments never cross in clear
+            // where PSPs' requests do not.
+            let admin = match tls.clone() {
+                Some(tls) => admin.listen_rustls_0_23(l, tls),
+                None => admin.listen(l),
+            }
             .map_err(|e| e.to_string())?
             .run();
             servers.push((admin.handle(), tokio::spawn(admin)));
@@ -148,6 +159,7 @@ impl RunningNode {
             node,
             addr,
             admin_addr,
+            tls: tls.is_some(),
             servers,
             tasks,
             store,
@@ -161,7 +173,8 @@ impl RunningNode {
 
     /// The admin base URL, if the admin listener is on.
     pub fn admin_url(&self) -> Option<String> {
-        self.admin_addr.map(|a| format!("http://{a}"))
+        let scheme = if self.tls { "https" } else { "http" };
+        self.admin_addr.map(|a| format!("{scheme}://{a}"))
     }
 
     /// Graceful stop: the listeners finish in-flight requests, then the store writes what is
@@ -190,6 +203,19 @@ impl RunningNode {
         tracing::info!("shutting down: finishing in-flight requests");
         self.stop().await;
     }
+}
+
+/// Refuses an admin listener reachable beyond loopback without an admin token: it would let
+/// anyone on the network read payments and re-send receipts.
+fn admin_exposure(listener: &TcpListener, node: &crate::config::NodeSection) -> Result<(), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if addr.ip().is_loopback() || crate::admin::tokens(node).next().is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "the admin listener {addr} (node.admin_listen) is reachable beyond loopback and has no \
+         admin token: set node.admin_token, or listen on 127.0.0.1"
+    ))
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not when the

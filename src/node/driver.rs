@@ -37,6 +37,11 @@ impl Schedule {
     pub(super) fn pending_deadlines(&self) -> usize {
         self.deadlines.len()
     }
+
+    /// Receipt copies waiting for an attempt, and attempts in flight.
+    pub(super) fn deliveries(&self) -> (usize, usize) {
+        self.deliveries.len()
+    }
 }
 
 /// Work that came due: tokens whose deadline passed, receipt copies to send.
@@ -109,6 +114,9 @@ impl Node {
     pub fn poll_due(&self, now: Millis, due: &mut Due) {
         let mut s = self.schedule();
         s.deadlines.poll(now, &mut due.deadlines);
+        for at in s.deadlines.last_fired_due() {
+            self.metrics.deadline_fired(now.saturating_sub(at));
+        }
         s.deliveries.poll(now, &mut due.deliveries);
     }
 

@@ -32,6 +32,7 @@ use crate::engine::{
 };
 use crate::fault::NodeFault;
 use crate::journal::{JournalQuery, JournalRow, Keys, rows};
+use crate::metrics::Metrics;
 use crate::registry::{Caller, PspCredentials, Registry};
 use crate::store::{Commit, Store, StoreError, StoreStats};
 
@@ -46,6 +47,7 @@ pub struct Node {
     schedule: Mutex<driver::Schedule>,
     /// Wakes the driver when something is scheduled before the time it sleeps until.
     wakeup: tokio::sync::Notify,
+    metrics: Arc<Metrics>,
 }
 
 /// An engine step whose writes are already queued to the store (see [`Node::queue`]).
@@ -63,6 +65,8 @@ pub struct SoapReply {
     pub status: u16,
     pub body: String,
     pub operation: Option<Operation>,
+    /// The fault of a pagoPA KO answer.
+    pub fault: Option<crate::fault::FaultCode>,
 }
 
 /// What the health endpoint reports.
@@ -89,6 +93,7 @@ impl Node {
         let xml_limits = registry.config().node.xml_limits();
         let schedule =
             driver::Schedule::new(now, registry.config().receipts.per_station_concurrency);
+        let metrics = Arc::new(Metrics::new(registry.config()));
         Node {
             registry,
             engine: Mutex::new(Engine::new()),
@@ -98,7 +103,13 @@ impl Node {
             tokens,
             schedule: Mutex::new(schedule),
             wakeup: tokio::sync::Notify::new(),
+            metrics,
         }
+    }
+
+    /// The node's counters and histograms (`/metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The configured parties and timings. Every registry read goes through here.
@@ -199,9 +210,16 @@ impl Node {
             disarm,
             deliver,
         } = step;
-        if let Some(commit) = commit
-            && let Err(e) = commit.await
-        {
+        let waited = std::time::Instant::now();
+        let committed = match commit {
+            Some(commit) => {
+                let r = commit.await;
+                self.metrics.commit_waited(waited.elapsed());
+                Some(r)
+            }
+            None => None,
+        };
+        if let Some(Err(e)) = committed {
             tracing::error!(error = %e, "commit failed: resynchronising the engine with the store");
             if let Err(e) = self.rebuild_engine() {
                 tracing::error!(error = %e, "the store cannot be read either");
@@ -243,6 +261,7 @@ impl Node {
                     "unknown operation: no SOAPAction and no recognisable Body",
                 ),
                 operation: None,
+                fault: None,
             };
         };
         if op.interface() != crate::codec::Interface::NodeForPsp {
@@ -253,6 +272,7 @@ impl Node {
                     op.soap_action()
                 )),
                 operation: Some(op),
+                fault: None,
             };
         }
         let (reply, keys, secrets) = if too_big {
@@ -299,6 +319,7 @@ impl Node {
         }
         SoapReply {
             status: 200,
+            fault: reply.fault,
             body: reply.envelope,
             operation: Some(op),
         }
@@ -451,7 +472,8 @@ impl Node {
         }
     }
 
-    /// Journals an exchange with a station (the journal writer writes it off the payment path).
+    /// Counts an exchange with a station (`/metrics`) and journals it (the journal writer
+    /// writes it off the payment path).
     fn journal_ec(
         &self,
         op: Operation,
@@ -460,6 +482,14 @@ impl Node {
         ex: &Exchange,
         result: Result<(), &NodeFault>,
     ) {
+        self.metrics.ec_call(
+            station,
+            op,
+            result.err().map(NodeFault::fault_code),
+            ex.response.is_some(),
+            ex.elapsed_ms,
+            ex.started_at + ex.elapsed_ms,
+        );
         if self.registry().config().journal.enabled {
             self.store
                 .journal(rows::ec_exchange(op, station, keys, ex, result));
@@ -467,10 +497,12 @@ impl Node {
     }
 
     /// Queues a receipt's copies again (all of them, or one station's): the admin re-send.
+    /// The journal rows of the re-sent copies say who asked (`by`), with the payment's notice.
     pub async fn resend(
         &self,
         receipt_id: &str,
         station: Option<&str>,
+        by: &str,
     ) -> Result<usize, NodeFault> {
         let unknown = || NodeFault::Semantica(format!("no receipt {receipt_id}"));
         let receipt_id = PaymentToken::new(receipt_id).map_err(|_| unknown())?;
@@ -486,9 +518,20 @@ impl Node {
             )));
         }
         self.hydrate_payment(&receipt_id)?;
-        let queued = self.run(|e, now| e.resend(&receipt_id, stored, station, now));
+        let queued = self.run(|e, now| {
+            let notice = e.payment(&receipt_id).map(|p| p.notice.clone());
+            let mut step = e.resend(&receipt_id, stored, station, now);
+            for w in &mut step.writes {
+                if let crate::engine::Write::Event(event) = w {
+                    event.detail = Some(format!("re-sent by {by}"));
+                    event.notice = event.notice.take().or_else(|| notice.clone());
+                }
+            }
+            step
+        });
         let copies = queued.step.deliver.len();
         self.finish(queued).await?;
+        self.metrics.resent(copies);
         Ok(copies)
     }
 
@@ -512,6 +555,17 @@ impl Node {
 
     /// A notice's story: its attempts, their payments and receipt copies, the journal rows.
     pub fn notice_story(&self, key: &NoticeKey) -> Result<serde_json::Value, StoreError> {
+        let rows = self.notice_rows(key)?;
+        let mut payments = Vec::new();
+        for p in self.store.payments_of_notice(key)? {
+            let recipients = self.store.load_recipients(&p.token)?;
+            payments.push((p, recipients));
+        }
+        Ok(crate::journal::story::notice_story(key, rows, &payments))
+    }
+
+    /// A notice's journal rows, in the order things happened.
+    pub fn notice_rows(&self, key: &NoticeKey) -> Result<Vec<JournalRow>, StoreError> {
         let mut rows = Vec::new();
         let mut q = JournalQuery {
             notice_number: Some(key.notice_number.to_string()),
@@ -521,18 +575,13 @@ impl Node {
         loop {
             let page = self.store.query_journal(&q)?;
             let full = page.len() == q.limit;
-            q.after_id = page.last().map(|r| r.id);
+            q.after = page.last().map(crate::journal::Cursor::of);
             rows.extend(page);
             if !full {
                 break;
             }
         }
-        let mut payments = Vec::new();
-        for p in self.store.payments_of_notice(key)? {
-            let recipients = self.store.load_recipients(&p.token)?;
-            payments.push((p, recipients));
-        }
-        Ok(crate::journal::story::notice_story(key, rows, &payments))
+        Ok(crate::journal::story::notice_rows(key, rows))
     }
 
     /// Receipt copies in a status, newest first.
@@ -542,6 +591,27 @@ impl Node {
         limit: usize,
     ) -> Result<Vec<crate::engine::Recipient>, StoreError> {
         self.store.recipients_by_status(status, limit)
+    }
+
+    /// The Prometheus text exposition of the node's metrics (`GET /metrics`).
+    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        let (_, payments_in_memory, activations_in_flight, _) = self.engine().sizes();
+        let (deadlines_pending, (receipt_copies_pending, receipt_copies_in_flight)) = {
+            let s = self.schedule();
+            (s.pending_deadlines(), s.deliveries())
+        };
+        let stats = self.store.stats();
+        let gauges = crate::metrics::Gauges {
+            now: self.now(),
+            deadlines_pending,
+            receipt_copies_pending,
+            receipt_copies_in_flight,
+            payments_in_memory,
+            activations_in_flight,
+            store_transactions: stats.transactions,
+            store_commits: stats.commit_jobs,
+        };
+        self.metrics.render(gauges, self.store.metrics())
     }
 
     /// Liveness and a few numbers.

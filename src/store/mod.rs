@@ -82,4 +82,9 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> Result<(), StoreError>;
     /// Counters since start: transactions (each one fsync) and commit jobs written.
     fn stats(&self) -> StoreStats;
+    /// The store's own histograms and counters for `/metrics` (transactions, group commits,
+    /// journal bytes), if it keeps them.
+    fn metrics(&self) -> Option<std::sync::Arc<crate::metrics::StoreMetrics>> {
+        None
+    }
 }

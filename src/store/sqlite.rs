@@ -129,6 +129,8 @@ const MIGRATIONS: &[&str] = &[
                                instr(response, '</faultCode>') - instr(response, '<faultCode>') - 11)
      WHERE instr(response, '<faultCode>') > 0;
     ",
+    // 3: the journal is listed in time order (then by id), its state changes too.
+    "CREATE INDEX events_at ON events (at);",
 ];
 
 /// The columns of `events` (state changes): with the exchanges in the segments, the event
@@ -194,6 +196,7 @@ struct Counters {
     /// The next journal row id, shared by the state changes and the exchanges so that ids
     /// order the whole journal.
     next_journal_id: Arc<AtomicU64>,
+    metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 /// At most this many commits go in one transaction.
@@ -276,11 +279,16 @@ impl SqliteStore {
         let last_event = writer.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
             r.get::<_, i64>(0)
         })? as u64;
-        let counters = Arc::new(Counters::default());
-        counters
-            .next_journal_id
-            .store(last_event.max(last_exchange) + 1, Ordering::Relaxed);
-        let journal = JournalWriter::start(segments, counters.next_journal_id.clone())?;
+        let next_journal_id = Arc::new(AtomicU64::new(last_event.max(last_exchange) + 1));
+        let journal = JournalWriter::start(segments, next_journal_id.clone())?;
+        let counters = Arc::new(Counters {
+            next_journal_id,
+            metrics: Arc::new(crate::metrics::StoreMetrics {
+                journal_bytes: journal.bytes_written(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(reader(path)?);
@@ -452,12 +460,16 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counter
             .iter()
             .filter(|j| matches!(j, Job::Commit(..)))
             .count() as u64;
+        let writing = std::time::Instant::now();
         write_batch(&mut conn, batch, counters);
         // Commits count (maintenance and flushes do not): they are what the payment path waits
         // for.
         if jobs > 0 {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
             counters.commit_jobs.fetch_add(jobs, Ordering::Relaxed);
+            let m = &counters.metrics;
+            m.transaction_seconds.observe_duration(writing.elapsed());
+            m.batch_commits.observe(jobs);
         }
     }
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
@@ -975,6 +987,10 @@ impl Store for SqliteStore {
         }
     }
 
+    fn metrics(&self) -> Option<Arc<crate::metrics::StoreMetrics>> {
+        Some(self.inner.counters.metrics.clone())
+    }
+
     fn health(&self) -> Result<(), StoreError> {
         self.read(|c| {
             Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
@@ -1093,7 +1109,7 @@ mod tests {
             if page.is_empty() {
                 break;
             }
-            q.after_id = page.last().map(|r| r.id);
+            q.after = page.last().map(crate::journal::Cursor::of);
             seen.extend(page.into_iter().map(|r| (r.id, r.entry.at)));
         }
         assert_eq!(seen.len(), 30);
