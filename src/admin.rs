@@ -1,6 +1,6 @@
 //! The admin listener: Prometheus metrics, the admin API (the journal, one payment's story,
-//! receipt copies and re-sending them, the service levels) and the operator console. Off unless
-//! `node.admin_listen` is set.
+//! receipt copies and re-sending them, the service levels), the official monitoring API's job
+//! triggers and the operator console. Off unless `node.admin_listen` is set.
 //!
 //! Every route is declared once, in [`ROUTES`] (the `routes!` table below): that table is what
 //! is served, and `tests/admin_api.rs` checks it against the OpenAPI document the listener
@@ -98,6 +98,9 @@ routes! {
     GET "/admin/recipients" => recipients, Token;
     POST "/admin/receipts/{receipt_id}/resend" => resend, Token;
     GET "/admin/service-levels" => service_levels, Token;
+    // Both spellings the official BDD suite's harness calls.
+    GET "/monitoring/v1/jobs/trigger/{job}" => trigger_job, Token;
+    GET "/jobs/trigger/{job}" => trigger_job, Token;
     GET "/console/" => console::home, Token;
     GET "/console/live" => console::live, Token;
     GET "/console/journal" => console::journal, Token;
@@ -571,6 +574,49 @@ async fn service_levels(node: web::Data<Arc<Node>>) -> HttpResponse {
         "stations": list(&levels.stations, "station"),
         "psps": list(&levels.psps, "psp"),
     }))
+}
+
+/// The official node's answer to a job trigger (`ActionResponse`: `success`, `action`,
+/// `description`), as its monitoring API's `jobs/trigger/{job}` route writes it: `text/plain`,
+/// HTTP 200 when the job ran, 500 when it failed (the official node framework's
+/// `NodoRoute.jobTrigger` and `PollerActor`, published in `pagopa/pagopa-fdr-nodo-dei-pagamenti`).
+/// (The one admin answer not in the `{"error": …}` shape: the official suite reads this one.)
+fn job_answer(status: StatusCode, job: &str, description: &str) -> HttpResponse {
+    let body = json!({
+        "success": status.is_success(),
+        "action": format!("Trigger job {job}"),
+        "description": description,
+    });
+    let content_type = if status.is_success() {
+        "text/plain; charset=UTF-8"
+    } else {
+        "application/json"
+    };
+    HttpResponse::build(status)
+        .content_type(content_type)
+        .body(body.to_string())
+}
+
+/// `GET /monitoring/v1/jobs/trigger/{job}`: runs one of the official scheduler jobs now and
+/// answers when its pass is complete. `mod3CancelV2` cancels the expired tokens, `paSendRt`
+/// retries every receipt copy still to deliver; any other job is unknown here (404).
+async fn trigger_job(path: web::Path<String>, node: web::Data<Arc<Node>>) -> HttpResponse {
+    let job = path.into_inner();
+    match job.as_str() {
+        "mod3CancelV2" => {
+            node.cancellation_job().await;
+            job_answer(StatusCode::OK, &job, "Job triggered")
+        }
+        "paSendRt" => match node.retry_receipts_now().await {
+            Ok(_) => job_answer(StatusCode::OK, &job, "Job triggered"),
+            Err(e) => job_answer(StatusCode::INTERNAL_SERVER_ERROR, &job, &e.to_string()),
+        },
+        _ => job_answer(
+            StatusCode::NOT_FOUND,
+            &job,
+            &format!("job {job} not found: this node runs mod3CancelV2 and paSendRt"),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,15 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Something the node accepts but will refuse at request time: a reference the official node's
+/// configuration does not check either (see [`Config::warnings`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration warning at `{key}`: {message}")]
+pub struct ConfigWarning {
+    pub key: String,
+    pub message: String,
+}
+
 fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
@@ -74,6 +83,9 @@ pub struct NodeSection {
     pub workers: Option<usize>,
     /// Whether idempotency keys are honoured (official `useIdempotency`).
     pub use_idempotency: bool,
+    /// The nodeForPsp URL the served WSDL advertises (`soap:address`); unset, the address the
+    /// WSDL was asked on (Host header and scheme).
+    pub public_url: Option<String>,
 }
 
 /// The smallest `max_xml_depth` accepted: room for every pagoPA message, with headers.
@@ -102,8 +114,23 @@ impl Default for NodeSection {
             max_xml_depth: crate::codec::Limits::DEFAULT.max_depth,
             workers: None,
             use_idempotency: true,
+            public_url: None,
         }
     }
+}
+
+/// When an expired payment token stops locking its notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiryMode {
+    /// At its deadline: the token is cancelled then, and every transition also compares `now`
+    /// with the deadline.
+    #[default]
+    Eager,
+    /// As the official node: an expired token keeps the notice locked, and its outcome is
+    /// processed as if it were valid, until the cancellation job (`mod3CancelV2`) cancels it
+    /// (official BDD tests SEM_APNR_21, IDMP_ACT_9/19, retry_PaNew_01/03, REV_ANN_01/02).
+    Official,
 }
 
 /// The node's timings, in milliseconds unless the name says otherwise.
@@ -126,6 +153,10 @@ pub struct Timings {
     pub ec_timeout_ms: u64,
     /// Default timeout of paSendRT calls (official: 15 s).
     pub receipt_timeout_ms: u64,
+    /// When expired tokens are cancelled: at their deadline, or by the cancellation job.
+    pub expiry: ExpiryMode,
+    /// How often the cancellation job (`mod3CancelV2`) runs in `official` expiry mode.
+    pub cancellation_job_interval_ms: u64,
 }
 
 impl Default for Timings {
@@ -139,6 +170,8 @@ impl Default for Timings {
             idempotency_failure_minutes: 24 * 60,
             ec_timeout_ms: 7_000,
             receipt_timeout_ms: 15_000,
+            expiry: ExpiryMode::Eager,
+            cancellation_job_interval_ms: 60_000,
         }
     }
 }
@@ -328,7 +361,10 @@ pub struct ServiceProviderConfig {
     pub ec: String,
     /// The station paDemandPaymentNotice goes to (default: the EC's spontaneous station).
     pub station: Option<String>,
+    /// A date: `2024-01-01` (TOML date) or `"2024-01-01"`.
+    #[serde(deserialize_with = "dates::date")]
     pub valid_from: chrono::NaiveDate,
+    #[serde(default, deserialize_with = "dates::optional_date")]
     pub valid_to: Option<chrono::NaiveDate>,
     /// `commissione`: Y or N.
     pub commission: Option<String>,
@@ -366,6 +402,10 @@ impl Config {
         positive("timings.outcome_deadline_ms", t.outcome_deadline_ms)?;
         positive("timings.ec_timeout_ms", t.ec_timeout_ms)?;
         positive("timings.receipt_timeout_ms", t.receipt_timeout_ms)?;
+        positive(
+            "timings.cancellation_job_interval_ms",
+            t.cancellation_job_interval_ms,
+        )?;
         if t.token_max_ms == 0 || t.token_max_ms > 1_800_000 {
             return Err(err(
                 "timings.token_max_ms",
@@ -426,6 +466,14 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if let Some(url) = &self.node.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(err(
+                "node.public_url",
+                format!("'{url}' is not an http(s) URL"),
+            ));
         }
         if self.node.tls_cert.is_some() != self.node.tls_key.is_some() {
             return Err(err(
@@ -583,9 +631,9 @@ impl Config {
                         format!("duplicate idSoggettoServizio '{}'", p.id),
                     ));
                 }
-                if !ecs.contains(p.ec.as_str()) {
-                    return Err(err(k("ec"), format!("unknown EC '{}'", p.ec)));
-                }
+                // An EC the registry does not know (or has disabled) is a warning: see
+                // `Config::warnings`.
+                text35(&k("ec"), &p.ec)?;
                 if let Some(st) = &p.station
                     && !stations.contains(st.as_str())
                 {
@@ -603,6 +651,113 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// What loads but is answered with a fault at request time. The official node's
+    /// configuration tables relate parties by foreign keys, except the service catalogue's
+    /// subjects, which name their EC by code (`CDS_SOGGETTO.ID_DOMINIO`, official `NODO4_CFG`
+    /// schema): a catalogue provider may name an EC that is unknown or disabled, and
+    /// demandPaymentNotice then answers `PPT_DOMINIO_SCONOSCIUTO` / `PPT_DOMINIO_DISABILITATO`
+    /// (official BDD test `demandPaymentNotice_semantic_ko.feature`, soggetti 00003 / 00004).
+    /// Every other reference is checked by [`Config::from_toml_str`], as a foreign key is.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut out = Vec::new();
+        for (i, s) in self.service.iter().enumerate() {
+            for (j, p) in s.provider.iter().enumerate() {
+                let (what, code) = match self.ec.iter().find(|e| e.fiscal_code == p.ec) {
+                    None => ("unknown", "PPT_DOMINIO_SCONOSCIUTO"),
+                    Some(e) if !e.enabled => ("disabled", "PPT_DOMINIO_DISABILITATO"),
+                    Some(_) => continue,
+                };
+                out.push(ConfigWarning {
+                    key: format!("service[{i}].provider[{j}].ec"),
+                    message: format!(
+                        "{what} EC '{}': demandPaymentNotice for '{}' is answered {code}",
+                        p.ec, p.id
+                    ),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Dates in the configuration: a TOML date (`valid_from = 2024-01-01`) or a string
+/// (`valid_from = "2024-01-01"`).
+pub(crate) mod dates {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    /// A date as the file spells it.
+    enum DateValue {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+
+    impl<'de> Deserialize<'de> for DateValue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = DateValue;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a date: 2024-01-01 or \"2024-01-01\"")
+                }
+                fn visit_str<E: Error>(self, s: &str) -> Result<DateValue, E> {
+                    Ok(DateValue::Text(s.to_string()))
+                }
+                // toml hands its dates over as a one-entry map.
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    map: A,
+                ) -> Result<DateValue, A::Error> {
+                    toml::value::Datetime::deserialize(
+                        serde::de::value::MapAccessDeserializer::new(map),
+                    )
+                    .map(DateValue::Toml)
+                }
+            }
+            d.deserialize_any(Visitor)
+        }
+    }
+
+    impl DateValue {
+        fn parse<E: Error>(self) -> Result<chrono::NaiveDate, E> {
+            match self {
+                DateValue::Text(s) => chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                    .map_err(|e| E::custom(format!("'{s}' is not a date (YYYY-MM-DD): {e}"))),
+                DateValue::Toml(d) => match (d.date, d.time, d.offset) {
+                    (Some(date), None, None) => chrono::NaiveDate::from_ymd_opt(
+                        i32::from(date.year),
+                        u32::from(date.month),
+                        u32::from(date.day),
+                    )
+                    .ok_or_else(|| E::custom(format!("{d} is not a date"))),
+                    _ => Err(E::custom(format!(
+                        "{d} is a date-time: a date (YYYY-MM-DD) is expected"
+                    ))),
+                },
+            }
+        }
+    }
+
+    pub fn date<'de, D: Deserializer<'de>>(d: D) -> Result<chrono::NaiveDate, D::Error> {
+        DateValue::deserialize(d)?.parse()
+    }
+
+    pub fn optional_date<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<chrono::NaiveDate>, D::Error> {
+        Option::<DateValue>::deserialize(d)?
+            .map(DateValue::parse)
+            .transpose()
+    }
+
+    /// A date kept as its `YYYY-MM-DD` text (checked later, where the field's other rules are).
+    pub fn optional_date_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(match Option::<DateValue>::deserialize(d)? {
+            None => None,
+            Some(DateValue::Text(s)) => Some(s),
+            Some(v) => Some(v.parse::<D::Error>()?.format("%Y-%m-%d").to_string()),
+        })
     }
 }
 
@@ -686,5 +841,152 @@ mod tests {
         assert_eq!(e.key, "node.admin_token");
         let e = Config::from_toml_str("[node.admin_tokens]\nalice = \" \"\n").unwrap_err();
         assert_eq!(e.key, "node.admin_tokens.alice");
+    }
+
+    /// The example with `from` replaced by `to` (once; `from` must be there).
+    fn example_with(from: &str, to: &str) -> String {
+        assert!(EXAMPLE.contains(from), "the example has no {from:?}");
+        EXAMPLE.replacen(from, to, 1)
+    }
+
+    const PROVIDER_42: &str = "id = \"00042\"                       # idSoggettoServizio the PSP sends in demandPaymentNotice\nec = \"88888888888\"\nvalid_from = \"2024-01-01\"";
+
+    #[test]
+    fn dangling_references_the_official_node_accepts_are_warnings() {
+        // (what, the example's provider 00042 rewritten, the warning's key and fault).
+        let rows = [
+            (
+                "a provider naming an unknown EC",
+                PROVIDER_42.replace("88888888888", "10000000000"),
+                Some(("service[0].provider[0].ec", "PPT_DOMINIO_SCONOSCIUTO")),
+            ),
+            (
+                "a provider naming a disabled EC",
+                format!(
+                    "{PROVIDER_42}\n[[service.provider]]\nid = \"00049\"\nec = \"12121212121\"\nvalid_from = 2024-01-01\n[[ec]]\nfiscal_code = \"12121212121\"\nname = \"Off\"\nenabled = false"
+                ),
+                Some(("service[0].provider[1].ec", "PPT_DOMINIO_DISABILITATO")),
+            ),
+            (
+                "a provider naming a known EC",
+                PROVIDER_42.to_string(),
+                None,
+            ),
+        ];
+        for (what, provider, expected) in rows {
+            let text = example_with(PROVIDER_42, &provider);
+            let cfg = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let warnings = cfg.warnings();
+            match expected {
+                None => assert!(warnings.is_empty(), "{what}: {warnings:?}"),
+                Some((key, fault)) => {
+                    assert_eq!(warnings.len(), 1, "{what}: {warnings:?}");
+                    assert_eq!(warnings[0].key, key, "{what}");
+                    assert!(
+                        warnings[0].message.contains(fault),
+                        "{what}: {}",
+                        warnings[0]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn structural_typos_still_stop_the_node() {
+        // (what, replaced, replacement, the key of the error).
+        let rows = [
+            (
+                "a duplicate idSoggettoServizio",
+                "id = \"00043\"",
+                "id = \"00042\"",
+                "service[1].provider[0].id",
+            ),
+            (
+                "a duplicate EC",
+                "fiscal_code = \"88888888888\"",
+                "fiscal_code = \"77777777777\"",
+                "ec[1]",
+            ),
+            (
+                "an unknown key",
+                "valid_from = \"2024-01-01\"",
+                "valid_form = \"2024-01-01\"",
+                "service.provider.valid_form",
+            ),
+            (
+                "a provider naming an unknown station",
+                "station = \"77777777777_01\"\nvalid_from",
+                "station = \"77777777777_77\"\nvalid_from",
+                "service[1].provider[0].station",
+            ),
+            (
+                "a link naming an unknown station (a foreign key officially)",
+                "station = \"88888888888_02\"",
+                "station = \"88888888888_22\"",
+                "station_link[",
+            ),
+            (
+                "a provider's EC that is not a code",
+                PROVIDER_42,
+                "id = \"00042\"\nec = \"\"\nvalid_from = \"2024-01-01\"",
+                "service[0].provider[0].ec",
+            ),
+        ];
+        for (what, from, to, key) in rows {
+            let e = Config::from_toml_str(&example_with(from, to))
+                .map(|_| ())
+                .expect_err(what);
+            assert!(e.key.starts_with(key), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn dates_are_toml_dates_or_strings() {
+        let native = example_with("valid_from = \"2024-01-01\"", "valid_from = 2024-01-01");
+        let c = Config::from_toml_str(&native).unwrap();
+        assert_eq!(
+            c.service[0].provider[0].valid_from,
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()
+        );
+        let both = example_with(
+            "valid_from = \"2024-01-01\"",
+            "valid_from = 2024-01-01\nvalid_to = \"2030-12-31\"",
+        );
+        let c = Config::from_toml_str(&both).unwrap();
+        assert_eq!(
+            c.service[0].provider[0].valid_to,
+            chrono::NaiveDate::from_ymd_opt(2030, 12, 31)
+        );
+        for (bad, why) in [
+            ("valid_from = 2024-01-01T10:00:00", "date-time"),
+            ("valid_from = \"2024-13-01\"", "not a date"),
+            ("valid_from = 20240101", "expected a date"),
+        ] {
+            let e = Config::from_toml_str(&example_with("valid_from = \"2024-01-01\"", bad))
+                .map(|_| ())
+                .expect_err(bad);
+            assert!(e.key.contains("valid_from"), "{bad}: {e}");
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn expiry_mode_and_public_url() {
+        let c = Config::example();
+        assert_eq!(c.timings.expiry, ExpiryMode::Eager);
+        let c = Config::from_toml_str(&example_with("expiry = \"eager\"", "expiry = \"official\""))
+            .unwrap();
+        assert_eq!(c.timings.expiry, ExpiryMode::Official);
+        assert_eq!(c.timings.cancellation_job_interval_ms, 60_000);
+        let e = Config::from_toml_str(&example_with("expiry = \"eager\"", "expiry = \"lazy\""))
+            .unwrap_err();
+        assert!(e.key.starts_with("timings.expiry"), "{e}");
+        let e = Config::from_toml_str(&example_with(
+            "[node]\n",
+            "[node]\npublic_url = \"node.example.org\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "node.public_url");
     }
 }

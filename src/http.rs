@@ -1,6 +1,7 @@
-//! The HTTP layer (actix-web): nodeForPsp on any POST path, the WSDL/XSD files at `?wsdl`, a
-//! health endpoint; the admin listener (journal, payments, receipt re-send) is separate and off
-//! unless configured.
+//! The HTTP layer (actix-web): nodeForPsp on any POST path, the WSDL (the operations the node
+//! answers, at the address it was asked on) and the XSDs at `?wsdl`, a health endpoint; the
+//! admin listener (journal, payments, receipt re-send, job triggers) is separate and off unless
+//! configured.
 
 use std::sync::Arc;
 
@@ -12,10 +13,10 @@ use tracing::Instrument;
 use crate::logging::RequestId;
 use crate::node::Node;
 
-/// The contract files the node serves (the project's own, see `wsdl/README.md`), by the path
-/// the WSDL's `schemaLocation`s use.
+/// The contract files the node serves as they are (the project's own, see `wsdl/README.md`),
+/// by the path the WSDL's `schemaLocation`s use. The nodeForPsp WSDL is served reduced to the
+/// operations the node answers ([`crate::wsdl`]).
 pub const CONTRACT_FILES: &[(&str, &str)] = &[
-    ("nodeForPsp.wsdl", include_str!("../wsdl/nodeForPsp.wsdl")),
     ("paForNode.wsdl", include_str!("../wsdl/paForNode.wsdl")),
     (
         "xsd/nodeForPsp.xsd",
@@ -134,12 +135,13 @@ async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse 
     let path = req.path();
     let query = req.query_string();
     if query.eq_ignore_ascii_case("wsdl") || query.to_ascii_lowercase().starts_with("wsdl") {
-        let file = if path.contains("pa-for-node") || path.contains("paForNode") {
-            "paForNode.wsdl"
-        } else {
-            "nodeForPsp.wsdl"
-        };
-        return contract_file(file);
+        if path.contains("pa-for-node") || path.contains("paForNode") {
+            return contract_file("paForNode.wsdl");
+        }
+        return served_wsdl(&req, &node, path);
+    }
+    if path.ends_with("nodeForPsp.wsdl") {
+        return served_wsdl(&req, &node, "/node-for-psp/v1");
     }
     if let Some(name) = query.strip_prefix("xsd=") {
         return contract_file(name);
@@ -153,6 +155,19 @@ async fn contract(req: HttpRequest, node: web::Data<Arc<Node>>) -> HttpResponse 
     HttpResponse::NotFound()
         .content_type(ContentType::plaintext())
         .body("not found: POST SOAP requests here, or GET ?wsdl\n")
+}
+
+/// The nodeForPsp WSDL, its address `node.public_url` or `endpoint` on the host and scheme the
+/// request came by.
+fn served_wsdl(req: &HttpRequest, node: &Node, endpoint: &str) -> HttpResponse {
+    let address = match &node.registry().config().node.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}{endpoint}", info.scheme(), info.host())
+        }
+    };
+    xml(200, crate::wsdl::served_node_for_psp(&address))
 }
 
 fn contract_file(name: &str) -> HttpResponse {

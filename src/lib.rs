@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mock_ec;
 pub mod registry;
 pub mod store;
+pub mod wsdl;
 
 /// Installs rustls' ring provider as the process default (idempotent): the HTTP client and the
 /// TLS listener both need one, and only ring is compiled in.

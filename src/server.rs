@@ -92,6 +92,9 @@ impl RunningNode {
         if let Some(l) = &admin_listener {
             admin_exposure(l, &config.node)?;
         }
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         let registry = Arc::new(Registry::new(config));
         let node = Arc::new(Node::new(
             registry,

@@ -71,6 +71,7 @@ fn instance(path: &str) -> String {
     path.replace("{fiscal_code}", EC)
         .replace("{notice_number}", "302000100000009424")
         .replace("{receipt_id}", "ffffffffffffffffffffffffffffffff")
+        .replace("{job}", "paSendRt")
 }
 
 #[tokio::test]

@@ -121,7 +121,10 @@ async fn copy_status(h: &Harness, token: &str, status: &str) {
                 .unwrap();
             let status = resp.status().as_u16();
             let body = resp.text().await.unwrap();
-            (status, serde_json::from_str::<serde_json::Value>(&body).unwrap())
+            (
+                status,
+                serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            )
         };
         assert_eq!(code, 200, "{v}");
         v.as_array()

@@ -1,6 +1,7 @@
-//! Property tests of the payment engine (`src/engine`): random sequences of commands, run the
-//! way the node's driver runs them (idempotency cache first, hydration from the store before
-//! each command, every step's writes committed to a store), checked after every command against
+//! Property tests of the payment engine (`src/engine`): random sequences of commands, each
+//! engine step checked as it is made (its writes, reply, deadlines and deliveries), the steps'
+//! writes committed to the crate's in-memory store (`MemoryStore`: the `Store`'s semantics, its
+//! recovery queries included), checked after every command against
 //! a plain reference model of the official node's behaviour (its BDD suite: activatePaymentNotice,
 //! idempotency IDMP_ACT/IDMP_SPO, PAG-1976 and RetryATokenScaduto for late outcomes, paSendRT(V2)
 //! fan-out; `docs/decisions.md` where pagonode chooses).
@@ -22,18 +23,23 @@
 //!    nothing (and re-arms a live token);
 //! 7. after a restart (`Engine::recover` from the store) the engine goes on exactly as the
 //!    model, which does not restart (activations waiting for the EC are lost, as in the node);
-//! 8. idempotent replays are byte-identical.
+//! 8. idempotent replays are byte-identical;
+//! 9. the status histories (official vocabulary) follow the official node's rows: per token
+//!    PAYING, then CANCELLED, then FAILED or PAID, NOTICE_GENERATED, NOTICE_SENT, NOTIFIED (each
+//!    once, written as far as the payment got); per copy NOTICE_GENERATED, then NOTICE_SENT and
+//!    NOTIFIED or NOTICE_PENDING per attempt; per notice PAYING/INSERTED/PAID/NOTIFIED moves
+//!    matching its state; each ends where the store's record stands.
 //!
 //! Besides, after every command: the store equals the model (notices, payments, recipients,
 //! valid idempotency entries), what the engine holds in memory equals the store, the armed
 //! deadlines are exactly the live tokens', and the scheduled deliveries exactly the pending
 //! copies'.
 //!
-//! The harness drives the engine as the node does: before `delivery_result` it hydrates the
-//! receipt's payment, as before any other command, and `Engine::recover` gets every copy of
-//! each receipt still in delivery, not only the pending ones (both found here, both fixed in
-//! the node: without them a payment recovered after a restart never became NOTIFIED, or became
-//! NOTIFIED although a copy had failed for good). An activation's
+//! The harness calls the engine in the order the node does (idempotency cache first, hydration
+//! from the store before each command, the receipt's payment hydrated before `delivery_result`,
+//! `Engine::recover` from the store's recovery queries): it checks the engine's steps one by
+//! one, which the node does not expose. The node itself, its request sequence included, runs
+//! under `tests/simulation.rs`. An activation's
 //! idempotency entry is deleted when its token gets an outcome or expires, only if the key still
 //! holds the entry that token's activation cached.
 //!
@@ -48,6 +54,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
+use futures_util::FutureExt as _;
 use pagonode::codec::common::FaultBean;
 use pagonode::codec::node_for_psp::OutcomeDetailsV2;
 use pagonode::codec::pa_for_node::{PaymentPaV2, ReceiptV2};
@@ -57,12 +64,13 @@ use pagonode::codec::{AnyMessage, Body, Limits, Operation, read_any};
 use pagonode::config::Config;
 use pagonode::engine::{
     ActivateCommand, ActivateStep, ActivationRequest, DeliveryPolicy, Engine, EventKind, IdemCheck,
-    IdemCtx, IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState, OutcomeCommand, Payment,
+    IdemCtx, IdemEntry, IdemKey, Millis, NoticeKey, NoticeState, OutcomeCommand, Payment,
     PaymentStatus, ReceiptRecord, Recipient, RecipientKey, RecipientStatus, RequestCtx, StationRef,
-    Step, Version, Write, render_receipt_v1,
+    StatusOf, Step, Version, Write, render_receipt_v1,
 };
 use pagonode::fault::NodeFault;
 use pagonode::registry::Registry;
+use pagonode::store::{Durability, MemoryStore, Store};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use sha2::{Digest, Sha256};
@@ -1011,64 +1019,6 @@ impl Model {
 
 // ------------------------------------------------------------------------------ the store
 
-/// What the node's store would hold: every step's writes applied in order.
-#[derive(Debug, Default, Clone)]
-struct Store {
-    notices: HashMap<NoticeKey, Notice>,
-    payments: HashMap<String, Payment>,
-    receipts: HashMap<String, ReceiptRecord>,
-    recipients: BTreeMap<(String, String), Recipient>,
-    idem: HashMap<IdemKey, IdemEntry>,
-}
-
-impl Store {
-    fn load_notice(&self, key: &NoticeKey) -> Option<(Notice, Option<Payment>)> {
-        let n = self.notices.get(key)?.clone();
-        let p = match &n.state {
-            NoticeState::Free => None,
-            NoticeState::Paying(t) | NoticeState::Paid(t) => self.payments.get(t.as_str()).cloned(),
-        };
-        Some((n, p))
-    }
-
-    fn load_payment(&self, token: &str) -> Option<(Payment, Notice)> {
-        let p = self.payments.get(token)?.clone();
-        let n = self
-            .notices
-            .get(&p.notice)
-            .cloned()
-            .unwrap_or_else(|| Notice::free(p.notice.clone()));
-        Some((p, n))
-    }
-
-    fn paying(&self) -> Vec<(Payment, Notice)> {
-        let mut v: Vec<_> = self
-            .payments
-            .values()
-            .filter(|p| p.status == PaymentStatus::Paying)
-            .map(|p| self.load_payment(p.token.as_str()).unwrap())
-            .collect();
-        v.sort_by(|a, b| a.0.token.cmp(&b.0.token));
-        v
-    }
-
-    /// Every copy of each receipt still being delivered (one copy pending at least): the engine
-    /// settles a receipt from all its copies, and re-queues only the pending ones.
-    fn in_delivery(&self) -> Vec<Recipient> {
-        let open: HashSet<&str> = self
-            .recipients
-            .values()
-            .filter(|r| r.status == RecipientStatus::Pending)
-            .map(|r| r.receipt_id.as_str())
-            .collect();
-        self.recipients
-            .values()
-            .filter(|r| open.contains(r.receipt_id.as_str()))
-            .cloned()
-            .collect()
-    }
-}
-
 fn m_status(s: PaymentStatus) -> MStatus {
     match s {
         PaymentStatus::Paying => MStatus::Paying,
@@ -1148,7 +1098,8 @@ struct PendingAct {
 struct World {
     reg: &'static Registry,
     engine: Engine,
-    store: Store,
+    /// The in-memory store: the `Store`'s semantics, recovery queries included.
+    store: MemoryStore,
     model: Model,
     now: Millis,
     next_token: u64,
@@ -1185,7 +1136,7 @@ impl World {
         World {
             reg: registry(),
             engine: Engine::new(),
-            store: Store::default(),
+            store: MemoryStore::new(Durability::Immediate),
             model: Model::default(),
             now: START,
             next_token: 0,
@@ -1214,6 +1165,41 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// A payment as the store holds it.
+    fn stored_payment(&self, token: &str) -> Option<Payment> {
+        self.store.load_payment(token).unwrap().map(|(p, _)| p)
+    }
+
+    /// A receipt copy as the store holds it.
+    fn stored_copy(&self, receipt_id: &str, station: &str) -> Option<Recipient> {
+        self.store
+            .load_recipients(receipt_id)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.station.as_str() == station)
+    }
+
+    /// Every idempotency entry the store holds under the keys the commands use.
+    fn stored_idempotency(&self) -> Vec<(IdemKey, IdemEntry)> {
+        let mut out = Vec::new();
+        for (psp, spec) in PSPS.iter().enumerate() {
+            for k in 0..3 {
+                let ops = [false, true].map(act_operation);
+                for op in ops.into_iter().chain([false, true].map(outcome_operation)) {
+                    let key = IdemKey {
+                        psp: spec.id.to_string(),
+                        key: key_string(psp, k),
+                        primitive: op.soap_action(),
+                    };
+                    if let Some(e) = self.store.load_idempotency(&key).unwrap() {
+                        out.push((key, e));
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn count(&mut self, what: &'static str) {
@@ -1363,10 +1349,10 @@ impl World {
     /// The driver's idempotency check: `Some` ends the request with that reply.
     fn cached_reply(&self, ctx: &RequestCtx) -> Option<String> {
         let idem = ctx.idem.as_ref()?;
-        let stored = self.store.idem.get(&idem.key).cloned();
+        let stored = self.store.load_idempotency(&idem.key).unwrap();
         match self.engine.check_idempotency(idem, stored, self.now) {
             IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r.envelope),
+            IdemCheck::Replay { reply, .. } => Some(reply.envelope),
             IdemCheck::Mismatch => self
                 .engine
                 .idempotency_mismatch(ctx)
@@ -1394,7 +1380,7 @@ impl World {
         }
         let key = notice_key(req.notice);
         if !self.engine.knows_notice(&key) {
-            let stored = self.store.load_notice(&key);
+            let stored = self.store.load_notice(&key).unwrap();
             if stored.is_some() {
                 self.count("notice hydrated from the store");
             }
@@ -1517,7 +1503,7 @@ impl World {
         }
         for t in &req.tokens {
             if !self.engine.knows_payment(t) {
-                let stored = self.store.load_payment(t);
+                let stored = self.store.load_payment(t).unwrap();
                 if stored.is_some() {
                     self.count("payment hydrated from the store");
                 }
@@ -1573,7 +1559,7 @@ impl World {
         self.wheel.remove(&token);
         let expires = self.model.deadline_fired(&token, self.now);
         if !self.engine.knows_payment(&token) {
-            let stored = self.store.load_payment(&token);
+            let stored = self.store.load_payment(&token).unwrap();
             self.engine.hydrate_payment(stored, self.now);
         }
         let step = self.engine.deadline_fired(&token, self.now);
@@ -1618,24 +1604,20 @@ impl World {
         );
         let copy = self
             .engine
-            .due_delivery(&key)
+            .due_delivery(&key, self.now)
             .cloned()
             .ok_or_else(|| format!("{what}: scheduled but not due in the engine"))?;
-        let stored = self
-            .store
-            .recipients
-            .get(&(receipt_id.clone(), station.clone()));
+        let stored = self.stored_copy(&receipt_id, &station);
         ensure!(
             stored.is_some_and(|s| s.request == copy.request),
             "{what}: the copy to send is not the stored one"
         );
         self.model.delivered(&receipt_id, &station, ok, self.now);
         // The engine settles the payment (NOTIFIED) from the payment it holds: after a restart
-        // it holds only the recipients, so the driver must hydrate the payment first, as before
-        // every command. (The node's delivery worker, `src/delivery/mod.rs` `attempt`, does not
-        // today: after a restart such payments stay PAID for ever.)
+        // it holds only the recipients, so the driver hydrates the payment first, as before
+        // every command (the node's paSendRT primitive does the same).
         if !self.engine.knows_payment(&receipt_id) {
-            let stored = self.store.load_payment(&receipt_id);
+            let stored = self.store.load_payment(&receipt_id).unwrap();
             self.count("payment hydrated for a delivery");
             self.engine.hydrate_payment(stored, self.now);
         }
@@ -1644,7 +1626,9 @@ impl World {
         } else {
             Err("station down".to_string())
         };
-        let step = self.engine.delivery_result(&key, result, POLICY, self.now);
+        let step = self
+            .engine
+            .delivery_result(&key, self.now, result, POLICY, self.now);
         ensure!(step.reply.is_none(), "{what}: a reply to a delivery");
         self.apply(&step)?;
         self.log(what);
@@ -1653,9 +1637,11 @@ impl World {
 
     fn restart(&mut self) -> Result<(), String> {
         self.engine = Engine::new();
-        let step = self
-            .engine
-            .recover(self.store.paying(), self.store.in_delivery(), self.now);
+        let step = self.engine.recover(
+            self.store.paying_payments().unwrap(),
+            self.store.recipients_in_delivery().unwrap(),
+            self.now,
+        );
         ensure!(
             step.writes.is_empty() && step.reply.is_none() && step.disarm.is_empty(),
             "recover wrote or answered"
@@ -1942,11 +1928,10 @@ impl World {
                     if let NoticeState::Paid(t) = &n.state {
                         self.paid[i] = Some(t.to_string());
                     }
-                    self.store.notices.insert(n.key.clone(), n.clone());
                 }
                 Write::Payment(p) => {
                     let t = p.token.to_string();
-                    let old = self.store.payments.get(&t).map(|o| o.status);
+                    let old = self.stored_payment(&t).map(|o| o.status);
                     let legal = matches!(
                         (old, p.status),
                         (None, PaymentStatus::Paying)
@@ -1993,50 +1978,35 @@ impl World {
                     if old == Some(PaymentStatus::Cancelled) {
                         self.count("cancelled payment completed by a late outcome");
                     }
-                    self.store.payments.insert(t, (**p).clone());
                 }
                 Write::Receipt(r) => {
+                    let notice = r.notice.clone();
+                    let receipts = self
+                        .store
+                        .payments_of_notice(&notice)
+                        .unwrap()
+                        .iter()
+                        .filter(|p| self.store.load_receipt(&p.token).unwrap().is_some())
+                        .count();
                     ensure!(
-                        !self.store.receipts.contains_key(r.receipt_id.as_str()),
-                        "a second receipt for {}",
+                        receipts == 0,
+                        "a second receipt for notice {notice} (by {})",
                         self.token_name(&r.receipt_id)
                     );
-                    let notice = r.notice.clone();
-                    ensure!(
-                        !self.store.receipts.values().any(|x| x.notice == notice),
-                        "a second receipt for notice {notice}"
-                    );
-                    self.store
-                        .receipts
-                        .insert(r.receipt_id.to_string(), r.clone());
                 }
                 Write::Recipient(r) => {
                     if r.status == RecipientStatus::Failed {
                         self.count("copy failed for good");
                     }
-                    let k = (r.receipt_id.to_string(), r.station.to_string());
-                    if let Some(old) = self.store.recipients.get(&k) {
+                    if let Some(old) = self.stored_copy(&r.receipt_id, &r.station) {
                         ensure!(
                             old.request == r.request,
                             "the copy for {} changed between attempts",
                             r.station
                         );
                     }
-                    self.store.recipients.insert(k, r.clone());
                 }
-                Write::PutIdempotency(e) => {
-                    self.store.idem.insert(e.key.clone(), e.clone());
-                }
-                Write::DeleteIdempotency { key, token } => {
-                    if self
-                        .store
-                        .idem
-                        .get(key)
-                        .is_some_and(|e| e.token.as_ref() == Some(token))
-                    {
-                        self.store.idem.remove(key);
-                    }
-                }
+                Write::PutIdempotency(_) | Write::DeleteIdempotency { .. } => {}
                 Write::Event(e) if e.kind == EventKind::Expired => {
                     let t = e.token.as_ref().map(|t| t.to_string()).unwrap_or_default();
                     let cancelled = step.writes.iter().any(|w| {
@@ -2050,7 +2020,14 @@ impl World {
                     );
                 }
                 Write::Event(_) => {}
+                Write::Status(_) => {}
             }
+            // Write by write, so the next one is checked against the store as this one left it.
+            self.store
+                .commit(vec![w.clone()])
+                .now_or_never()
+                .expect("the in-memory store commits at once")
+                .map_err(|e| format!("the store refused {w:?}: {e}"))?;
         }
         for t in &step.disarm {
             self.wheel.remove(t.as_str());
@@ -2088,9 +2065,9 @@ impl World {
             let key = notice_key(n);
             let stored = self
                 .store
-                .notices
-                .get(&key)
-                .map_or(MNotice::Free, |x| m_notice(&x.state));
+                .load_notice(&key)
+                .unwrap()
+                .map_or(MNotice::Free, |(x, _)| m_notice(&x.state));
             ensure!(
                 stored == m.notice(n),
                 "N{n} is {stored:?} in the store, {:?} in the model",
@@ -2098,25 +2075,28 @@ impl World {
             );
             let stored_live = self
                 .store
-                .payments
-                .values()
-                .filter(|p| p.notice == key && p.status == PaymentStatus::Paying)
+                .payments_of_notice(&key)
+                .unwrap()
+                .iter()
+                .filter(|p| p.status == PaymentStatus::Paying)
                 .count();
             ensure!(stored_live <= 1, "N{n}: two PAYING payments in the store");
         }
         // The payments.
+        let stored_payments: usize = (0..3)
+            .map(|n| self.store.payments_of_notice(&notice_key(n)).unwrap().len())
+            .sum();
         ensure!(
-            self.store.payments.len() == m.payments.len(),
-            "{} payments in the store, {} in the model",
-            self.store.payments.len(),
+            stored_payments == m.payments.len(),
+            "{stored_payments} payments in the store, {} in the model",
             m.payments.len()
         );
+        let mut stored_copies = 0;
         for (t, mp) in &m.payments {
-            let p = self
-                .store
-                .payments
-                .get(t)
+            let p = &self
+                .stored_payment(t)
                 .ok_or_else(|| format!("{} not in the store", self.token_name(t)))?;
+            stored_copies += self.store.load_recipients(t).unwrap().len();
             ensure!(
                 m_status(p.status) == mp.status
                     && p.deadline == mp.deadline
@@ -2131,9 +2111,7 @@ impl World {
             );
             for r in &mp.recipients {
                 let s = self
-                    .store
-                    .recipients
-                    .get(&(t.clone(), r.station.to_string()))
+                    .stored_copy(t, r.station)
                     .ok_or_else(|| format!("{}: no copy for {}", self.token_name(t), r.station))?;
                 ensure!(
                     m_delivery(s.status) == r.status
@@ -2155,12 +2133,9 @@ impl World {
                 );
             }
             for r in self.engine.recipients(t) {
-                let s = self
-                    .store
-                    .recipients
-                    .get(&(t.clone(), r.station.to_string()));
+                let s = self.stored_copy(t, &r.station);
                 ensure!(
-                    s == Some(r),
+                    s.as_ref() == Some(r),
                     "{}: the engine's copy {r:?} is not the store's {s:?}",
                     self.token_name(t)
                 );
@@ -2168,9 +2143,8 @@ impl World {
         }
         let copies: usize = m.payments.values().map(|p| p.recipients.len()).sum();
         ensure!(
-            self.store.recipients.len() == copies,
-            "{} copies in the store, {copies} in the model",
-            self.store.recipients.len()
+            stored_copies == copies,
+            "{stored_copies} copies in the store, {copies} in the model"
         );
         // Deadlines armed: exactly the live tokens'.
         let live: HashMap<String, Millis> = m
@@ -2212,9 +2186,8 @@ impl World {
         );
         // Idempotency entries still valid.
         let stored: IdemView = self
-            .store
-            .idem
-            .iter()
+            .stored_idempotency()
+            .into_iter()
             .filter(|(_, e)| e.valid_to > self.now)
             .map(|(k, e)| {
                 (
@@ -2242,6 +2215,117 @@ impl World {
                 keys(&stored),
                 keys(&want)
             ));
+        }
+        self.check_histories()
+    }
+
+    /// Property 9: the status histories.
+    fn check_histories(&self) -> Result<(), String> {
+        let mut h = Vec::new();
+        let mut payments = Vec::new();
+        for n in 0..3 {
+            let key = notice_key(n);
+            h.extend(self.store.status_history(&key).unwrap());
+            payments.extend(self.store.payments_of_notice(&key).unwrap());
+        }
+        let of = |f: &dyn Fn(&StatusOf) -> bool| -> Vec<&'static str> {
+            h.iter()
+                .filter(|r| f(&r.of))
+                .map(|r| r.of.status())
+                .collect()
+        };
+        for p in &payments {
+            let t = p.token.as_str();
+            let name = self.token_name(t);
+            let rows = of(&|o| matches!(o, StatusOf::Payment(x, _) if x.as_str() == t));
+            // PAYING (CANCELLED)? (FAILED | PAID NOTICE_GENERATED (NOTICE_SENT NOTIFIED?)?)?
+            let mut rest: &[&str] = &rows;
+            let mut take = |s: &str| {
+                let hit = rest.first() == Some(&s);
+                if hit {
+                    rest = &rest[1..];
+                }
+                hit
+            };
+            ensure!(take("PAYING"), "{name}: payment history {rows:?}");
+            let cancelled = take("CANCELLED");
+            let last = if take("FAILED") {
+                "FAILED"
+            } else if take("PAID") {
+                ensure!(take("NOTICE_GENERATED"), "{name}: payment history {rows:?}");
+                if take("NOTICE_SENT") {
+                    if take("NOTIFIED") {
+                        "NOTIFIED"
+                    } else {
+                        "NOTICE_SENT"
+                    }
+                } else {
+                    "NOTICE_GENERATED"
+                }
+            } else if cancelled {
+                "CANCELLED"
+            } else {
+                "PAYING"
+            };
+            ensure!(rest.is_empty(), "{name}: payment history {rows:?}");
+            let expected: &[&str] = match p.status {
+                PaymentStatus::Paying => &["PAYING"],
+                PaymentStatus::Cancelled => &["CANCELLED"],
+                PaymentStatus::Failed => &["FAILED"],
+                PaymentStatus::Paid => &["NOTICE_GENERATED", "NOTICE_SENT"],
+                PaymentStatus::Notified => &["NOTIFIED"],
+            };
+            ensure!(
+                expected.contains(&last),
+                "{name} is {:?} but its history ends {last}: {rows:?}",
+                p.status
+            );
+            for r in self.store.load_recipients(t).unwrap() {
+                let station = r.station.as_str();
+                let rows = of(
+                    &|o| matches!(o, StatusOf::Recipient(x, s, _) if x.as_str() == t && s.as_str() == station),
+                );
+                let sent = rows.iter().filter(|s| **s == "NOTICE_SENT").count();
+                let well_formed = rows.first() == Some(&"NOTICE_GENERATED")
+                    && rows[1..].chunks(2).all(|c| {
+                        c.len() == 2
+                            && c[0] == "NOTICE_SENT"
+                            && (c[1] == "NOTIFIED" || c[1] == "NOTICE_PENDING")
+                    });
+                ensure!(
+                    well_formed
+                        && sent == r.attempts as usize
+                        && (r.status == RecipientStatus::Notified)
+                            == (rows.last() == Some(&"NOTIFIED")),
+                    "{name}'s copy for {station} ({:?}, {} attempts): history {rows:?}",
+                    r.status,
+                    r.attempts
+                );
+            }
+        }
+        for n in 0..3 {
+            let key = notice_key(n);
+            let rows: Vec<&str> = h
+                .iter()
+                .filter(|r| r.notice == key && matches!(r.of, StatusOf::Position(..)))
+                .map(|r| r.of.status())
+                .collect();
+            let legal = rows.windows(2).all(|w| {
+                matches!(
+                    (w[0], w[1]),
+                    ("PAYING", "PAID" | "INSERTED")
+                        | ("INSERTED", "PAYING" | "PAID")
+                        | ("PAID", "NOTIFIED")
+                )
+            }) && rows.first().is_none_or(|s| *s == "PAYING");
+            let state = self.store.load_notice(&key).unwrap().map(|(x, _)| x.state);
+            let ends = matches!(
+                (&state, rows.last()),
+                (&None | &Some(NoticeState::Free), None | Some(&"INSERTED"))
+                    | (&Some(NoticeState::Paying(_)), Some(&"PAYING"))
+                    | (&Some(NoticeState::Paid(_)), Some(&"PAID" | &"NOTIFIED"))
+            );
+            ensure!(legal && ends, "N{n} ({state:?}): position history {rows:?}");
         }
         Ok(())
     }

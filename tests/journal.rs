@@ -217,6 +217,32 @@ async fn the_story_classifies_every_attempt() {
     assert_eq!(attempts[0]["classification"], "NEGATIVE");
     assert!(attempts[1]["journalIds"].as_array().unwrap().len() > 4);
     assert!(!v["journal"].as_array().unwrap().is_empty());
+    // The status histories, read from the database too: the late KO's 3 payment rows, the
+    // notice freed by the expiry and taken by the new activation.
+    let statuses = |h: &serde_json::Value| -> Vec<String> {
+        h.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let h = &v["statusHistory"];
+    assert_eq!(
+        statuses(&h["POSITION_STATUS"]),
+        ["PAYING", "INSERTED", "PAYING"]
+    );
+    let payments = h["POSITION_PAYMENT_STATUS"].as_array().unwrap();
+    assert_eq!(payments[0]["paymentToken"], attempts[0]["paymentToken"]);
+    assert_eq!(
+        statuses(&payments[0]["history"]),
+        ["PAYING", "CANCELLED", "FAILED"]
+    );
+    assert_eq!(statuses(&payments[1]["history"]), ["PAYING"]);
+    let (_, text) = story("expiry_token_scaduto_ko");
+    assert!(
+        text.contains("status history:") && text.contains("POSITION_PAYMENT_STATUS"),
+        "{text}"
+    );
 }
 
 /// Every file under a directory (the journal segments are in a directory of their own) with

@@ -856,6 +856,41 @@ fn wsdls_declare_the_contract_operations() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// The WSDL the node serves at `?wsdl`: the contract reduced to the operations the node answers
+/// (the first seven of [`NODE_FOR_PSP_OPS`]), still consistent with the schema it imports and
+/// well-formed.
+#[test]
+fn the_served_wsdl_declares_exactly_the_answered_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.wsdl");
+    std::fs::write(
+        &path,
+        pagonode::wsdl::served_node_for_psp("https://node.example.org:8443/node-for-psp/v1"),
+    )
+    .unwrap();
+    let problems = check_wsdl(
+        path.to_str().unwrap(),
+        "http://pagopa-api.pagopa.gov.it/nodeForPsp",
+        "nodeForPsp",
+        &NODE_FOR_PSP_OPS[..7],
+        &[(NFP, "xsd/nodeForPsp.xsd")],
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    if xmllint_or_skip("the_served_wsdl_declares_exactly_the_answered_operations").is_none() {
+        return;
+    }
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg(&path)
+        .output()
+        .expect("xmllint");
+    assert!(
+        out.status.success(),
+        "the served WSDL is not well-formed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn document_element_scanner() {
     let env = format!(

@@ -729,7 +729,10 @@ mod tests {
     use crate::codec::mask::MASKED;
     use crate::codec::types::encode_base64;
 
-    const ACTIVATE: &str = include_str!("../../examples/activate.xml");
+    /// The example activation, its idempotency key template (`KEY`) filled in.
+    static ACTIVATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        include_str!("../../examples/activate.xml").replace("_KEY", "_a1B2c3D4e5")
+    });
     const DEMAND: &str = include_str!("../../examples/demand.xml");
     const SOAP_FAULT: &str = include_str!(
         "../../xsd-fixtures/valid/paGetPaymentRes__soap_fault_detail_attributes_and_actor.xml"
@@ -776,7 +779,7 @@ mod tests {
         assert!(read_any(deep(&header, "HERE", 14).as_bytes(), low).is_ok());
         assert!(read_any(deep(&header, "HERE", 15).as_bytes(), low).is_err());
         // Inside the payload: refused as the element it is not, before any depth matters.
-        let payload = deep(ACTIVATE, "<amount>10.00</amount>", 100_000);
+        let payload = deep(&ACTIVATE, "<amount>10.00</amount>", 100_000);
         assert!(read_any(payload.as_bytes(), Limits::DEFAULT).is_err());
     }
 
@@ -840,7 +843,7 @@ mod tests {
     #[test]
     fn the_operation_is_found_in_broken_requests_without_rescanning() {
         let op = |doc: &str| sniff_root(doc.as_bytes()).map(|(op, _)| op);
-        assert_eq!(op(ACTIVATE), Some(Operation::ActivatePaymentNotice));
+        assert_eq!(op(&ACTIVATE), Some(Operation::ActivatePaymentNotice));
         let cut = &ACTIVATE[..ACTIVATE.find("<idPSP>").unwrap() - 3];
         assert_eq!(op(cut), Some(Operation::ActivatePaymentNotice));
         // A root name before the Body does not count when there is a Body; it does without one.

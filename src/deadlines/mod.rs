@@ -1,12 +1,12 @@
 //! Payment deadlines.
 //!
-//! Every activated payment has an absolute deadline: the 2-second outcome deadline of a
-//! spontaneous payment, otherwise the lifetime of its payment token (up to 30 minutes).
+//! Every activated payment has an absolute deadline: the lifetime of its payment token (up to
+//! 30 minutes), or in eager expiry the 2-second outcome deadline of a spontaneous payment.
 //! [`Deadlines`] indexes the pending ones in a [`wheel::TimerWheel`]: like the wheel it never
 //! reads a clock; the node arms and disarms deadlines as its steps say, asks when it must next
-//! wake up, and polls the tokens whose deadline has passed (the engine then cancels them). The
-//! index lives in memory and is rebuilt from the store at start-up (overdue deadlines fire at
-//! once).
+//! wake up, and polls the tokens whose deadline has passed (the engine then cancels them: at
+//! once in eager expiry, when the cancellation job runs in official expiry). The index lives in
+//! memory and is rebuilt from the store at start-up (overdue deadlines are due at once).
 
 pub mod wheel;
 

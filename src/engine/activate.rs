@@ -7,7 +7,8 @@ use std::collections::HashSet;
 
 use super::{
     ActivationRequest, Engine, EventKind, Millis, NoticeKey, NoticeState, Payment, PaymentStatus,
-    Reply, RequestCtx, StateEvent, StationRef, Step, Version, Write,
+    PositionPaymentStatus, PositionStatus, Reply, RequestCtx, StateEvent, StationRef, Step,
+    Version, Write, history,
 };
 use crate::codec::node_for_psp::{
     ActivatePaymentNoticeRes, ActivatePaymentNoticeV2Response, PspCreditAccount, TransferListPsp,
@@ -19,7 +20,7 @@ use crate::codec::pa_for_node::{
 use crate::codec::schema::Bounded;
 use crate::codec::types::{Amount, Iban, Outcome, PaymentToken, Text140};
 use crate::codec::write_envelope;
-use crate::config::Timings;
+use crate::config::{ExpiryMode, Timings};
 use crate::fault::NodeFault;
 use crate::registry::Registry;
 
@@ -98,12 +99,9 @@ impl Engine {
                 ));
             }
             NoticeState::Paying(token) => {
-                // A deadline that passed is honoured even if its timer has not fired yet.
-                if self
-                    .payments
-                    .get(token.as_str())
-                    .is_some_and(|p| p.deadline <= now)
-                {
+                // A deadline that passed is honoured even if its timer has not fired yet (in
+                // official mode the token keeps the notice until the cancellation job).
+                if self.lapsed(token.as_str(), timings.expiry, now) {
                     self.expire(token.as_str(), now, &mut step);
                 } else {
                     return ActivateStep::Done(self.refuse(
@@ -162,8 +160,11 @@ impl Engine {
             .expiration_ms
             .map(|ms| ms as u64)
             .unwrap_or(timings.token_default_ms);
+        // The official node has no outcome deadline of its own for spontaneous payments: "entro
+        // 2 sec" is the PSP's service level (SANP, "Livelli di servizio PSP", TPSPO); only the
+        // token lifetime applies.
         let deadline = now
-            + if demanded.is_some() {
+            + if demanded.is_some() && timings.expiry == ExpiryMode::Eager {
                 cmd.outcome_deadline_ms
             } else {
                 lifetime
@@ -194,6 +195,8 @@ impl Engine {
             demanded_at: demanded,
         };
         self.set_notice(notice, now, &mut step);
+        history::position(&mut step, now, &payment, PositionStatus::Paying);
+        history::payment(&mut step, now, &payment, PositionPaymentStatus::Paying);
         step.writes.push(Write::Event(
             StateEvent::for_payment(now, EventKind::Activated, &payment).outcome("OK"),
         ));
@@ -410,25 +413,22 @@ fn activate_response(p: &Payment) -> Reply {
 
 impl Engine {
     /// Whether the notice can be paid now, as verifyPaymentNotice reports it: a live token gives
-    /// PPT_PAGAMENTO_IN_CORSO, a paid notice PPT_PAGAMENTO_DUPLICATO. No side effects.
-    pub fn payable(&self, key: &NoticeKey, now: Millis) -> Result<(), NodeFault> {
+    /// PPT_PAGAMENTO_IN_CORSO (in official expiry mode, an expired one the cancellation job has
+    /// not cancelled too), a paid notice PPT_PAGAMENTO_DUPLICATO. No side effects.
+    pub fn payable(
+        &self,
+        key: &NoticeKey,
+        expiry: ExpiryMode,
+        now: Millis,
+    ) -> Result<(), NodeFault> {
         if self.activating.contains_key(key) {
             return Err(NodeFault::PagamentoInCorso);
         }
         match self.notice(key).map(|n| &n.state) {
             None | Some(NoticeState::Free) => Ok(()),
             Some(NoticeState::Paid(_)) => Err(NodeFault::PagamentoDuplicato),
-            Some(NoticeState::Paying(t)) => {
-                let overdue = self
-                    .payments
-                    .get(t.as_str())
-                    .is_some_and(|p| p.deadline <= now);
-                if overdue {
-                    Ok(())
-                } else {
-                    Err(NodeFault::PagamentoInCorso)
-                }
-            }
+            Some(NoticeState::Paying(t)) if self.lapsed(t.as_str(), expiry, now) => Ok(()),
+            Some(NoticeState::Paying(_)) => Err(NodeFault::PagamentoInCorso),
         }
     }
 

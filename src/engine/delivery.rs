@@ -5,8 +5,9 @@
 //! every recipient is.
 
 use super::{
-    Engine, EventKind, Millis, Payment, PaymentStatus, Recipient, RecipientKey, RecipientStatus,
-    StateEvent, Step, Write,
+    Engine, EventKind, Millis, Payment, PaymentStatus, PositionPaymentStatus, PositionStatus,
+    ReceiptRecipientStatus, Recipient, RecipientKey, RecipientStatus, StateEvent, Step, Write,
+    history,
 };
 use crate::codec::types::PaymentToken;
 
@@ -23,19 +24,54 @@ impl Engine {
         self.recipients.contains_key(receipt_id)
     }
 
-    /// The copy to send for an outbox row, if it is still due.
-    pub fn due_delivery(&self, key: &RecipientKey) -> Option<&Recipient> {
+    /// The copy to send for an outbox row, if it is due at `now` (a schedule entry left from
+    /// before a re-send or a retry brought forward is not).
+    pub fn due_delivery(&self, key: &RecipientKey, now: Millis) -> Option<&Recipient> {
+        self.pending(key).filter(|r| r.next_attempt_at <= now)
+    }
+
+    fn pending(&self, key: &RecipientKey) -> Option<&Recipient> {
         self.recipients
             .get(&key.receipt_id)?
             .iter()
             .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
     }
 
-    /// The result of one delivery attempt. `Ok` means the station acknowledged (outcome OK, or
-    /// a duplicate-receipt answer); `Err` carries why it failed.
+    /// Every copy still to deliver, due now: the official `paSendRt` job's pass (official BDD
+    /// tests `paSendRTV2_NM3.feature`, `MBD/flows/paSendRTV2/*retry*`). Returns the step and
+    /// each copy with the attempts it had, to tell when each has had one more
+    /// ([`attempted_since`](Self::attempted_since)).
+    pub fn retry_pending(&mut self, now: Millis) -> (Step, Vec<(RecipientKey, u32)>) {
+        let mut step = Step::default();
+        let mut copies = Vec::new();
+        for r in self
+            .recipients
+            .values_mut()
+            .flatten()
+            .filter(|r| r.status == RecipientStatus::Pending)
+        {
+            r.next_attempt_at = r.next_attempt_at.min(now);
+            step.writes.push(Write::Recipient(r.clone()));
+            step.deliver.push((r.key(), now));
+            copies.push((r.key(), r.attempts));
+        }
+        (step, copies)
+    }
+
+    /// Whether the copy `key`, which had made `attempts` attempts, has made another (or is
+    /// settled).
+    pub fn attempted_since(&self, key: &RecipientKey, attempts: u32) -> bool {
+        self.pending(key).is_none_or(|r| r.attempts > attempts)
+    }
+
+    /// The result of one delivery attempt, sent at `sent_at`. `Ok` means the station
+    /// acknowledged (outcome OK, or a duplicate-receipt answer); `Err` carries why it failed.
+    /// The attempt's status rows (NOTICE_SENT, then NOTIFIED or NOTICE_PENDING) are written
+    /// with its result: an attempt cut short by a stop does not count, and leaves none.
     pub fn delivery_result(
         &mut self,
         key: &RecipientKey,
+        sent_at: Millis,
         result: Result<(), String>,
         policy: DeliveryPolicy,
         now: Millis,
@@ -45,6 +81,8 @@ impl Engine {
         let Some(list) = self.recipients.get_mut(&key.receipt_id) else {
             return step;
         };
+        // The receipt's first attempt: the payment is NOTICE_SENT.
+        let first = list.iter().all(|r| r.attempts == 0);
         let Some(r) = list
             .iter_mut()
             .find(|r| r.station == key.station && r.status == RecipientStatus::Pending)
@@ -52,6 +90,16 @@ impl Engine {
             return step;
         };
         r.attempts += 1;
+        // The history rows need the notice, which the payment gives (the node hydrates it first).
+        let history = |step: &mut Step, at, r: &Recipient, status| {
+            if let Some(p) = &payment {
+                history::recipient(step, at, &p.notice, r, status);
+            }
+        };
+        history(&mut step, sent_at, r, ReceiptRecipientStatus::NoticeSent);
+        if let Some(p) = payment.as_ref().filter(|_| first) {
+            history::payment(&mut step, sent_at, p, PositionPaymentStatus::NoticeSent);
+        }
         let event = |kind: EventKind, r: &Recipient| {
             let base = match &payment {
                 Some(p) => StateEvent::for_payment(now, kind, p),
@@ -76,6 +124,12 @@ impl Engine {
             Ok(()) => {
                 r.status = RecipientStatus::Notified;
                 r.last_error = None;
+                history(&mut step, now, r, ReceiptRecipientStatus::Notified);
+                // The notice is NOTIFIED when its owner's station is (official BDD tests
+                // PSRTV2_ACTV1_20 and _24).
+                if let Some(p) = payment.as_ref().filter(|p| p.station.id == r.station) {
+                    history::position(&mut step, now, p, PositionStatus::Notified);
+                }
                 step.writes.push(Write::Event(
                     event(EventKind::RecipientNotified, r)
                         .outcome("OK")
@@ -84,6 +138,7 @@ impl Engine {
             }
             Err(why) => {
                 r.last_error = Some(why.clone());
+                history(&mut step, now, r, ReceiptRecipientStatus::NoticePending);
                 if r.attempts >= policy.max_attempts {
                     r.status = RecipientStatus::Failed;
                     step.writes.push(Write::Event(
@@ -132,6 +187,7 @@ impl Engine {
             && p.status == PaymentStatus::Paid
         {
             p.status = PaymentStatus::Notified;
+            history::payment(step, now, &p, PositionPaymentStatus::Notified);
             step.writes.push(Write::Event(
                 StateEvent::for_payment(now, EventKind::PaymentNotified, &p).outcome("OK"),
             ));

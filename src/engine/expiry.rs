@@ -1,12 +1,17 @@
 //! Deadlines: a payment whose outcome did not arrive in time is cancelled and its notice is
-//! payable again. The timer wheel fires [`Engine::deadline_fired`]; every other transition also
-//! compares `now` with the deadline, so a deadline that passed is honoured even before its
-//! timer fires.
+//! payable again. In `eager` expiry mode the node's timer fires [`Engine::deadline_fired`] at the
+//! deadline, and every other transition also compares `now` with the deadline, so a deadline
+//! that passed is honoured even before its timer fires. In `official` mode only the
+//! cancellation job (`mod3CancelV2`) cancels, through the same [`Engine::deadline_fired`]: until
+//! it runs an expired token still locks its notice and its outcome is processed as if it were
+//! valid (official BDD tests SEM_APNR_21, IDMP_ACT_9/19, retry_PaNew_01/03, REV_ANN_01/02).
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, PaymentStatus, StateEvent, Step, Version, Write,
+    Engine, EventKind, Millis, Notice, NoticeState, PaymentStatus, PositionPaymentStatus,
+    PositionStatus, StateEvent, Step, Version, Write, history,
 };
 use crate::codec::Operation;
+use crate::config::ExpiryMode;
 
 /// The activate primitive a payment was activated with: the scope of its idempotency key.
 pub(super) fn activate_primitive(version: Version) -> &'static str {
@@ -17,7 +22,19 @@ pub(super) fn activate_primitive(version: Version) -> &'static str {
 }
 
 impl Engine {
-    /// The timer of `token` fired.
+    /// Whether `token` is a payment whose deadline passed and that a transition at `now` must
+    /// cancel before going on: in `eager` mode; in `official` mode only the cancellation job
+    /// cancels.
+    pub(super) fn lapsed(&self, token: &str, expiry: ExpiryMode, now: Millis) -> bool {
+        expiry == ExpiryMode::Eager
+            && self
+                .payments
+                .get(token)
+                .is_some_and(|p| p.status == PaymentStatus::Paying && p.deadline <= now)
+    }
+
+    /// The timer of `token` fired (eager mode), or the cancellation job found it expired
+    /// (official mode).
     pub fn deadline_fired(&mut self, token: &str, now: Millis) -> Step {
         let mut step = Step::default();
         match self.payments.get(token) {
@@ -44,6 +61,7 @@ impl Engine {
             return;
         }
         p.status = PaymentStatus::Cancelled;
+        history::payment(step, now, &p, PositionPaymentStatus::Cancelled);
         if let Some(n) = self.notice(&p.notice).cloned()
             && n.state == NoticeState::Paying(p.token.clone())
         {
@@ -55,6 +73,7 @@ impl Engine {
                 now,
                 step,
             );
+            history::position(step, now, &p, PositionStatus::Inserted);
         }
         self.uncache_activation(&p, now, step);
         step.disarm.push(p.token.clone());

@@ -42,8 +42,10 @@ pub fn request_hash<M: Message>(m: &M) -> [u8; 32] {
 pub enum IdemCheck {
     /// No valid entry: process the request.
     Fresh,
-    /// The same request was answered: send this again.
-    Replay(Reply),
+    /// The same request was answered: send this again. `unconfirmed`: the entry was written
+    /// recently and its commit may not be durable yet; the answer it repeats acknowledges that
+    /// commit, so it may be sent only once everything queued before is durable.
+    Replay { reply: Reply, unconfirmed: bool },
     /// The key was used for a different request.
     Mismatch,
 }
@@ -68,16 +70,21 @@ impl Engine {
         stored: Option<IdemEntry>,
         now: Millis,
     ) -> IdemCheck {
-        let entry = match self.recent_idem.get(&idem.key) {
-            Some((_, Recent::Entry(e))) => Some(e.clone()),
+        let (entry, unconfirmed) = match self.recent_idem.get(&idem.key) {
+            Some((_, Recent::Entry(e))) => (Some(e.clone()), true),
             // Deleted meanwhile: the stored entry is gone too, unless it is another token's.
-            Some((_, Recent::Deleted(token))) => stored.filter(|e| e.token.as_ref() != Some(token)),
-            None => stored,
+            Some((_, Recent::Deleted(token))) => {
+                (stored.filter(|e| e.token.as_ref() != Some(token)), false)
+            }
+            None => (stored, false),
         };
         match entry {
             Some(e) if e.valid_to > now => {
                 if e.request_hash == idem.hash {
-                    IdemCheck::Replay(e.reply)
+                    IdemCheck::Replay {
+                        reply: e.reply,
+                        unconfirmed,
+                    }
                 } else {
                     IdemCheck::Mismatch
                 }
@@ -98,7 +105,10 @@ impl Engine {
         match self.recent_idem.get(&idem.key) {
             Some((_, Recent::Entry(e))) if e.valid_to > now => {
                 Some(if e.request_hash == idem.hash {
-                    Step::reply(e.reply.clone())
+                    Step {
+                        reply_after_queued: true,
+                        ..Step::reply(e.reply.clone())
+                    }
                 } else {
                     self.idempotency_mismatch(ctx)
                 })

@@ -12,6 +12,7 @@
 mod activate;
 mod delivery;
 mod expiry;
+pub mod history;
 mod idempotency;
 pub mod model;
 mod outcome;
@@ -21,6 +22,9 @@ use std::collections::{HashMap, VecDeque};
 
 pub use activate::{ActivateCommand, ActivateStep, check_payment_data, data_from_v1};
 pub use delivery::DeliveryPolicy;
+pub use history::{
+    PositionPaymentStatus, PositionStatus, ReceiptRecipientStatus, StatusOf, StatusRow,
+};
 pub use idempotency::{IdemCheck, IdemCtx, RequestCtx, request_hash};
 pub use model::*;
 pub use outcome::OutcomeCommand;
@@ -45,6 +49,8 @@ pub enum Write {
         token: PaymentToken,
     },
     Event(StateEvent),
+    /// A row of a status history (official vocabulary), with the change it describes.
+    Status(StatusRow),
 }
 
 /// An answer to a PSP: the envelope, and what it says (`esito` in the journal).
@@ -94,6 +100,9 @@ pub struct Step {
     pub arm: Vec<(PaymentToken, Millis)>,
     pub disarm: Vec<PaymentToken>,
     pub deliver: Vec<(RecipientKey, Millis)>,
+    /// The reply repeats an answer cached by a step whose writes may not be durable yet: it is
+    /// sent only once everything queued before is.
+    pub reply_after_queued: bool,
 }
 
 impl Step {
@@ -112,6 +121,7 @@ impl Step {
         self.arm.extend(other.arm);
         self.disarm.extend(other.disarm);
         self.deliver.extend(other.deliver);
+        self.reply_after_queued |= other.reply_after_queued;
     }
 }
 

@@ -50,8 +50,8 @@ pub enum NoticeState {
 pub struct Notice {
     pub key: NoticeKey,
     pub state: NoticeState,
-    /// Set when the notice was created by demandPaymentNotice through this node: its payments
-    /// get the outcome deadline ("entro 2 sec") instead of the token lifetime.
+    /// Set when the notice was created by demandPaymentNotice through this node: in eager expiry
+    /// its payments get the outcome deadline ("entro 2 sec") instead of the token lifetime.
     pub demanded_at: Option<Millis>,
 }
 

@@ -4,8 +4,9 @@
 //! `PPT_ESITO_GIA_ACQUISITO`; a late one the official late-outcome codes.
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus, Reply,
-    RequestCtx, StateEvent, Step, Version, Write,
+    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, PaymentStatus,
+    PositionPaymentStatus, PositionStatus, Reply, RequestCtx, StateEvent, Step, Version, Write,
+    history,
 };
 use crate::codec::node_for_psp::{
     OutcomeDetailsV2, SendPaymentOutcomeRes, SendPaymentOutcomeV2Response,
@@ -142,11 +143,9 @@ impl Engine {
         now: Millis,
         step: &mut Step,
     ) -> Option<NodeFault> {
-        let overdue = self
-            .payments
-            .get(token.as_str())
-            .is_some_and(|p| p.status == PaymentStatus::Paying && p.deadline <= now);
-        if overdue {
+        // In official expiry mode an expired token the cancellation job has not cancelled is
+        // processed as if it were valid (official BDD tests retry_PaNew_01/03, SPO_REV_03).
+        if self.lapsed(token.as_str(), reg.timings().expiry, now) {
             self.expire(token.as_str(), now, step);
         }
         let p = self.payments.get(token.as_str())?.clone();
@@ -180,13 +179,11 @@ impl Engine {
         step: &mut Step,
     ) -> Option<NodeFault> {
         let p = self.payments.get(token.as_str())?.clone();
-        // The token now paying on the notice may be overdue itself: its deadline is honoured
-        // before its timer fires, so the notice is free for this outcome.
+        // The token now paying on the notice may be overdue itself: in eager mode its deadline
+        // is honoured before its timer fires, so the notice is free for this outcome; in
+        // official mode it holds the notice until the cancellation job.
         if let Some(NoticeState::Paying(other)) = self.notice(&p.notice).map(|n| n.state.clone())
-            && self
-                .payments
-                .get(other.as_str())
-                .is_some_and(|o| o.status == PaymentStatus::Paying && o.deadline <= now)
+            && self.lapsed(other.as_str(), reg.timings().expiry, now)
         {
             self.expire(other.as_str(), now, step);
         }
@@ -248,6 +245,7 @@ impl Engine {
             Outcome::Ko => {
                 p.status = PaymentStatus::Failed;
                 p.outcome = Some(record);
+                history::payment(step, now, &p, PositionPaymentStatus::Failed);
                 if let Some(n) = self.notice(&p.notice).cloned()
                     && n.state == NoticeState::Paying(p.token.clone())
                 {
@@ -259,6 +257,7 @@ impl Engine {
                         now,
                         step,
                     );
+                    history::position(step, now, &p, PositionStatus::Inserted);
                 }
                 self.set_payment(p, now, step);
             }

@@ -6,7 +6,8 @@
 
 use super::{
     Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, Payment, PaymentStatus,
-    ReceiptRecord, Recipient, RecipientStatus, StateEvent, Step, Version, Write,
+    PositionPaymentStatus, PositionStatus, ReceiptRecipientStatus, ReceiptRecord, Recipient,
+    RecipientStatus, StateEvent, Step, Version, Write, history,
 };
 use crate::codec::pa_for_node::{
     PaCreditAccount, PaSendRtReq, PaSendRtV2Request, Receipt, ReceiptCreditAccount, ReceiptV2,
@@ -31,6 +32,7 @@ impl Engine {
     ) {
         p.status = PaymentStatus::Paid;
         p.outcome = Some(record);
+        history::payment(step, now, &p, PositionPaymentStatus::Paid);
         if let Some(n) = self.notice(&p.notice).cloned() {
             self.set_notice(
                 Notice {
@@ -40,7 +42,9 @@ impl Engine {
                 now,
                 step,
             );
+            history::position(step, now, &p, PositionStatus::Paid);
         }
+        history::payment(step, now, &p, PositionPaymentStatus::NoticeGenerated);
         let receipt = build_receipt(reg, &p);
         let receipt_id = p.token.clone();
         step.writes.push(Write::Receipt(ReceiptRecord {
@@ -64,6 +68,13 @@ impl Engine {
                 last_error: None,
             };
             step.writes.push(Write::Recipient(r.clone()));
+            history::recipient(
+                step,
+                now,
+                &p.notice,
+                &r,
+                ReceiptRecipientStatus::NoticeGenerated,
+            );
             step.deliver.push((r.key(), now));
             recipients.push(r);
         }

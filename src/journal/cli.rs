@@ -15,7 +15,7 @@ use super::story::{self, Classification, row_json, timestamp};
 use super::{Cursor, JournalQuery, JournalRow, parse_time};
 use crate::codec::types::{FiscalCode, NoticeNumber};
 use crate::config::Config;
-use crate::engine::NoticeKey;
+use crate::engine::{NoticeKey, StatusRow};
 
 /// Where the database is: named, or taken from a node configuration.
 #[derive(Debug, Clone, clap::Args)]
@@ -220,6 +220,22 @@ impl JournalReader {
         }
     }
 
+    /// A notice's status histories (none in a database older than them).
+    pub fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, String> {
+        let read = || -> rusqlite::Result<Vec<StatusRow>> {
+            let exists: bool = self.conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'status_history')",
+                [],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            crate::store::sqlite::status_history(&self.conn, key)
+        };
+        read().map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
     /// A notice's rows, in the order things happened.
     pub fn notice_rows(&self, key: &NoticeKey) -> Result<Vec<JournalRow>, String> {
         let mut rows = Vec::new();
@@ -325,8 +341,9 @@ fn query(args: &QueryArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The story as text: the attempts, then every row with its message, marked with its attempt.
-pub fn story_text(key: &NoticeKey, rows: &[JournalRow]) -> String {
+/// The story as text: the attempts, the status histories, then every row with its message,
+/// marked with its attempt.
+pub fn story_text(key: &NoticeKey, rows: &[JournalRow], history: &[StatusRow]) -> String {
     let attempts = story::attempts(rows);
     let mut out = format!(
         "payment {}/{} (IUV {}): {} attempt(s)\n",
@@ -358,6 +375,19 @@ pub fn story_text(key: &NoticeKey, rows: &[JournalRow]) -> String {
     {
         out.push_str("  TO_VERIFY: no outcome before the deadline, or contradicting outcomes; check with the PSP.\n");
     }
+    if !history.is_empty() {
+        out.push_str("\nstatus history:\n");
+    }
+    for h in history {
+        out.push_str(&format!(
+            "  {}  {:<34} {:<32} {:<14} {}\n",
+            timestamp(h.at),
+            h.of.table(),
+            h.of.token().as_str(),
+            h.of.station().map_or("-", |s| s.as_str()),
+            h.of.status()
+        ));
+    }
     out.push('\n');
     out.push_str(&format!("    {}\n", header_line()));
     for r in rows {
@@ -380,16 +410,17 @@ fn story(args: &StoryArgs) -> Result<(), String> {
     let key = notice_key(&args.fiscal_code, &args.notice_number)?;
     let reader = JournalReader::open(&args.source.path()?)?;
     let rows = reader.notice_rows(&key)?;
-    if rows.is_empty() {
+    let history = reader.status_history(&key)?;
+    if rows.is_empty() && history.is_empty() {
         return Err(format!(
             "the journal has nothing about {}/{}",
             args.fiscal_code, args.notice_number
         ));
     }
     let text = if args.json {
-        format!("{:#}\n", story::story_json(&key, &rows))
+        format!("{:#}\n", story::story_json(&key, &rows, &history))
     } else {
-        story_text(&key, &rows)
+        story_text(&key, &rows, &history)
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())

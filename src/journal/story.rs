@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 
 use super::JournalRow;
 use super::{Category, JournalEntry, Subtype};
-use crate::engine::{Millis, NoticeKey, Payment, PaymentStatus, Recipient};
+use crate::engine::history::{
+    POSITION_PAYMENT_STATUS, POSITION_RECEIPT_RECIPIENT_STATUS, POSITION_STATUS,
+};
+use crate::engine::{Millis, NoticeKey, Payment, PaymentStatus, Recipient, StatusOf, StatusRow};
 
 /// How a payment attempt ended, from the PSP's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,13 +246,56 @@ fn attempt_json(a: &Attempt) -> Value {
     })
 }
 
-/// A notice's story from its journal rows alone.
-pub fn story_json(key: &NoticeKey, rows: &[JournalRow]) -> Value {
+/// A notice's story from its journal rows and its status histories.
+pub fn story_json(key: &NoticeKey, rows: &[JournalRow], history: &[StatusRow]) -> Value {
     json!({
         "fiscalCode": key.fiscal_code.as_str(),
         "noticeNumber": key.notice_number.as_str(),
         "attempts": attempts(rows).iter().map(attempt_json).collect::<Vec<_>>(),
+        "statusHistory": history_json(history),
         "journal": rows.iter().map(row_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The status histories in the official tables' shape: the notice's `POSITION_STATUS` rows;
+/// per token its `POSITION_PAYMENT_STATUS` rows; per token and station its
+/// `POSITION_RECEIPT_RECIPIENT_STATUS` rows. Each entry is a status and its time, in the order
+/// written; tokens and copies in the order they first appear.
+pub fn history_json(history: &[StatusRow]) -> Value {
+    let entry = |r: &StatusRow| json!({ "status": r.of.status(), "at": timestamp(r.at) });
+    let mut position = Vec::new();
+    let mut payments: Vec<(&str, Vec<Value>)> = Vec::new();
+    let mut recipients: Vec<((&str, &str), Vec<Value>)> = Vec::new();
+    fn series<K: PartialEq>(list: &mut Vec<(K, Vec<Value>)>, key: K, v: Value) {
+        match list.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, rows)) => rows.push(v),
+            None => list.push((key, vec![v])),
+        }
+    }
+    for r in history {
+        let token = r.of.token().as_str();
+        match &r.of {
+            StatusOf::Position(..) => {
+                let mut v = entry(r);
+                v["paymentToken"] = json!(token);
+                position.push(v);
+            }
+            StatusOf::Payment(..) => series(&mut payments, token, entry(r)),
+            StatusOf::Recipient(_, station, _) => {
+                series(&mut recipients, (token, station.as_str()), entry(r))
+            }
+        }
+    }
+    json!({
+        POSITION_STATUS: position,
+        POSITION_PAYMENT_STATUS: payments
+            .into_iter()
+            .map(|(t, h)| json!({ "paymentToken": t, "history": h }))
+            .collect::<Vec<_>>(),
+        POSITION_RECEIPT_RECIPIENT_STATUS: recipients
+            .into_iter()
+            .map(|((t, s), h)| json!({ "paymentToken": t, "station": s, "history": h }))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -268,14 +314,15 @@ fn recipient_json(r: &Recipient) -> Value {
 /// Everything about a notice: its attempts in order, each classified, with what the store holds
 /// about its payments (status, amount, deadline, outcome, receipt recipients), and the journal
 /// rows behind them. `rows` are the journal rows naming the notice number; `payments` the
-/// notice's payments with their receipt's recipients.
+/// notice's payments with their receipt's recipients; `history` its status histories.
 pub fn notice_story(
     key: &NoticeKey,
     rows: Vec<JournalRow>,
     payments: &[(Payment, Vec<Recipient>)],
+    history: &[StatusRow],
 ) -> Value {
     let rows = notice_rows(key, rows);
-    let mut story = story_json(key, &rows);
+    let mut story = story_json(key, &rows, history);
     let Some(attempts) = story["attempts"].as_array_mut() else {
         return story;
     };

@@ -91,14 +91,15 @@ impl JournalWriter {
         rx
     }
 
-    /// Resolves when every row queued before is on disk.
-    pub async fn flush(&self) -> Result<(), JournalError> {
-        answer(self.request(Msg::Flush)).await
+    /// Resolves when every row queued before this call is on disk (asked at once, not when
+    /// the future is first polled).
+    pub fn flush(&self) -> impl Future<Output = Result<(), JournalError>> + use<> {
+        answer(self.request(Msg::Flush))
     }
 
     /// Deletes the segments whose rows are all older than `before`.
-    pub async fn retain(&self, before: Millis) -> Result<(), JournalError> {
-        answer(self.request(|done| Msg::Retain(before, done))).await
+    pub fn retain(&self, before: Millis) -> impl Future<Output = Result<(), JournalError>> + use<> {
+        answer(self.request(|done| Msg::Retain(before, done)))
     }
 
     /// Writes what is queued, syncs it and stops the thread.

@@ -93,7 +93,8 @@ pub struct PositionConfig {
     pub amount: Option<String>,
     /// Default `Avviso <notice_number>`.
     pub description: Option<String>,
-    /// `YYYY-MM-DD`. Default: 31 December of next year.
+    /// `YYYY-MM-DD` (a TOML date or a string). Default: 31 December of next year.
+    #[serde(deserialize_with = "crate::config::dates::optional_date_text")]
     pub due_date: Option<String>,
     /// `payable` (default), `paid`, `expired` or `cancelled`.
     pub status: PositionStatus,
@@ -686,5 +687,20 @@ mod tests {
             err.contains("mock_ec.position[0].amount: 12.00 differs"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_due_date_is_a_toml_date_or_a_string() {
+        for due in ["2030-06-30", "\"2030-06-30\""] {
+            let text = format!(
+                "[[mock_ec.position]]\nnotice_number = \"302000100000009424\"\ndue_date = {due}\n"
+            );
+            let cfg = MockEcConfig::from_toml_str(&text).unwrap();
+            assert_eq!(
+                cfg.position[0].due_date.as_deref(),
+                Some("2030-06-30"),
+                "{due}"
+            );
+        }
     }
 }

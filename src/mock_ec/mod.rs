@@ -142,6 +142,19 @@ impl MockEc {
         Ok(MockEcServer { addr, handle, task })
     }
 
+    /// Answers one SOAP request in-process, as the HTTP endpoint would: (HTTP status, body). For
+    /// a simulation that carries the node's requests itself. A delay asked for by a script or a
+    /// notice's scenario is waited for on the tokio timer.
+    pub async fn answer(
+        &self,
+        path: &str,
+        soap_action: Option<&str>,
+        body: &[u8],
+    ) -> (u16, String) {
+        let reply = soap::handle(self, path, soap_action, "", body).await;
+        (reply.status, reply.body)
+    }
+
     /// The receipts received, each with its deliveries and conflicts.
     pub fn receipts(&self) -> Vec<StoredReceipt> {
         self.lock().receipts.all().to_vec()

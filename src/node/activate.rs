@@ -86,7 +86,7 @@ impl Node {
         let notice = NoticeKey::from_qr(a.qr);
         let mut keys = Keys::psp(ids.0, ids.2).notice(&notice);
         let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
-        if let Some(reply) = self.idempotent_reply(&ctx) {
+        if let Some(reply) = self.idempotent_reply(&ctx).await {
             return (reply, keys);
         }
         let caller = match self.authenticate(&ctx, a.password).await {

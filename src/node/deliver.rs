@@ -40,16 +40,17 @@ impl Node {
             max_attempts: cfg.max_attempts,
             retry_interval_ms: cfg.retry_interval_ms,
         };
-        let Some(copy) = self.engine().due_delivery(&key).cloned() else {
+        let Some(copy) = self.engine().due_delivery(&key, self.now()).cloned() else {
             return;
         };
         let Some(station) = self.registry().station(&key.station) else {
             let why = format!("station {} no longer configured", key.station);
-            let queued = self.run(|e, now| e.delivery_result(&key, Err(why), policy, now));
+            let queued = self.run(|e, now| e.delivery_result(&key, now, Err(why), policy, now));
             let _ = self.finish(queued).await;
             return;
         };
         let timeout = Duration::from_millis(self.registry().receipt_timeout_ms(station));
+        let sent_at = self.now();
         let (result, exchange, op) = match copy.version {
             Version::V1 => {
                 let (r, ex) = self
@@ -112,7 +113,7 @@ impl Node {
         let result = result.map_err(|f| f.to_string());
         let mut failed = false;
         let queued = self.run(|e, now| {
-            let step = e.delivery_result(&key, result, policy, now);
+            let step = e.delivery_result(&key, sent_at, result, policy, now);
             failed = step
                 .writes
                 .iter()

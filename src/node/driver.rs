@@ -1,8 +1,12 @@
-//! When the node acts on its own: payment deadlines that pass and receipt copies that are due.
+//! When the node acts on its own: payment deadlines that pass, receipt copies that are due and,
+//! in `official` expiry mode, the cancellation job (`mod3CancelV2`).
 //!
-//! Both schedules are pure ([`Deadlines`], [`Deliveries`]): the node owns them, fills them from
-//! its steps, and hands due work back from [`Node::poll_due`], as the timer wheel does. [`run`]
-//! is the production driver: it sleeps until [`Node::next_wakeup`] (or until the node schedules
+//! The schedules are pure ([`Deadlines`], [`Deliveries`], the job's next run): the node owns
+//! them, fills them from its steps, and hands due work back from [`Node::poll_due`], as the timer
+//! wheel does. In `eager` expiry mode a passed deadline is due at once; in `official` mode the
+//! deadlines wait in the wheel for the cancellation job, which runs every
+//! `timings.cancellation_job_interval_ms` and on demand ([`Node::cancellation_job`]). [`run`] is
+//! the production driver: it sleeps until [`Node::next_wakeup`] (or until the node schedules
 //! something earlier), polls, and runs what is due. A test or a simulation calls the same two
 //! methods on its own clock instead.
 
@@ -13,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::Node;
 use crate::codec::types::PaymentToken;
+use crate::config::{ExpiryMode, Timings};
 use crate::deadlines::Deadlines;
 use crate::delivery::Deliveries;
 use crate::engine::{Millis, RecipientKey};
@@ -21,17 +26,28 @@ use crate::engine::{Millis, RecipientKey};
 pub(super) struct Schedule {
     deadlines: Deadlines,
     deliveries: Deliveries,
+    /// In official expiry mode: the cancellation job's period and next run.
+    job: Option<(Millis, Millis)>,
     /// When the driver last said it would wake up: scheduling anything earlier wakes it.
     announced: Millis,
 }
 
 impl Schedule {
-    pub(super) fn new(now: Millis, per_station: usize) -> Schedule {
+    pub(super) fn new(now: Millis, per_station: usize, timings: &Timings) -> Schedule {
+        let every = timings.cancellation_job_interval_ms;
         Schedule {
             deadlines: Deadlines::new(now),
             deliveries: Deliveries::new(per_station),
+            job: (timings.expiry == ExpiryMode::Official).then_some((every, now + every)),
             announced: Millis::MAX,
         }
+    }
+
+    /// The tokens whose deadline is at or before `now`, handed to the cancellation job.
+    pub(super) fn take_expired(&mut self, now: Millis) -> Vec<PaymentToken> {
+        let mut out = Vec::new();
+        self.deadlines.poll(now, &mut out);
+        out
     }
 
     pub(super) fn pending_deadlines(&self) -> usize {
@@ -44,16 +60,19 @@ impl Schedule {
     }
 }
 
-/// Work that came due: tokens whose deadline passed, receipt copies to send.
+/// Work that came due: tokens whose deadline passed (eager expiry), receipt copies to send,
+/// the cancellation job's periodic run (official expiry).
 #[derive(Debug, Default)]
 pub struct Due {
     pub deadlines: Vec<PaymentToken>,
     pub deliveries: Vec<RecipientKey>,
+    /// Run [`Node::cancellation_job`].
+    pub cancellation_job: bool,
 }
 
 impl Due {
     pub fn is_empty(&self) -> bool {
-        self.deadlines.is_empty() && self.deliveries.is_empty()
+        self.deadlines.is_empty() && self.deliveries.is_empty() && !self.cancellation_job
     }
 }
 
@@ -77,9 +96,13 @@ impl Node {
         for t in &disarm {
             s.deadlines.disarm(t);
         }
+        // In official mode deadlines wait for the cancellation job: they wake nobody.
+        let wakes = s.job.is_none();
         for (t, at) in arm {
             s.deadlines.arm(&t, at);
-            earliest = earliest.min(at);
+            if wakes {
+                earliest = earliest.min(at);
+            }
         }
         for (k, at) in deliver {
             s.deliveries.schedule(k, at);
@@ -101,7 +124,11 @@ impl Node {
     /// driver sleeps until then: scheduling something earlier wakes it.
     pub fn next_wakeup(&self) -> Option<Millis> {
         let mut s = self.schedule();
-        let next = match (s.deadlines.next_wakeup(), s.deliveries.next_wakeup()) {
+        let expiry = match s.job {
+            Some((_, next)) => Some(next),
+            None => s.deadlines.next_wakeup(),
+        };
+        let next = match (expiry, s.deliveries.next_wakeup()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -109,24 +136,36 @@ impl Node {
         next
     }
 
-    /// Moves what is due at `now` into `due`: expired tokens for [`Node::expire`], receipt
-    /// copies for [`Node::deliver`] (each counted in flight until its attempt ends).
+    /// Moves what is due at `now` into `due`: expired tokens for [`Node::expire`] (eager
+    /// expiry) or the cancellation job's run (official expiry), receipt copies for
+    /// [`Node::deliver`] (each counted in flight until its attempt ends).
     pub fn poll_due(&self, now: Millis, due: &mut Due) {
         let mut s = self.schedule();
-        s.deadlines.poll(now, &mut due.deadlines);
-        for at in s.deadlines.last_fired_due() {
-            self.metrics.deadline_fired(now.saturating_sub(at));
+        match &mut s.job {
+            None => {
+                s.deadlines.poll(now, &mut due.deadlines);
+                for at in s.deadlines.last_fired_due() {
+                    self.metrics.deadline_fired(now.saturating_sub(at));
+                }
+            }
+            Some((every, next)) if *next <= now => {
+                due.cancellation_job = true;
+                *next = now + *every;
+            }
+            Some(_) => {}
         }
         s.deliveries.poll(now, &mut due.deliveries);
     }
 
-    /// A delivery attempt of `key` ended: its station may take the next copy.
+    /// A delivery attempt of `key` ended: its station may take the next copy, and whoever waits
+    /// for attempts to end ([`Node::retry_receipts_now`]) looks again.
     pub(super) fn delivery_finished(&self, key: &RecipientKey) {
         let now = self.now();
         let mut s = self.schedule();
         s.deliveries.finished(key, now);
         let next = s.deliveries.next_wakeup().unwrap_or(Millis::MAX);
         self.wake_before(s, next);
+        self.attempt_ended.notify_waiters();
     }
 }
 
@@ -149,6 +188,10 @@ pub async fn run(node: Arc<Node>) {
         for key in due.deliveries.drain(..) {
             let node = node.clone();
             attempts.spawn(async move { node.deliver(key).await });
+        }
+        if std::mem::take(&mut due.cancellation_job) {
+            let node = node.clone();
+            tokio::spawn(async move { node.cancellation_job().await });
         }
         let sleep = node
             .next_wakeup()

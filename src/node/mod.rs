@@ -13,6 +13,7 @@ mod catalogue;
 mod deliver;
 mod demand;
 pub mod driver;
+mod jobs;
 mod outcome;
 mod token;
 mod verify;
@@ -48,6 +49,11 @@ pub struct Node {
     /// Wakes the driver when something is scheduled before the time it sleeps until.
     wakeup: tokio::sync::Notify,
     metrics: Arc<Metrics>,
+    /// Told whenever a delivery attempt ends.
+    attempt_ended: tokio::sync::Notify,
+    /// Held by a run of the cancellation job: runs do not overlap, so a run asked for on
+    /// demand ends after the one in progress.
+    cancellation: tokio::sync::Mutex<()>,
 }
 
 /// An engine step whose writes are already queued to the store (see [`Node::queue`]).
@@ -91,8 +97,11 @@ impl Node {
     ) -> Node {
         let now = clock.now_ms();
         let xml_limits = registry.config().node.xml_limits();
-        let schedule =
-            driver::Schedule::new(now, registry.config().receipts.per_station_concurrency);
+        let schedule = driver::Schedule::new(
+            now,
+            registry.config().receipts.per_station_concurrency,
+            registry.timings(),
+        );
         let metrics = Arc::new(Metrics::new(registry.config()));
         Node {
             registry,
@@ -104,6 +113,8 @@ impl Node {
             schedule: Mutex::new(schedule),
             wakeup: tokio::sync::Notify::new(),
             metrics,
+            attempt_ended: tokio::sync::Notify::new(),
+            cancellation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -209,7 +220,14 @@ impl Node {
             arm,
             disarm,
             deliver,
+            reply_after_queued,
         } = step;
+        let commit = match commit {
+            Some(c) => Some(c),
+            // A repeated answer acknowledges the commit of the step that cached it.
+            None if reply_after_queued => Some(self.store.flush()),
+            None => None,
+        };
         let waited = std::time::Instant::now();
         let committed = match commit {
             Some(commit) => {
@@ -398,18 +416,28 @@ impl Node {
     }
 
     /// Consults the idempotency cache: `Some(reply)` ends the request there.
-    fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
+    async fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
         let idem = ctx.idem.as_ref()?;
         let stored = match self.store.load_idempotency(&idem.key) {
             Ok(stored) => stored,
             Err(e) => return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults)),
         };
-        let engine = self.engine();
-        match engine.check_idempotency(idem, stored, self.now()) {
-            IdemCheck::Fresh => None,
-            IdemCheck::Replay(r) => Some(r),
-            IdemCheck::Mismatch => engine.idempotency_mismatch(ctx).reply,
+        let check = {
+            let engine = self.engine();
+            match engine.check_idempotency(idem, stored, self.now()) {
+                IdemCheck::Mismatch => return engine.idempotency_mismatch(ctx).reply,
+                check => check,
+            }
+        };
+        let IdemCheck::Replay { reply, unconfirmed } = check else {
+            return None;
+        };
+        // The answer acknowledges the change its first request made: durable, or queued before
+        // this flush.
+        if unconfirmed && let Err(e) = self.store.flush().await {
+            return Some(Reply::ko(ctx.operation, &system(e), ctx.extended_faults));
         }
+        Some(reply)
     }
 
     /// Authenticates the caller; a failure is answered (and cached) right away.
@@ -459,16 +487,21 @@ impl Node {
         Ok(())
     }
 
-    /// A deadline passed (the driver polled it): the engine cancels the payment if it is still
-    /// waiting for its outcome.
-    pub async fn expire(&self, token: &PaymentToken) {
+    /// A deadline passed (the driver polled it, or the cancellation job): the engine cancels
+    /// the payment if it is still waiting for its outcome. Returns whether it did.
+    pub async fn expire(&self, token: &PaymentToken) -> bool {
         if let Err(f) = self.hydrate_payment(token) {
             tracing::error!(%token, fault = %f, "cannot load an expiring payment");
-            return;
+            return false;
         }
         let queued = self.run(|e, now| e.deadline_fired(token, now));
-        if let Err(f) = self.finish(queued).await {
-            tracing::error!(%token, fault = %f, "expiry not committed");
+        let cancelled = queued.commit.is_some();
+        match self.finish(queued).await {
+            Ok(_) => cancelled,
+            Err(f) => {
+                tracing::error!(%token, fault = %f, "expiry not committed");
+                false
+            }
         }
     }
 
@@ -561,7 +594,10 @@ impl Node {
             let recipients = self.store.load_recipients(&p.token)?;
             payments.push((p, recipients));
         }
-        Ok(crate::journal::story::notice_story(key, rows, &payments))
+        let history = self.store.status_history(key)?;
+        Ok(crate::journal::story::notice_story(
+            key, rows, &payments, &history,
+        ))
     }
 
     /// A notice's journal rows, in the order things happened.

@@ -79,7 +79,7 @@ impl Node {
         let mut keys = Keys::psp(ids.0, ids.2);
         keys.token = input.tokens.first().cloned();
         let ctx = self.request_ctx(msg, psp_ref(ids.0, ids.1, ids.2), key);
-        if let Some(reply) = self.idempotent_reply(&ctx) {
+        if let Some(reply) = self.idempotent_reply(&ctx).await {
             return (reply, keys);
         }
         // The channel's payment model is not checked on an outcome: the official BDD test

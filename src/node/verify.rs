@@ -41,7 +41,7 @@ impl Node {
         keys.station = Some(Text35::truncated(&route.station.id));
         let state = self.hydrate_notice(&key).and_then(|_| {
             let engine = self.engine();
-            engine.payable(&key, self.now())
+            engine.payable(&key, self.registry().timings().expiry, self.now())
         });
         if let Err(f) = state {
             return (self.refuse(&ctx, f).await, keys);

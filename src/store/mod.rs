@@ -1,16 +1,20 @@
 //! Durable state behind one interface. The engine's writes for one command are committed in one
 //! transaction; commits from concurrent requests are grouped (one fsync for many). SQLite is the
-//! embedded default; the interface is what a PostgreSQL backend implements for several nodes.
+//! embedded default; [`MemoryStore`] has the same semantics in memory, for tests and the
+//! simulation; the interface is what a PostgreSQL backend implements for several nodes.
 
+pub mod memory;
 pub(crate) mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use memory::{Durability, MemoryStore};
 pub use sqlite::SqliteStore;
 
 use crate::engine::{
-    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, ReceiptRecord, Recipient, Write,
+    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, ReceiptRecord, Recipient, StatusRow,
+    Write,
 };
 use crate::journal::segment::Rows;
 use crate::journal::{JournalError, JournalQuery, JournalRow};
@@ -67,6 +71,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Recipient>, StoreError>;
     /// Payments of a notice, oldest first (admin: a payment's story).
     fn payments_of_notice(&self, key: &NoticeKey) -> Result<Vec<Payment>, StoreError>;
+    /// A notice's status histories (official vocabulary), in the order they were written.
+    fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, StoreError>;
     /// Commits the writes of one engine step atomically. The call itself queues the writes:
     /// commits are applied in the order of the calls (the node calls it while it still holds
     /// the engine, so steps reach the disk in the order the engine made them).

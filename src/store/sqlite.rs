@@ -24,7 +24,7 @@ use crate::codec::types::{
 use crate::engine::{
     ActivationRequest, IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState, OutcomeRecord,
     Payment, PaymentStatus, PspRef, ReceiptRecord, Recipient, RecipientStatus, Reply, StationRef,
-    Version, Write,
+    StatusOf, StatusRow, Version, Write,
 };
 use crate::fault::FaultCode;
 use crate::journal::rows::event_row;
@@ -129,7 +129,20 @@ const MIGRATIONS: &[&str] = &[
                                instr(response, '</faultCode>') - instr(response, '<faultCode>') - 11)
      WHERE instr(response, '<faultCode>') > 0;
     ",
-    // 3: the journal is listed in time order (then by id), its state changes too.
+    // 3: status histories in the official vocabulary (`crate::engine::history`), clustered by
+    // notice: one row per notice per commit (its history rows as lines, see `StatusBatch`),
+    // so a commit pays one insert for them; ids come from the journal's sequence.
+    "
+    CREATE TABLE status_history (
+        fiscal_code TEXT NOT NULL,
+        notice_number TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        rows TEXT NOT NULL,
+        PRIMARY KEY (fiscal_code, notice_number, id)
+    ) WITHOUT ROWID;
+    ",
+    // 4: the journal is listed in time order (then by id), its state changes too.
     "CREATE INDEX events_at ON events (at);",
 ];
 
@@ -186,7 +199,8 @@ struct Inner {
     journal_dir: PathBuf,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped to stop the checkpointer at once (it waits on it between rounds).
+    stop: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 #[derive(Default)]
@@ -293,7 +307,7 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(reader(path)?);
         }
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -303,7 +317,7 @@ impl SqliteStore {
         };
         let c = counters.clone();
         let checkpoint_path = path.to_path_buf();
-        let stop2 = stop.clone();
+
         let threads = vec![
             spawn(
                 "store-writer",
@@ -311,7 +325,7 @@ impl SqliteStore {
             )?,
             spawn(
                 "store-checkpoint",
-                Box::new(move || checkpoint_loop(&checkpoint_path, &stop2)),
+                Box::new(move || checkpoint_loop(&checkpoint_path, &stopped)),
             )?,
         ];
         Ok(SqliteStore {
@@ -323,7 +337,7 @@ impl SqliteStore {
                 journal_dir,
                 threads: Mutex::new(threads),
                 counters,
-                stop,
+                stop: Mutex::new(Some(stop)),
             }),
         })
     }
@@ -339,7 +353,9 @@ impl SqliteStore {
             jobs.take();
         }
         self.inner.journal.close();
-        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut stop) = self.inner.stop.lock() {
+            stop.take();
+        }
         let threads = self
             .inner
             .threads
@@ -406,7 +422,7 @@ const WAL_RESTART_BYTES: u64 = 64 << 20;
 /// [`WAL_RESTART_BYTES`], the passive pass is followed by a `RESTART` one: it holds commits back
 /// only while it copies the few frames written since the passive pass (and at most 100 ms),
 /// then the WAL is rewritten from its start (its file, and the pages cached for it, reused).
-fn checkpoint_loop(path: &Path, stop: &std::sync::atomic::AtomicBool) {
+fn checkpoint_loop(path: &Path, stop: &mpsc::Receiver<()>) {
     let conn = match open(path, "FULL") {
         Ok(c) => c,
         Err(e) => {
@@ -422,8 +438,8 @@ fn checkpoint_loop(path: &Path, stop: &std::sync::atomic::AtomicBool) {
     }
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    while !stop.load(Ordering::Relaxed) {
-        thread::sleep(CHECKPOINT_EVERY);
+    // Nothing is ever sent on `stop`: it is dropped (disconnected) when the store closes.
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         let checkpoint =
             |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
         if let Err(e) = checkpoint("PASSIVE") {
@@ -511,13 +527,23 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
 
 fn run_job(c: &Connection, job: &Job, next_id: &dyn Fn() -> u64) -> Result<(), StoreError> {
     match job {
-        Job::Commit(writes, _) => writes.iter().try_for_each(|w| apply(c, w, next_id)),
+        Job::Commit(writes, _) => {
+            let mut statuses = StatusBatch::default();
+            for w in writes {
+                apply(c, w, next_id, &mut statuses)?;
+            }
+            statuses.write(c, next_id)
+        }
         Job::Maintenance {
             journal_before,
             now,
             ..
         } => {
             c.execute("DELETE FROM events WHERE at < ?1", [*journal_before as i64])?;
+            c.execute(
+                "DELETE FROM status_history WHERE at < ?1",
+                [*journal_before as i64],
+            )?;
             c.execute(
                 "DELETE FROM idempotency WHERE valid_to <= ?1",
                 [*now as i64],
@@ -536,7 +562,85 @@ fn state_columns(s: &NoticeState) -> (&'static str, Option<&str>) {
     }
 }
 
-fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), StoreError> {
+/// The status-history rows of one commit, gathered by notice: each notice's rows are written as
+/// one table row, one line per history row: `at kind status token [station]`, tab-separated.
+#[derive(Default)]
+struct StatusBatch<'a> {
+    notices: Vec<(&'a NoticeKey, Millis, String)>,
+}
+
+impl<'a> StatusBatch<'a> {
+    fn push(&mut self, s: &'a StatusRow) {
+        let i = match self.notices.iter().position(|(n, ..)| *n == &s.notice) {
+            Some(i) => i,
+            None => {
+                self.notices.push((&s.notice, s.at, String::new()));
+                self.notices.len() - 1
+            }
+        };
+        let lines = &mut self.notices[i].2;
+        use std::fmt::Write as _;
+        let _ = write!(
+            lines,
+            "{}\t{}\t{}\t{}",
+            s.at,
+            s.of.kind(),
+            s.of.status(),
+            s.of.token().as_str()
+        );
+        if let Some(station) = s.of.station() {
+            lines.push('\t');
+            lines.push_str(station.as_str());
+        }
+        lines.push('\n');
+    }
+
+    fn write(self, c: &Connection, next_id: &dyn Fn() -> u64) -> Result<(), StoreError> {
+        for (notice, at, lines) in self.notices {
+            c.prepare_cached(
+                "INSERT INTO status_history (fiscal_code, notice_number, id, at, rows) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                notice.fiscal_code.as_str(),
+                notice.notice_number.as_str(),
+                next_id() as i64,
+                at as i64,
+                lines
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// The rows of one `status_history` line set (see [`StatusBatch`]).
+fn status_rows(key: &NoticeKey, lines: &str) -> Result<Vec<StatusRow>, String> {
+    lines
+        .lines()
+        .map(|line| {
+            let mut f = line.split('\t');
+            let mut next = || f.next().ok_or_else(|| format!("short line '{line}'"));
+            let at = next()?.parse::<u64>().map_err(|e| e.to_string())?;
+            let kind = next()?.parse::<u8>().map_err(|e| e.to_string())?;
+            let status = next()?;
+            let token = PaymentToken::new(next()?)?;
+            let station = next().ok().map(Text35::new).transpose()?;
+            let of = StatusOf::from_columns(kind, status, token, station)
+                .ok_or_else(|| format!("unknown status '{line}'"))?;
+            Ok(StatusRow {
+                at,
+                notice: key.clone(),
+                of,
+            })
+        })
+        .collect()
+}
+
+fn apply<'a>(
+    c: &Connection,
+    w: &'a Write,
+    next_id: &dyn Fn() -> u64,
+    statuses: &mut StatusBatch<'a>,
+) -> Result<(), StoreError> {
     match w {
         Write::Notice(n) => {
             let (state, token) = state_columns(&n.state);
@@ -595,8 +699,21 @@ fn apply(c: &Connection, w: &Write, next_id: &dyn Fn() -> u64) -> Result<(), Sto
                 .execute(params![k.psp, k.key, k.primitive, token.as_str()])?;
         }
         Write::Event(e) => insert_event(c, next_id(), &event_row(e))?,
+        Write::Status(s) => statuses.push(s),
     }
     Ok(())
+}
+
+/// A notice's status histories, in the order they were written (see [`crate::engine::history`]).
+pub(crate) fn status_history(c: &Connection, key: &NoticeKey) -> rusqlite::Result<Vec<StatusRow>> {
+    let mut st = c.prepare_cached(
+        "SELECT rows FROM status_history WHERE fiscal_code = ?1 AND notice_number = ?2 ORDER BY id",
+    )?;
+    let rows = st.query_map(
+        params![key.fiscal_code.as_str(), key.notice_number.as_str()],
+        |row| text(row, "rows", |lines| status_rows(key, &lines)),
+    )?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.concat())
 }
 
 fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
@@ -946,6 +1063,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, StoreError> {
+        self.read(|c| Ok(status_history(c, key)?))
+    }
+
     fn commit(&self, writes: Vec<Write>) -> Commit {
         self.request(|done| Job::Commit(writes, done))
     }
@@ -964,19 +1085,20 @@ impl Store for SqliteStore {
             now,
             done,
         });
-        let inner = self.inner.clone();
+        let journal = self.inner.journal.retain(journal_before);
         Box::pin(async move {
             state.await?;
-            Ok(inner.journal.retain(journal_before).await?)
+            Ok(journal.await?)
         })
     }
 
+    /// Both writers are asked at once: the future depends only on requests already sent.
     fn flush(&self) -> Commit {
         let state = self.request(Job::Flush);
-        let inner = self.inner.clone();
+        let journal = self.inner.journal.flush();
         Box::pin(async move {
             state.await?;
-            Ok(inner.journal.flush().await?)
+            Ok(journal.await?)
         })
     }
 

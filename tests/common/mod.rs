@@ -591,6 +591,49 @@ impl Harness {
         p["status"].as_str().unwrap().to_string()
     }
 
+    /// A notice's status histories, from its story: (POSITION_STATUS rows, then per token its
+    /// POSITION_PAYMENT_STATUS rows, then per (token, station) its
+    /// POSITION_RECEIPT_RECIPIENT_STATUS rows), statuses only.
+    pub async fn histories(&self, fc: &str, nn: &str) -> Histories {
+        let story = self.story(fc, nn).await;
+        let h = &story["statusHistory"];
+        let statuses = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["status"].as_str().unwrap().to_string())
+                .collect()
+        };
+        Histories {
+            position: statuses(&h["POSITION_STATUS"]),
+            payments: h["POSITION_PAYMENT_STATUS"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["paymentToken"].as_str().unwrap().to_string(),
+                        statuses(&p["history"]),
+                    )
+                })
+                .collect(),
+            recipients: h["POSITION_RECEIPT_RECIPIENT_STATUS"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        (
+                            r["paymentToken"].as_str().unwrap().to_string(),
+                            r["station"].as_str().unwrap().to_string(),
+                        ),
+                        statuses(&r["history"]),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// The recipients (`GET /admin/recipients?status=...`).
     pub async fn recipients(&self, status: &str) -> Vec<serde_json::Value> {
         let (code, v) = self
@@ -610,6 +653,39 @@ impl Harness {
                     && r.notice_number.as_deref() == Some(notice)
             })
             .count()
+    }
+}
+
+/// A notice's status histories in the official vocabulary (see [`Harness::histories`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Histories {
+    pub position: Vec<String>,
+    pub payments: Vec<(String, Vec<String>)>,
+    pub recipients: Vec<((String, String), Vec<String>)>,
+}
+
+impl Histories {
+    /// One token's POSITION_PAYMENT_STATUS rows.
+    pub fn payment(&self, token: &str) -> Vec<&str> {
+        self.payments
+            .iter()
+            .find(|(t, _)| t == token)
+            .map(|(_, h)| h.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// One copy's POSITION_RECEIPT_RECIPIENT_STATUS rows.
+    pub fn recipient(&self, token: &str, station: &str) -> Vec<&str> {
+        self.recipients
+            .iter()
+            .find(|((t, s), _)| t == token && s == station)
+            .map(|(_, h)| h.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// The notice's POSITION_STATUS rows.
+    pub fn position(&self) -> Vec<&str> {
+        self.position.iter().map(String::as_str).collect()
     }
 }
 
