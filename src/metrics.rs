@@ -263,6 +263,8 @@ pub struct Gauges {
     /// Receipt copies scheduled or waiting for their station's turn.
     pub receipt_copies_pending: usize,
     pub receipt_copies_in_flight: usize,
+    /// Receipt copies whose attempts ran out (None: the store could not say).
+    pub receipt_copies_failed: Option<u64>,
     /// Payments the engine holds (waiting for their outcome, or being notified).
     pub payments_in_memory: usize,
     pub activations_in_flight: usize,
@@ -704,6 +706,14 @@ impl Collector for Scrape {
             "Receipt delivery attempts in progress",
             g.receipt_copies_in_flight as f64,
         )?;
+        if let Some(failed) = g.receipt_copies_failed {
+            gauge(
+                &mut e,
+                "receipt_copies_failed",
+                "Receipt copies FAILED (attempts ran out), waiting for an operator's re-send",
+                failed as f64,
+            )?;
+        }
         gauge(
             &mut e,
             "deadlines_pending",

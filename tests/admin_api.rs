@@ -345,6 +345,7 @@ async fn metrics_count_a_payment_made_over_http() {
     assert!(sample(&text, "pagonode_store_commit_wait_seconds_count").unwrap() >= 2.0);
     assert_eq!(sample(&text, "pagonode_deadlines_pending"), Some(0.0));
     assert_eq!(sample(&text, "pagonode_receipt_copies_pending"), Some(0.0));
+    assert_eq!(sample(&text, "pagonode_receipt_copies_failed"), Some(0.0));
     // The journal writer writes off the payment path: its bytes come soon after.
     eventually(10, "journal bytes counted", || async {
         let (_, _, text) = call(&h, "GET", "/metrics", true).await;

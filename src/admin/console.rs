@@ -241,9 +241,8 @@ fn live_view(node: &Node) -> Markup {
     let health = node.health();
     let (_, payments, activating, _) = health.engine;
     let failed = node
-        .recipients_by_status("FAILED", 1000)
-        .map(|l| l.len().to_string())
-        .unwrap_or_else(|e| e.to_string());
+        .failed_recipients()
+        .map_or_else(|e| e.to_string(), |n| n.to_string());
     let window = SLA_WINDOW_MS / 60_000;
     html! {
         p.muted { "Last " (window) " minutes, updated " time { (timestamp(now)) } ". Service level: "

@@ -629,6 +629,11 @@ impl Node {
         self.store.recipients_by_status(status, limit)
     }
 
+    /// How many receipt copies are FAILED.
+    pub fn failed_recipients(&self) -> Result<u64, StoreError> {
+        self.store.failed_recipients()
+    }
+
     /// The Prometheus text exposition of the node's metrics (`GET /metrics`).
     pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
         let (_, payments_in_memory, activations_in_flight, _) = self.engine().sizes();
@@ -642,6 +647,7 @@ impl Node {
             deadlines_pending,
             receipt_copies_pending,
             receipt_copies_in_flight,
+            receipt_copies_failed: self.store.failed_recipients().ok(),
             payments_in_memory,
             activations_in_flight,
             store_transactions: stats.transactions,

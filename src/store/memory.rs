@@ -295,6 +295,14 @@ impl Store for MemoryStore {
         })
     }
 
+    fn failed_recipients(&self) -> Result<u64, StoreError> {
+        self.read(|t| {
+            t.all_recipients()
+                .filter(|r| r.status == RecipientStatus::Failed)
+                .count() as u64
+        })
+    }
+
     fn recipients_by_status(
         &self,
         status: &str,

@@ -63,6 +63,8 @@ pub trait Store: Send + Sync + 'static {
     /// to resume). The settled copies come too: a copy that failed for good keeps its payment
     /// PAID when the others are delivered (Part A §7.3: NOTIFIED needs every recipient).
     fn recipients_in_delivery(&self) -> Result<Vec<Recipient>, StoreError>;
+    /// How many outbox rows are FAILED (`/metrics`, the console).
+    fn failed_recipients(&self) -> Result<u64, StoreError>;
     /// Outbox rows in a given status, newest first (admin).
     fn recipients_by_status(
         &self,

@@ -1038,6 +1038,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn failed_recipients(&self) -> Result<u64, StoreError> {
+        // `status <> 'NOTIFIED'` lets SQLite count in the partial index `recipients_pending`.
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT COUNT(*) FROM recipients WHERE status = 'FAILED' AND status <> 'NOTIFIED'",
+            )?
+            .query_row([], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+
     fn recipients_by_status(
         &self,
         status: &str,
