@@ -421,6 +421,21 @@ impl Config {
         if self.receipts.max_attempts == 0 {
             return Err(err("receipts.max_attempts", "must be at least 1"));
         }
+        // Zero would re-send every failing copy in a tight loop against its station.
+        positive(
+            "receipts.retry_interval_ms",
+            self.receipts.retry_interval_ms,
+        )?;
+        // Zero would delete the state-change journal at every maintenance pass.
+        if self.journal.retention_days == 0 {
+            return Err(err(
+                "journal.retention_days",
+                "must be at least 1 (the official retention is 24 months: 730)",
+            ));
+        }
+        if self.node.workers == Some(0) {
+            return Err(err("node.workers", "must be at least 1"));
+        }
         if self.receipts.per_station_concurrency == 0 {
             return Err(err(
                 "receipts.per_station_concurrency",
@@ -511,6 +526,9 @@ impl Config {
                 if !psps.contains(p.as_str()) {
                     return Err(err(k("psps"), format!("unknown PSP '{p}'")));
                 }
+            }
+            if c.outcome_deadline_ms == Some(0) {
+                return Err(err(k("outcome_deadline_ms"), "must be positive"));
             }
         }
         let ecs = unique("ec", self.ec.iter().map(|e| e.fiscal_code.as_str()))?;

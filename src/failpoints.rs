@@ -6,7 +6,9 @@
 //! dev-dependency on itself) and a build of the node never does: without it [`failpoint!`]
 //! expands to nothing. With it, `FAILPOINTS="<name>=<n>*off->return"` (the `fail` crate's
 //! syntax, read at start-up by [`setup`]) makes the process stop itself with SIGSTOP the
-//! `n+1`-th time it passes `<name>`: the test sees a stopped process and acts on it.
+//! `n+1`-th time it passes `<name>`: the test sees a stopped process and acts on it. One
+//! failpoint returns an error instead: `store.commit_io_error` fails the store's commits (see
+//! `tests/commit_failure.rs`).
 
 /// Marks a failpoint: `failpoint!("name")`, or `failpoint!("name", condition)` to pass it only
 /// when the condition holds.

@@ -516,8 +516,16 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     if let Some(sp) = spawned {
         sp.stop().await;
     }
-    if m.stats.flows.is_empty() {
+    verdict(m.stats.flows.is_empty(), m.stats.errors)
+}
+
+/// A run fails when any flow failed (a failed flow is a fault, a timeout or a refused
+/// connection: none is expected from a healthy node), or when none completed.
+fn verdict(none_completed: bool, errors: u64) -> Result<(), String> {
+    if none_completed {
         Err("no flow completed".into())
+    } else if errors > 0 {
+        Err(format!("{errors} flows failed"))
     } else {
         Ok(())
     }
@@ -662,11 +670,7 @@ async fn compare_journal(args: &LoadArgs) -> Result<(), String> {
     for e in &first_errors {
         println!("    {e}");
     }
-    if flows.contains(&0) {
-        Err("no flow completed".into())
-    } else {
-        Ok(())
-    }
+    verdict(flows.contains(&0), errors)
 }
 
 fn ms(us: u64) -> f64 {

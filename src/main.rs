@@ -49,7 +49,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Drive load against a node (or a spawned node + simulated EC) and report throughput and latency.
+    /// Drive load against a node (or a spawned node + simulated EC) and report throughput and
+    /// latency; fails if any flow failed.
     Loadgen(pagonode::loadgen::LoadArgs),
     /// Replay traces (PSP/EC conversations, `docs/traces.md`) against a node; fails unless all pass.
     Replay(pagonode::replay::ReplayArgs),

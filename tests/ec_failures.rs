@@ -641,8 +641,11 @@ async fn receipt_failed_after_max_attempts_is_listed_and_resent_on_demand() {
     let r = recipient(&h, &token, "77777777777_01", "FAILED").await;
     assert_eq!(r["attempts"], 3, "{r}");
     assert!(r["lastError"].is_string(), "{r}");
-    // No attempt after the last one.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // No attempt after the last one, not even from a pass of the retry job (which answers
+    // once it has sent every copy still to deliver).
+    let (status, _) = h.admin_get("/jobs/trigger/paSendRt").await;
+    assert_eq!(status, 200);
+    assert_eq!(h.settled_copies().await, (0, 1));
     assert_eq!(h.ec_calls("paSendRTV2", &nn), 3);
     assert_eq!(h.payment_status(EC, &nn, &token).await, "PAID");
     // The notice is paid all the same.
@@ -764,8 +767,9 @@ async fn a_copy_failed_before_a_restart_keeps_the_payment_paid_after_it() {
     h.restart().await;
     recipient(&h, &token, "77777777777_01", "NOTIFIED").await;
     recipient(&h, &token, "88888888888_01", "FAILED").await;
-    // The copy that failed before the restart still counts: the payment is not NOTIFIED.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The copy that failed before the restart still counts: with every copy settled, the
+    // payment is not NOTIFIED.
+    assert_eq!(h.settled_copies().await, (1, 1));
     assert_eq!(h.payment_status(EC, &nn, &token).await, "PAID");
     let (status, _) = h
         .admin_post(&format!(
@@ -798,7 +802,7 @@ async fn receipt_duplicata_counts_as_delivered() {
         (h.payment_status(EC, &nn, &token).await == "NOTIFIED").then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.settled_copies().await, (1, 0));
     assert_eq!(h.ec_calls("paSendRTV2", &nn), 1, "retried a duplicate");
     h.stop().await;
 }

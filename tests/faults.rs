@@ -904,7 +904,7 @@ async fn unknown_token_and_another_psps_token() {
 
 #[tokio::test]
 async fn second_outcome_is_esito_gia_acquisito_concorde_or_discorde() {
-    let h = Harness::start().await;
+    let h = Harness::start_admin(|_| {}).await;
     let nn = notice("02", "00");
     let token = activate_ok(&h, &PSP1, EC, &nn).await;
     ok::<SendPaymentOutcomeRes>(&h.send(&outcome(&PSP1, &token, true, None)).await);
@@ -957,7 +957,7 @@ async fn second_outcome_is_esito_gia_acquisito_concorde_or_discorde() {
     .await;
     // One receipt, delivered once.
     let receipts = h.wait_receipts(1, 10).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.settled_copies().await, (1, 0));
     assert_eq!(h.ec.receipts().len(), 1);
     assert_eq!(receipts[0].deliveries, 1);
 

@@ -9,6 +9,7 @@ use pagonode::codec::node_for_psp::*;
 use pagonode::codec::types::*;
 use pagonode::codec::write_envelope;
 use pagonode::mock_ec::{ScriptAction, ScriptRule};
+use std::time::Instant;
 
 fn idem_ko_act(body: &str) {
     expect_fault::<ActivatePaymentNoticeRes>(body, "PPT_ERRORE_IDEMPOTENZA");
@@ -232,7 +233,7 @@ async fn keys_are_per_psp() {
 
 #[tokio::test]
 async fn outcome_replay_is_byte_identical_and_has_no_side_effect() {
-    let h = Harness::start().await;
+    let h = Harness::start_admin(|_| {}).await;
     let nn = notice("02", "00");
     // An outcome may reuse its activation's key (another primitive, another scope).
     let k = key(&PSP1);
@@ -253,7 +254,7 @@ async fn outcome_replay_is_byte_identical_and_has_no_side_effect() {
         &h.send(&outcome(&PSP1, &token, true, None)).await,
         "PPT_ESITO_GIA_ACQUISITO",
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.settled_copies().await, (1, 0));
     let after = h.ec.receipts();
     assert_eq!(after.len(), 1);
     assert_eq!(
@@ -354,22 +355,40 @@ async fn without_idempotency_keys_are_ignored() {
 
 #[tokio::test]
 async fn two_psps_activating_the_same_notice_at_once() {
-    let h = Harness::start_admin(|_| {}).await;
-    for round in 0..20 {
+    // The EC holds each first activation 2 s; the second PSP's activation is sent once the EC has
+    // the first one's paGetPaymentV2, so it always meets an activation in flight.
+    let h = Harness::start_admin(|c| c.timings.ec_timeout_ms = 10_000).await;
+    for round in 0..4 {
         let nn = notice("02", "00");
         h.ec.add_script(
             ScriptRule::new("paGetPaymentV2", ScriptAction::Delay)
                 .for_notice(&nn)
-                .with_delay_ms(300),
+                .with_delay_ms(2000),
         )
         .unwrap();
         let a1 = activate(&PSP1, EC, &nn, 1000, Some(&key(&PSP1)));
         let a2 = activate(&PSP2, EC, &nn, 1000, Some(&key(&PSP2)));
-        let (b1, b2) = if round % 2 == 0 {
-            tokio::join!(h.send(&a1), h.send(&a2))
+        let (first, second) = if round % 2 == 0 {
+            (&a1, &a2)
         } else {
-            let (b2, b1) = tokio::join!(h.send(&a2), h.send(&a1));
-            (b1, b2)
+            (&a2, &a1)
+        };
+        let ((b_first, first_at), (b_second, second_at)) =
+            tokio::join!(async { (h.send(first).await, Instant::now()) }, async {
+                eventually(10, "the first activation at the EC", || async {
+                    (h.ec_calls("paGetPaymentV2", &nn) == 1).then_some(())
+                })
+                .await;
+                (h.send(second).await, Instant::now())
+            });
+        assert!(
+            second_at < first_at,
+            "round {round}: the second activation was not answered while the first was in flight"
+        );
+        let (b1, b2) = if round % 2 == 0 {
+            (b_first, b_second)
+        } else {
+            (b_second, b_first)
         };
         let results = [fault_code(&b1), fault_code(&b2)];
         let winners = results.iter().filter(|c| c.is_none()).count();
@@ -383,6 +402,11 @@ async fn two_psps_activating_the_same_notice_at_once() {
         } else {
             (PSP2, token_of(&b2))
         };
+        assert_eq!(
+            winner.id,
+            first.id_psp.to_string(),
+            "round {round}: the activation in flight lost"
+        );
         assert_eq!(h.ec_calls("paGetPaymentV2", &nn), 1, "round {round}");
         let payments = h.payments_of(EC, &nn).await;
         assert_eq!(payments.len(), 1, "round {round}: {payments:?}");

@@ -81,7 +81,7 @@ async fn the_deadline_fires_on_its_own_and_frees_the_notice() {
     assert_eq!(payments[0]["classification"], "TO_VERIFY");
     assert_eq!(payments[1]["status"], "PAYING");
     assert_eq!(h.ec_calls("paGetPaymentV2", &nn), 2);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.settled_copies().await, (0, 0));
     assert!(
         h.ec.receipts().is_empty(),
         "a cancelled token got a receipt"
@@ -112,7 +112,7 @@ async fn ok_after_expiry_on_a_free_notice_is_token_scaduto_and_the_payment_compl
     h.refused::<_, VerifyPaymentNoticeRes>(&verify(&PSP2, EC, &nn), "PPT_PAGAMENTO_DUPLICATO")
         .await;
     wait_status(&h, EC, &nn, &t1, "NOTIFIED").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.settled_copies().await, (1, 0));
     assert_eq!(h.ec.receipts().len(), 1);
     assert_eq!(h.ec.receipts()[0].deliveries, 1);
     // The outcome is now acquired: without the key it is ESITO_GIA_ACQUISITO.
@@ -138,7 +138,7 @@ async fn ko_after_expiry_is_token_scaduto_ko_and_the_notice_stays_free() {
     wait_status(&h, EC, &nn, &t1, "FAILED").await;
     let t2 = activate_ok(&h, &PSP2, EC, &nn).await;
     assert_ne!(t1, t2);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.settled_copies().await, (0, 0));
     assert!(h.ec.receipts().is_empty());
     h.stop().await;
 }
@@ -181,31 +181,42 @@ async fn late_outcome_when_another_psp_has_activated_since() {
     )
     .await;
     ok::<SendPaymentOutcomeRes>(&h.send(&outcome(&PSP2, &t4, false, None)).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.settled_copies().await, (1, 0));
     assert_eq!(h.ec.receipts().len(), 1, "only the first notice's receipt");
     h.stop().await;
 }
 
 #[tokio::test]
 async fn late_outcome_while_another_activation_is_in_flight() {
-    let h = Harness::start_admin(|_| {}).await;
+    // The EC holds the activation 3 s: room for the late outcome on a loaded machine.
+    let h = Harness::start_admin(|c| c.timings.ec_timeout_ms = 10_000).await;
     for ok_outcome in [true, false] {
         let nn = notice("02", "00");
         let (t1, _) = activate_short(&h, &PSP1, EC, &nn).await;
         expired(&h, EC, &nn, &t1).await;
-        // PSP2's activation waits 400 ms for the EC; the late outcome arrives meanwhile.
+        // PSP2's activation is held at the EC; the late outcome is sent once the EC has its
+        // paGetPaymentV2 (the activation is then in flight) and must be answered before it.
         h.ec.add_script(
             ScriptRule::new("paGetPaymentV2", ScriptAction::Delay)
                 .for_notice(&nn)
-                .with_delay_ms(400),
+                .with_delay_ms(3000),
         )
         .unwrap();
         let req = activate(&PSP2, EC, &nn, 1000, None);
         let late = outcome(&PSP1, &t1, ok_outcome, None);
-        let (activated, answered) = tokio::join!(h.send(&req), async {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            h.send(&late).await
-        });
+        let calls = h.ec_calls("paGetPaymentV2", &nn);
+        let ((activated, activated_at), (answered, answered_at)) =
+            tokio::join!(async { (h.send(&req).await, Instant::now()) }, async {
+                eventually(10, "PSP2's paGetPaymentV2 at the EC", || async {
+                    (h.ec_calls("paGetPaymentV2", &nn) > calls).then_some(())
+                })
+                .await;
+                (h.send(&late).await, Instant::now())
+            });
+        assert!(
+            answered_at < activated_at,
+            "the late outcome was not answered while the activation was in flight"
+        );
         let want = if ok_outcome {
             "PPT_PAGAMENTO_DUPLICATO"
         } else {
@@ -216,7 +227,7 @@ async fn late_outcome_while_another_activation_is_in_flight() {
         assert_eq!(h.payment_status(EC, &nn, &t1).await, "CANCELLED");
         assert_eq!(h.payment_status(EC, &nn, &t2).await, "PAYING");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.settled_copies().await, (0, 0));
     assert!(h.ec.receipts().is_empty());
     h.stop().await;
 }
@@ -246,7 +257,7 @@ async fn late_outcome_when_the_notice_was_paid_since_is_duplicato() {
     .await;
     assert_eq!(h.payment_status(EC, &nn, &t1).await, "CANCELLED");
     let receipts = h.wait_receipts(1, 10).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.settled_copies().await, (1, 0));
     assert_eq!(h.ec.receipts().len(), 1);
     assert_eq!(receipts[0].receipt_id, t2);
     h.stop().await;
@@ -487,7 +498,7 @@ async fn multi_beneficiary_receipts_fan_out_one_copy_per_station() {
     ] {
         wait_status(&h, EC, nn, t, "NOTIFIED").await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.settled_copies().await, (2 + 3 + 3 + 3, 0));
     assert_eq!(h.ec.receipts().len(), 2 + 3 + 3 + 3, "extra copies");
     h.stop().await;
 }

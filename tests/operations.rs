@@ -229,6 +229,37 @@ fn loadgen_says_when_the_node_cannot_be_reached() {
     );
 }
 
+/// Failed flows fail the run (the CI load smoke relies on it), even when the others complete.
+#[test]
+fn loadgen_fails_when_any_flow_fails() {
+    // The simulated EC refuses the first three paGetPaymentV2: three activations fail, the
+    // flows after them complete.
+    let config = format!(
+        "{}\n[[mock_ec.script]]\nprimitive = \"paGetPaymentV2\"\naction = \"fault\"\ntimes = 3\n",
+        include_str!("../pagonode.example.toml")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("faulty-ec.toml");
+    std::fs::write(&path, config).unwrap();
+    let (ok, stdout, stderr) = loadgen(&[
+        "--spawn",
+        "--config",
+        path.to_str().unwrap(),
+        "--keep-dir",
+        dir.path().to_str().unwrap(),
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "2",
+    ]);
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(stdout.contains("errors: 3"), "{stdout}");
+    assert!(!stdout.contains(": 0 activate+outcome pairs"), "{stdout}");
+    assert!(stderr.contains("3 flows failed"), "{stderr}");
+}
+
 #[test]
 fn loadgen_reports_progress_while_it_runs() {
     let (ok, stdout, stderr) = loadgen(&[

@@ -501,6 +501,12 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
         for job in jobs {
             run_job(&tx, job, &next_id)?;
         }
+        // A commit failing with an I/O error (a full disk, a failed fsync) after its steps were
+        // made, for the tests; the transaction is rolled back as SQLite does on such an error.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store.commit_io_error", |_| Err(StoreError(
+            "disk I/O error (injected)".into()
+        )));
         tx.commit()?;
         Ok(())
     };

@@ -974,3 +974,20 @@ async fn serve_rewritten(
     stream.write_all(reply.as_bytes()).await?;
     stream.shutdown().await
 }
+
+impl Harness {
+    /// The receipt copies the node holds, (NOTIFIED, FAILED), once none is waiting for delivery
+    /// (needs the admin listener). With none PENDING nothing more leaves the node until another
+    /// outcome or a re-send on demand, so what the simulated EC holds then is final: "no
+    /// (other) receipt" is checked on this event, not after a sleep.
+    pub async fn settled_copies(&self) -> (usize, usize) {
+        eventually(30, "no receipt copy pending", || async {
+            self.recipients("PENDING").await.is_empty().then_some(())
+        })
+        .await;
+        (
+            self.recipients("NOTIFIED").await.len(),
+            self.recipients("FAILED").await.len(),
+        )
+    }
+}
