@@ -59,20 +59,9 @@ impl Node {
         if let Err(f) = self.finish(queued).await {
             tracing::error!(fault = %f, "paSendRt: the retry was not committed");
         }
-        let waiting = async {
-            loop {
-                let ended = self.attempt_ended.notified();
-                tokio::pin!(ended);
-                ended.as_mut().enable();
-                if self.pending_copies(&copies) == 0 {
-                    return;
-                }
-                ended.await;
-            }
-        };
-        if tokio::time::timeout(RETRY_PASS_LIMIT, waiting)
+        if !self
+            .attempts_end_when(RETRY_PASS_LIMIT, || self.pending_copies(&copies) == 0)
             .await
-            .is_err()
         {
             return Err(PassIncomplete {
                 copies: copies.len(),
@@ -85,6 +74,34 @@ impl Node {
             "paSendRt: pending receipt copies attempted"
         );
         Ok(copies.len())
+    }
+
+    /// Waits, at most `within`, until no receipt delivery attempt is in flight; false if some
+    /// still is. A harness that stops the node once a station has answered waits for the
+    /// answer to be recorded (a stop drops attempts in flight, leaving their copies PENDING).
+    pub async fn deliveries_settled(&self, within: std::time::Duration) -> bool {
+        self.attempts_end_when(within, || self.schedule().deliveries().1 == 0)
+            .await
+    }
+
+    /// Waits, at most `within`, until `done` holds, looking again each time an attempt ends.
+    async fn attempts_end_when(
+        &self,
+        within: std::time::Duration,
+        done: impl Fn() -> bool,
+    ) -> bool {
+        let waiting = async {
+            loop {
+                let ended = self.attempt_ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if done() {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        tokio::time::timeout(within, waiting).await.is_ok()
     }
 
     /// How many of `copies` (each with the attempts it had) have not made another attempt.

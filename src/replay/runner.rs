@@ -106,6 +106,9 @@ impl Node {
 
     async fn stop(self) {
         if let Node::InProcess { node, temp } = self {
+            // The trace's last receipt step saw the station answer; the node records the
+            // answer a moment later.
+            node.node.deliveries_settled(SETTLE_LIMIT).await;
             node.stop().await;
             if let Some(dir) = temp {
                 let _ = std::fs::remove_dir_all(dir);
@@ -113,6 +116,9 @@ impl Node {
         }
     }
 }
+
+/// How long a stopping in-process node is given to record the delivery attempts in flight.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 
