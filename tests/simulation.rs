@@ -360,6 +360,9 @@ impl Store for Counted {
     fn recipients_in_delivery(&self) -> Result<Vec<pagonode::engine::Recipient>, StoreError> {
         self.store.recipients_in_delivery()
     }
+    fn failed_recipients(&self) -> Result<u64, StoreError> {
+        self.store.failed_recipients()
+    }
     fn recipients_by_status(
         &self,
         status: &str,

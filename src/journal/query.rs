@@ -6,7 +6,9 @@ use std::path::Path;
 
 use rusqlite::{Connection, Row};
 
-use super::{Category, JournalEntry, JournalError, JournalQuery, JournalRow, Subtype, segment};
+use super::{
+    Category, Cursor, JournalEntry, JournalError, JournalQuery, JournalRow, Subtype, segment,
+};
 
 /// Parses a time bound: epoch milliseconds or an RFC 3339 timestamp.
 pub fn parse_time(s: &str) -> Result<u64, String> {
@@ -18,9 +20,9 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("'{s}': {e}"))
 }
 
-/// One page of journal rows matching `q`, oldest first: the state changes (`events` of `c`)
-/// merged by id with the SOAP exchanges of the segments in `exchanges`. The store and the
-/// read-only `pagonode journal` reader both read the journal this way.
+/// One page of journal rows matching `q`, in time order (then by id): the state changes
+/// (`events` of `c`) merged with the SOAP exchanges of the segments in `exchanges`. The store
+/// and the read-only `pagonode journal` reader both read the journal this way.
 pub fn query(
     c: &Connection,
     exchanges: &Path,
@@ -32,7 +34,7 @@ pub fn query(
         segment::query(exchanges, q)
             .map_err(|e| JournalError(format!("{}: {e}", exchanges.display())))?,
     );
-    rows.sort_unstable_by_key(|r| r.id);
+    rows.sort_unstable_by_key(Cursor::of);
     rows.truncate(limit);
     Ok(rows)
 }
@@ -51,7 +53,6 @@ fn query_events(c: &Connection, q: &JournalQuery) -> rusqlite::Result<Vec<Journa
         ("outcome", "=", text(&q.outcome)),
         ("at", ">=", int(q.from.map(|v| v as i64))),
         ("at", "<", int(q.to.map(|v| v as i64))),
-        ("id", ">", int(q.after_id)),
     ];
     for (column, op, value) in filters {
         if let Some(v) = value {
@@ -59,7 +60,16 @@ fn query_events(c: &Connection, q: &JournalQuery) -> rusqlite::Result<Vec<Journa
             sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
         }
     }
-    sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.clamp(1, 10_000)));
+    if let Some(c) = q.after {
+        args.push(rusqlite::types::Value::Integer(c.at as i64));
+        args.push(rusqlite::types::Value::Integer(c.id));
+        let (at, id) = (args.len() - 1, args.len());
+        sql.push_str(&format!(" AND at >= ?{at} AND (at > ?{at} OR id > ?{id})"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY at, id LIMIT {}",
+        q.limit.clamp(1, 10_000)
+    ));
     let mut st = c.prepare(&sql)?;
     let rows = st.query_map(rusqlite::params_from_iter(args), journal_from)?;
     rows.collect()

@@ -63,6 +63,8 @@ pub trait Store: Send + Sync + 'static {
     /// to resume). The settled copies come too: a copy that failed for good keeps its payment
     /// PAID when the others are delivered (Part A §7.3: NOTIFIED needs every recipient).
     fn recipients_in_delivery(&self) -> Result<Vec<Recipient>, StoreError>;
+    /// How many outbox rows are FAILED (`/metrics`, the console).
+    fn failed_recipients(&self) -> Result<u64, StoreError>;
     /// Outbox rows in a given status, newest first (admin).
     fn recipients_by_status(
         &self,
@@ -88,4 +90,9 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> Result<(), StoreError>;
     /// Counters since start: transactions (each one fsync) and commit jobs written.
     fn stats(&self) -> StoreStats;
+    /// The store's own histograms and counters for `/metrics` (transactions, group commits,
+    /// journal bytes), if it keeps them.
+    fn metrics(&self) -> Option<std::sync::Arc<crate::metrics::StoreMetrics>> {
+        None
+    }
 }
