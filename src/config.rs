@@ -85,9 +85,11 @@ pub struct NodeSection {
     pub retention_days: u32,
     /// The admin listener (journal, payments, receipt re-send): off unless set.
     pub admin_listen: Option<String>,
-    /// Bearer token the admin listener requires, if set (not empty). Without one the admin
-    /// listener must be on a loopback address.
+    /// Bearer token the admin listener requires, if set (not empty; its id in the audit:
+    /// `admin`). Without any admin token the admin listener must be on a loopback address.
     pub admin_token: Option<String>,
+    /// More admin tokens, by id (the id names the operator in the audit).
+    pub admin_tokens: std::collections::BTreeMap<String, String>,
     /// Largest request body accepted; bigger ones get PPT_SINTASSI_EXTRAXSD.
     pub max_body_bytes: usize,
     /// Deepest element nesting read in any document (PSP requests, station answers, the
@@ -127,6 +129,7 @@ impl Default for NodeSection {
             retention_days: 90,
             admin_listen: None,
             admin_token: None,
+            admin_tokens: Default::default(),
             max_body_bytes: 1024 * 1024,
             max_xml_depth: crate::codec::Limits::DEFAULT.max_depth,
             workers: None,
@@ -655,6 +658,37 @@ impl Config {
                 format!("must be at least {MIN_XML_DEPTH} (pagoPA messages nest 9 levels deep)"),
             ));
         }
+        // An empty token would open the admin listener to anyone who sends an empty one.
+        if self
+            .node
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(err(
+                "node.admin_token",
+                "must not be empty (leave it out to have no token: then the admin listener must stay on loopback)",
+            ));
+        }
+        for (id, token) in &self.node.admin_tokens {
+            let key = format!("node.admin_tokens.{id}");
+            if token.trim().is_empty() {
+                return Err(err(key, "must not be empty"));
+            }
+            if id == crate::admin::DEFAULT_TOKEN_ID
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+            {
+                return Err(err(
+                    key,
+                    format!(
+                        "a token id is letters, digits and - _ . @, and not '{}' (admin_token's)",
+                        crate::admin::DEFAULT_TOKEN_ID
+                    ),
+                ));
+            }
+        }
         if let Some(url) = &self.node.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -667,18 +701,6 @@ impl Config {
             return Err(err(
                 "node.tls_cert",
                 "tls_cert and tls_key must be set together",
-            ));
-        }
-        if self
-            .node
-            .admin_token
-            .as_ref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            // An empty token would be a password everyone knows: the admin API open to all.
-            return Err(err(
-                "node.admin_token",
-                "must not be empty (leave it out for no token, on loopback only)",
             ));
         }
         if self.node.tls_client_ca.is_some() && self.node.tls_cert.is_none() {
@@ -1149,6 +1171,10 @@ mod tests {
         assert!(e.to_string().contains("timings2"), "{e}");
         let e = Config::from_toml_str("[timings]\ntoken_max_ms = 9999999\n").unwrap_err();
         assert_eq!(e.key, "timings.token_max_ms");
+        let e = Config::from_toml_str("[node]\nadmin_token = \"\"\n").unwrap_err();
+        assert_eq!(e.key, "node.admin_token");
+        let e = Config::from_toml_str("[node.admin_tokens]\nalice = \" \"\n").unwrap_err();
+        assert_eq!(e.key, "node.admin_tokens.alice");
     }
 
     /// The example with `from` replaced by `to` (once; `from` must be there).

@@ -97,6 +97,9 @@ macro_rules! fault_codes {
         pub enum FaultCode { $( $variant, )+ }
 
         impl FaultCode {
+            /// Every code, in declaration order (`code as usize` is its index here).
+            pub const ALL: &'static [FaultCode] = &[ $( FaultCode::$variant, )+ ];
+
             pub fn as_str(self) -> &'static str {
                 match self { $( FaultCode::$variant => $code, )+ }
             }

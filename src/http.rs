@@ -99,6 +99,12 @@ async fn soap(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>
     let reply = read_and_handle(&req, payload, &node)
         .instrument(span.clone())
         .await;
+    node.metrics().psp_request(
+        reply.operation,
+        reply.fault,
+        reply.status != 200,
+        started.elapsed(),
+    );
     span.in_scope(|| {
         tracing::debug!(
             operation = reply.operation.map_or("unknown", |op| op.soap_action()),

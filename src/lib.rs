@@ -11,6 +11,7 @@ pub mod fault;
 pub mod front;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
 pub mod mock_ec;
 pub mod registry;
 pub mod store;

@@ -96,14 +96,7 @@ impl RunningNode {
         let tls = crate::front::certs::server_config(&config.node)?;
         let admin_tls = crate::front::certs::admin_config(&config.node)?;
         if let Some(l) = &admin_listener {
-            let at = l.local_addr().map_err(|e| e.to_string())?;
-            // Without a token the admin API (journal, payments, re-sends) is anyone's who can
-            // reach it: only the machine itself may.
-            if config.node.admin_token.is_none() && !at.ip().is_loopback() {
-                return Err(format!(
-                    "node.admin_listen: {at} is beyond loopback and node.admin_token is not set"
-                ));
-            }
+            admin_exposure(l, &config.node)?;
         }
         let transport = HttpTransport::new(&config)?;
         let mut limits = config.limits.clone();
@@ -175,6 +168,7 @@ impl RunningNode {
             let admin = HttpServer::new(move || {
                 App::new()
                     .app_data(data.clone())
+                    .wrap(actix_web::middleware::from_fn(crate::admin::authorize))
                     .configure(crate::admin::configure)
             })
             .workers(1)
@@ -240,6 +234,19 @@ impl RunningNode {
         tracing::info!("shutting down: finishing in-flight requests");
         self.stop().await;
     }
+}
+
+/// Refuses an admin listener reachable beyond loopback without an admin token: it would let
+/// anyone on the network read payments and re-send receipts.
+fn admin_exposure(listener: &TcpListener, node: &crate::config::NodeSection) -> Result<(), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if addr.ip().is_loopback() || crate::admin::tokens(node).next().is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "the admin listener {addr} (node.admin_listen) is reachable beyond loopback and has no \
+         admin token: set node.admin_token, or listen on 127.0.0.1"
+    ))
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not when the

@@ -1,5 +1,5 @@
 //! The admin token guards every admin route: a table of every route the admin listener serves
-//! (checked against `src/admin.rs`, so a new route without a row fails), each called without a
+//! (checked against `src/admin.rs`'s `ROUTES`, so a new route without a row fails), each called without a
 //! token, with wrong ones and with the right one, over real HTTP on a node with a payment made.
 
 mod common;
@@ -8,83 +8,153 @@ use common::*;
 
 const TOKEN: &str = "s3cret-admin-token";
 
-/// One admin route: its pattern as `src/admin.rs` registers it, the method, a concrete path
-/// for the call, whether the token guards it, and the status the right token gets.
+/// One admin route: its pattern as `src/admin.rs` declares it in `ROUTES`, the method, a
+/// concrete path for the call, a form body (urlencoded, empty for none), the status a call
+/// without the right token gets (`None`: the route is public), and the status the right token
+/// gets.
 struct Route {
     pattern: &'static str,
     post: bool,
     path: String,
-    guarded: bool,
+    form: &'static str,
+    refused: Option<u16>,
     authorized_status: u16,
 }
 
+/// A console page sends a browser without the token to its login form.
+const TO_LOGIN: Option<u16> = Some(303);
+const UNAUTHORIZED: Option<u16> = Some(401);
+
 fn routes(token: &str, nn: &str) -> Vec<Route> {
-    let r = |pattern, post, path: String, guarded, authorized_status| Route {
+    let get = |pattern, path: String, refused, authorized_status| Route {
         pattern,
-        post,
+        post: false,
         path,
-        guarded,
+        form: "",
+        refused,
+        authorized_status,
+    };
+    let post = |pattern, path: String, form, refused, authorized_status| Route {
+        pattern,
+        post: true,
+        path,
+        form,
+        refused,
         authorized_status,
     };
     vec![
         // The liveness probe stays open (README: `GET /health` for load balancers).
-        r("/health", false, "/health".into(), false, 200),
-        r("/admin/journal", false, "/admin/journal".into(), true, 200),
-        r(
+        get("/health", "/health".into(), None, 200),
+        get("/metrics", "/metrics".into(), UNAUTHORIZED, 200),
+        get(
+            "/admin/openapi.json",
+            "/admin/openapi.json".into(),
+            UNAUTHORIZED,
+            200,
+        ),
+        get("/admin/journal", "/admin/journal".into(), UNAUTHORIZED, 200),
+        get(
             "/admin/payments/{fiscal_code}/{notice_number}",
-            false,
             format!("/admin/payments/{EC}/{nn}"),
-            true,
+            UNAUTHORIZED,
             200,
         ),
-        r(
+        get(
             "/admin/recipients",
-            false,
             "/admin/recipients?status=NOTIFIED".into(),
-            true,
+            UNAUTHORIZED,
             200,
         ),
-        r(
+        post(
             "/admin/receipts/{receipt_id}/resend",
-            true,
             format!("/admin/receipts/{token}/resend"),
-            true,
+            "",
+            UNAUTHORIZED,
             202,
         ),
-        r(
-            "/monitoring/v1/jobs/trigger/{job}",
-            false,
-            "/monitoring/v1/jobs/trigger/paSendRt".into(),
-            true,
+        get(
+            "/admin/service-levels",
+            "/admin/service-levels".into(),
+            UNAUTHORIZED,
             200,
         ),
-        r(
+        get(
+            "/monitoring/v1/jobs/trigger/{job}",
+            "/monitoring/v1/jobs/trigger/paSendRt".into(),
+            UNAUTHORIZED,
+            200,
+        ),
+        get(
             "/jobs/trigger/{job}",
-            false,
             "/jobs/trigger/mod3CancelV2".into(),
-            true,
+            UNAUTHORIZED,
+            200,
+        ),
+        get("/console/", "/console/".into(), TO_LOGIN, 200),
+        get("/console/live", "/console/live".into(), TO_LOGIN, 200),
+        get(
+            "/console/journal",
+            format!("/console/journal?notice={nn}"),
+            TO_LOGIN,
+            200,
+        ),
+        get(
+            "/console/payments/{fiscal_code}/{notice_number}",
+            format!("/console/payments/{EC}/{nn}"),
+            TO_LOGIN,
+            200,
+        ),
+        get(
+            "/console/receipts",
+            "/console/receipts".into(),
+            TO_LOGIN,
+            200,
+        ),
+        // A station the receipt has no copy for: the right token gets as far as the re-send,
+        // which finds nothing to queue (the EC is not called again).
+        post(
+            "/console/receipts/{receipt_id}/resend",
+            format!("/console/receipts/{token}/resend"),
+            "station=77777777777_99",
+            UNAUTHORIZED,
+            404,
+        ),
+        get("/console/login", "/console/login".into(), None, 200),
+        // Public: the token travels in the form, whatever the header says.
+        post(
+            "/console/login",
+            "/console/login".into(),
+            "token=s3cret-admin-token",
+            None,
+            303,
+        ),
+        post(
+            "/console/logout",
+            "/console/logout".into(),
+            "",
+            UNAUTHORIZED,
+            303,
+        ),
+        get(
+            "/console/assets/console.css",
+            "/console/assets/console.css".into(),
+            None,
+            200,
+        ),
+        get(
+            "/console/assets/console.js",
+            "/console/assets/console.js".into(),
+            None,
             200,
         ),
     ]
 }
 
-/// The route patterns `src/admin.rs`'s `configure` registers (`.route("<pattern>", ...)`).
-fn registered_patterns() -> Vec<String> {
-    let src = include_str!("../src/admin.rs");
-    let start = src
-        .find("pub fn configure(")
-        .expect("src/admin.rs has its configure function");
-    let body = &src[start..];
-    let body = &body[..body.find("\n}\n").expect("the end of configure")];
-    body.split(".route(")
-        .skip(1)
-        .map(|call| {
-            let quoted = call
-                .trim_start()
-                .strip_prefix('"')
-                .expect("a literal pattern");
-            quoted[..quoted.find('"').unwrap()].to_string()
-        })
+/// The routes `src/admin.rs` declares (its `ROUTES` table is what the listener serves).
+fn registered() -> Vec<(bool, &'static str)> {
+    pagonode::admin::ROUTES
+        .iter()
+        .map(|r| (r.method == "POST", r.path))
         .collect()
 }
 
@@ -100,6 +170,11 @@ async fn call(
     } else {
         http.get(url)
     };
+    if !route.form.is_empty() {
+        req = req
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(route.form);
+    }
     if let Some(a) = authorization {
         req = req.header("Authorization", a);
     }
@@ -108,19 +183,22 @@ async fn call(
 
 #[test]
 fn the_table_lists_every_admin_route() {
-    let registered = registered_patterns();
+    let registered = registered();
     assert!(registered.len() >= 7, "{registered:?}");
-    let listed: Vec<&str> = routes("t", "n").iter().map(|r| r.pattern).collect();
+    let listed: Vec<(bool, &str)> = routes("t", "n")
+        .iter()
+        .map(|r| (r.post, r.pattern))
+        .collect();
     for p in &registered {
         assert!(
-            listed.contains(&p.as_str()),
-            "admin route {p} has no row in this test's table"
+            listed.contains(p),
+            "admin route {p:?} has no row in this test's table"
         );
     }
     for p in &listed {
         assert!(
-            registered.iter().any(|r| r == p),
-            "the table lists {p}, which src/admin.rs does not register"
+            registered.contains(p),
+            "the table lists {p:?}, which src/admin.rs does not declare"
         );
     }
 }
@@ -134,7 +212,11 @@ async fn every_admin_route_wants_the_token() {
         &h.send(&outcome(&PSP1, &token, true, None)).await,
     );
     h.wait_receipts(1, 30).await;
-    let http = reqwest::Client::new();
+    // Redirects are statuses here: a console page answers 303 to the login form.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let base = h.admin_url();
     let wrong = [
         None,
@@ -152,10 +234,13 @@ async fn every_admin_route_wants_the_token() {
     for route in routes(&token, &nn) {
         for a in &wrong {
             let status = call(&http, &base, &route, a.as_deref()).await;
-            if route.guarded {
-                assert_eq!(status, 401, "{} with {a:?}", route.path);
-            } else {
-                assert_ne!(status, 401, "{} with {a:?}", route.path);
+            match route.refused {
+                Some(refused) => assert_eq!(status, refused, "{} with {a:?}", route.path),
+                None => assert!(
+                    ![401, 403].contains(&status),
+                    "{} is public: {status} with {a:?}",
+                    route.path
+                ),
             }
         }
         let status = call(&http, &base, &route, Some(&format!("Bearer {TOKEN}"))).await;
@@ -171,5 +256,23 @@ async fn every_admin_route_wants_the_token() {
     })
     .await;
     assert_eq!(h.ec_calls("paSendRTV2", &nn), 2);
+    // The re-send is journaled with who asked: the token's id and the caller's address.
+    let text = http
+        .get(format!("{base}/admin/journal?primitive=RESEND_REQUESTED"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let journal: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = journal["entries"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{journal}");
+    let detail = rows[0]["dettaglio"].as_str().unwrap();
+    assert!(
+        detail.starts_with("re-sent by token admin from 127.0.0.1:"),
+        "{journal}"
+    );
     h.stop().await;
 }

@@ -116,22 +116,16 @@ impl Cluster {
         resp.text().await.unwrap()
     }
 
+    /// The body of `GET path` on node `i`'s admin listener.
+    async fn admin(&self, i: usize, path: &str) -> String {
+        let url = format!("{}{path}", self.nodes[i].admin_url().unwrap());
+        let resp = self.http.get(url).send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
     /// A notice's story from node `i`'s admin API.
     async fn story(&self, i: usize, nn: &str) -> serde_json::Value {
-        let url = format!(
-            "{}/admin/payments/{EC}/{nn}",
-            self.nodes[i].admin_url().unwrap()
-        );
-        let text = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
+        serde_json::from_str(&self.admin(i, &format!("/admin/payments/{EC}/{nn}")).await).unwrap()
     }
 
     /// Waits (20 s at most) until the simulated EC holds a copy of receipt `token`.
@@ -156,6 +150,13 @@ impl Cluster {
             s.stop().await;
         }
     }
+}
+
+/// The value of the sample `series` (name and labels, exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
 }
 
 /// TLS to PostgreSQL as the URL's `sslmode` asks (the server's certificate is self-signed):
@@ -276,6 +277,75 @@ async fn a_payment_activated_on_one_node_completes_on_the_other() {
         })
         .await;
     }
+    c.stop().await;
+}
+
+/// The journal of every node, listed in time order from PostgreSQL: pages continued with
+/// `next_after` give the one listing; `/metrics` reads the store's counts from PostgreSQL too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shared_journal_pages_in_time_order_and_metrics_read_the_database() {
+    let Some(c) = Cluster::start(2).await else {
+        return;
+    };
+    let nn = notice("02", "00");
+    let first = c
+        .send(0, &activate(&PSP1, EC, &nn, 1000, Some(&key(&PSP1))))
+        .await;
+    let token = token_of(&first);
+    ok::<SendPaymentOutcomeRes>(
+        &c.send(1, &outcome(&PSP1, &token, true, Some(&key(&PSP1))))
+            .await,
+    );
+    c.receipt_delivered(&token).await;
+    let all = eventually(10, "the same rows paged", || async {
+        let v: serde_json::Value =
+            serde_json::from_str(&c.admin(1, &format!("/admin/journal?notice={nn}")).await)
+                .unwrap();
+        let all = v["entries"].as_array().unwrap().clone();
+        let mut paged: Vec<serde_json::Value> = Vec::new();
+        let mut after = String::new();
+        loop {
+            let v: serde_json::Value = serde_json::from_str(
+                &c.admin(0, &format!("/admin/journal?notice={nn}&limit=2{after}"))
+                    .await,
+            )
+            .unwrap();
+            paged.extend(v["entries"].as_array().unwrap().iter().cloned());
+            match v["next_after"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => break,
+            }
+            assert!(paged.len() <= all.len() + 10, "pages never end: {paged:?}");
+        }
+        (paged == all).then_some(all)
+    })
+    .await;
+    let text = serde_json::Value::from(all.clone()).to_string();
+    assert!(
+        text.contains("activatePaymentNotice") && text.contains("sendPaymentOutcome"),
+        "{text}"
+    );
+    let times: Vec<&str> = all
+        .iter()
+        .map(|r| r["dataOraEvento"].as_str().unwrap())
+        .collect();
+    assert!(times.is_sorted(), "{times:?}");
+
+    // Node 0's journal writer counts its bytes once its batch is written.
+    let metrics = eventually(5, "the journal's bytes counted", || async {
+        let text = c.admin(0, "/metrics").await;
+        (sample(&text, "pagonode_journal_bytes_total")? > 0.0).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        sample(&metrics, "pagonode_receipt_copies_failed"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "pagonode_store_transaction_seconds_count").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
     c.stop().await;
 }
 

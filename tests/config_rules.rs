@@ -162,6 +162,18 @@ const RULES: &[(&str, Change)] = &[
     ("station[0].client_cert", |t| {
         nth(t, "station", 0).put("client_key", "key.pem");
     }),
+    ("node.admin_tokens.alice", |t| {
+        let tokens: Table = toml::from_str("alice = \"\"").unwrap();
+        set(t, "node", "admin_tokens", tokens)
+    }),
+    ("node.admin_tokens.admin", |t| {
+        let tokens: Table = toml::from_str("admin = \"a-long-enough-token\"").unwrap();
+        set(t, "node", "admin_tokens", tokens)
+    }),
+    ("node.admin_tokens.al ice", |t| {
+        let tokens: Table = toml::from_str("\"al ice\" = \"a-long-enough-token\"").unwrap();
+        set(t, "node", "admin_tokens", tokens)
+    }),
     // [[psp]]
     ("psp[1]", |t| nth(t, "psp", 1).put("id", "60000000001")),
     ("psp[0].id", |t| nth(t, "psp", 0).put("id", long(36))),

@@ -65,6 +65,15 @@ async fn rows_are_filtered_and_printed() {
     let (ok, all, err) = journal(&["--database", &db, "--notice", NOTICE]);
     assert!(ok, "{err}");
     let lines: Vec<&str> = all.lines().collect();
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].contains("OUTCOME"),
+        "a header names the columns: {all}"
+    );
+    let times: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert!(times.is_sorted(), "rows in time order: {all}");
     // verify, activate, outcome: 2 rows each with the PSP, 2 with the EC (receipt included),
     // plus the state changes.
     assert!(lines.len() >= 16, "{all}");
@@ -95,7 +104,11 @@ async fn rows_are_filtered_and_printed() {
         "paSendRTV2",
         "--payload",
     ]);
-    let rows: Vec<&str> = sent.lines().filter(|l| !l.starts_with(' ')).collect();
+    let rows: Vec<&str> = sent
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with(' '))
+        .collect();
     assert_eq!(rows.len(), 2, "{sent}");
     // (The RESP's outcome is not checked: on an overloaded machine the node may time out an
     // answer the EC gave, which the replayer already counted.)
@@ -127,7 +140,11 @@ async fn rows_are_filtered_and_printed() {
         "--limit",
         "3",
     ]);
-    assert_eq!(limited.lines().count(), 3, "{limited}");
+    assert_eq!(
+        limited.lines().count(),
+        1 + 3,
+        "a header and 3 rows: {limited}"
+    );
     let (_, future, _) = journal(&["--database", &db, "--from", "2999-01-01T00:00:00Z"]);
     assert!(future.is_empty(), "{future}");
     let (_, past, _) = journal(&["--database", &db, "--to", "1000"]);

@@ -353,6 +353,9 @@ impl Store for Counted {
     fn recipients_in_delivery(&self) -> Read<'_, Vec<pagonode::engine::Recipient>> {
         self.store.recipients_in_delivery()
     }
+    fn failed_recipients(&self) -> Read<'_, u64> {
+        self.store.failed_recipients()
+    }
     fn recipients_by_status<'a>(
         &'a self,
         status: &'a str,

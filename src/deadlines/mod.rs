@@ -74,6 +74,11 @@ impl Deadlines {
         }
     }
 
+    /// When each token of the last [`Deadlines::poll`] was due.
+    pub fn last_fired_due(&self) -> impl Iterator<Item = Millis> + '_ {
+        self.fired.iter().map(|&(_, at)| at)
+    }
+
     /// Number of pending deadlines.
     pub fn len(&self) -> usize {
         self.wheel.len()

@@ -89,6 +89,11 @@ impl Deliveries {
         }
     }
 
+    /// Whether an attempt of `key` is in flight.
+    pub fn attempting(&self, key: &RecipientKey) -> bool {
+        self.in_flight.contains(key)
+    }
+
     /// An attempt of `key` ended (whatever its result) at `now`: its station's slot is free.
     pub fn finished(&mut self, key: &RecipientKey, now: Millis) {
         if !self.in_flight.remove(key) {

@@ -445,7 +445,8 @@ impl Engine {
         step
     }
 
-    fn notice(&self, key: &NoticeKey) -> Option<&Notice> {
+    /// A notice the engine holds.
+    pub fn notice(&self, key: &NoticeKey) -> Option<&Notice> {
         self.notices.get(key).map(|(n, _)| n)
     }
 

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use rusqlite::{Connection, OpenFlags};
 
 use super::story::{self, Classification, row_json, timestamp};
-use super::{JournalQuery, JournalRow, parse_time};
+use super::{Cursor, JournalQuery, JournalRow, parse_time};
 use crate::codec::types::{FiscalCode, NoticeNumber};
 use crate::config::{Config, Database};
 use crate::engine::{NoticeKey, StatusRow};
@@ -254,7 +254,7 @@ impl JournalReader {
             page.iter().for_each(&mut each);
             seen += page.len();
             match page.last() {
-                Some(last) if page.len() == q.limit => q.after_id = Some(last.id),
+                Some(last) if page.len() == q.limit => q.after = Some(Cursor::of(last)),
                 _ => return Ok(seen),
             }
         }
@@ -298,22 +298,45 @@ impl JournalReader {
     }
 }
 
+/// The columns of a row line, in [`row_line`]'s layout: the CLI prints it above the rows.
+pub fn header_line() -> String {
+    columns([
+        "TIME",
+        "COMPONENT",
+        "PRIMITIVE",
+        "TYPE",
+        "NOTICE",
+        "TOKEN",
+        "PSP",
+        "STATION",
+        "OUTCOME",
+    ])
+}
+
 /// One row on one line: time, component, primitive, REQ/RESP, notice, token, PSP, station,
 /// outcome (`-` for what the row does not have).
 pub fn row_line(r: &JournalRow) -> String {
     let e = &r.entry;
-    let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    format!(
-        "{}  {:<10} {:<28} {:<6} {:<18} {:<32} {:<11} {:<14} {}",
-        timestamp(e.at),
-        e.component,
-        e.primitive,
+    fn o(v: &Option<String>) -> &str {
+        v.as_deref().unwrap_or("-")
+    }
+    columns([
+        &timestamp(e.at),
+        &e.component,
+        &e.primitive,
         e.subtype.map_or("-", |s| s.as_str()),
         o(&e.notice_number),
         o(&e.token),
         o(&e.psp),
         o(&e.station),
         o(&e.outcome),
+    ])
+}
+
+fn columns(c: [&str; 9]) -> String {
+    format!(
+        "{:<24}  {:<10} {:<28} {:<6} {:<18} {:<32} {:<11} {:<14} {}",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
     )
 }
 
@@ -341,12 +364,17 @@ fn query(args: &QueryArgs) -> Result<(), String> {
         outcome: args.outcome.clone(),
         from: parse(&args.from)?,
         to: parse(&args.to)?,
-        after_id: None,
+        after: None,
         limit: PAGE,
     };
     // Write errors (a closed pipe: `| head`) are ignored rather than fatal.
     let mut out = std::io::stdout().lock();
+    // The header goes above the first row: a query that matches nothing prints nothing.
+    let mut header = !args.json;
     reader.query_all(&q, args.limit, |r| {
+        if std::mem::take(&mut header) {
+            let _ = writeln!(out, "{}", header_line());
+        }
         if args.json {
             let mut v = row_json(r);
             if !args.payload {
@@ -411,6 +439,7 @@ pub fn story_text(key: &NoticeKey, rows: &[JournalRow], history: &[StatusRow]) -
         ));
     }
     out.push('\n');
+    out.push_str(&format!("    {}\n", header_line()));
     for r in rows {
         let mark = attempts
             .iter()

@@ -106,9 +106,50 @@ pub struct JournalQuery {
     pub outcome: Option<String>,
     pub from: Option<Millis>,
     pub to: Option<Millis>,
-    /// Rows after this id (pagination), oldest first.
-    pub after_id: Option<i64>,
+    /// Rows after this place (pagination). Rows come in time order, then by id.
+    pub after: Option<Cursor>,
     pub limit: usize,
+}
+
+/// A place in the journal's order: by time (`dataOraEvento`), then by id. Ids alone do not
+/// give the time order: an exchange is numbered when the journal writer takes it, after the
+/// state changes committed while it was going on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor {
+    pub at: Millis,
+    pub id: i64,
+}
+
+impl Cursor {
+    /// The place of `row`.
+    pub fn of(row: &JournalRow) -> Cursor {
+        Cursor {
+            at: row.entry.at,
+            id: row.id,
+        }
+    }
+}
+
+/// `<time in ms>-<id>`: what the admin API gives as `next_after` and takes as `after`.
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.at, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cursor, String> {
+        let bad = || {
+            format!("'{s}' is not a journal position (<time in ms>-<id>, as next_after gives it)")
+        };
+        let (at, id) = s.split_once('-').ok_or_else(bad)?;
+        Ok(Cursor {
+            at: at.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 /// A journal row with its id.

@@ -1,5 +1,5 @@
 //! Reading the journal: the state changes (the `events` table of the node's database, which
-//! the store writes in the transaction of each change) merged by id with the SOAP exchanges of
+//! the store writes in the transaction of each change) merged in time order with the SOAP exchanges of
 //! the segment files.
 
 use std::path::Path;
@@ -8,7 +8,9 @@ use rusqlite::Connection;
 
 use crate::store::schema::{Fields, Val};
 
-use super::{Category, JournalEntry, JournalError, JournalQuery, JournalRow, Subtype, segment};
+use super::{
+    Category, Cursor, JournalEntry, JournalError, JournalQuery, JournalRow, Subtype, segment,
+};
 
 /// Parses a time bound: epoch milliseconds or an RFC 3339 timestamp.
 pub fn parse_time(s: &str) -> Result<u64, String> {
@@ -20,9 +22,9 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("'{s}': {e}"))
 }
 
-/// One page of journal rows matching `q`, oldest first: the state changes (`events` of `c`)
-/// merged by id with the SOAP exchanges of the segments in `exchanges`. The store and the
-/// read-only `pagonode journal` reader both read the journal this way.
+/// One page of journal rows matching `q`, in time order (then by id): the state changes
+/// (`events` of `c`) merged with the SOAP exchanges of the segments in `exchanges`. The store
+/// and the read-only `pagonode journal` reader both read the journal this way.
 pub fn query(
     c: &Connection,
     exchanges: &Path,
@@ -34,7 +36,7 @@ pub fn query(
         segment::query(exchanges, q)
             .map_err(|e| JournalError(format!("{}: {e}", exchanges.display())))?,
     );
-    rows.sort_unstable_by_key(|r| r.id);
+    rows.sort_unstable_by_key(Cursor::of);
     rows.truncate(limit);
     Ok(rows)
 }
@@ -42,7 +44,7 @@ pub fn query(
 fn query_events(c: &Connection, q: &JournalQuery) -> Result<Vec<JournalRow>, JournalError> {
     let (filter, args) = filters(q);
     let sql = format!(
-        "SELECT * FROM events WHERE {filter} ORDER BY id LIMIT {}",
+        "SELECT * FROM events WHERE {filter} ORDER BY at, id LIMIT {}",
         q.limit.clamp(1, 10_000)
     );
     let mut st = c.prepare(&sql)?;
@@ -68,7 +70,6 @@ pub fn filters<'q>(q: &'q JournalQuery) -> (String, Vec<Val<'q>>) {
         ("outcome", "=", text(&q.outcome)),
         ("at", ">=", int(q.from.map(|v| v as i64))),
         ("at", "<", int(q.to.map(|v| v as i64))),
-        ("id", ">", int(q.after_id)),
     ];
     let mut sql = "TRUE".to_string();
     let mut args = Vec::new();
@@ -77,6 +78,16 @@ pub fn filters<'q>(q: &'q JournalQuery) -> (String, Vec<Val<'q>>) {
             args.push(v);
             sql.push_str(&format!(" AND {column} {op} ${}", args.len()));
         }
+    }
+    if let Some(c) = q.after {
+        // Three parameters, not two used twice: SQLite numbers `$n` by first appearance.
+        args.extend([Val::Int(c.at as i64), Val::Int(c.at as i64), Val::Int(c.id)]);
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND at >= ${} AND (at > ${} OR id > ${n})",
+            n - 2,
+            n - 1
+        ));
     }
     (sql, args)
 }

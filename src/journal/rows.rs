@@ -189,33 +189,6 @@ pub fn internal_error(at: Millis, detail: &str) -> Rows {
     rows
 }
 
-/// The row of an admin action (a receipt re-send): who asked (address, token id), for what
-/// (`token`: the receipt; `station`: the recipient, if one), and its result.
-pub fn admin_action(
-    at: Millis,
-    primitive: &str,
-    token: &str,
-    station: Option<&str>,
-    outcome: &str,
-    detail: &str,
-) -> Rows {
-    let mut rows = Rows::new();
-    rows.push(&RowRef {
-        at,
-        component: "admin",
-        category: Some(Category::Interface),
-        primitive,
-        token: Some(token),
-        station,
-        outcome: Some(outcome),
-        caller: Some("admin"),
-        callee: Some(NODE),
-        detail: Some(detail),
-        ..RowRef::default()
-    });
-    rows
-}
-
 /// The row of a state change (the store commits it with the change).
 pub fn event_row(e: &StateEvent) -> RowRef<'_> {
     RowRef {

@@ -27,7 +27,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Category, JournalEntry, JournalQuery, JournalRow, Subtype};
+use super::{Category, Cursor, JournalEntry, JournalQuery, JournalRow, Subtype};
 use crate::engine::Millis;
 
 /// The first bytes of every segment written now (format version 2: compressed blocks).
@@ -497,7 +497,7 @@ impl Summary {
     /// Whether a row matching `q` may be in the segment.
     fn may_match(&self, q: &JournalQuery) -> bool {
         self.count > 0
-            && q.after_id.is_none_or(|a| self.last_id as i64 > a)
+            && q.after.is_none_or(|c| self.max_at >= c.at)
             && q.from.is_none_or(|f| self.max_at >= f)
             && q.to.is_none_or(|t| self.min_at < t)
             && [
@@ -676,39 +676,53 @@ fn summary_of_rows(dir: &Path, first_id: u64) -> io::Result<(Summary, u64)> {
     Ok((s, end))
 }
 
-/// The first `q.limit` exchange rows matching `q` with ids above `q.after_id`, oldest first.
+/// The first `q.limit` exchange rows matching `q` after `q.after`, in time order (then by id).
+/// Rows are roughly in time order across segments, not exactly (each is numbered when it is
+/// written, after the exchange), so every segment that may hold one is read, but a sealed one
+/// whose rows all come after the page found so far is skipped by its summary.
 pub fn query(dir: &Path, q: &JournalQuery) -> io::Result<Vec<JournalRow>> {
     let limit = q.limit.clamp(1, 10_000);
-    let ids = segments(dir)?;
-    // The segment holding the row after `after_id`, and the ones after it.
-    let start = match q.after_id {
-        Some(a) => ids
-            .partition_point(|&first| first as i64 <= a)
-            .saturating_sub(1),
-        None => 0,
+    let mut rows: Vec<JournalRow> = Vec::new();
+    // Once `limit` rows are found, the last of them: nothing after it can be on the page.
+    let mut bound: Option<Cursor> = None;
+    let keep = |rows: &mut Vec<JournalRow>, bound: &mut Option<Cursor>| {
+        rows.sort_unstable_by_key(Cursor::of);
+        rows.truncate(limit);
+        if rows.len() == limit {
+            *bound = rows.last().map(Cursor::of);
+        }
     };
-    let mut rows = Vec::new();
-    for &first in &ids[start..] {
-        if sealed_summary(dir, first).is_some_and(|s| !s.may_match(q)) {
+    for first in segments(dir)? {
+        if sealed_summary(dir, first)
+            .is_some_and(|s| !s.may_match(q) || bound.is_some_and(|b| s.min_at > b.at))
+        {
             continue;
         }
         let scanned = scan(&segment_path(dir, first), |id, row| {
-            if q.after_id.is_none_or(|a| id as i64 > a) && row.matches(q) {
+            let place = Cursor {
+                at: row.at,
+                id: id as i64,
+            };
+            if q.after.is_none_or(|a| place > a)
+                && bound.is_none_or(|b| place < b)
+                && row.matches(q)
+            {
                 rows.push(JournalRow {
                     id: id as i64,
                     entry: row.to_entry(),
                 });
+                if rows.len() >= 2 * limit {
+                    keep(&mut rows, &mut bound);
+                }
             }
-            rows.len() < limit
+            true
         });
         match scanned {
             // Deleted by retention while we read: its rows are gone.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             r => r?,
         };
-        if rows.len() >= limit {
-            break;
-        }
+        keep(&mut rows, &mut bound);
     }
     Ok(rows)
 }
@@ -721,6 +735,8 @@ pub struct SegmentWriter {
     pending: Vec<u8>,
     /// The block being written (kept for its capacity).
     block: Vec<u8>,
+    /// Bytes written to segments since the writer was opened.
+    written: u64,
 }
 
 struct OpenSegment {
@@ -782,6 +798,7 @@ impl SegmentWriter {
             open: None,
             pending: Vec::new(),
             block: Vec::new(),
+            written: 0,
         };
         let mut last_id = 0;
         for (i, &first) in ids.iter().enumerate() {
@@ -897,6 +914,7 @@ impl SegmentWriter {
             Ok(()) => {
                 start_writeback(&seg.file, seg.size, block.len() as u64);
                 seg.size += block.len() as u64;
+                self.written += block.len() as u64;
             }
             Err(_) => {
                 if seg.file.set_len(seg.size).is_err() {
@@ -908,6 +926,11 @@ impl SegmentWriter {
         }
         self.pending.clear();
         result
+    }
+
+    /// Bytes written to segments since the writer was opened.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     /// Makes the written rows durable.
@@ -1012,7 +1035,7 @@ mod tests {
         let mut rows: Vec<JournalRow> = Vec::new();
         loop {
             let q = JournalQuery {
-                after_id: rows.last().map(|r| r.id),
+                after: rows.last().map(Cursor::of),
                 limit: 10_000,
                 ..JournalQuery::default()
             };
@@ -1054,7 +1077,10 @@ mod tests {
         let page = query(
             dir.path(),
             &JournalQuery {
-                after_id: Some(95),
+                after: Some(Cursor {
+                    at: row(95).at,
+                    id: 95,
+                }),
                 limit: 3,
                 ..JournalQuery::default()
             },

@@ -38,6 +38,8 @@ enum Msg {
 pub struct JournalWriter {
     tx: RwLock<Option<mpsc::Sender<Msg>>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Bytes written to the segments since the start (`/metrics`).
+    written: Arc<AtomicU64>,
 }
 
 impl JournalWriter {
@@ -48,14 +50,22 @@ impl JournalWriter {
         next_id: Arc<AtomicU64>,
     ) -> Result<JournalWriter, JournalError> {
         let (tx, rx) = mpsc::channel();
+        let written = Arc::new(AtomicU64::new(0));
+        let counted = written.clone();
         let thread = thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || run(segments, &rx, &next_id))
+            .spawn(move || run(segments, &rx, &next_id, &counted))
             .map_err(|e| JournalError(format!("cannot start the journal writer: {e}")))?;
         Ok(JournalWriter {
             tx: RwLock::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            written,
         })
+    }
+
+    /// The count of bytes written to the segments since the start, kept up to date.
+    pub fn bytes_written(&self) -> Arc<AtomicU64> {
+        self.written.clone()
     }
 
     fn send(&self, msg: Msg) -> bool {
@@ -109,7 +119,12 @@ async fn answer(rx: oneshot::Receiver<Result<(), JournalError>>) -> Result<(), J
         .unwrap_or_else(|_| Err(JournalError("the journal writer stopped".into())))
 }
 
-fn run(mut segments: SegmentWriter, rx: &mpsc::Receiver<Msg>, next_id: &AtomicU64) {
+fn run(
+    mut segments: SegmentWriter,
+    rx: &mpsc::Receiver<Msg>,
+    next_id: &AtomicU64,
+    written: &AtomicU64,
+) {
     let mut last_sync = Instant::now();
     // Rows written since the last sync: they are synced within SYNC_EVERY even if no more
     // rows come (an idle node's last exchanges are not left in the page cache).
@@ -150,6 +165,7 @@ fn run(mut segments: SegmentWriter, rx: &mpsc::Receiver<Msg>, next_id: &AtomicU6
             }
         }
         let mut result = segments.write().map_err(|e| e.to_string());
+        written.store(segments.bytes_written(), Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, "journal rows lost");
         }

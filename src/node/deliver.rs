@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::Node;
 use crate::codec::Operation;
 use crate::codec::pa_for_node::{PaSendRtRes, PaSendRtV2Response};
-use crate::engine::{DeliveryPolicy, RecipientKey, Version};
+use crate::engine::{DeliveryPolicy, RecipientKey, RecipientStatus, Version, Write};
 use crate::fault::NodeFault;
 use crate::journal::Keys;
+use crate::metrics::Attempt;
 
 /// The station already has this receipt (`PAA_RECEIPT_DUPLICATA`, paForNode's fault for a
 /// receipt id it holds): the copy counts as delivered.
@@ -122,8 +123,25 @@ impl Node {
                 tracing::warn!(receipt = %key.receipt_id, station = %key.station, error = %f, "receipt delivery failed")
             }
         }
+        let delivered = result.is_ok();
         let result = result.map_err(|f| f.to_string());
-        let queued = self.run(|e, now| e.delivery_result(&key, sent_at, result, policy, now));
+        let mut failed = false;
+        let queued = self.run(|e, now| {
+            let step = e.delivery_result(&key, sent_at, result, policy, now);
+            failed = step
+                .writes
+                .iter()
+                .any(|w| matches!(w, Write::Recipient(r) if r.status == RecipientStatus::Failed));
+            step
+        });
+        self.metrics.delivery(
+            key.station.as_str(),
+            match (delivered, failed) {
+                (true, _) => Attempt::Delivered,
+                (false, true) => Attempt::Failed,
+                (false, false) => Attempt::Retry,
+            },
+        );
         // Not committed: the copy stays PENDING in the store, and is attempted again (here after
         // a restart; by whichever node takes its receipt's lease over, with a shared store).
         if let Err(f) = self.finish(queued).await {

@@ -54,8 +54,13 @@ impl Schedule {
         self.deadlines.len()
     }
 
-    pub(super) fn attempts_in_flight(&self) -> usize {
-        self.deliveries.len().1
+    /// Receipt copies waiting for an attempt, and attempts in flight.
+    pub(super) fn deliveries(&self) -> (usize, usize) {
+        self.deliveries.len()
+    }
+
+    pub(super) fn attempting(&self, key: &RecipientKey) -> bool {
+        self.deliveries.attempting(key)
     }
 }
 
@@ -141,7 +146,12 @@ impl Node {
     pub fn poll_due(&self, now: Millis, due: &mut Due) {
         let mut s = self.schedule();
         match &mut s.job {
-            None => s.deadlines.poll(now, &mut due.deadlines),
+            None => {
+                s.deadlines.poll(now, &mut due.deadlines);
+                for at in s.deadlines.last_fired_due() {
+                    self.metrics.deadline_fired(now.saturating_sub(at));
+                }
+            }
             Some((every, next)) if *next <= now => {
                 due.cancellation_job = true;
                 *next = now + *every;

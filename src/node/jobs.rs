@@ -81,7 +81,7 @@ impl Node {
     /// still is. A harness that stops the node once a station has answered waits for the
     /// answer to be recorded (a stop drops attempts in flight, leaving their copies PENDING).
     pub async fn deliveries_settled(&self, within: std::time::Duration) -> bool {
-        self.attempts_end_when(within, || self.schedule().attempts_in_flight() == 0)
+        self.attempts_end_when(within, || self.schedule().deliveries().1 == 0)
             .await
     }
 
@@ -105,12 +105,23 @@ impl Node {
         tokio::time::timeout(within, waiting).await.is_ok()
     }
 
-    /// How many of `copies` (each with the attempts it had) have not made another attempt.
+    /// How many of `copies` (each with the attempts it had) have not made another attempt, or
+    /// have one in flight.
     fn pending_copies(&self, copies: &[(RecipientKey, u32)]) -> usize {
-        let engine = self.engine();
+        let unattempted: Vec<bool> = {
+            let engine = self.engine();
+            copies
+                .iter()
+                .map(|(k, n)| !engine.attempted_since(k, *n))
+                .collect()
+        };
+        // An attempt the engine has counted is done once it is no longer in flight: its
+        // result is committed by then.
+        let schedule = self.schedule();
         copies
             .iter()
-            .filter(|(k, n)| !engine.attempted_since(k, *n))
+            .zip(unattempted)
+            .filter(|((k, _), unattempted)| *unattempted || schedule.attempting(k))
             .count()
     }
 }

@@ -40,6 +40,7 @@ use crate::front::keys::KeyRefusal;
 use crate::front::refusals::Reason;
 use crate::front::{FrontDoor, Peer, certs};
 use crate::journal::{JournalQuery, JournalRow, Keys, rows};
+use crate::metrics::Metrics;
 use crate::registry::{Caller, PspCredentials, Registry};
 use crate::store::{Commit, Store, StoreError, StoreStats};
 
@@ -62,6 +63,7 @@ pub struct Node {
     store_failed_at: AtomicU64,
     /// Numbers the internal errors, so that a PSP's fault names the log line with the detail.
     incidents: AtomicU64,
+    metrics: Arc<Metrics>,
     /// Told whenever a delivery attempt ends.
     attempt_ended: tokio::sync::Notify,
     /// Held by a run of the cancellation job: runs do not overlap, so a run asked for on
@@ -121,6 +123,8 @@ pub struct SoapReply {
     pub json: bool,
     /// With 429: seconds until the caller may send again.
     pub retry_after_s: Option<u64>,
+    /// The fault of a pagoPA KO answer.
+    pub fault: Option<crate::fault::FaultCode>,
 }
 
 impl SoapReply {
@@ -131,6 +135,15 @@ impl SoapReply {
             operation,
             json: false,
             retry_after_s: None,
+            fault: None,
+        }
+    }
+
+    /// The pagoPA answer to a request (a KO's fault code kept for the metrics).
+    fn answer(reply: Reply, operation: Operation) -> SoapReply {
+        SoapReply {
+            fault: reply.fault,
+            ..SoapReply::soap(200, reply.envelope, Some(operation))
         }
     }
 
@@ -142,6 +155,7 @@ impl SoapReply {
             operation: None,
             json: true,
             retry_after_s: None,
+            fault: None,
         }
     }
 
@@ -154,6 +168,7 @@ impl SoapReply {
             operation: None,
             json: true,
             retry_after_s: None,
+            fault: None,
         }
     }
 
@@ -169,6 +184,7 @@ impl SoapReply {
             operation: None,
             json: true,
             retry_after_s: Some(secs),
+            fault: None,
         }
     }
 }
@@ -213,6 +229,7 @@ impl Node {
             registry.timings(),
         );
         let shared = store.shared().is_some();
+        let metrics = Arc::new(Metrics::new(registry.config()));
         Node {
             front: FrontDoor::new(registry.config()),
             store_failed_at: AtomicU64::new(0),
@@ -226,9 +243,15 @@ impl Node {
             tokens,
             schedule: Mutex::new(schedule),
             wakeup: tokio::sync::Notify::new(),
+            metrics,
             attempt_ended: tokio::sync::Notify::new(),
             cancellation: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The node's counters and histograms (`/metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The configured parties and timings. Every registry read goes through here.
@@ -377,7 +400,9 @@ impl Node {
             None => None,
         };
         if let Some(commit) = commit {
+            let waited = std::time::Instant::now();
             let result = commit.await;
+            self.metrics.commit_waited(waited.elapsed());
             if self.shared {
                 let now = self.now();
                 self.engine().writes_done(&records, result.is_ok(), now);
@@ -427,6 +452,11 @@ impl Node {
     fn conflicted(&self, op: Operation) -> Reply {
         let _ = CONFLICTED.try_with(|c| c.set(true));
         Reply::ko(op, &Failed::Conflict.into(), true)
+    }
+
+    /// Whether a commit of the request being dispatched lost a race (it runs again).
+    fn lost_race(&self) -> bool {
+        CONFLICTED.try_with(Cell::get).unwrap_or(false)
     }
 
     /// Handles one nodeForPsp request from a peer the front door knows nothing of (handed to
@@ -522,8 +552,7 @@ impl Node {
                                 .registry()
                                 .psp_broker(cred.id_broker_psp)
                                 .is_none_or(|b| b.extended_fault_bean);
-                            let reply = Reply::ko(op, &fault, extended);
-                            return SoapReply::soap(200, reply.envelope, Some(op));
+                            return SoapReply::answer(Reply::ko(op, &fault, extended), op);
                         }
                         Err(Refusal::Key) => {
                             return SoapReply::unauthorized(KeyRefusal::Invalid);
@@ -543,7 +572,7 @@ impl Node {
             let rows = rows::psp_exchange(op, body, &secrets, &reply, &keys, started, self.now());
             self.store.journal(rows);
         }
-        SoapReply::soap(200, reply.envelope, Some(op))
+        SoapReply::answer(reply, op)
     }
 
     /// The answer to a request over its rate: HTTP 429, or with `limits.over_rate = "fault"`
@@ -554,8 +583,7 @@ impl Node {
                 if self.registry().config().limits.over_rate == OverRate::Fault
                     && op.interface() == crate::codec::Interface::NodeForPsp =>
             {
-                let reply = Reply::ko(op, &NodeFault::SuperamentoSoglia, true);
-                SoapReply::soap(200, reply.envelope, Some(op))
+                SoapReply::answer(Reply::ko(op, &NodeFault::SuperamentoSoglia, true), op)
             }
             _ => SoapReply::throttled(wait),
         }
@@ -887,7 +915,8 @@ impl Node {
         false
     }
 
-    /// Journals an exchange with a station (the journal writer writes it off the payment path).
+    /// Counts an exchange with a station (`/metrics`) and journals it (the journal writer
+    /// writes it off the payment path).
     fn journal_ec(
         &self,
         op: Operation,
@@ -896,6 +925,14 @@ impl Node {
         ex: &Exchange,
         result: Result<(), &NodeFault>,
     ) {
+        self.metrics.ec_call(
+            station,
+            op,
+            result.err().map(NodeFault::fault_code),
+            ex.response.is_some(),
+            ex.elapsed_ms,
+            ex.started_at + ex.elapsed_ms,
+        );
         if self.registry().config().journal.enabled {
             self.store
                 .journal(rows::ec_exchange(op, station, keys, ex, result));
@@ -903,10 +940,12 @@ impl Node {
     }
 
     /// Queues a receipt's copies again (all of them, or one station's): the admin re-send.
+    /// The journal rows of the re-sent copies say who asked (`by`), with the payment's notice.
     pub async fn resend(
         &self,
         receipt_id: &str,
         station: Option<&str>,
+        by: &str,
     ) -> Result<usize, NodeFault> {
         let unknown = || NodeFault::Semantica(format!("no receipt {receipt_id}"));
         let receipt_id = PaymentToken::new(receipt_id).map_err(|_| unknown())?;
@@ -932,36 +971,21 @@ impl Node {
             )));
         }
         self.hydrate_payment(&receipt_id).await?;
-        let queued = self.run(|e, now| e.resend(&receipt_id, stored, station, now));
+        let queued = self.run(|e, now| {
+            let notice = e.payment(&receipt_id).map(|p| p.notice.clone());
+            let mut step = e.resend(&receipt_id, stored, station, now);
+            for w in &mut step.writes {
+                if let crate::engine::Write::Event(event) = w {
+                    event.detail = Some(format!("re-sent by {by}"));
+                    event.notice = event.notice.take().or_else(|| notice.clone());
+                }
+            }
+            step
+        });
         let copies = queued.step.deliver.len();
         self.finish(queued).await?;
+        self.metrics.resent(copies);
         Ok(copies)
-    }
-
-    /// Logs and journals an admin action: `who` (address and token id) did `primitive` on
-    /// receipt `receipt_id` (one station's copy, or all), with `outcome`.
-    pub fn audit(
-        &self,
-        who: &str,
-        primitive: &str,
-        receipt_id: &str,
-        station: Option<&str>,
-        outcome: &str,
-    ) {
-        tracing::info!(who, primitive, receipt_id, station, outcome, "admin action");
-        if self.registry().config().journal.enabled {
-            // Both come from the URL: held to the length of a real one.
-            let short = |s: &str| s.chars().take(35).collect::<String>();
-            let station = station.map(short);
-            self.store.journal(rows::admin_action(
-                self.now(),
-                primitive,
-                &short(receipt_id),
-                station.as_deref(),
-                outcome,
-                &format!("by {who}"),
-            ));
-        }
     }
 
     /// Forgets finished records the engine no longer needs in memory (see [`Engine::sweep`]).
@@ -1003,21 +1027,7 @@ impl Node {
 
     /// A notice's story: its attempts, their payments and receipt copies, the journal rows.
     pub async fn notice_story(&self, key: &NoticeKey) -> Result<serde_json::Value, StoreError> {
-        let mut rows = Vec::new();
-        let mut q = JournalQuery {
-            notice_number: Some(key.notice_number.to_string()),
-            limit: 10_000,
-            ..JournalQuery::default()
-        };
-        loop {
-            let page = self.store.query_journal(&q).await?;
-            let full = page.len() == q.limit;
-            q.after_id = page.last().map(|r| r.id);
-            rows.extend(page);
-            if !full {
-                break;
-            }
-        }
+        let rows = self.notice_rows(key).await?;
         let mut payments = Vec::new();
         for p in self.store.payments_of_notice(key).await? {
             let recipients = self.store.load_recipients(&p.token).await?;
@@ -1029,6 +1039,26 @@ impl Node {
         ))
     }
 
+    /// A notice's journal rows, in the order things happened.
+    pub async fn notice_rows(&self, key: &NoticeKey) -> Result<Vec<JournalRow>, StoreError> {
+        let mut rows = Vec::new();
+        let mut q = JournalQuery {
+            notice_number: Some(key.notice_number.to_string()),
+            limit: 10_000,
+            ..JournalQuery::default()
+        };
+        loop {
+            let page = self.store.query_journal(&q).await?;
+            let full = page.len() == q.limit;
+            q.after = page.last().map(crate::journal::Cursor::of);
+            rows.extend(page);
+            if !full {
+                break;
+            }
+        }
+        Ok(crate::journal::story::notice_rows(key, rows))
+    }
+
     /// Receipt copies in a status, newest first.
     pub async fn recipients_by_status(
         &self,
@@ -1036,6 +1066,35 @@ impl Node {
         limit: usize,
     ) -> Result<Vec<crate::engine::Recipient>, StoreError> {
         self.store.recipients_by_status(status, limit).await
+    }
+
+    /// How many receipt copies are FAILED.
+    pub async fn failed_recipients(&self) -> Result<u64, StoreError> {
+        self.store.failed_recipients().await
+    }
+
+    /// The Prometheus text exposition of the node's metrics (`GET /metrics`).
+    pub async fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        // Read first: the engine's and the schedules' locks are not held across a store read.
+        let receipt_copies_failed = self.store.failed_recipients().await.ok();
+        let (_, payments_in_memory, activations_in_flight, _) = self.engine().sizes();
+        let (deadlines_pending, (receipt_copies_pending, receipt_copies_in_flight)) = {
+            let s = self.schedule();
+            (s.pending_deadlines(), s.deliveries())
+        };
+        let stats = self.store.stats();
+        let gauges = crate::metrics::Gauges {
+            now: self.now(),
+            deadlines_pending,
+            receipt_copies_pending,
+            receipt_copies_in_flight,
+            receipt_copies_failed,
+            payments_in_memory,
+            activations_in_flight,
+            store_transactions: stats.transactions,
+            store_commits: stats.commit_jobs,
+        };
+        self.metrics.render(gauges, self.store.metrics())
     }
 
     /// Liveness and a few numbers. The store is down when it does not answer now, or when a

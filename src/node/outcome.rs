@@ -6,7 +6,7 @@ use crate::codec::node_for_psp::{
     OutcomeDetails, OutcomeDetailsV2, SendPaymentOutcomeReq, SendPaymentOutcomeV2Request,
 };
 use crate::codec::types::{IdempotencyKey, Outcome, PaymentToken, Text35};
-use crate::engine::{OutcomeCommand, Reply, Version};
+use crate::engine::{OutcomeCommand, PaymentStatus, Reply, Version};
 use crate::journal::Keys;
 
 /// V1 details in the V2 shape (which adds only optional elements).
@@ -86,13 +86,23 @@ impl Node {
                 return (self.refuse(&ctx, f).await, keys);
             }
         }
+        let mut spontaneous = None;
         if let Some(p) = input.tokens.first().and_then(|t| {
-            self.engine()
-                .payment(t)
-                .map(|p| (p.notice.clone(), p.station.id.clone()))
+            let engine = self.engine();
+            engine.payment(t).map(|p| {
+                // A spontaneous payment's outcome is due within 2 s of its activation: the
+                // PSP's service level.
+                let spontaneous = p.status == PaymentStatus::Paying
+                    && engine
+                        .notice(&p.notice)
+                        .is_some_and(|n| n.demanded_at.is_some());
+                let activated = spontaneous.then_some(p.activated_at);
+                (p.notice.clone(), p.station.id.clone(), activated)
+            })
         }) {
             keys = keys.notice(&p.0);
             keys.station = Some(p.1);
+            spontaneous = p.2.map(|activated_at| (activated_at, self.now()));
         }
         let cmd = OutcomeCommand {
             ctx,
@@ -102,6 +112,14 @@ impl Node {
             details: input.details,
         };
         let queued = self.run(|e, now| e.outcome(self.registry(), cmd, now));
-        (self.reply(M::OPERATION, queued).await, keys)
+        let reply = self.reply(M::OPERATION, queued).await;
+        // Counted once per request: a run that lost a race is run again.
+        if let Some((activated_at, now)) = spontaneous
+            && !self.lost_race()
+        {
+            self.metrics
+                .psp_outcome(ids.0.as_str(), now.saturating_sub(activated_at), now);
+        }
+        (reply, keys)
     }
 }

@@ -20,7 +20,7 @@ use crate::engine::{
 };
 use crate::journal::rows::event_row;
 use crate::journal::segment::Rows;
-use crate::journal::{JournalEntry, JournalQuery, JournalRow};
+use crate::journal::{Cursor, JournalEntry, JournalQuery, JournalRow};
 
 /// When a queued commit becomes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +339,14 @@ impl Store for MemoryStore {
         })
     }
 
+    fn failed_recipients(&self) -> Read<'_, u64> {
+        self.read(|t| {
+            t.all_recipients()
+                .filter(|r| r.status == RecipientStatus::Failed)
+                .count() as u64
+        })
+    }
+
     fn recipients_by_status<'a>(
         &'a self,
         status: &'a str,
@@ -387,14 +395,25 @@ impl Store for MemoryStore {
     }
 
     fn query_journal<'a>(&'a self, q: &'a JournalQuery) -> Read<'a, Vec<JournalRow>> {
-        let after = q.after_id.map_or(0, |a| a.max(0) as u64 + 1);
+        // In time order, then by id, as the SQLite store lists them.
         self.read(|t| {
-            t.journal
-                .range(after..)
-                .filter(|(_, e)| e.as_row().matches(q))
+            let mut hits: Vec<(Cursor, &JournalEntry)> = t
+                .journal
+                .iter()
+                .map(|(&id, e)| {
+                    let place = Cursor {
+                        at: e.at,
+                        id: id as i64,
+                    };
+                    (place, e)
+                })
+                .filter(|(place, e)| q.after.is_none_or(|a| *place > a) && e.as_row().matches(q))
+                .collect();
+            hits.sort_unstable_by_key(|(place, _)| *place);
+            hits.into_iter()
                 .take(q.limit.clamp(1, 10_000))
-                .map(|(&id, e)| JournalRow {
-                    id: id as i64,
+                .map(|(place, e)| JournalRow {
+                    id: place.id,
                     entry: e.clone(),
                 })
                 .collect()

@@ -93,6 +93,8 @@ pub trait Store: Send + Sync + 'static {
     /// resume). The settled copies come too: a copy that failed for good keeps its payment PAID
     /// when the others are delivered (Part A §7.3: NOTIFIED needs every recipient).
     fn recipients_in_delivery(&self) -> Read<'_, Vec<Recipient>>;
+    /// How many copies are FAILED (`/metrics`, the console).
+    fn failed_recipients(&self) -> Read<'_, u64>;
     /// Copies in a given status, newest first (admin).
     fn recipients_by_status<'a>(
         &'a self,
@@ -121,6 +123,11 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> Read<'_, ()>;
     /// Counters since start: transactions (each one fsync) and commit jobs written.
     fn stats(&self) -> StoreStats;
+    /// The store's own histograms and counters for `/metrics` (transactions, group commits,
+    /// journal bytes), if it keeps them.
+    fn metrics(&self) -> Option<Arc<crate::metrics::StoreMetrics>> {
+        None
+    }
     /// Stops the writers after what is queued (graceful shutdown).
     fn close(&self);
     /// What several nodes on this store share (`None`: the node is alone on it).

@@ -173,6 +173,14 @@ const MIGRATIONS: &[Migration] = &[
     ) WITHOUT ROWID;
     ",
     ),
+    // 5: the journal is listed in time order (then by id), its state changes too; the failed
+    // copies are counted (`/metrics`, the console).
+    Migration::Sql(
+        "
+    CREATE INDEX events_at ON events (at);
+    CREATE INDEX recipients_failed ON recipients (status) WHERE status = 'FAILED';
+    ",
+    ),
 ];
 
 /// A schema step.
@@ -271,6 +279,7 @@ struct Counters {
     /// The next journal row id, shared by the state changes and the exchanges so that ids
     /// order the whole journal.
     next_journal_id: Arc<AtomicU64>,
+    metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 /// At most this many commits go in one transaction.
@@ -358,11 +367,16 @@ impl SqliteStore {
         let last_event = writer.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
             r.get::<_, i64>(0)
         })? as u64;
-        let counters = Arc::new(Counters::default());
-        counters
-            .next_journal_id
-            .store(last_event.max(last_exchange) + 1, Ordering::Relaxed);
-        let journal = JournalWriter::start(segments, counters.next_journal_id.clone())?;
+        let next_journal_id = Arc::new(AtomicU64::new(last_event.max(last_exchange) + 1));
+        let journal = JournalWriter::start(segments, next_journal_id.clone())?;
+        let counters = Arc::new(Counters {
+            next_journal_id,
+            metrics: Arc::new(crate::metrics::StoreMetrics {
+                journal_bytes: journal.bytes_written(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(reader(path)?);
@@ -536,12 +550,16 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counter
             .iter()
             .filter(|j| matches!(j, Job::Commit(..)))
             .count() as u64;
+        let writing = std::time::Instant::now();
         write_batch(&mut conn, batch, counters);
         // Commits count (maintenance and flushes do not): they are what the payment path waits
         // for.
         if jobs > 0 {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
             counters.commit_jobs.fetch_add(jobs, Ordering::Relaxed);
+            let m = &counters.metrics;
+            m.transaction_seconds.observe_duration(writing.elapsed());
+            m.batch_commits.observe(jobs);
         }
     }
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
@@ -803,6 +821,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn failed_recipients(&self) -> Read<'_, u64> {
+        self.now(|c| {
+            Ok(
+                c.prepare_cached("SELECT COUNT(*) FROM recipients WHERE status = 'FAILED'")?
+                    .query_row([], |r| r.get::<_, i64>(0))? as u64,
+            )
+        })
+    }
+
     fn recipients_by_status<'a>(
         &'a self,
         status: &'a str,
@@ -879,6 +906,10 @@ impl Store for SqliteStore {
             transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
             commit_jobs: self.inner.counters.commit_jobs.load(Ordering::Relaxed),
         }
+    }
+
+    fn metrics(&self) -> Option<Arc<crate::metrics::StoreMetrics>> {
+        Some(self.inner.counters.metrics.clone())
     }
 
     fn health(&self) -> Read<'_, ()> {
@@ -1047,7 +1078,7 @@ mod tests {
             if page.is_empty() {
                 break;
             }
-            q.after_id = page.last().map(|r| r.id);
+            q.after = page.last().map(crate::journal::Cursor::of);
             seen.extend(page.into_iter().map(|r| (r.id, r.entry.at)));
         }
         assert_eq!(seen.len(), 30);

@@ -549,7 +549,7 @@ pub fn journal(
     // re-activations at the end). An outcome row always has its token.
     let (mut ids, mut answered) = (Vec::new(), std::collections::HashSet::new());
     let read = reader.query_all(&JournalQuery::default(), None, |r| {
-        ids.push(r.id);
+        ids.push(pagonode::journal::Cursor::of(r));
         let e = &r.entry;
         if e.subtype != Some(pagonode::journal::Subtype::Resp) {
             return;
@@ -568,8 +568,10 @@ pub fn journal(
     if let Err(e) = read {
         violations.push(format!("journal unreadable: {e}"));
     }
-    if !ids.windows(2).all(|w| w[0] < w[1]) {
-        violations.push("journal ids out of order".into());
+    // Listed in time order (then by id), each row once.
+    let distinct: std::collections::HashSet<i64> = ids.iter().map(|c| c.id).collect();
+    if !ids.windows(2).all(|w| w[0] < w[1]) || distinct.len() != ids.len() {
+        violations.push("journal rows out of time order, or listed twice".into());
     }
     let told = ledger
         .activations

@@ -137,6 +137,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX status_history_at ON status_history (at);
     ",
+    // 3: the journal is listed in time order (then by id); the failed copies are counted
+    // (`/metrics`, the console).
+    "
+    CREATE INDEX journal_at ON journal (at, id);
+    CREATE INDEX recipients_failed ON recipients (receipt_id) WHERE status = 'FAILED';
+    ",
 ];
 
 /// Brings the schema up to date. Nodes starting together wait for each other on the lock;

@@ -76,6 +76,7 @@ struct Inner {
 struct Counters {
     transactions: AtomicU64,
     commit_jobs: AtomicU64,
+    metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 fn failed(e: tokio_postgres::Error) -> StoreError {
@@ -208,7 +209,11 @@ impl PgStore {
         };
         let tasks = vec![
             tokio::spawn(writer(Arc::new(t), jobs_rx, counters.clone(), dialect)),
-            tokio::spawn(journal_writer(pool.clone(), journal_rx)),
+            tokio::spawn(journal_writer(
+                pool.clone(),
+                journal_rx,
+                counters.metrics.journal_bytes.clone(),
+            )),
         ];
         Ok(PgStore {
             inner: Arc::new(Inner {
@@ -359,6 +364,7 @@ async fn writer(
             .filter(|j| matches!(j, Job::Commit(..)))
             .count() as u64;
         let all: Vec<&Job> = batch.iter().collect();
+        let writing = std::time::Instant::now();
         let results = match run(&target, &mut conn, &all, dialect).await {
             Ok(()) => batch.iter().map(|_| Ok(())).collect(),
             Err(e) if batch.len() > 1 && retryable(&e, &conn) => {
@@ -374,6 +380,9 @@ async fn writer(
         if commits > 0 {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
             counters.commit_jobs.fetch_add(commits, Ordering::Relaxed);
+            let m = &counters.metrics;
+            m.transaction_seconds.observe_duration(writing.elapsed());
+            m.batch_commits.observe(commits);
         }
         // Committed, nobody told yet: the crash window the crash test stops the node in.
         crate::failpoints::failpoint!("store.committed", results.iter().any(Result::is_ok));
@@ -472,7 +481,11 @@ async fn apply(c: &mut Conn, ops: &[schema::Op<'_>]) -> Result<(), StoreError> {
 }
 
 /// Writes the journal's exchanges in batches, one `INSERT` per batch.
-async fn journal_writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<JournalMsg>) {
+async fn journal_writer(
+    pool: Pool,
+    mut rx: mpsc::UnboundedReceiver<JournalMsg>,
+    written: Arc<AtomicU64>,
+) {
     let mut pending: Vec<Rows> = Vec::new();
     let mut rows = 0usize;
     let mut flushes: Vec<Done> = Vec::new();
@@ -492,7 +505,8 @@ async fn journal_writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<JournalMsg>)
         }
         if !pending.is_empty() {
             match insert_journal(&pool, &pending).await {
-                Ok(()) => {
+                Ok(bytes) => {
+                    written.fetch_add(bytes, Ordering::Relaxed);
                     pending.clear();
                     rows = 0;
                 }
@@ -521,14 +535,16 @@ async fn journal_writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<JournalMsg>)
     }
 }
 
-/// The exchanges of `batch`, in one statement (a column array per field).
-async fn insert_journal<'a>(pool: &Pool, batch: &'a [Rows]) -> Result<(), StoreError> {
+/// The exchanges of `batch`, in one statement (a column array per field). Returns the bytes
+/// of the rows' values.
+async fn insert_journal<'a>(pool: &Pool, batch: &'a [Rows]) -> Result<u64, StoreError> {
     #[derive(Default)]
     struct Columns<'b> {
         ints: [Vec<Option<i64>>; 2],
         texts: [Vec<Option<&'b str>>; 16],
     }
     let mut c: Columns<'a> = Columns::default();
+    let mut bytes = 0u64;
     let mut add = |r: &RowRef<'a>| {
         let texts = [
             Some(r.component),
@@ -550,6 +566,7 @@ async fn insert_journal<'a>(pool: &Pool, batch: &'a [Rows]) -> Result<(), StoreE
         ];
         c.ints[0].push(Some(r.at as i64));
         c.ints[1].push(r.duration_ms.map(|d| d as i64));
+        bytes += 16 + texts.iter().flatten().map(|t| t.len() as u64).sum::<u64>();
         for (col, t) in c.texts.iter_mut().zip(texts) {
             col.push(t);
         }
@@ -579,14 +596,14 @@ async fn insert_journal<'a>(pool: &Pool, batch: &'a [Rows]) -> Result<(), StoreE
         )
         .await
         .map_err(failed)?;
-    Ok(())
+    Ok(bytes)
 }
 
-/// One page of the journal (every node's), oldest first.
+/// One page of the journal (every node's), in time order (then by id).
 async fn query_journal(client: &Client, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
     let (filter, args) = crate::journal::query::filters(q);
     let sql = format!(
-        "SELECT id, {} FROM journal WHERE {filter} ORDER BY id LIMIT {}",
+        "SELECT id, {} FROM journal WHERE {filter} ORDER BY at, id LIMIT {}",
         schema::JOURNAL_FIELDS,
         q.limit.clamp(1, 10_000)
     );
@@ -725,6 +742,20 @@ impl Store for PgStore {
         })
     }
 
+    fn failed_recipients(&self) -> Read<'_, u64> {
+        Box::pin(async move {
+            let n = self
+                .one(
+                    "recipients",
+                    "SELECT COUNT(*) FROM recipients WHERE status = 'FAILED'",
+                    &[],
+                    |r| r.try_get::<_, i64>(0).map_err(|e| e.to_string()),
+                )
+                .await?;
+            Ok(n.unwrap_or(0).max(0) as u64)
+        })
+    }
+
     fn recipients_by_status<'a>(
         &'a self,
         status: &'a str,
@@ -816,6 +847,10 @@ impl Store for PgStore {
             transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
             commit_jobs: self.inner.counters.commit_jobs.load(Ordering::Relaxed),
         }
+    }
+
+    fn metrics(&self) -> Option<Arc<crate::metrics::StoreMetrics>> {
+        Some(self.inner.counters.metrics.clone())
     }
 
     fn close(&self) {
