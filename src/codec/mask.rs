@@ -11,6 +11,7 @@
 use std::ops::Range;
 
 use super::lenient::{Tag, Tags};
+use super::xml::decode_document;
 
 /// What the journal stores instead of a password.
 pub const MASKED: &str = "********";
@@ -38,12 +39,38 @@ impl Secrets {
 
     /// The request as the journal keeps it: its text, every secret replaced by [`MASKED`].
     pub fn mask(&self, request: &[u8]) -> String {
-        let text = String::from_utf8_lossy(request);
-        match (&self.0, &text) {
-            // Ranges are of the request's bytes, and the reader only accepts UTF-8 as is.
-            (Some(ranges), std::borrow::Cow::Borrowed(text)) => replace(text, ranges),
-            _ => mask_unread(&text),
+        match (&self.0, std::str::from_utf8(request)) {
+            // Ranges are of the request's bytes, which the reader reads as they are when UTF-8.
+            (Some(ranges), Ok(text)) => replace(text, ranges),
+            (None, Ok(text)) => mask_unread(text),
+            // Another encoding the reader decodes (ISO-8859-1): the copy is the decoded text,
+            // declared UTF-8 as it now is, so that it reads as the request did.
+            (_, Err(_)) => match decode_document(request) {
+                Ok(text) => mask_unread(&declared_utf8(&text)),
+                Err(_) => mask_unread(&String::from_utf8_lossy(request)),
+            },
         }
+    }
+}
+
+/// `doc` with the encoding of its XML declaration, if it names one, replaced by UTF-8.
+fn declared_utf8(doc: &str) -> String {
+    let decl_end = match doc.strip_prefix("<?xml").and_then(|_| doc.find("?>")) {
+        Some(end) => end,
+        None => return doc.to_string(),
+    };
+    let value = doc[..decl_end].find("encoding").and_then(|at| {
+        let after = at + "encoding".len();
+        let rest = &doc[after..decl_end];
+        let eq = rest.find('=')?;
+        let open = after + eq + 1 + rest[eq + 1..].find(['"', '\''])?;
+        let quote = doc[open..].chars().next()?;
+        let close = open + 1 + doc[open + 1..decl_end].find(quote)?;
+        Some(open + 1..close)
+    });
+    match value {
+        Some(v) => format!("{}UTF-8{}", &doc[..v.start], &doc[v.end..]),
+        None => doc.to_string(),
     }
 }
 
@@ -166,6 +193,13 @@ mod tests {
         assert_eq!(
             Secrets::at(vec![0..1, 2..3]).mask(latin1),
             "<a>\u{FFFD}<password>********</password></a>"
+        );
+        // Declared ISO-8859-1: the copy is the text the reader read, declared UTF-8.
+        let latin1 =
+            b"<?xml version='1.0' encoding='ISO-8859-1'?><a>\xe0<password>x</password></a>";
+        assert_eq!(
+            Secrets::unknown().mask(latin1),
+            "<?xml version='1.0' encoding='UTF-8'?><a>\u{e0}<password>********</password></a>"
         );
     }
 }
