@@ -360,7 +360,7 @@ async fn no_route(req: HttpRequest) -> HttpResponse {
 
 /// `GET /metrics`: the Prometheus text exposition.
 async fn metrics(node: web::Data<Arc<Node>>) -> HttpResponse {
-    match node.render_metrics() {
+    match node.render_metrics().await {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),
@@ -426,7 +426,7 @@ async fn journal(params: web::Query<JournalParams>, node: web::Data<Arc<Node>>) 
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match node.journal_page(&q) {
+    match node.journal_page(&q).await {
         Ok(rows) => {
             let next = (rows.len() == q.limit)
                 .then(|| rows.last().map(|r| Cursor::of(r).to_string()))
@@ -454,7 +454,7 @@ async fn payment(path: web::Path<(String, String)>, node: web::Data<Arc<Node>>) 
         Ok(key) => key,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match node.notice_story(&key) {
+    match node.notice_story(&key).await {
         Ok(story) => HttpResponse::Ok().json(story),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -482,7 +482,10 @@ async fn recipients(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match node.recipients_by_status(status.as_str(), params.limit.unwrap_or(100).clamp(1, 1000)) {
+    match node
+        .recipients_by_status(status.as_str(), params.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+    {
         Ok(list) => HttpResponse::Ok().json(
             list.iter()
                 .map(|r| {

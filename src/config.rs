@@ -76,8 +76,13 @@ pub struct NodeSection {
     pub tls_client_auth: ClientAuth,
     /// The header (and query parameter) carrying a PSP broker's subscription key.
     pub subscription_key_header: String,
-    /// The SQLite database file (created if missing).
-    pub database: PathBuf,
+    /// The store: a SQLite database file (created if missing), or a PostgreSQL URL
+    /// (`postgres://user@host:port/db?sslmode=verify-full`) for several nodes on one store.
+    /// `PAGONODE_DATABASE_URL` overrides it (so that no password sits in the file).
+    pub database: Database,
+    /// Finished payments (with their receipts) and idempotency entries are deleted this many
+    /// days after their activation (0: kept for ever).
+    pub retention_days: u32,
     /// The admin listener (journal, payments, receipt re-send): off unless set.
     pub admin_listen: Option<String>,
     /// Bearer token the admin listener requires, if set (not empty; its id in the audit:
@@ -120,7 +125,8 @@ impl Default for NodeSection {
             tls_client_ca: None,
             tls_client_auth: ClientAuth::Optional,
             subscription_key_header: "Ocp-Apim-Subscription-Key".into(),
-            database: PathBuf::from("pagonode.db"),
+            database: Database::Sqlite(PathBuf::from("pagonode.db")),
+            retention_days: 90,
             admin_listen: None,
             admin_token: None,
             admin_tokens: Default::default(),
@@ -129,6 +135,37 @@ impl Default for NodeSection {
             workers: None,
             use_idempotency: true,
             public_url: None,
+        }
+    }
+}
+
+/// Where the node keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An embedded SQLite file: one node.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL: any number of nodes.
+    Postgres(String),
+}
+
+/// The environment variable that overrides `node.database`.
+pub const DATABASE_ENV: &str = "PAGONODE_DATABASE_URL";
+
+impl Database {
+    /// A `postgres://` or `postgresql://` URL, else a SQLite file path.
+    pub fn parse(s: &str) -> Database {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Database::Postgres(s.to_string())
+        } else {
+            Database::Sqlite(PathBuf::from(s))
+        }
+    }
+
+    /// The SQLite file, if the store is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(p) => Some(p),
+            Database::Postgres(_) => None,
         }
     }
 }
@@ -196,6 +233,30 @@ impl Default for FrontLimits {
     }
 }
 
+/// The database without its password.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres(url) => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme), Some(at)) if at > scheme => {
+                        let auth = &url[scheme + 3..at];
+                        match auth.split_once(':') {
+                            Some((user, _)) => {
+                                format!("{}{user}:********{}", &url[..scheme + 3], &url[at..])
+                            }
+                            None => url.clone(),
+                        }
+                    }
+                    _ => url.clone(),
+                };
+                f.write_str(&shown)
+            }
+        }
+    }
+}
+
 /// How the node reaches stations (`[outbound]`): the defaults of every station, each of which
 /// a station may override.
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +284,12 @@ impl Default for Outbound {
             client_key: None,
             ca_bundle: None,
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Database {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Database, D::Error> {
+        String::deserialize(d).map(|s| Database::parse(&s))
     }
 }
 
@@ -516,6 +583,15 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
         Config::from_toml_str(&text)
+    }
+
+    /// `node.database` from [`DATABASE_ENV`], when it is set.
+    pub fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var(DATABASE_ENV)
+            && !url.trim().is_empty()
+        {
+            self.node.database = Database::parse(url.trim());
+        }
     }
 
     /// The example configuration.
@@ -1078,7 +1154,10 @@ mod tests {
     #[test]
     fn the_debian_packages_default_configuration_is_valid() {
         let c = Config::from_toml_str(include_str!("../debian/pagonode.toml")).unwrap();
-        assert_eq!(c.node.database, Path::new("/var/lib/pagonode/pagonode.db"));
+        assert_eq!(
+            c.node.database.sqlite_path(),
+            Some(Path::new("/var/lib/pagonode/pagonode.db"))
+        );
         assert!(c.psp.is_empty(), "parties are the operator's to add");
     }
 

@@ -240,7 +240,7 @@ fn contract_file(name: &str) -> HttpResponse {
 /// Liveness and a few numbers: 200 when the store answers and no commit or read failed
 /// recently ([`crate::node::STORE_FAILURE_WINDOW`]), 503 otherwise.
 pub async fn health(node: web::Data<Arc<Node>>) -> HttpResponse {
-    let h = node.health();
+    let h = node.health().await;
     let (notices, payments, activating, receipts) = h.engine;
     // The store's error text (SQL, paths) goes to the log, not to whoever asks.
     if let Err(e) = &h.store {

@@ -77,6 +77,13 @@ pub struct LoadArgs {
     /// node's journal is complete on disk for `pagonode journal`.
     #[arg(long, requires = "spawn", value_name = "DIR")]
     pub keep_dir: Option<PathBuf>,
+    /// With --spawn: the nodes' store, a PostgreSQL URL (default: a fresh SQLite file each).
+    #[arg(long, requires = "spawn")]
+    pub database: Option<String>,
+    /// With --spawn: how many nodes, on the one --database; each request goes to the next node
+    /// in turn (an activation on one, its outcome on another).
+    #[arg(long, default_value_t = 1, requires = "spawn")]
+    pub nodes: usize,
 }
 
 /// The PSP the load generator pays as (the example configuration's).
@@ -129,7 +136,9 @@ impl Stats {
 
 struct Ctx {
     http: reqwest::Client,
-    url: String,
+    /// The nodes' nodeForPsp URLs: requests go to each in turn.
+    urls: Vec<String>,
+    turn: AtomicU64,
     run_id: u64,
     /// Shared by every node a run loads, so no notice is paid twice at the simulated EC.
     seq: Arc<AtomicU64>,
@@ -157,11 +166,39 @@ fn password() -> Password {
 }
 
 impl Ctx {
+    fn new(
+        http: reqwest::Client,
+        urls: Vec<String>,
+        run_id: u64,
+        seq: Arc<AtomicU64>,
+        flow: Flow,
+    ) -> Ctx {
+        Ctx {
+            http,
+            urls,
+            turn: AtomicU64::new(0),
+            run_id,
+            seq,
+            flow,
+            unreachable: AtomicU64::new(0),
+        }
+    }
+
+    /// The nodes' commit counters, added up.
+    async fn counters(&self) -> Option<(u64, u64)> {
+        let mut total = (0, 0);
+        for url in &self.urls {
+            let (t, j) = health_counters(&self.http, url).await?;
+            total = (total.0 + t, total.1 + j);
+        }
+        Some(total)
+    }
+
     async fn call<M: Message>(&self, req: &M) -> Result<(AnyMessage, u64), String> {
         let t0 = Instant::now();
         let resp = self
             .http
-            .post(&self.url)
+            .post(&self.urls[self.turn.fetch_add(1, Ordering::Relaxed) as usize % self.urls.len()])
             .header("Content-Type", "text/xml; charset=utf-8")
             .header("SOAPAction", M::OPERATION.soap_action())
             .body(write_envelope(req))
@@ -296,7 +333,7 @@ async fn drive(
     duration: Duration,
     progress: Option<Duration>,
 ) -> Result<Measured, String> {
-    let before = health_counters(&ctx.http, &ctx.url).await;
+    let before = ctx.counters().await;
     let stats = Arc::new(Mutex::new(Stats::new()));
     let start = Instant::now();
     let end = warmup + duration;
@@ -319,7 +356,7 @@ async fn drive(
                 if measuring {
                     let mut m = measured_from.lock().await;
                     if m.is_none() {
-                        *m = Some((t0, health_counters(&ctx.http, &ctx.url).await));
+                        *m = Some((t0, ctx.counters().await));
                     }
                 }
                 let mut s = stats.lock().await;
@@ -357,7 +394,7 @@ async fn drive(
     verdict?;
     let (t_measure, counters_start) = measured_from.lock().await.unwrap_or((start, before));
     let secs = t_measure.elapsed().as_secs_f64();
-    let after = health_counters(&ctx.http, &ctx.url).await;
+    let after = ctx.counters().await;
     let stats = std::mem::replace(&mut *stats.lock().await, Stats::new());
     Ok(Measured {
         stats,
@@ -413,7 +450,7 @@ impl Watch<'_> {
             let unreachable = self.ctx.unreachable.load(Ordering::Relaxed);
             if completed == last.0 && unreachable > last.2 {
                 return Err(unreachable_node(
-                    &self.ctx.url,
+                    &self.ctx.urls.join(", "),
                     &format!(
                         "{} requests could not connect in the last {} s, none completed (last: {})",
                         unreachable - last.2,
@@ -457,32 +494,40 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     if args.compare_journal {
         return compare_journal(&args).await;
     }
+    if args.nodes > 1 && args.database.is_none() {
+        return Err("--nodes above 1 needs a shared --database (PostgreSQL)".into());
+    }
     let spawned = if args.spawn {
         let journal = !args.no_journal;
-        Some(Spawned::start(&args, &[journal]).await?)
+        Some(Spawned::start(&args, &vec![journal; args.nodes.max(1)]).await?)
     } else {
         None
     };
-    let url = spawned
+    let urls = spawned
         .as_ref()
-        .map(|s| s.nodes[0].1.clone())
-        .unwrap_or_else(|| args.node.clone());
-    let ctx = Arc::new(Ctx {
-        http: http_client(args.concurrency)?,
-        url,
-        run_id: SystemClock.now_ms() / 1000,
-        seq: Arc::new(AtomicU64::new(0)),
-        flow: args.flow,
-        unreachable: AtomicU64::new(0),
-    });
-    check_reachable(&ctx.http, &ctx.url).await?;
-    let pids: Vec<(&str, u32)> = match &spawned {
-        Some(sp) => [("node", sp.nodes[0].0.id()), ("simulated EC", sp.ec.id())]
-            .into_iter()
+        .map(|s| s.nodes.iter().map(|n| n.1.clone()).collect())
+        .unwrap_or_else(|| vec![args.node.clone()]);
+    let ctx = Arc::new(Ctx::new(
+        http_client(args.concurrency)?,
+        urls,
+        SystemClock.now_ms() / 1000,
+        Arc::new(AtomicU64::new(0)),
+        args.flow,
+    ));
+    for url in &ctx.urls {
+        check_reachable(&ctx.http, url).await?;
+    }
+    let pids: Vec<(String, u32)> = match &spawned {
+        Some(sp) => sp
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("node {i}"), n.0.id()))
+            .chain([("simulated EC".to_string(), sp.ec.id())])
             .filter_map(|(n, p)| Some((n, p?)))
-            .chain([("load generator", std::process::id())])
+            .chain([("load generator".to_string(), std::process::id())])
             .collect(),
-        None => vec![("load generator", std::process::id())],
+        None => vec![("load generator".to_string(), std::process::id())],
     };
     let cpu_before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
     let m = drive(
@@ -573,14 +618,13 @@ async fn compare_journal(args: &LoadArgs) -> Result<(), String> {
             .collect();
         let spawned = Spawned::start(args, &journals).await?;
         let ctx = |slot: usize| {
-            Arc::new(Ctx {
-                http: http.clone(),
-                url: spawned.nodes[slot].1.clone(),
+            Arc::new(Ctx::new(
+                http.clone(),
+                vec![spawned.nodes[slot].1.clone()],
                 run_id,
-                seq: seq.clone(),
-                flow: args.flow,
-                unreachable: AtomicU64::new(0),
-            })
+                seq.clone(),
+                args.flow,
+            ))
         };
         let slots = [ctx(0), ctx(1)];
         spawned.settle().await;
@@ -815,14 +859,16 @@ impl Spawned {
         let mut configs = Vec::new();
         for (i, &journal) in journals.iter().enumerate() {
             let node_port = free_port()?;
-            let mut text = base
-                .replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
-                .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
-                .replace(
-                    "pagonode-demo.db",
-                    &dir.join(format!("load{i}.db")).display().to_string(),
-                )
-                .replace("admin_listen = \"127.0.0.1:8081\"", "");
+            let mut text =
+                base.replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
+                    .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
+                    .replace(
+                        "pagonode-demo.db",
+                        &args.database.clone().unwrap_or_else(|| {
+                            dir.join(format!("load{i}.db")).display().to_string()
+                        }),
+                    )
+                    .replace("admin_listen = \"127.0.0.1:8081\"", "");
             if !journal {
                 text = text.replace("[journal]\nenabled = true", "[journal]\nenabled = false");
             }

@@ -120,7 +120,11 @@ fn main() -> ExitCode {
             fresh: false,
         }) {
             Command::Demo { database, fresh } => demo(database, fresh).await,
-            Command::Serve { config } => serve(load_config(config.as_ref())?).await,
+            Command::Serve { config } => {
+                let mut config = load_config(config.as_ref())?;
+                config.apply_env();
+                serve(config).await
+            }
             Command::MockEc { config } => mock_ec(config.as_ref()).await,
             Command::Loadgen(args) => pagonode::loadgen::run(args).await,
             Command::Receipts(args) => pagonode::delivery::cli::run(args).await,
@@ -160,14 +164,14 @@ async fn mock_ec(path: Option<&PathBuf>) -> Result<(), String> {
 /// The demo: the simulated EC and a node with the example configuration, in one process.
 async fn demo(database: PathBuf, fresh: bool) -> Result<(), String> {
     let mut config = Config::example();
-    config.node.database = database;
+    config.node.database = pagonode::config::Database::Sqlite(database.clone());
     let mock_cfg = MockEcConfig::from_toml_str(pagonode::config::EXAMPLE)?;
     let mock_addr = mock_cfg.listen.clone();
     let listener = std::net::TcpListener::bind(&mock_addr)
         .map_err(|e| format!("cannot listen on {mock_addr}: {e}"))?;
     // Only now: a demo already running holds the port above, and keeps its database.
     if fresh {
-        remove_database(&config.node.database)?;
+        remove_database(&database)?;
     }
     let ec = MockEc::new(mock_cfg)
         .start(listener)
@@ -191,7 +195,7 @@ async fn demo(database: PathBuf, fresh: bool) -> Result<(), String> {
         ec.url(),
         ec.url()
     );
-    println!("  database:        {}", config.node.database.display());
+    println!("  database:        {}", config.node.database);
     println!(
         "  PSP credentials: idPSP={} idBrokerPSP={} idChannel={} password={}",
         channel.psps[0], channel.broker, channel.id, channel.password

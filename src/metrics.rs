@@ -241,7 +241,8 @@ pub struct StoreMetrics {
     pub transaction_seconds: Histogram,
     /// Commits (engine steps) written by one transaction.
     pub batch_commits: Histogram,
-    /// Bytes appended to the journal's segment files.
+    /// Bytes appended to the journal: to its segment files (compressed), or the values of the
+    /// rows written to PostgreSQL.
     pub journal_bytes: Arc<AtomicU64>,
 }
 
@@ -779,7 +780,7 @@ impl Collector for Scrape {
             family(
                 &mut e,
                 "journal_bytes",
-                "Bytes appended to the journal's segment files (compressed)",
+                "Bytes appended to the journal (segment files: compressed; PostgreSQL: the rows' values)",
                 MetricType::Counter,
                 [([("", ""); 0], Value::Counter(s.journal_bytes.load(Relaxed)))],
             )?;

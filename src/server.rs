@@ -15,7 +15,7 @@ use crate::ec_client::http::HttpTransport;
 use crate::front::limits::Connections;
 use crate::node::{Node, TokenIssuer};
 use crate::registry::Registry;
-use crate::store::{SqliteStore, Store};
+use crate::store::{Store, StoreOptions};
 
 /// A running node.
 pub struct RunningNode {
@@ -26,13 +26,13 @@ pub struct RunningNode {
     pub tls: bool,
     servers: Vec<(ServerHandle, JoinHandle<std::io::Result<()>>)>,
     tasks: Vec<JoinHandle<()>>,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
 }
 
 /// How often finished records leave the engine's memory.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// How often old journal rows and expired idempotency entries are deleted.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+/// How often retention runs (old journal rows, expired idempotency entries, finished payments).
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 
 fn bind(addr: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
@@ -73,8 +73,12 @@ impl RunningNode {
         listener: Option<TcpListener>,
         admin_listener: Option<TcpListener>,
     ) -> Result<RunningNode, String> {
-        let store = SqliteStore::open(&config.node.database)
-            .map_err(|e| format!("{}: {e}", config.node.database.display()))?;
+        let options = StoreOptions {
+            lease_ms: config.timings.receipt_timeout_ms + crate::node::TAKEOVER_MS,
+        };
+        let store = crate::store::open(&config.node.database, options)
+            .await
+            .map_err(|e| format!("{}: {e}", config.node.database))?;
         let listener = match listener {
             Some(l) => l,
             None => bind(&config.node.listen)?,
@@ -111,16 +115,19 @@ impl RunningNode {
         let registry = Arc::new(Registry::new(config));
         let node = Arc::new(Node::new(
             registry,
-            Arc::new(store.clone()),
+            store.clone(),
             Arc::new(transport),
             Arc::new(SystemClock),
             TokenIssuer::random(),
         ));
 
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(crate::node::driver::run(node.clone())),
             tokio::spawn(housekeeping(node.clone())),
         ];
+        if store.shared().is_some() {
+            tasks.push(tokio::spawn(crate::node::driver::take_over(node.clone())));
+        }
         let (paying, pending) = node
             .recover()
             .await
@@ -286,8 +293,10 @@ async fn housekeeping(node: Arc<Node>) {
         since_maintenance += SWEEP_EVERY;
         if since_maintenance >= MAINTENANCE_EVERY {
             since_maintenance = Duration::ZERO;
-            if let Err(e) = node.maintenance().await {
-                tracing::error!(error = %e, "maintenance failed");
+            match node.maintenance().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(payments = n, "finished payments deleted (retention)"),
+                Err(e) => tracing::error!(error = %e, "maintenance failed"),
             }
         }
     }

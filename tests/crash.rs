@@ -197,10 +197,19 @@ async fn a_flushed_journal_survives_a_power_cut() {
     store.close();
     drop(store);
     layer.restart().unwrap();
-    let reader = pagonode::journal::cli::JournalReader::open(&db).unwrap();
+    let reader =
+        pagonode::journal::cli::JournalReader::open(&pagonode::config::Database::Sqlite(db))
+            .unwrap();
     let mut found = 0;
     reader
         .query_all(&JournalQuery::default(), None, |_| found += 1)
         .unwrap();
     assert_eq!(found, 10, "journal rows flushed before the cut were lost");
+}
+
+/// The crash test again on PostgreSQL (see `common::pg`), not alongside the others.
+#[test]
+fn on_postgresql() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    common::pg::run_again_on_postgres();
 }

@@ -75,7 +75,7 @@ use pagonode::engine::{
 };
 use pagonode::fault::NodeFault;
 use pagonode::registry::Registry;
-use pagonode::store::{Durability, MemoryStore, Store};
+use pagonode::store::{Durability, MemoryStore, Read, Store};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use sha2::{Digest, Sha256};
@@ -1323,14 +1323,12 @@ impl World {
 
     /// A payment as the store holds it.
     fn stored_payment(&self, token: &str) -> Option<Payment> {
-        self.store.load_payment(token).unwrap().map(|(p, _)| p)
+        at_once(self.store.load_payment(token)).map(|(p, _)| p)
     }
 
     /// A receipt copy as the store holds it.
     fn stored_copy(&self, receipt_id: &str, station: &str) -> Option<Recipient> {
-        self.store
-            .load_recipients(receipt_id)
-            .unwrap()
+        at_once(self.store.load_recipients(receipt_id))
             .into_iter()
             .find(|r| r.station.as_str() == station)
     }
@@ -1347,7 +1345,7 @@ impl World {
                         key: key_string(psp, k),
                         primitive: op.soap_action(),
                     };
-                    if let Some(e) = self.store.load_idempotency(&key).unwrap() {
+                    if let Some(e) = at_once(self.store.load_idempotency(&key)) {
                         out.push((key, e));
                     }
                 }
@@ -1503,7 +1501,7 @@ impl World {
     /// The driver's idempotency check: `Some` ends the request with that reply.
     fn cached_reply(&self, ctx: &RequestCtx) -> Option<String> {
         let idem = ctx.idem.as_ref()?;
-        let stored = self.store.load_idempotency(&idem.key).unwrap();
+        let stored = at_once(self.store.load_idempotency(&idem.key));
         match self.engine.check_idempotency(idem, stored, self.now) {
             IdemCheck::Fresh => None,
             IdemCheck::Replay { reply, .. } => Some(reply.envelope),
@@ -1534,7 +1532,7 @@ impl World {
         }
         let key = notice_key(req.notice);
         if !self.engine.knows_notice(&key) {
-            let stored = self.store.load_notice(&key).unwrap();
+            let stored = at_once(self.store.load_notice(&key));
             if stored.is_some() {
                 self.count("notice hydrated from the store");
             }
@@ -1657,7 +1655,7 @@ impl World {
         }
         for t in &req.tokens {
             if !self.engine.knows_payment(t) {
-                let stored = self.store.load_payment(t).unwrap();
+                let stored = at_once(self.store.load_payment(t));
                 if stored.is_some() {
                     self.count("payment hydrated from the store");
                 }
@@ -1713,7 +1711,7 @@ impl World {
         self.wheel.remove(&token);
         let expires = self.model.deadline_fired(&token, self.now);
         if !self.engine.knows_payment(&token) {
-            let stored = self.store.load_payment(&token).unwrap();
+            let stored = at_once(self.store.load_payment(&token));
             self.engine.hydrate_payment(stored, self.now);
         }
         let step = self.engine.deadline_fired(&token, self.now);
@@ -1771,7 +1769,7 @@ impl World {
         // it holds only the recipients, so the driver hydrates the payment first, as before
         // every command (the node's paSendRT primitive does the same).
         if !self.engine.knows_payment(&receipt_id) {
-            let stored = self.store.load_payment(&receipt_id).unwrap();
+            let stored = at_once(self.store.load_payment(&receipt_id));
             self.count("payment hydrated for a delivery");
             self.engine.hydrate_payment(stored, self.now);
         }
@@ -1792,8 +1790,8 @@ impl World {
     fn restart(&mut self) -> Result<(), String> {
         self.engine = Engine::new();
         let step = self.engine.recover(
-            self.store.paying_payments().unwrap(),
-            self.store.recipients_in_delivery().unwrap(),
+            at_once(self.store.paying_payments()),
+            at_once(self.store.recipients_in_delivery()),
             self.now,
         );
         ensure!(
@@ -1938,7 +1936,7 @@ impl World {
         let writes_state = step
             .writes
             .iter()
-            .any(|w| matches!(w, Write::Payment(_) | Write::Notice(_)));
+            .any(|w| matches!(w, Write::Payment { .. } | Write::Notice { .. }));
         ensure!(
             changes == writes_state,
             "{what}: the model {} the state, the step {} notices or payments: {:?}",
@@ -1990,8 +1988,13 @@ impl World {
                 rec.notice == notice_key(p.notice) && rec.created_at == self.now,
                 "{what}: receipt record {rec:?}"
             );
-            let receipt: ReceiptV2 = from_fragment(&rec.body)
-                .map_err(|e| format!("{what}: unreadable receipt body ({e}): {}", rec.body))?;
+            let body = rec
+                .body_v2
+                .as_deref()
+                .or(rec.body_v1.as_deref())
+                .ok_or_else(|| format!("{what}: receipt without a body"))?;
+            let receipt: ReceiptV2 = from_fragment(body)
+                .map_err(|e| format!("{what}: unreadable receipt body ({e}): {body}"))?;
             let want_fields = model_receipt(t, p, details);
             let got_fields =
                 receipt_fields!(receipt, |tr: &TransferPaReceiptV2| match &tr.account {
@@ -2073,7 +2076,18 @@ impl World {
     fn apply(&mut self, step: &Step) -> Result<(), String> {
         for w in &step.writes {
             match w {
-                Write::Notice(n) => {
+                Write::Notice {
+                    notice: n,
+                    expected,
+                } => {
+                    let stored =
+                        at_once(self.store.load_notice(&n.key)).map_or(0, |(o, _)| o.revision);
+                    if stored != *expected {
+                        return Err(format!(
+                            "notice {} written from revision {expected}, stored at {stored}",
+                            n.key
+                        ));
+                    }
                     let i = (0..3)
                         .find(|&i| notice_key(i) == n.key)
                         .ok_or("a write for an unknown notice")?;
@@ -2088,9 +2102,19 @@ impl World {
                         self.paid[i] = Some(t.to_string());
                     }
                 }
-                Write::Payment(p) => {
+                Write::Payment {
+                    payment: p,
+                    expected,
+                } => {
                     let t = p.token.to_string();
-                    let old = self.stored_payment(&t).map(|o| o.status);
+                    let stored = self.stored_payment(&t);
+                    let revision = stored.as_ref().map_or(0, |o| o.revision);
+                    if revision != *expected {
+                        return Err(format!(
+                            "payment {t} written from revision {expected}, stored at {revision}"
+                        ));
+                    }
+                    let old = stored.map(|o| o.status);
                     let legal = matches!(
                         (old, p.status),
                         (None, PaymentStatus::Paying)
@@ -2140,12 +2164,9 @@ impl World {
                 }
                 Write::Receipt(r) => {
                     let notice = r.notice.clone();
-                    let receipts = self
-                        .store
-                        .payments_of_notice(&notice)
-                        .unwrap()
+                    let receipts = at_once(self.store.payments_of_notice(&notice))
                         .iter()
-                        .filter(|p| self.store.load_receipt(&p.token).unwrap().is_some())
+                        .filter(|p| !at_once(self.store.load_recipients(&p.token)).is_empty())
                         .count();
                     ensure!(
                         receipts == 0,
@@ -2169,7 +2190,7 @@ impl World {
                 Write::Event(e) if e.kind == EventKind::Expired => {
                     let t = e.token.as_ref().map(|t| t.to_string()).unwrap_or_default();
                     let cancelled = step.writes.iter().any(|w| {
-                        matches!(w, Write::Payment(p)
+                        matches!(w, Write::Payment { payment: p, .. }
                             if p.token.as_str() == t && p.status == PaymentStatus::Cancelled)
                     });
                     ensure!(
@@ -2220,20 +2241,14 @@ impl World {
                 .collect();
             ensure!(paid.len() <= 1, "N{n}: paid by {paid:?}");
             let key = notice_key(n);
-            let stored = self
-                .store
-                .load_notice(&key)
-                .unwrap()
+            let stored = at_once(self.store.load_notice(&key))
                 .map_or(MNotice::Free, |(x, _)| m_notice(&x.state));
             ensure!(
                 stored == m.notice(n),
                 "N{n} is {stored:?} in the store, {:?} in the model",
                 m.notice(n)
             );
-            let stored_live = self
-                .store
-                .payments_of_notice(&key)
-                .unwrap()
+            let stored_live = at_once(self.store.payments_of_notice(&key))
                 .iter()
                 .filter(|p| p.status == PaymentStatus::Paying)
                 .count();
@@ -2241,7 +2256,7 @@ impl World {
         }
         // The payments.
         let stored_payments: usize = (0..3)
-            .map(|n| self.store.payments_of_notice(&notice_key(n)).unwrap().len())
+            .map(|n| at_once(self.store.payments_of_notice(&notice_key(n))).len())
             .sum();
         ensure!(
             stored_payments == m.payments.len(),
@@ -2253,7 +2268,7 @@ impl World {
             let p = &self
                 .stored_payment(t)
                 .ok_or_else(|| format!("{} not in the store", self.token_name(t)))?;
-            stored_copies += self.store.load_recipients(t).unwrap().len();
+            stored_copies += at_once(self.store.load_recipients(t)).len();
             ensure!(
                 m_status(p.status) == mp.status
                     && p.deadline == mp.deadline
@@ -2382,8 +2397,8 @@ impl World {
         let mut payments = Vec::new();
         for n in 0..3 {
             let key = notice_key(n);
-            h.extend(self.store.status_history(&key).unwrap());
-            payments.extend(self.store.payments_of_notice(&key).unwrap());
+            h.extend(at_once(self.store.status_history(&key)));
+            payments.extend(at_once(self.store.payments_of_notice(&key)));
         }
         let of = |f: &dyn Fn(&StatusOf) -> bool| -> Vec<&'static str> {
             h.iter()
@@ -2437,7 +2452,7 @@ impl World {
                 "{name} is {:?} but its history ends {last}: {rows:?}",
                 p.status
             );
-            for r in self.store.load_recipients(t).unwrap() {
+            for r in at_once(self.store.load_recipients(t)) {
                 let station = r.station.as_str();
                 let rows = of(
                     &|o| matches!(o, StatusOf::Recipient(x, s, _) if x.as_str() == t && s.as_str() == station),
@@ -2475,7 +2490,7 @@ impl World {
                         | ("PAID", "NOTIFIED")
                 )
             }) && rows.first().is_none_or(|s| *s == "PAYING");
-            let state = self.store.load_notice(&key).unwrap().map(|(x, _)| x.state);
+            let state = at_once(self.store.load_notice(&key)).map(|(x, _)| x.state);
             let ends = matches!(
                 (&state, rows.last()),
                 (&None | &Some(NoticeState::Free), None | Some(&"INSERTED"))
@@ -2839,6 +2854,13 @@ fn a_restart_does_not_change_how_receipts_settle() {
     );
     assert_eq!(w.model.payments[&w.issued[0]].status, MStatus::Paid);
     assert_eq!(w.model.payments[&w.issued[1]].status, MStatus::Notified);
+}
+
+/// What a read of the store answers (the in-memory and SQLite stores answer at once).
+fn at_once<T>(read: Read<'_, T>) -> T {
+    futures_util::FutureExt::now_or_never(read)
+        .expect("the store answers at once")
+        .expect("the store reads")
 }
 
 /// The SQLite store's recovery queries, deterministically (the random sequences reach a

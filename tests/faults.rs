@@ -1055,3 +1055,9 @@ async fn a_multi_token_outcome_is_refused_whole_when_one_token_is_not_the_psps()
     assert_eq!(ids, want);
     h.stop().await;
 }
+
+/// Every test above, again on PostgreSQL (see `common::pg`).
+#[test]
+fn on_postgresql() {
+    common::pg::run_again_on_postgres();
+}

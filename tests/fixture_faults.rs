@@ -300,6 +300,7 @@ async fn ec_answers_of_the_regione(fixtures: &[&Fixture], problems: &mut Vec<Str
                     limit: 100,
                     ..JournalQuery::default()
                 })
+                .await
                 .unwrap();
             let answered = rows.iter().find(|r| {
                 r.entry.subtype == Some(pagonode::journal::Subtype::Resp)

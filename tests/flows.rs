@@ -138,3 +138,83 @@ async fn restart_between_activate_and_outcome() {
     h.wait_receipts(1, 10).await;
     h.stop().await;
 }
+
+/// Retention, on the store the node ran on: a finished payment (paid, its receipt's copy
+/// delivered) older than the period is deleted with its receipt; a payment still waiting for
+/// its outcome is kept; the paid notice stays paid (a second payment is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_finished_payments_only() {
+    use pagonode::codec::types::{FiscalCode, NoticeNumber};
+    use pagonode::engine::NoticeKey;
+    use pagonode::store::{Retention, StoreOptions};
+    let mut h = Harness::start_admin(|_| {}).await;
+    let paid = notice("02", "00");
+    let token = activate_ok(&h, &PSP1, EC, &paid).await;
+    let m = h.call(&outcome(&PSP1, &token, true, None)).await;
+    assert_eq!(code(&m), None, "{m:?}");
+    eventually(20, "the payment NOTIFIED", || async {
+        (h.payment_status(EC, &paid, &token).await == "NOTIFIED").then_some(())
+    })
+    .await;
+    let waiting = notice("02", "00");
+    let waiting_token = activate_ok(&h, &PSP2, EC, &waiting).await;
+    h.node.take().unwrap().stop().await;
+
+    let store = pagonode::store::open(&h.config.node.database, StoreOptions { lease_ms: 1000 })
+        .await
+        .unwrap();
+    let now = pagonode::clock::Clock::now_ms(&pagonode::clock::SystemClock);
+    let r = Retention {
+        now,
+        journal_before: 0,
+        finished_before: now + 1,
+    };
+    assert_eq!(
+        store.maintenance(r).await.unwrap(),
+        1,
+        "one finished payment"
+    );
+    assert_eq!(
+        store.maintenance(r).await.unwrap(),
+        0,
+        "nothing left to delete"
+    );
+    let key = |nn: &str| NoticeKey {
+        fiscal_code: FiscalCode::new(EC).unwrap(),
+        notice_number: NoticeNumber::new(nn).unwrap(),
+    };
+    assert!(
+        store
+            .payments_of_notice(&key(&paid))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.load_recipients(&token).await.unwrap().is_empty());
+    let kept = store.payments_of_notice(&key(&waiting)).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].token.as_str(), waiting_token);
+    store.close();
+    drop(store);
+
+    h.node = Some(
+        pagonode::server::RunningNode::start(
+            h.config.clone(),
+            Some(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
+            None,
+        )
+        .await
+        .unwrap(),
+    );
+    let again = h.call(&activate(&PSP2, EC, &paid, 1000, None)).await;
+    assert_eq!(code(&again).as_deref(), Some("PPT_PAGAMENTO_DUPLICATO"));
+    let m = h.call(&outcome(&PSP2, &waiting_token, true, None)).await;
+    assert_eq!(code(&m), None, "{m:?}");
+    h.stop().await;
+}
+
+/// Every test above, again on PostgreSQL (see `common::pg`).
+#[test]
+fn on_postgresql() {
+    common::pg::run_again_on_postgres();
+}

@@ -1228,7 +1228,7 @@ async fn the_admin_listener_needs_a_token_beyond_loopback_and_serves_tls() {
     let dir = tempfile::tempdir().unwrap();
     // Beyond loopback without a token, the node does not start.
     let mut open = pagonode::config::Config::example();
-    open.node.database = dir.path().join("open.db");
+    open.node.database = pagonode::config::Database::Sqlite(dir.path().join("open.db"));
     let beyond = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let refused = pagonode::server::RunningNode::start(open, Some(local), Some(beyond)).await;

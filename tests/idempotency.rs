@@ -569,3 +569,9 @@ async fn an_ec_failure_is_cached_and_an_expired_activate_key_is_not_replayed() {
     h.wait_receipts(1, 10).await;
     h.stop().await;
 }
+
+/// Every test above, again on PostgreSQL (see `common::pg`).
+#[test]
+fn on_postgresql() {
+    common::pg::run_again_on_postgres();
+}

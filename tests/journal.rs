@@ -310,7 +310,7 @@ fn errors_are_messages() {
     );
     let (ok, _, err) = journal(&["story", "77777777777", NOTICE]);
     assert!(
-        !ok && err.contains("--database FILE or --config FILE"),
+        !ok && err.contains("--database FILE|URL or --config FILE"),
         "{err}"
     );
     let (ok, _, err) = journal(&["--database", "/no/such/node.db", "--from", "yesterday"]);

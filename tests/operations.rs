@@ -312,7 +312,7 @@ async fn the_node_serves_https_from_pem_files() {
     config.node.tls_cert = Some(format!("{dir}/cert.pem").into());
     config.node.tls_key = Some(format!("{dir}/cert.pem").into());
     let tmp = tempfile::tempdir().unwrap();
-    config.node.database = tmp.path().join("node.db");
+    config.node.database = pagonode::config::Database::Sqlite(tmp.path().join("node.db"));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let err = pagonode::server::RunningNode::start(config, Some(listener), None)
         .await

@@ -64,7 +64,7 @@ use pagonode::mock_ec::{MockEc, MockEcConfig};
 use pagonode::node::{Due, Node, TokenIssuer};
 use pagonode::registry::Registry;
 use pagonode::store::{
-    Commit, Durability, MemoryStore, SqliteStore, Store, StoreError, StoreStats,
+    Commit, Durability, MemoryStore, Read, Retention, SqliteStore, Store, StoreStats,
 };
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng};
@@ -292,7 +292,7 @@ fn config(sqlite: Option<&PathBuf>) -> Config {
     // seeds record state changes only.
     c.journal.enabled = sqlite.is_none();
     if let Some(db) = sqlite {
-        c.node.database = db.clone();
+        c.node.database = pagonode::config::Database::Sqlite(db.clone());
     }
     c
 }
@@ -324,62 +324,55 @@ impl Counted {
 }
 
 impl Store for Counted {
-    fn load_notice(
-        &self,
-        key: &NoticeKey,
-    ) -> Result<Option<(pagonode::engine::Notice, Option<pagonode::engine::Payment>)>, StoreError>
-    {
+    fn load_notice<'a>(
+        &'a self,
+        key: &'a NoticeKey,
+    ) -> Read<'a, Option<(pagonode::engine::Notice, Option<pagonode::engine::Payment>)>> {
         self.store.load_notice(key)
     }
-    fn load_payment(
-        &self,
-        token: &str,
-    ) -> Result<Option<(pagonode::engine::Payment, pagonode::engine::Notice)>, StoreError> {
+    fn load_payment<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Read<'a, Option<(pagonode::engine::Payment, pagonode::engine::Notice)>> {
         self.store.load_payment(token)
     }
-    fn load_idempotency(
-        &self,
-        key: &pagonode::engine::IdemKey,
-    ) -> Result<Option<pagonode::engine::IdemEntry>, StoreError> {
+    fn load_idempotency<'a>(
+        &'a self,
+        key: &'a pagonode::engine::IdemKey,
+    ) -> Read<'a, Option<pagonode::engine::IdemEntry>> {
         self.store.load_idempotency(key)
     }
-    fn load_recipients(&self, id: &str) -> Result<Vec<pagonode::engine::Recipient>, StoreError> {
+    fn load_recipients<'a>(&'a self, id: &'a str) -> Read<'a, Vec<pagonode::engine::Recipient>> {
         self.store.load_recipients(id)
-    }
-    fn load_receipt(
-        &self,
-        id: &str,
-    ) -> Result<Option<pagonode::engine::ReceiptRecord>, StoreError> {
-        self.store.load_receipt(id)
     }
     fn paying_payments(
         &self,
-    ) -> Result<Vec<(pagonode::engine::Payment, pagonode::engine::Notice)>, StoreError> {
+    ) -> Read<'_, Vec<(pagonode::engine::Payment, pagonode::engine::Notice)>> {
         self.store.paying_payments()
     }
-    fn recipients_in_delivery(&self) -> Result<Vec<pagonode::engine::Recipient>, StoreError> {
+    fn recipients_in_delivery(&self) -> Read<'_, Vec<pagonode::engine::Recipient>> {
         self.store.recipients_in_delivery()
     }
-    fn failed_recipients(&self) -> Result<u64, StoreError> {
+    fn failed_recipients(&self) -> Read<'_, u64> {
         self.store.failed_recipients()
     }
-    fn recipients_by_status(
-        &self,
-        status: &str,
+    fn recipients_by_status<'a>(
+        &'a self,
+        status: &'a str,
         limit: usize,
-    ) -> Result<Vec<pagonode::engine::Recipient>, StoreError> {
+    ) -> Read<'a, Vec<pagonode::engine::Recipient>> {
         self.store.recipients_by_status(status, limit)
     }
-    fn payments_of_notice(
-        &self,
-        key: &NoticeKey,
-    ) -> Result<Vec<pagonode::engine::Payment>, StoreError> {
+    fn payments_of_notice<'a>(
+        &'a self,
+        key: &'a NoticeKey,
+    ) -> Read<'a, Vec<pagonode::engine::Payment>> {
         self.store.payments_of_notice(key)
     }
-    fn status_history(
-        &self,
-        key: &NoticeKey,
-    ) -> Result<Vec<pagonode::engine::StatusRow>, StoreError> {
+    fn status_history<'a>(
+        &'a self,
+        key: &'a NoticeKey,
+    ) -> Read<'a, Vec<pagonode::engine::StatusRow>> {
         self.store.status_history(key)
     }
     fn commit(&self, writes: Vec<pagonode::engine::Write>) -> Commit {
@@ -389,22 +382,25 @@ impl Store for Counted {
     fn journal(&self, rows: Rows) {
         self.store.journal(rows)
     }
-    fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
+    fn query_journal<'a>(&'a self, q: &'a JournalQuery) -> Read<'a, Vec<JournalRow>> {
         self.store.query_journal(q)
     }
-    fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
+    fn maintenance(&self, r: Retention) -> Read<'_, usize> {
         self.queued.fetch_add(1, Ordering::SeqCst);
-        self.store.maintenance(journal_before, now)
+        self.store.maintenance(r)
     }
     fn flush(&self) -> Commit {
         self.queued.fetch_add(1, Ordering::SeqCst);
         self.store.flush()
     }
-    fn health(&self) -> Result<(), StoreError> {
+    fn health(&self) -> Read<'_, ()> {
         self.store.health()
     }
     fn stats(&self) -> StoreStats {
         self.store.stats()
+    }
+    fn close(&self) {
+        self.store.close()
     }
 }
 
@@ -1206,8 +1202,7 @@ impl Sim {
             return Ok(());
         }
         for t in tokens {
-            let (p, _) = store
-                .load_payment(t)
+            let (p, _) = block_on(store.load_payment(t))
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("outcome on {t} acknowledged, no payment stored"))?;
             let o = p
@@ -1221,7 +1216,10 @@ impl Sim {
                     p.status
                 );
                 ensure!(
-                    store.load_receipt(t).map_err(|e| e.to_string())?.is_some(),
+                    // A receipt and its copies are written in one commit.
+                    !block_on(store.load_recipients(t))
+                        .map_err(|e| e.to_string())?
+                        .is_empty(),
                     "OK outcome on {t} acknowledged, no receipt"
                 );
             } else {
@@ -1342,10 +1340,7 @@ impl Sim {
         let Some(token) = &o.token else {
             return Ok(true);
         };
-        Ok(self
-            .backing
-            .store()
-            .load_payment(token)
+        Ok(block_on(self.backing.store().load_payment(token))
             .map_err(|e| e.to_string())?
             .is_some_and(|(p, _)| p.status == PaymentStatus::Paying && now < p.deadline))
     }
@@ -1363,8 +1358,10 @@ impl Sim {
         let mut transitions = Vec::new();
         for n in &self.notices {
             let key = &n.key;
-            let payments = store.payments_of_notice(key).map_err(err)?;
-            let notice = store.load_notice(key).map_err(err)?.map(|(n, _)| n);
+            let payments = block_on(store.payments_of_notice(key)).map_err(err)?;
+            let notice = block_on(store.load_notice(key))
+                .map_err(err)?
+                .map(|(n, _)| n);
             let live: Vec<&str> = payments
                 .iter()
                 .filter(|p| p.status == PaymentStatus::Paying)
@@ -1414,13 +1411,9 @@ impl Sim {
                 if self.statuses.get(t) != Some(&p.status) {
                     transitions.push(format!("payment {}", p.status.as_str()));
                 }
-                let receipt = store.load_receipt(t).map_err(err)?;
-                let copies = store.load_recipients(t).map_err(err)?;
+                let copies = block_on(store.load_recipients(t)).map_err(err)?;
                 if matches!(p.status, PaymentStatus::Paid | PaymentStatus::Notified) {
-                    ensure!(
-                        receipt.is_some() && !copies.is_empty(),
-                        "{t} paid without receipt or copies"
-                    );
+                    ensure!(!copies.is_empty(), "{t} paid without receipt copies");
                     ensure!(
                         copies.iter().all(|c| c.status != RecipientStatus::Failed),
                         "{t}: a copy FAILED"
@@ -1437,11 +1430,7 @@ impl Sim {
                     );
                     stored_copies.extend(copies.into_iter().map(|c| c.request));
                 } else {
-                    ensure!(
-                        receipt.is_none() && copies.is_empty(),
-                        "{t} is {:?} with a receipt",
-                        p.status
-                    );
+                    ensure!(copies.is_empty(), "{t} is {:?} with a receipt", p.status);
                 }
             }
         }
@@ -1451,14 +1440,13 @@ impl Sim {
                 now >= deadline,
                 "{t} cancelled at {now}, before its deadline {deadline}"
             );
-            let events = store
-                .query_journal(&JournalQuery {
-                    token: Some(t.clone()),
-                    primitive: Some("EXPIRED".into()),
-                    limit: 10,
-                    ..JournalQuery::default()
-                })
-                .map_err(err)?;
+            let events = block_on(store.query_journal(&JournalQuery {
+                token: Some(t.clone()),
+                primitive: Some("EXPIRED".into()),
+                limit: 10,
+                ..JournalQuery::default()
+            }))
+            .map_err(err)?;
             ensure!(
                 events.len() == 1,
                 "{t} cancelled with {} expiry events",
@@ -1471,7 +1459,7 @@ impl Sim {
             );
         }
         for n in &self.notices {
-            for p in store.payments_of_notice(&n.key).map_err(err)? {
+            for p in block_on(store.payments_of_notice(&n.key)).map_err(err)? {
                 self.statuses.insert(p.token.to_string(), p.status);
             }
         }
@@ -1733,11 +1721,8 @@ impl Sim {
             );
         }
         for n in &self.notices {
-            for p in store
-                .payments_of_notice(&n.key)
-                .map_err(|e| e.to_string())?
-            {
-                for c in store.load_recipients(&p.token).map_err(|e| e.to_string())? {
+            for p in block_on(store.payments_of_notice(&n.key)).map_err(|e| e.to_string())? {
+                for c in block_on(store.load_recipients(&p.token)).map_err(|e| e.to_string())? {
                     ensure!(
                         received.iter().any(|r| r.station == c.station.as_str()
                             && r.receipt_id == c.receipt_id.as_str()),
@@ -1758,10 +1743,7 @@ impl Sim {
             return Ok(false);
         }
         for n in &self.notices {
-            for p in store
-                .payments_of_notice(&n.key)
-                .map_err(|e| e.to_string())?
-            {
+            for p in block_on(store.payments_of_notice(&n.key)).map_err(|e| e.to_string())? {
                 if matches!(p.status, PaymentStatus::Paying | PaymentStatus::Paid) {
                     return Ok(false);
                 }

@@ -62,7 +62,7 @@ async fn every_trace_replays_green() {
         for e in std::fs::read_dir(dir.path()).unwrap() {
             let path = e.unwrap().path();
             if path.extension().is_some_and(|x| x == "db") {
-                common::export_journal(&path, "traces");
+                common::export_journal(&pagonode::config::Database::Sqlite(path), "traces");
             }
         }
     }

@@ -206,7 +206,7 @@ pub async fn home(node: web::Data<Arc<Node>>) -> HttpResponse {
                 input type="search" name="notice" placeholder="Notice number (18 digits)" size="24";
                 button type="submit" { "Find" }
             }
-            div #live data-refresh="/console/live" data-every="2000" { (live_view(&node)) }
+            div #live data-refresh="/console/live" data-every="2000" { (live_view(&node).await) }
         },
     )
 }
@@ -216,7 +216,7 @@ pub async fn live(node: web::Data<Arc<Node>>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(live_view(&node).into_string())
+        .body(live_view(&node).await.into_string())
 }
 
 fn level_rows(levels: &[Level], empty: &str) -> Markup {
@@ -235,13 +235,14 @@ fn level_rows(levels: &[Level], empty: &str) -> Markup {
     }
 }
 
-fn live_view(node: &Node) -> Markup {
+async fn live_view(node: &Node) -> Markup {
     let now = node.now();
     let levels = node.metrics().service_levels(now);
-    let health = node.health();
+    let health = node.health().await;
     let (_, payments, activating, _) = health.engine;
     let failed = node
         .failed_recipients()
+        .await
         .map_or_else(|e| e.to_string(), |n| n.to_string());
     let window = SLA_WINDOW_MS / 60_000;
     html! {
@@ -301,7 +302,7 @@ pub async fn journal(
             );
         }
     };
-    let rows = match node.journal_page(&q) {
+    let rows = match node.journal_page(&q).await {
         Ok(rows) => rows,
         Err(e) => return failed(e),
     };
@@ -427,11 +428,11 @@ pub async fn payment(
         Ok(k) => k,
         Err(e) => return refused(StatusCode::BAD_REQUEST, &e),
     };
-    let story = match node.notice_story(&key) {
+    let story = match node.notice_story(&key).await {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
-    let rows = match node.notice_rows(&key) {
+    let rows = match node.notice_rows(&key).await {
         Ok(r) => r,
         Err(e) => return failed(e),
     };
@@ -520,7 +521,7 @@ pub async fn receipts(
     params: web::Query<ReceiptsParams>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    let list = match node.recipients_by_status("FAILED", 1000) {
+    let list = match node.recipients_by_status("FAILED", 1000).await {
         Ok(l) => l,
         Err(e) => return failed(e),
     };

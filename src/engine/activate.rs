@@ -113,13 +113,22 @@ impl Engine {
                 }
             }
         }
+        let base = self
+            .notice(&cmd.notice)
+            .cloned()
+            .unwrap_or_else(|| super::Notice::free(cmd.notice.clone()));
         self.activating_tokens
             .insert(cmd.token.clone(), cmd.notice.clone());
-        self.activating.insert(cmd.notice.clone(), cmd);
+        self.activating.insert(cmd.notice.clone(), (cmd, base));
         ActivateStep::CallEc(step)
     }
 
-    fn take_reservation(&mut self, token: &str) -> Option<ActivateCommand> {
+    /// Drops the reservation of an activation that will run again (its commit lost a race).
+    pub fn activation_abandoned(&mut self, token: &str) {
+        self.take_reservation(token);
+    }
+
+    fn take_reservation(&mut self, token: &str) -> Option<(ActivateCommand, super::Notice)> {
         let key = self.activating_tokens.remove(token)?;
         self.activating.remove(&key)
     }
@@ -134,7 +143,7 @@ impl Engine {
         now: Millis,
     ) -> Step {
         match self.take_reservation(token) {
-            Some(cmd) => self.refuse(&cmd.ctx, fault, timings, now),
+            Some((cmd, _)) => self.refuse(&cmd.ctx, fault, timings, now),
             None => Step::default(),
         }
     }
@@ -148,13 +157,13 @@ impl Engine {
         now: Millis,
     ) -> Step {
         let timings = reg.timings();
-        let Some(cmd) = self.take_reservation(token) else {
+        let Some((cmd, base)) = self.take_reservation(token) else {
             return Step::default();
         };
         if let Err(fault) = check_payment_data(reg, &cmd.notice, &data, cmd.version) {
             return self.refuse(&cmd.ctx, &fault, timings, now);
         }
-        let demanded = self.notice(&cmd.notice).and_then(|n| n.demanded_at);
+        let demanded = base.demanded_at;
         let lifetime = cmd
             .request
             .expiration_ms
@@ -186,13 +195,13 @@ impl Engine {
             deadline,
             status: PaymentStatus::Paying,
             outcome: None,
+            revision: 0,
         };
         let reply = activate_response(&payment);
         let mut step = Step::default();
         let notice = super::Notice {
-            key: cmd.notice.clone(),
             state: NoticeState::Paying(cmd.token.clone()),
-            demanded_at: demanded,
+            ..base
         };
         self.set_notice(notice, now, &mut step);
         history::position(&mut step, now, &payment, PositionStatus::Paying);

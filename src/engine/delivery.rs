@@ -24,6 +24,26 @@ impl Engine {
         self.recipients.contains_key(receipt_id)
     }
 
+    /// Replaces the engine's copies of a receipt with the store's (with a shared store, before
+    /// a result is recorded), unless the engine has writes of them in flight. A receipt with no
+    /// copy left to deliver leaves memory.
+    /// `since`: [`Engine::epoch`] when the read began.
+    pub fn refresh_receipt(
+        &mut self,
+        receipt_id: &PaymentToken,
+        stored: Vec<Recipient>,
+        since: u64,
+    ) {
+        if self.writing(super::Record::Receipt(receipt_id.clone()), since) {
+            return;
+        }
+        if stored.iter().any(|r| r.status == RecipientStatus::Pending) {
+            self.recipients.insert(receipt_id.clone(), stored);
+        } else {
+            self.recipients.remove(receipt_id.as_str());
+        }
+    }
+
     /// The copy to send for an outbox row, if it is due at `now` (a schedule entry left from
     /// before a re-send or a retry brought forward is not).
     pub fn due_delivery(&self, key: &RecipientKey, now: Millis) -> Option<&Recipient> {

@@ -38,8 +38,17 @@ use crate::fault::{FaultCode, NodeFault};
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Write {
-    Notice(Notice),
-    Payment(Box<Payment>),
+    /// The notice, if the store's copy is still at revision `expected` (else the commit fails
+    /// with a conflict).
+    Notice {
+        notice: Notice,
+        expected: Revision,
+    },
+    /// The payment, if the store's copy is still at revision `expected`.
+    Payment {
+        payment: Box<Payment>,
+        expected: Revision,
+    },
     Receipt(ReceiptRecord),
     Recipient(Recipient),
     PutIdempotency(IdemEntry),
@@ -129,13 +138,82 @@ impl Step {
 /// commit takes, so a record is never re-read from the store before its change is durable.
 pub const SWEEP_GRACE_MS: Millis = 60_000;
 
+/// A record a write names, for the driver to track writes in flight (see
+/// [`Engine::writes_queued`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Record {
+    Notice(NoticeKey),
+    Payment(PaymentToken),
+    /// A receipt's copies.
+    Receipt(PaymentToken),
+    /// An idempotency entry (kept in memory only while its write is in flight).
+    Idempotency(IdemKey),
+}
+
+impl Write {
+    /// The record the write changes, if the engine holds it in memory.
+    pub fn record(&self) -> Option<Record> {
+        match self {
+            Write::Notice { notice, .. } => Some(Record::Notice(notice.key.clone())),
+            Write::Payment { payment, .. } => Some(Record::Payment(payment.token.clone())),
+            Write::Receipt(r) => Some(Record::Receipt(r.receipt_id.clone())),
+            Write::Recipient(r) => Some(Record::Receipt(r.receipt_id.clone())),
+            Write::PutIdempotency(e) => Some(Record::Idempotency(e.key.clone())),
+            Write::DeleteIdempotency { key, .. } => Some(Record::Idempotency(key.clone())),
+            Write::Event(_) | Write::Status(_) => None,
+        }
+    }
+}
+
+/// A record's writes: how many are in flight, and when the last one ended.
+#[derive(Debug, Default, Clone, Copy)]
+struct Writes {
+    pending: u32,
+    /// [`Engine::epoch`] after the last one ended.
+    ended: u64,
+    ended_at: Millis,
+}
+
+/// How long a record's ended writes are remembered: longer than any read takes.
+const WRITES_KEPT_MS: Millis = 30_000;
+
+/// The revision stamps an engine gives the records it writes: `base` (random per engine, given
+/// by the driver: the engine has no randomness) plus a counter, so two engines on one store do
+/// not give the same stamp.
+#[derive(Debug, Default)]
+struct Stamps {
+    base: u64,
+    issued: u64,
+}
+
+impl Stamps {
+    fn next(&mut self) -> Revision {
+        self.issued += 1;
+        match self.base.wrapping_add(self.issued) {
+            0 => self.next(),
+            stamp => stamp,
+        }
+    }
+}
+
 /// The engine's state.
 #[derive(Debug, Default)]
 pub struct Engine {
+    stamps: Stamps,
+    /// Writes per record, uncommitted and recent: the engine's copy of a record with writes in
+    /// flight is newer than the store's, and so is the copy of one whose write ended after a
+    /// read of it began (the read may predate the commit): neither is replaced by that read
+    /// (see [`Engine::refresh_notice`]).
+    in_flight: HashMap<Record, Writes>,
+    /// Counts the writes that ended: what a read says it began after ([`Engine::epoch`]).
+    epoch: u64,
     notices: HashMap<NoticeKey, (Notice, Millis)>,
     payments: HashMap<PaymentToken, Payment>,
     /// Activations waiting for paGetPayment (memory only: nothing was acknowledged yet).
-    activating: HashMap<NoticeKey, ActivateCommand>,
+    /// With the notice as it was when reserved: the activation is written over that revision,
+    /// so if another node changed the notice meanwhile (and a read brought the change here),
+    /// the commit fails instead of overwriting it.
+    activating: HashMap<NoticeKey, (ActivateCommand, Notice)>,
     activating_tokens: HashMap<PaymentToken, NoticeKey>,
     /// Recipients not yet delivered, by receipt id.
     recipients: HashMap<PaymentToken, Vec<Recipient>>,
@@ -149,6 +227,140 @@ pub struct Engine {
 impl Engine {
     pub fn new() -> Engine {
         Engine::default()
+    }
+
+    /// An engine whose revision stamps start from `base` (a random number: see [`Revision`]).
+    pub fn with_stamps(base: u64) -> Engine {
+        Engine {
+            stamps: Stamps { base, issued: 0 },
+            ..Engine::default()
+        }
+    }
+
+    /// Forgets every record (the driver rebuilds the engine from the store); revision stamps go
+    /// on where they were.
+    pub fn clear(&mut self) {
+        let stamps = std::mem::take(&mut self.stamps);
+        *self = Engine {
+            stamps,
+            ..Engine::default()
+        };
+    }
+
+    /// The driver queued writes of these records to the store.
+    pub fn writes_queued(&mut self, records: &[Record]) {
+        for r in records {
+            self.in_flight.entry(r.clone()).or_default().pending += 1;
+        }
+    }
+
+    /// Where the writes that ended stand: the driver takes it before a read, and gives it to the
+    /// `refresh_*` call that applies the read.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Writes of these records were committed (`ok`) or not. A write that failed leaves the
+    /// engine's copies ahead of the store (or, on a conflict, behind another node's): they are
+    /// dropped, to be read again. An idempotency entry is remembered only until the store has
+    /// it: another node may replace it afterwards.
+    pub fn writes_done(&mut self, records: &[Record], ok: bool, now: Millis) {
+        self.epoch += 1;
+        for r in records {
+            let w = self.in_flight.entry(r.clone()).or_default();
+            w.pending = w.pending.saturating_sub(1);
+            (w.ended, w.ended_at) = (self.epoch, now);
+            let settled = w.pending == 0;
+            if !ok || (settled && matches!(r, Record::Idempotency(_))) {
+                self.forget(r);
+            }
+        }
+    }
+
+    /// Drops the engine's copy of a record.
+    fn forget(&mut self, r: &Record) {
+        match r {
+            Record::Notice(key) => {
+                if let Some((n, _)) = self.notices.remove(key)
+                    && let NoticeState::Paying(t) | NoticeState::Paid(t) = &n.state
+                    && !self.recipients.contains_key(t.as_str())
+                {
+                    self.payments.remove(t.as_str());
+                }
+            }
+            Record::Payment(token) => {
+                if let Some(p) = self.payments.remove(token.as_str()) {
+                    self.notices.remove(&p.notice);
+                }
+            }
+            Record::Receipt(id) => {
+                self.recipients.remove(id.as_str());
+            }
+            Record::Idempotency(key) => {
+                self.recent_idem.remove(key);
+            }
+        }
+    }
+
+    /// Whether the engine's copy of `r` is newer than a read begun at `since`.
+    fn writing(&self, r: Record, since: u64) -> bool {
+        self.in_flight
+            .get(&r)
+            .is_some_and(|w| w.pending > 0 || w.ended > since)
+    }
+
+    /// Replaces the engine's copy of a notice (and of the payment its state names) with the
+    /// store's, unless the engine has writes of them in flight (its copies are then newer).
+    /// With several nodes on one store the engine's memory is only a cache: the driver reads the
+    /// records of a command again before running it.
+    /// `since`: [`Engine::epoch`] when the read began.
+    pub fn refresh_notice(
+        &mut self,
+        key: &NoticeKey,
+        stored: Option<(Notice, Option<Payment>)>,
+        now: Millis,
+        since: u64,
+    ) {
+        if self.writing(Record::Notice(key.clone()), since) {
+            return;
+        }
+        let (notice, payment) = stored.unwrap_or_else(|| (Notice::free(key.clone()), None));
+        if let Some(p) = payment {
+            self.refresh_payment_copy(p, since);
+        }
+        self.notices.insert(key.clone(), (notice, now));
+    }
+
+    /// [`Engine::refresh_notice`] for a payment and its notice (`None`: the store has no such
+    /// payment, and neither does the engine any longer).
+    pub fn refresh_payment(
+        &mut self,
+        token: &str,
+        stored: Option<(Payment, Notice)>,
+        now: Millis,
+        since: u64,
+    ) {
+        match stored {
+            Some((payment, notice)) => {
+                if !self.writing(Record::Notice(notice.key.clone()), since) {
+                    self.notices.insert(notice.key.clone(), (notice, now));
+                }
+                self.refresh_payment_copy(payment, since);
+            }
+            None => {
+                if let Ok(t) = PaymentToken::new(token)
+                    && !self.writing(Record::Payment(t), since)
+                {
+                    self.payments.remove(token);
+                }
+            }
+        }
+    }
+
+    fn refresh_payment_copy(&mut self, p: Payment, since: u64) {
+        if !self.writing(Record::Payment(p.token.clone()), since) {
+            self.payments.insert(p.token.clone(), p);
+        }
     }
 
     /// Whether the engine holds the notice (else the driver hydrates it from the store).
@@ -207,14 +419,28 @@ impl Engine {
             step.arm.push((payment.token.clone(), payment.deadline));
             self.hydrate_payment(Some((payment, notice)), now);
         }
-        for r in pending {
-            if r.status == RecipientStatus::Pending {
+        let since = self.epoch;
+        step.merge(self.adopt_receipts(pending, since));
+        step
+    }
+
+    /// Takes charge of receipts' copies (every copy of each receipt), read from the store
+    /// since [`Engine::epoch`] was `since`: the engine's list of each is replaced and its pending
+    /// copies scheduled, but for a receipt the engine has written since (its list is newer).
+    pub fn adopt_receipts(&mut self, copies: Vec<Recipient>, since: u64) -> Step {
+        let mut step = Step::default();
+        let mut lists: HashMap<PaymentToken, Vec<Recipient>> = HashMap::new();
+        for r in copies {
+            lists.entry(r.receipt_id.clone()).or_default().push(r);
+        }
+        for (id, list) in lists {
+            if self.writing(Record::Receipt(id.clone()), since) {
+                continue;
+            }
+            for r in list.iter().filter(|r| r.status == RecipientStatus::Pending) {
                 step.deliver.push((r.key(), r.next_attempt_at));
             }
-            self.recipients
-                .entry(r.receipt_id.clone())
-                .or_default()
-                .push(r);
+            self.recipients.insert(id, list);
         }
         step
     }
@@ -224,16 +450,28 @@ impl Engine {
         self.notices.get(key).map(|(n, _)| n)
     }
 
-    fn set_notice(&mut self, notice: Notice, now: Millis, step: &mut Step) {
-        step.writes.push(Write::Notice(notice.clone()));
+    /// Writes a notice computed from the engine's copy (whose revision it still carries).
+    fn set_notice(&mut self, mut notice: Notice, now: Millis, step: &mut Step) {
+        let expected = notice.revision;
+        notice.revision = self.stamps.next();
+        step.writes.push(Write::Notice {
+            notice: notice.clone(),
+            expected,
+        });
         self.notices.insert(notice.key.clone(), (notice, now));
     }
 
-    fn set_payment(&mut self, payment: Payment, now: Millis, step: &mut Step) {
+    /// Writes a payment computed from the engine's copy (whose revision it still carries).
+    fn set_payment(&mut self, mut payment: Payment, now: Millis, step: &mut Step) {
         if let Some((_, touched)) = self.notices.get_mut(&payment.notice) {
             *touched = now;
         }
-        step.writes.push(Write::Payment(Box::new(payment.clone())));
+        let expected = payment.revision;
+        payment.revision = self.stamps.next();
+        step.writes.push(Write::Payment {
+            payment: Box::new(payment.clone()),
+            expected,
+        });
         self.payments.insert(payment.token.clone(), payment);
     }
 
@@ -254,6 +492,9 @@ impl Engine {
     /// have not changed for [`SWEEP_GRACE_MS`] (with their finished payments), and old
     /// idempotency entries (the store has them).
     pub fn sweep(&mut self, now: Millis) {
+        let kept = now.saturating_sub(WRITES_KEPT_MS);
+        self.in_flight
+            .retain(|_, w| w.pending > 0 || w.ended_at > kept);
         let cutoff = now.saturating_sub(SWEEP_GRACE_MS);
         self.notices.retain(|_, (notice, touched)| {
             *touched > cutoff || matches!(notice.state, NoticeState::Paying(_))

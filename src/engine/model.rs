@@ -45,6 +45,13 @@ pub enum NoticeState {
     Paid(PaymentToken),
 }
 
+/// A record's revision in the store: a stamp every write of the record replaces, so a write can
+/// say which revision it was computed from (compare-and-set: several nodes share one store).
+/// Stamps are unique per writer, not counters: two writers racing from the same revision never
+/// produce the same next one, so a write computed from a losing write's result cannot pass.
+/// `0`: not stored yet (or stored before revisions existed).
+pub type Revision = u64;
+
 /// A debt position as the node knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
@@ -53,6 +60,7 @@ pub struct Notice {
     /// Set when the notice was created by demandPaymentNotice through this node: in eager expiry
     /// its payments get the outcome deadline ("entro 2 sec") instead of the token lifetime.
     pub demanded_at: Option<Millis>,
+    pub revision: Revision,
 }
 
 impl Notice {
@@ -61,6 +69,7 @@ impl Notice {
             key,
             state: NoticeState::Free,
             demanded_at: None,
+            revision: 0,
         }
     }
 }
@@ -179,6 +188,7 @@ pub struct Payment {
     pub deadline: Millis,
     pub status: PaymentStatus,
     pub outcome: Option<OutcomeRecord>,
+    pub revision: Revision,
 }
 
 /// A receipt's delivery state towards one station.
@@ -244,14 +254,46 @@ pub struct RecipientKey {
     pub station: Text35,
 }
 
-/// A generated receipt: its id (the token), notice and canonical content (a `ctReceiptV2`).
+/// A generated receipt: its id (the token), notice and content, once per primitive version its
+/// copies use: the `receipt` element exactly as every copy of that version carries it (see
+/// [`CopyParts`]), so the store keeps a receipt's body once however many copies it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptRecord {
     pub receipt_id: PaymentToken,
     pub notice: NoticeKey,
-    /// The `receipt` element, as XML: the same for every recipient and every attempt.
-    pub body: String,
+    /// The `ctReceipt` of paSendRT copies, if any copy is V1.
+    pub body_v1: Option<String>,
+    /// The `ctReceiptV2` of paSendRTV2 copies, if any copy is V2.
+    pub body_v2: Option<String>,
     pub created_at: Millis,
+}
+
+/// A copy's envelope cut around its `receipt` element: what is the copy's own (`head`: the
+/// envelope up to the element, with the copy's `idPA`, `idBrokerPA`, `idStation`; `tail`: what
+/// follows) and the receipt, the same in every copy of one version. Joined again, the parts are
+/// the envelope byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyParts<'a> {
+    pub head: &'a str,
+    pub body: &'a str,
+    pub tail: &'a str,
+}
+
+impl<'a> CopyParts<'a> {
+    /// Cuts a paSendRT(V2) envelope (`None` if it has no `receipt` element).
+    pub fn split(envelope: &'a str) -> Option<CopyParts<'a>> {
+        let start = envelope.find("<receipt>")?;
+        let end = envelope.rfind("</receipt>")? + "</receipt>".len();
+        (start < end).then(|| CopyParts {
+            head: &envelope[..start],
+            body: &envelope[start..end],
+            tail: &envelope[end..],
+        })
+    }
+
+    pub fn join(&self) -> String {
+        [self.head, self.body, self.tail].concat()
+    }
 }
 
 /// The scope of an idempotency key: (PSP, key, primitive).

@@ -5,15 +5,15 @@
 //! block (`idPA`, `idBrokerPA`, `idStation`) and the primitive version (by station) differ.
 
 use super::{
-    Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, Payment, PaymentStatus,
-    PositionPaymentStatus, PositionStatus, ReceiptRecipientStatus, ReceiptRecord, Recipient,
-    RecipientStatus, StateEvent, Step, Version, Write, history,
+    CopyParts, Engine, EventKind, Millis, Notice, NoticeState, OutcomeRecord, Payment,
+    PaymentStatus, PositionPaymentStatus, PositionStatus, ReceiptRecipientStatus, ReceiptRecord,
+    Recipient, RecipientStatus, StateEvent, Step, Version, Write, history,
 };
 use crate::codec::pa_for_node::{
     PaCreditAccount, PaSendRtReq, PaSendRtV2Request, Receipt, ReceiptCreditAccount, ReceiptV2,
     TransferListPa, TransferListPaReceiptV2, TransferPa, TransferPaReceiptV2,
 };
-use crate::codec::schema::{Bounded, to_fragment};
+use crate::codec::schema::Bounded;
 use crate::codec::types::{FiscalCode, IsoDateTime, Outcome, Text20, Text35, Text70, XsdString};
 use crate::codec::write_envelope;
 use crate::config::StationConfig;
@@ -47,16 +47,24 @@ impl Engine {
         history::payment(step, now, &p, PositionPaymentStatus::NoticeGenerated);
         let receipt = build_receipt(reg, &p);
         let receipt_id = p.token.clone();
-        step.writes.push(Write::Receipt(ReceiptRecord {
+        let mut record = ReceiptRecord {
             receipt_id: receipt_id.clone(),
             notice: p.notice.clone(),
-            body: to_fragment("receipt", &receipt),
+            body_v1: None,
+            body_v2: None,
             created_at: now,
-        }));
+        };
         let mut recipients = Vec::new();
         for (station, ec) in recipients_of(reg, &p) {
             let (version, request) = recipient_request(station, &ec, &receipt);
-            let r = Recipient {
+            let body = match version {
+                Version::V1 => &mut record.body_v1,
+                Version::V2 => &mut record.body_v2,
+            };
+            if body.is_none() {
+                *body = CopyParts::split(&request).map(|c| c.body.to_string());
+            }
+            recipients.push(Recipient {
                 receipt_id: receipt_id.clone(),
                 station: Text35::truncated(&station.id),
                 ec,
@@ -66,17 +74,19 @@ impl Engine {
                 attempts: 0,
                 next_attempt_at: now,
                 last_error: None,
-            };
+            });
+        }
+        step.writes.push(Write::Receipt(record));
+        for r in &recipients {
             step.writes.push(Write::Recipient(r.clone()));
             history::recipient(
                 step,
                 now,
                 &p.notice,
-                &r,
+                r,
                 ReceiptRecipientStatus::NoticeGenerated,
             );
             step.deliver.push((r.key(), now));
-            recipients.push(r);
         }
         let names: Vec<&str> = recipients.iter().map(|r| r.station.as_str()).collect();
         step.writes.push(Write::Event(

@@ -14,29 +14,31 @@ use rusqlite::{Connection, OpenFlags};
 use super::story::{self, Classification, row_json, timestamp};
 use super::{Cursor, JournalQuery, JournalRow, parse_time};
 use crate::codec::types::{FiscalCode, NoticeNumber};
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::engine::{NoticeKey, StatusRow};
 
 /// Where the database is: named, or taken from a node configuration.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Source {
-    /// The node's database file (its journal segments are found beside it).
-    #[arg(long, value_name = "FILE")]
-    pub database: Option<PathBuf>,
-    /// A node configuration: its `node.database` is read.
+    /// The node's database: a SQLite file (its journal segments are found beside it), or the
+    /// PostgreSQL URL of a cluster (every node's journal).
+    #[arg(long, value_name = "FILE|URL")]
+    pub database: Option<String>,
+    /// A node configuration: its `node.database` is read (or `PAGONODE_DATABASE_URL`).
     #[arg(long, value_name = "FILE", conflicts_with = "database")]
     pub config: Option<PathBuf>,
 }
 
 impl Source {
-    fn path(&self) -> Result<PathBuf, String> {
+    fn database(&self) -> Result<Database, String> {
         match (&self.database, &self.config) {
-            (Some(db), _) => Ok(db.clone()),
-            (None, Some(cfg)) => Ok(Config::from_file(cfg)
-                .map_err(|e| e.to_string())?
-                .node
-                .database),
-            (None, None) => Err("say which database: --database FILE or --config FILE".into()),
+            (Some(db), _) => Ok(Database::parse(db)),
+            (None, Some(cfg)) => {
+                let mut config = Config::from_file(cfg).map_err(|e| e.to_string())?;
+                config.apply_env();
+                Ok(config.node.database)
+            }
+            (None, None) => Err("say which database: --database FILE|URL or --config FILE".into()),
         }
     }
 }
@@ -135,10 +137,19 @@ pub struct JournalArgs {
 
 /// The journal of a node's database, opened read-only.
 pub struct JournalReader {
-    conn: Connection,
-    /// The segments of the SOAP exchanges.
-    exchanges: PathBuf,
-    path: PathBuf,
+    backend: Backend,
+    name: String,
+}
+
+enum Backend {
+    Sqlite {
+        conn: Connection,
+        /// The segments of the SOAP exchanges.
+        exchanges: PathBuf,
+    },
+    /// Reads run on a thread of their own (the reader is synchronous, and may be used from
+    /// inside an asynchronous program).
+    Postgres { url: String },
 }
 
 const PAGE: usize = 1000;
@@ -171,8 +182,26 @@ fn read_only_uri(db: &Path) -> Result<String, String> {
 }
 
 impl JournalReader {
-    /// Opens `db` (and its journal database, if there) read-only.
-    pub fn open(db: &Path) -> Result<JournalReader, String> {
+    /// Opens a node's journal read-only: a SQLite database (and its segments), or a
+    /// PostgreSQL database (checked at once).
+    pub fn open(db: &Database) -> Result<JournalReader, String> {
+        match db {
+            Database::Sqlite(path) => JournalReader::open_file(path),
+            Database::Postgres(url) => {
+                let reader = JournalReader {
+                    backend: Backend::Postgres { url: url.clone() },
+                    name: db.to_string(),
+                };
+                reader.query(&JournalQuery {
+                    limit: 1,
+                    ..JournalQuery::default()
+                })?;
+                Ok(reader)
+            }
+        }
+    }
+
+    fn open_file(db: &Path) -> Result<JournalReader, String> {
         if !db.is_file() {
             return Err(format!("{}: no such database", db.display()));
         }
@@ -184,16 +213,27 @@ impl JournalReader {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
         Ok(JournalReader {
-            conn,
-            exchanges: super::writer::journal_dir(db),
-            path: db.to_path_buf(),
+            backend: Backend::Sqlite {
+                conn,
+                exchanges: super::writer::journal_dir(db),
+            },
+            name: db.display().to_string(),
         })
     }
 
     /// One page of rows matching `q`, oldest first.
     pub fn query(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
-        super::query::query(&self.conn, &self.exchanges, q)
-            .map_err(|e| format!("{}: {e}", self.path.display()))
+        match &self.backend {
+            Backend::Sqlite { conn, exchanges } => {
+                super::query::query(conn, exchanges, q).map_err(|e| format!("{}: {e}", self.name))
+            }
+            Backend::Postgres { url } => std::thread::scope(|s| {
+                s.spawn(|| crate::store::postgres::read_journal(url, q))
+                    .join()
+                    .map_err(|_| "the journal reader panicked".to_string())?
+            })
+            .map_err(|e| format!("{}: {e}", self.name)),
+        }
     }
 
     /// Every row matching `q` (page by page), up to `limit`.
@@ -222,18 +262,28 @@ impl JournalReader {
 
     /// A notice's status histories (none in a database older than them).
     pub fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, String> {
-        let read = || -> rusqlite::Result<Vec<StatusRow>> {
-            let exists: bool = self.conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'status_history')",
-                [],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Ok(Vec::new());
+        match &self.backend {
+            Backend::Sqlite { conn, .. } => {
+                let read = || -> Result<Vec<StatusRow>, crate::store::StoreError> {
+                    let exists: bool = conn.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'status_history')",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    if !exists {
+                        return Ok(Vec::new());
+                    }
+                    crate::store::sqlite::status_history(conn, key)
+                };
+                read().map_err(|e| format!("{}: {e}", self.name))
             }
-            crate::store::sqlite::status_history(&self.conn, key)
-        };
-        read().map_err(|e| format!("{}: {e}", self.path.display()))
+            Backend::Postgres { url } => std::thread::scope(|s| {
+                s.spawn(|| crate::store::postgres::read_status_history(url, key))
+                    .join()
+                    .map_err(|_| "the journal reader panicked".to_string())?
+            })
+            .map_err(|e| format!("{}: {e}", self.name)),
+        }
     }
 
     /// A notice's rows, in the order things happened.
@@ -303,7 +353,7 @@ fn notice_key(fc: &str, nn: &str) -> Result<NoticeKey, String> {
 }
 
 fn query(args: &QueryArgs) -> Result<(), String> {
-    let reader = JournalReader::open(&args.source.path()?)?;
+    let reader = JournalReader::open(&args.source.database()?)?;
     let parse = |t: &Option<String>| t.as_deref().map(parse_time).transpose();
     let q = JournalQuery {
         notice_number: args.notice.clone(),
@@ -408,7 +458,7 @@ pub fn story_text(key: &NoticeKey, rows: &[JournalRow], history: &[StatusRow]) -
 
 fn story(args: &StoryArgs) -> Result<(), String> {
     let key = notice_key(&args.fiscal_code, &args.notice_number)?;
-    let reader = JournalReader::open(&args.source.path()?)?;
+    let reader = JournalReader::open(&args.source.database()?)?;
     let rows = reader.notice_rows(&key)?;
     let history = reader.status_history(&key)?;
     if rows.is_empty() && history.is_empty() {
@@ -431,14 +481,14 @@ fn story(args: &StoryArgs) -> Result<(), String> {
 pub type Exporter = fn(&[JournalRow], &str, &str, &str) -> Result<String, String>;
 
 /// The trace of one payment, from a database.
-pub fn export_payment(db: &Path, payment: &str, export: Exporter) -> Result<String, String> {
+pub fn export_payment(db: &Database, payment: &str, export: Exporter) -> Result<String, String> {
     let (fc, nn) = payment
         .split_once('/')
         .ok_or_else(|| format!("--payment '{payment}': expected <fiscal code>/<notice number>"))?;
     let key = notice_key(fc, nn)?;
     let reader = JournalReader::open(db)?;
     let rows = reader.notice_rows(&key)?;
-    export(&rows, fc, nn, &db.display().to_string())
+    export(&rows, fc, nn, &db.to_string())
 }
 
 /// `pagonode journal …`: prints, and fails with a message on stderr.
@@ -449,7 +499,7 @@ pub fn main(args: &JournalArgs, export: Exporter) -> ExitCode {
         Some(JournalCommand::Story(s)) => story(s),
         Some(JournalCommand::Export(x)) => x
             .source
-            .path()
+            .database()
             .and_then(|db| export_payment(&db, &x.payment, export))
             .map(|t| {
                 let _ = std::io::stdout().lock().write_all(t.as_bytes());

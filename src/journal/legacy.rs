@@ -36,7 +36,7 @@ pub fn import(
     let mut rows = st.query([last_id as i64])?;
     let (mut count, mut last) = (0u64, last_id);
     while let Some(row) = rows.next()? {
-        let r = journal_from(row)?;
+        let r = journal_from(row).map_err(JournalError)?;
         let mut encoded = Rows::new();
         encoded.push(&r.entry.as_row());
         segments

@@ -1,10 +1,12 @@
 //! Reading the journal: the state changes (the `events` table of the node's database, which
-//! the store writes in the transaction of each change) merged by id with the SOAP exchanges of
+//! the store writes in the transaction of each change) merged in time order with the SOAP exchanges of
 //! the segment files.
 
 use std::path::Path;
 
-use rusqlite::{Connection, Row};
+use rusqlite::Connection;
+
+use crate::store::schema::{Fields, Val};
 
 use super::{
     Category, Cursor, JournalEntry, JournalError, JournalQuery, JournalRow, Subtype, segment,
@@ -29,7 +31,7 @@ pub fn query(
     q: &JournalQuery,
 ) -> Result<Vec<JournalRow>, JournalError> {
     let limit = q.limit.clamp(1, 10_000);
-    let mut rows = query_events(c, q).map_err(|e| JournalError(e.to_string()))?;
+    let mut rows = query_events(c, q)?;
     rows.extend(
         segment::query(exchanges, q)
             .map_err(|e| JournalError(format!("{}: {e}", exchanges.display())))?,
@@ -39,11 +41,26 @@ pub fn query(
     Ok(rows)
 }
 
-fn query_events(c: &Connection, q: &JournalQuery) -> rusqlite::Result<Vec<JournalRow>> {
-    let mut sql = "SELECT * FROM events WHERE 1 = 1".to_string();
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let text = |v: &Option<String>| v.clone().map(rusqlite::types::Value::Text);
-    let int = |v: Option<i64>| v.map(rusqlite::types::Value::Integer);
+fn query_events(c: &Connection, q: &JournalQuery) -> Result<Vec<JournalRow>, JournalError> {
+    let (filter, args) = filters(q);
+    let sql = format!(
+        "SELECT * FROM events WHERE {filter} ORDER BY at, id LIMIT {}",
+        q.limit.clamp(1, 10_000)
+    );
+    let mut st = c.prepare(&sql)?;
+    let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(journal_from(row).map_err(JournalError)?);
+    }
+    Ok(out)
+}
+
+/// The conditions of a journal query (`$1`... in order) and their values: the same for the
+/// events table of SQLite and the journal table of PostgreSQL.
+pub fn filters<'q>(q: &'q JournalQuery) -> (String, Vec<Val<'q>>) {
+    let text = |v: &'q Option<String>| v.as_deref().map(Val::from);
+    let int = |v: Option<i64>| v.map(Val::Int);
     let filters = [
         ("notice_number", "=", text(&q.notice_number)),
         ("fiscal_code", "=", text(&q.fiscal_code)),
@@ -54,60 +71,62 @@ fn query_events(c: &Connection, q: &JournalQuery) -> rusqlite::Result<Vec<Journa
         ("at", ">=", int(q.from.map(|v| v as i64))),
         ("at", "<", int(q.to.map(|v| v as i64))),
     ];
+    let mut sql = "TRUE".to_string();
+    let mut args = Vec::new();
     for (column, op, value) in filters {
         if let Some(v) = value {
             args.push(v);
-            sql.push_str(&format!(" AND {column} {op} ?{}", args.len()));
+            sql.push_str(&format!(" AND {column} {op} ${}", args.len()));
         }
     }
     if let Some(c) = q.after {
-        args.push(rusqlite::types::Value::Integer(c.at as i64));
-        args.push(rusqlite::types::Value::Integer(c.id));
-        let (at, id) = (args.len() - 1, args.len());
-        sql.push_str(&format!(" AND at >= ?{at} AND (at > ?{at} OR id > ?{id})"));
+        // Three parameters, not two used twice: SQLite numbers `$n` by first appearance.
+        args.extend([Val::Int(c.at as i64), Val::Int(c.at as i64), Val::Int(c.id)]);
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND at >= ${} AND (at > ${} OR id > ${n})",
+            n - 2,
+            n - 1
+        ));
     }
-    sql.push_str(&format!(
-        " ORDER BY at, id LIMIT {}",
-        q.limit.clamp(1, 10_000)
-    ));
-    let mut st = c.prepare(&sql)?;
-    let rows = st.query_map(rusqlite::params_from_iter(args), journal_from)?;
-    rows.collect()
+    (sql, args)
 }
 
-pub(super) fn journal_from(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
-    let category = match row.get::<_, Option<String>>("category")?.as_deref() {
+/// A journal row from a row of either store.
+pub fn journal_from(row: &impl Fields) -> Result<JournalRow, String> {
+    let category = match row.text("category")?.as_deref() {
         Some("INTERFACCIA") => Some(Category::Interface),
         Some("INTERNO") => Some(Category::Internal),
         _ => None,
     };
-    let subtype = match row.get::<_, Option<String>>("subtype")?.as_deref() {
+    let subtype = match row.text("subtype")?.as_deref() {
         Some("REQ") => Some(Subtype::Req),
         Some("RESP") => Some(Subtype::Resp),
         Some("INTERN") => Some(Subtype::Intern),
         _ => None,
     };
+    let need = |col: &str| row.text(col)?.ok_or_else(|| format!("{col}: missing"));
     Ok(JournalRow {
-        id: row.get("id")?,
+        id: row.int("id")?.ok_or("id: missing")?,
         entry: JournalEntry {
-            at: row.get::<_, i64>("at")? as u64,
-            component: row.get("component")?,
+            at: row.int("at")?.ok_or("at: missing")? as u64,
+            component: need("component")?,
             category,
-            primitive: row.get("primitive")?,
+            primitive: need("primitive")?,
             subtype,
-            fiscal_code: row.get("fiscal_code")?,
-            notice_number: row.get("notice_number")?,
-            iuv: row.get("iuv")?,
-            token: row.get("token")?,
-            psp: row.get("psp")?,
-            channel: row.get("channel")?,
-            station: row.get("station")?,
-            outcome: row.get("outcome")?,
-            caller: row.get("caller")?,
-            callee: row.get("callee")?,
-            payload: row.get("payload")?,
-            detail: row.get("detail")?,
-            duration_ms: row.get::<_, Option<i64>>("duration_ms")?.map(|d| d as u64),
+            fiscal_code: row.text("fiscal_code")?,
+            notice_number: row.text("notice_number")?,
+            iuv: row.text("iuv")?,
+            token: row.text("token")?,
+            psp: row.text("psp")?,
+            channel: row.text("channel")?,
+            station: row.text("station")?,
+            outcome: row.text("outcome")?,
+            caller: row.text("caller")?,
+            callee: row.text("callee")?,
+            payload: row.text("payload")?,
+            detail: row.text("detail")?,
+            duration_ms: row.int("duration_ms")?.map(|d| d as u64),
         },
     })
 }

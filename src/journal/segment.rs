@@ -346,22 +346,26 @@ impl Rows {
         self.count
     }
 
-    /// The rows, decoded (for a store that keeps the journal in memory).
-    pub fn entries(&self) -> Vec<JournalEntry> {
-        let mut out = Vec::new();
+    /// Passes each row to `each`, in order (a store that keeps the journal in a table).
+    pub fn each<'a>(&'a self, mut each: impl FnMut(&RowRef<'a>)) {
         let mut at = 0;
         while let Some(frame) = self.buf.get(at..at + FRAME) {
             let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
-            let Some((_, row)) = self
+            if let Some((_, row)) = self
                 .buf
                 .get(at + FRAME..at + FRAME + len)
                 .and_then(RowRef::decode)
-            else {
-                break;
-            };
-            out.push(row.to_entry());
+            {
+                each(&row);
+            }
             at += FRAME + len;
         }
+    }
+
+    /// The rows, decoded (for a store that keeps the journal in memory).
+    pub fn entries(&self) -> Vec<JournalEntry> {
+        let mut out = Vec::new();
+        self.each(|row| out.push(row.to_entry()));
         out
     }
 

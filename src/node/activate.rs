@@ -28,7 +28,7 @@ struct Activation<'a> {
 impl Node {
     pub(super) async fn activate_v1(
         &self,
-        r: ActivatePaymentNoticeReq,
+        r: &ActivatePaymentNoticeReq,
         caller: Caller<'_>,
     ) -> (Reply, Keys) {
         let request = ActivationRequest {
@@ -45,7 +45,7 @@ impl Node {
             request,
         };
         self.activate(
-            &r,
+            r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             a,
@@ -56,7 +56,7 @@ impl Node {
 
     pub(super) async fn activate_v2(
         &self,
-        r: ActivatePaymentNoticeV2Request,
+        r: &ActivatePaymentNoticeV2Request,
         caller: Caller<'_>,
     ) -> (Reply, Keys) {
         let request = ActivationRequest {
@@ -73,7 +73,7 @@ impl Node {
             request,
         };
         self.activate(
-            &r,
+            r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             a,
@@ -107,7 +107,7 @@ impl Node {
         };
         let station_id = Text35::truncated(&route.station.id);
         keys.station = Some(station_id.clone());
-        if let Err(f) = self.hydrate_notice(&notice) {
+        if let Err(f) = self.hydrate_notice(&notice).await {
             return (self.refuse(&ctx, f).await, keys);
         }
         let token = self.tokens.issue(self.now());
@@ -139,10 +139,17 @@ impl Node {
             return (self.reply(op, queued).await, keys);
         }
         // An expired token found on the notice is cancelled durably before the new activation.
-        if let Err(f) = self.finish(queued).await {
-            let queued =
-                self.run(|e, now| e.activation_failed(self.registry().timings(), &token, &f, now));
-            return (self.reply(op, queued).await, keys);
+        match self.finish(queued).await {
+            Ok(_) => {}
+            Err(super::Failed::Conflict) => {
+                self.engine().activation_abandoned(&token);
+                return (self.conflicted(op), keys);
+            }
+            Err(super::Failed::Fault(f)) => {
+                let queued = self
+                    .run(|e, now| e.activation_failed(self.registry().timings(), &token, &f, now));
+                return (self.reply(op, queued).await, keys);
+            }
         }
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
         crate::failpoints::failpoint!("activate.ec_answered", data.is_ok());

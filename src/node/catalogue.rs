@@ -19,15 +19,15 @@ use crate::journal::Keys;
 
 impl Node {
     /// Answers from configuration only: nothing to commit, nothing to cache.
-    pub(super) fn catalogue(&self, r: NodoChiediCatalogoServiziV2Request) -> (Reply, Keys) {
+    pub(super) fn catalogue(&self, r: &NodoChiediCatalogoServiziV2Request) -> (Reply, Keys) {
         let keys = Keys::psp(&r.identificativo_psp, &r.identificativo_canale);
         let psp = psp_ref(
             &r.identificativo_psp,
             &r.identificativo_intermediario_psp,
             &r.identificativo_canale,
         );
-        let ctx = self.request_ctx(&r, psp, None);
-        let reply = match self.build_catalogue(&r) {
+        let ctx = self.request_ctx(r, psp, None);
+        let reply = match self.build_catalogue(r) {
             Ok(doc) => Reply::ok(write_envelope(&NodoChiediCatalogoServiziV2Response {
                 outcome: Outcome::Ok,
                 fault: None,

@@ -74,9 +74,28 @@ impl Node {
             other => other,
         };
         crate::failpoints::failpoint!("delivery.acked", result.is_ok());
-        // The payment must be in the engine for the last acknowledged copy to mark it NOTIFIED.
-        if let Err(f) = self.hydrate_payment(&key.receipt_id) {
+        // The payment must be in the engine for the last acknowledged copy to mark it NOTIFIED;
+        // with a shared store, the receipt's copies too as the store has them (the receipt's
+        // lease makes this node their only writer, but its list may be older than its own last
+        // commits). Unread, the result is not recorded: the copy stays PENDING and is attempted
+        // again when its lease is taken over.
+        if let Err(f) = self.hydrate_payment(&key.receipt_id).await {
             tracing::error!(receipt = %key.receipt_id, fault = %f, "cannot load the receipt's payment");
+            if self.shared {
+                return;
+            }
+        }
+        if self.shared {
+            let since = self.engine().epoch();
+            match self.store.load_recipients(&key.receipt_id).await {
+                Ok(copies) => self
+                    .engine()
+                    .refresh_receipt(&key.receipt_id, copies, since),
+                Err(e) => {
+                    tracing::error!(receipt = %key.receipt_id, error = %e, "cannot load the receipt's copies");
+                    return;
+                }
+            }
         }
         let keys = match self.engine().payment(&key.receipt_id) {
             Some(p) => Keys::payment(p),
@@ -123,8 +142,11 @@ impl Node {
                 (false, false) => Attempt::Retry,
             },
         );
+        // Not committed: the copy stays PENDING in the store, and is attempted again (here after
+        // a restart; by whichever node takes its receipt's lease over, with a shared store).
         if let Err(f) = self.finish(queued).await {
-            tracing::error!(receipt = %key.receipt_id, station = %key.station, fault = %f, "delivery result not committed");
+            let fault = NodeFault::from(f);
+            tracing::error!(receipt = %key.receipt_id, station = %key.station, %fault, "delivery result not committed");
         }
     }
 }

@@ -19,13 +19,9 @@ use crate::fault::NodeFault;
 use crate::journal::Keys;
 
 impl Node {
-    pub(super) async fn demand(&self, r: DemandPaymentNoticeRequest) -> (Reply, Keys) {
+    pub(super) async fn demand(&self, r: &DemandPaymentNoticeRequest) -> (Reply, Keys) {
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel);
-        let ctx = self.request_ctx(
-            &r,
-            psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel),
-            None,
-        );
+        let ctx = self.request_ctx(r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
         let svc = match self
             .registry()
             .resolve_service(&r.id_soggetto_servizio, self.today())
@@ -78,13 +74,14 @@ impl Node {
             unreachable!("to_psp requires qrCode")
         };
         let notice = NoticeKey::from_qr(qr);
-        if let Err(f) = self.hydrate_notice(&notice) {
+        if let Err(f) = self.hydrate_notice(&notice).await {
             return (self.refuse(&ctx, f).await, keys);
         }
         let queued = self.run(|e, now| e.record_demand(&notice, now));
         match self.finish(queued).await {
             Ok(_) => (Reply::ok(write_envelope(&res)), keys),
-            Err(f) => (self.refuse(&ctx, f).await, keys),
+            Err(super::Failed::Conflict) => (self.conflicted(ctx.operation), keys),
+            Err(super::Failed::Fault(f)) => (self.refuse(&ctx, f).await, keys),
         }
     }
 }

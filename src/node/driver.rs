@@ -173,6 +173,66 @@ impl Node {
     }
 }
 
+/// How long past its deadline a payment still PAYING is taken over by any node sharing the
+/// store (its own node fires it at the deadline: one that has not is dead or cut off). Also how
+/// long a receipt's lease outlasts the attempt its node planned.
+pub const TAKEOVER_MS: Millis = 2_000;
+/// How often a node sharing the store looks for work left by others.
+const TAKEOVER_EVERY: Duration = Duration::from_millis(1_000);
+
+impl Node {
+    /// Takes over what nodes that died (or lost their lease) left: deadlines overdue by more
+    /// than [`TAKEOVER_MS`] (armed here; the expiry is a compare-and-set, so it happens once
+    /// whichever node fires it) and receipts whose lease expired (leased to this node, their
+    /// copies scheduled). Nothing to do with a store of its own.
+    pub async fn take_over(&self) -> Result<(), crate::store::StoreError> {
+        let Some(shared) = self.store.shared() else {
+            return Ok(());
+        };
+        let now = self.now();
+        let overdue = shared
+            .overdue_payments(now.saturating_sub(TAKEOVER_MS), 500)
+            .await?;
+        let arm = overdue
+            .iter()
+            .map(|(p, _)| (p.token.clone(), p.deadline))
+            .collect();
+        self.schedule_effects(arm, Vec::new(), Vec::new());
+        let since = self.engine().epoch();
+        let copies = shared.claim_receipts(now, 200).await?;
+        if copies.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(copies = copies.len(), "receipt deliveries taken over");
+        let owners = self.owners_of(&copies).await?;
+        let step = {
+            let mut engine = self.engine();
+            for (payment, notice) in owners {
+                let token = payment.token.clone();
+                engine.refresh_payment(&token, Some((payment, notice)), now, since);
+            }
+            engine.adopt_receipts(copies, since)
+        };
+        self.schedule_effects(step.arm, step.disarm, step.deliver);
+        Ok(())
+    }
+}
+
+/// Takes over other nodes' work every [`TAKEOVER_EVERY`] (a little less or more, so that nodes
+/// started together do not all scan at once), until aborted.
+pub async fn take_over(node: Arc<Node>) {
+    loop {
+        let jitter = rand::random::<u64>() % 200;
+        tokio::time::sleep(
+            TAKEOVER_EVERY - Duration::from_millis(100) + Duration::from_millis(jitter),
+        )
+        .await;
+        if let Err(e) = node.take_over().await {
+            tracing::warn!(error = %e, "cannot take over other nodes' work");
+        }
+    }
+}
+
 /// The longest sleep: a clock that jumps is noticed within a second.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 

@@ -57,7 +57,8 @@ impl Node {
             step
         });
         if let Err(f) = self.finish(queued).await {
-            tracing::error!(fault = %f, "paSendRt: the retry was not committed");
+            let fault = crate::fault::NodeFault::from(f);
+            tracing::error!(%fault, "paSendRt: the retry was not committed");
         }
         if !self
             .attempts_end_when(RETRY_PASS_LIMIT, || self.pending_copies(&copies) == 0)

@@ -18,11 +18,12 @@ mod outcome;
 mod token;
 mod verify;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-pub use driver::Due;
+pub use driver::{Due, TAKEOVER_MS};
 pub use token::TokenIssuer;
 
 use crate::clock::Clock;
@@ -31,8 +32,8 @@ use crate::codec::{AnyMessage, Body, Direction, Operation, Secrets, read_request
 use crate::config::OverRate;
 use crate::ec_client::{EcClient, EcTransport, Exchange};
 use crate::engine::{
-    Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, Reply, RequestCtx, Step,
-    request_hash,
+    Engine, IdemCheck, IdemCtx, IdemKey, Millis, NoticeKey, PspRef, Record, Reply, RequestCtx,
+    Step, Write, request_hash,
 };
 use crate::fault::NodeFault;
 use crate::front::keys::KeyRefusal;
@@ -54,6 +55,9 @@ pub struct Node {
     schedule: Mutex<driver::Schedule>,
     /// Wakes the driver when something is scheduled before the time it sleeps until.
     wakeup: tokio::sync::Notify,
+    /// Other nodes share the store: the engine's memory is only a cache, read again before
+    /// each command (see [`Engine::refresh_notice`]).
+    shared: bool,
     front: FrontDoor,
     /// When a commit or a read of the store last failed (`now` ms; 0: never).
     store_failed_at: AtomicU64,
@@ -75,6 +79,36 @@ pub(crate) struct Queued {
     commit: Option<Commit>,
     /// The step, its writes taken.
     step: Step,
+    /// The records the writes change (tracked while they are in flight, with a shared store).
+    records: Vec<Record>,
+}
+
+/// Why a step was not committed.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// Another node changed a record first: read again and run the command again.
+    Conflict,
+    Fault(NodeFault),
+}
+
+impl From<Failed> for NodeFault {
+    fn from(f: Failed) -> NodeFault {
+        match f {
+            Failed::Conflict => {
+                NodeFault::SystemError("the payment kept changing: try again".into())
+            }
+            Failed::Fault(f) => f,
+        }
+    }
+}
+
+/// How many times a request whose commit lost a race to another node is run again.
+const CONFLICT_RETRIES: usize = 5;
+
+tokio::task_local! {
+    /// Set when a commit of the request being dispatched lost a race: its answer is not sent,
+    /// the request runs again (see [`Node::dispatch`]).
+    static CONFLICTED: Cell<bool>;
 }
 
 /// The answer to one SOAP request.
@@ -194,13 +228,15 @@ impl Node {
             registry.config().receipts.per_station_concurrency,
             registry.timings(),
         );
+        let shared = store.shared().is_some();
         let metrics = Arc::new(Metrics::new(registry.config()));
         Node {
             front: FrontDoor::new(registry.config()),
             store_failed_at: AtomicU64::new(0),
             incidents: AtomicU64::new(0),
             registry,
-            engine: Mutex::new(Engine::new()),
+            engine: Mutex::new(Engine::with_stamps(tokens.stamp_base())),
+            shared,
             store,
             ec: EcClient::new(transport, clock.clone(), xml_limits, max_response_bytes),
             clock,
@@ -247,10 +283,20 @@ impl Node {
 
     /// Rebuilds the engine from the store: at start-up, and after a failed commit (the engine may
     /// then be ahead of the store; the store is the truth). Returns (payments waiting for their
-    /// outcome, receipt copies to deliver).
+    /// outcome, receipt copies to deliver). With a shared store the engine starts empty: the
+    /// deadlines and receipts of this node's previous life are taken over like any dead node's
+    /// ([`Node::take_over`]).
     pub async fn recover(&self) -> Result<(usize, usize), NodeFault> {
+        if self.shared {
+            // Whatever has waited long enough is taken over at once (later, every second).
+            self.take_over()
+                .await
+                .map_err(|e| self.store_failed("takeover", e))?;
+            return Ok((0, 0));
+        }
         let (queued, counts) = self
             .rebuild_engine()
+            .await
             .map_err(|e| self.store_failed("recovery", e))?;
         self.finish(queued).await?;
         Ok(counts)
@@ -261,20 +307,10 @@ impl Node {
     /// for good keeps its payment PAID), and the payments those copies belong to (without them
     /// the last acknowledged copy could not mark its payment NOTIFIED). Returns the step
     /// re-arming the deadlines and re-queueing the deliveries, and (payments, copies to send).
-    fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), StoreError> {
-        let paying = self.store.paying_payments()?;
-        let pending = self.store.recipients_in_delivery()?;
-        let mut owners = Vec::new();
-        {
-            let mut seen = std::collections::HashSet::new();
-            for r in &pending {
-                if seen.insert(&r.receipt_id)
-                    && let Some(owner) = self.store.load_payment(&r.receipt_id)?
-                {
-                    owners.push(owner);
-                }
-            }
-        }
+    async fn rebuild_engine(&self) -> Result<(Queued, (usize, usize)), StoreError> {
+        let paying = self.store.paying_payments().await?;
+        let pending = self.store.recipients_in_delivery().await?;
+        let owners = self.owners_of(&pending).await?;
         let to_deliver = pending
             .iter()
             .filter(|r| r.status == crate::engine::RecipientStatus::Pending)
@@ -282,12 +318,29 @@ impl Node {
         let counts = (paying.len(), to_deliver);
         let mut engine = self.engine();
         let now = self.now();
-        *engine = Engine::new();
+        engine.clear();
         for owner in owners {
             engine.hydrate_payment(Some(owner), now);
         }
         let step = engine.recover(paying, pending, now);
         Ok((self.queue(engine, step), counts))
+    }
+
+    /// The payments (and notices) of receipts' copies.
+    async fn owners_of(
+        &self,
+        copies: &[crate::engine::Recipient],
+    ) -> Result<Vec<(crate::engine::Payment, crate::engine::Notice)>, StoreError> {
+        let mut owners = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in copies {
+            if seen.insert(&r.receipt_id)
+                && let Some(owner) = self.store.load_payment(&r.receipt_id).await?
+            {
+                owners.push(owner);
+            }
+        }
+        Ok(owners)
     }
 
     /// Queues a step's writes to the store while the engine that made the step is still locked,
@@ -296,11 +349,21 @@ impl Node {
     /// records could be committed in the opposite order: an expiry made just before a late OK
     /// outcome, committed after it, left the notice FREE (and, until the receipt was delivered,
     /// the payment CANCELLED) beside the generated receipt, and a restart then read that.
-    fn queue(&self, engine: MutexGuard<'_, Engine>, mut step: Step) -> Queued {
+    fn queue(&self, mut engine: MutexGuard<'_, Engine>, mut step: Step) -> Queued {
         let writes = std::mem::take(&mut step.writes);
+        let records: Vec<Record> = if self.shared {
+            writes.iter().filter_map(Write::record).collect()
+        } else {
+            Vec::new()
+        };
+        engine.writes_queued(&records);
         let commit = (!writes.is_empty()).then(|| self.store.commit(writes));
         drop(engine);
-        Queued { commit, step }
+        Queued {
+            commit,
+            step,
+            records,
+        }
     }
 
     /// Runs an engine command at `now` and queues its writes (see [`Node::queue`]). `now` is
@@ -313,9 +376,15 @@ impl Node {
     }
 
     /// Waits until a step's writes are committed, then schedules its deadlines and deliveries,
-    /// and returns its reply.
-    async fn finish(&self, queued: Queued) -> Result<Option<Reply>, NodeFault> {
-        let Queued { commit, step } = queued;
+    /// and returns its reply. A commit that failed leaves the engine ahead of the store: alone on
+    /// it, the node rebuilds the engine from the store; sharing it, it drops the records the step
+    /// wrote (read again by the next command that needs them).
+    async fn finish(&self, queued: Queued) -> Result<Option<Reply>, Failed> {
+        let Queued {
+            commit,
+            step,
+            records,
+        } = queued;
         let Step {
             writes: _,
             reply,
@@ -330,29 +399,41 @@ impl Node {
             None if reply_after_queued => Some(self.store.flush()),
             None => None,
         };
-        let waited = std::time::Instant::now();
-        let committed = match commit {
-            Some(commit) => {
-                let r = commit.await;
-                self.metrics.commit_waited(waited.elapsed());
-                Some(r)
+        if let Some(commit) = commit {
+            let waited = std::time::Instant::now();
+            let result = commit.await;
+            self.metrics.commit_waited(waited.elapsed());
+            if self.shared {
+                let now = self.now();
+                self.engine().writes_done(&records, result.is_ok(), now);
             }
-            None => None,
-        };
-        if let Some(Err(e)) = committed {
-            let fault = self.store_failed("commit", e);
-            tracing::error!("resynchronising the engine with the store after a failed commit");
-            if let Err(e) = self.rebuild_engine() {
-                self.store_failed("resynchronisation", e);
+            if let Err(e) = result {
+                let failed = match e {
+                    StoreError::Conflict(what) => {
+                        tracing::debug!(%what, "commit lost a race: running the command again");
+                        Failed::Conflict
+                    }
+                    e => Failed::Fault(self.store_failed("commit", e)),
+                };
+                if !self.shared {
+                    tracing::error!(
+                        "resynchronising the engine with the store after a failed commit"
+                    );
+                    // The schedules still hold what was armed: only the engine is rebuilt.
+                    if let Err(e) = self.rebuild_engine().await {
+                        self.store_failed("resynchronisation", e);
+                    }
+                }
+                return Err(failed);
             }
-            return Err(fault);
         }
         self.schedule_effects(arm, disarm, deliver);
         Ok(reply)
     }
 
     /// Commits a step and returns its reply; a step without one (the engine lost track of the
-    /// request after a resynchronisation) answers PPT_SYSTEM_ERROR.
+    /// request after a resynchronisation) answers PPT_SYSTEM_ERROR. A commit that lost a race
+    /// marks the request to be run again ([`Node::dispatch`]).
     async fn reply(&self, op: Operation, queued: Queued) -> Reply {
         match self.finish(queued).await {
             Ok(Some(r)) => r,
@@ -361,8 +442,21 @@ impl Node {
                 &NodeFault::SystemError("request lost during a store recovery".into()),
                 true,
             ),
-            Err(f) => Reply::ko(op, &f, true),
+            Err(Failed::Conflict) => self.conflicted(op),
+            Err(Failed::Fault(f)) => Reply::ko(op, &f, true),
         }
+    }
+
+    /// Marks the request being dispatched to run again (a commit lost a race); the reply is
+    /// only a placeholder, sent if the retries run out.
+    fn conflicted(&self, op: Operation) -> Reply {
+        let _ = CONFLICTED.try_with(|c| c.set(true));
+        Reply::ko(op, &Failed::Conflict.into(), true)
+    }
+
+    /// Whether a commit of the request being dispatched lost a race (it runs again).
+    fn lost_race(&self) -> bool {
+        CONFLICTED.try_with(Cell::get).unwrap_or(false)
     }
 
     /// Handles one nodeForPsp request from a peer the front door knows nothing of (handed to
@@ -414,20 +508,24 @@ impl Node {
             let sniffed = self.sniff(body, peer);
             let why = format!("request body larger than {limit} bytes");
             let known = sniffed.is_some();
-            let reply = self.syntax_fault(op, sniffed, why);
+            let reply = self.syntax_fault(op, sniffed, why).await;
             (reply, Keys::default(), Secrets::unknown(), known)
         } else {
             let (read, secrets) = read_request(body, self.registry().config().node.xml_limits());
-            let unreadable = |why: String| {
+            let unreadable = async |why: String| {
                 let sniffed = self.sniff(body, peer);
                 let known = sniffed.is_some();
-                (self.syntax_fault(op, sniffed, why), Keys::default(), known)
+                (
+                    self.syntax_fault(op, sniffed, why).await,
+                    Keys::default(),
+                    known,
+                )
             };
             let (reply, keys, known) = match read {
-                Err(v) => unreadable(v.to_string()),
-                Ok(Body::Fault(_)) => unreadable("a SOAP Fault is not a request".into()),
+                Err(v) => unreadable(v.to_string()).await,
+                Ok(Body::Fault(_)) => unreadable("a SOAP Fault is not a request".into()).await,
                 Ok(Body::Message(m)) if m.direction() != Direction::Request => {
-                    unreadable(format!("'{}' is a response, not a request", m.root()))
+                    unreadable(format!("'{}' is a response, not a request", m.root())).await
                 }
                 Ok(Body::Message(m)) if m.operation() != op && soap_action.is_some() => {
                     let why = format!(
@@ -605,8 +703,31 @@ impl Node {
         }
     }
 
-    /// Runs an authenticated request.
+    /// Runs an authenticated request; if one of its commits lost a race to another node, runs it again (on the
+    /// records as the winner left them), a few times at most.
     async fn dispatch(&self, m: AnyMessage, caller: Caller<'_>) -> (Reply, Keys) {
+        let mut attempt = 0;
+        loop {
+            let (answer, conflicted) = CONFLICTED
+                .scope(Cell::new(false), async {
+                    let answer = self.dispatch_once(&m, caller).await;
+                    (answer, CONFLICTED.with(Cell::get))
+                })
+                .await;
+            if !conflicted || attempt == CONFLICT_RETRIES {
+                if conflicted {
+                    tracing::warn!(
+                        operation = m.operation().soap_action(),
+                        "request kept losing races: answered PPT_SYSTEM_ERROR"
+                    );
+                }
+                return answer;
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn dispatch_once(&self, m: &AnyMessage, caller: Caller<'_>) -> (Reply, Keys) {
         match m {
             AnyMessage::VerifyPaymentNoticeReq(r) => self.verify(r, caller).await,
             AnyMessage::ActivatePaymentNoticeReq(r) => self.activate_v1(r, caller).await,
@@ -625,7 +746,7 @@ impl Node {
     /// a cached key re-sent with a value outside the XSD gets PPT_ERRORE_IDEMPOTENZA). Only
     /// for a caller whose credentials, read leniently, authenticate: to anyone else the cache
     /// does not say which keys it holds.
-    fn syntax_fault(&self, op: Operation, sniffed: Option<Sniffed>, why: String) -> Reply {
+    async fn syntax_fault(&self, op: Operation, sniffed: Option<Sniffed>, why: String) -> Reply {
         tracing::info!(operation = op.soap_action(), reason = %why, "request refused: PPT_SINTASSI_EXTRAXSD");
         if let Some(Sniffed {
             psp,
@@ -638,7 +759,14 @@ impl Node {
                 key,
                 primitive: op.soap_action(),
             };
-            let stored = self.store.load_idempotency(&key).ok().flatten();
+            // A store that cannot answer leaves the syntax fault as the answer.
+            let stored = match self.store.load_idempotency(&key).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    self.store_failed("idempotency lookup", e);
+                    None
+                }
+            };
             let ctx = IdemCtx { key, hash: [0; 32] };
             if self.engine().check_idempotency(&ctx, stored, self.now()) != IdemCheck::Fresh {
                 return Reply::ko(op, &NodeFault::ErroreIdempotenza, true);
@@ -679,7 +807,7 @@ impl Node {
     /// Consults the idempotency cache: `Some(reply)` ends the request there.
     async fn idempotent_reply(&self, ctx: &RequestCtx) -> Option<Reply> {
         let idem = ctx.idem.as_ref()?;
-        let stored = match self.store.load_idempotency(&idem.key) {
+        let stored = match self.store.load_idempotency(&idem.key).await {
             Ok(stored) => stored,
             Err(e) => {
                 let fault = self.store_failed("idempotency lookup", e);
@@ -713,57 +841,78 @@ impl Node {
         self.reply(ctx.operation, queued).await
     }
 
-    /// Brings a notice (and its current payment) into the engine if it is not there.
-    fn hydrate_notice(&self, key: &NoticeKey) -> Result<(), NodeFault> {
-        if self.engine().knows_notice(key) {
+    /// Brings a notice (and its current payment) into the engine: if it is not there, or, with
+    /// a shared store, always (another node may have changed it).
+    async fn hydrate_notice(&self, key: &NoticeKey) -> Result<(), NodeFault> {
+        if !self.shared && self.engine().knows_notice(key) {
             return Ok(());
         }
         crate::failpoints::failpoint_return!(
             "store.load_notice",
             Err(self.store_failed(
                 "notice lookup",
-                StoreError("injected failure (failpoint store.load_notice)".into()),
+                StoreError::failed("injected failure (failpoint store.load_notice)"),
             ))
         );
+        let since = self.engine().epoch();
         let stored = self
             .store
             .load_notice(key)
+            .await
             .map_err(|e| self.store_failed("notice lookup", e))?;
         let mut engine = self.engine();
-        engine.hydrate_notice(key, stored, self.now());
+        let now = self.now();
+        if self.shared {
+            engine.refresh_notice(key, stored, now, since);
+        } else {
+            engine.hydrate_notice(key, stored, now);
+        }
         Ok(())
     }
 
-    /// Brings a payment (and its notice) into the engine if it is not there.
-    fn hydrate_payment(&self, token: &PaymentToken) -> Result<(), NodeFault> {
-        if self.engine().knows_payment(token) {
+    /// Brings a payment (and its notice) into the engine, as [`Node::hydrate_notice`] does.
+    async fn hydrate_payment(&self, token: &PaymentToken) -> Result<(), NodeFault> {
+        if !self.shared && self.engine().knows_payment(token) {
             return Ok(());
         }
+        let since = self.engine().epoch();
         let stored = self
             .store
             .load_payment(token)
+            .await
             .map_err(|e| self.store_failed("payment lookup", e))?;
         let mut engine = self.engine();
-        engine.hydrate_payment(stored, self.now());
+        let now = self.now();
+        if self.shared {
+            engine.refresh_payment(token, stored, now, since);
+        } else {
+            engine.hydrate_payment(stored, now);
+        }
         Ok(())
     }
 
     /// A deadline passed (the driver polled it, or the cancellation job): the engine cancels
-    /// the payment if it is still waiting for its outcome. Returns whether it did.
+    /// the payment if it is still waiting for its outcome. Returns whether it did. With a shared
+    /// store another node may cancel it (or take the outcome) first: the command then runs again
+    /// on what it wrote, and does nothing.
     pub async fn expire(&self, token: &PaymentToken) -> bool {
-        if let Err(f) = self.hydrate_payment(token) {
-            tracing::error!(%token, fault = %f, "cannot load an expiring payment");
-            return false;
-        }
-        let queued = self.run(|e, now| e.deadline_fired(token, now));
-        let cancelled = queued.commit.is_some();
-        match self.finish(queued).await {
-            Ok(_) => cancelled,
-            Err(f) => {
-                tracing::error!(%token, fault = %f, "expiry not committed");
-                false
+        for _ in 0..=CONFLICT_RETRIES {
+            if let Err(f) = self.hydrate_payment(token).await {
+                tracing::error!(%token, fault = %f, "cannot load an expiring payment");
+                return false;
+            }
+            let queued = self.run(|e, now| e.deadline_fired(token, now));
+            let cancelled = queued.commit.is_some();
+            match self.finish(queued).await {
+                Ok(_) => return cancelled,
+                Err(Failed::Conflict) => continue,
+                Err(Failed::Fault(f)) => {
+                    tracing::error!(%token, fault = %f, "expiry not committed");
+                    return false;
+                }
             }
         }
+        false
     }
 
     /// Counts an exchange with a station (`/metrics`) and journals it (the journal writer
@@ -800,9 +949,16 @@ impl Node {
     ) -> Result<usize, NodeFault> {
         let unknown = || NodeFault::Semantica(format!("no receipt {receipt_id}"));
         let receipt_id = PaymentToken::new(receipt_id).map_err(|_| unknown())?;
+        if let Some(shared) = self.store.shared() {
+            shared
+                .take_receipt(&receipt_id, self.now())
+                .await
+                .map_err(|e| self.store_failed("receipt takeover", e))?;
+        }
         let stored = self
             .store
             .load_recipients(&receipt_id)
+            .await
             .map_err(|e| self.store_failed("recipients lookup", e))?;
         if stored.is_empty() {
             return Err(unknown());
@@ -814,7 +970,7 @@ impl Node {
                 "receipt {receipt_id} has no recipient {s}"
             )));
         }
-        self.hydrate_payment(&receipt_id)?;
+        self.hydrate_payment(&receipt_id).await?;
         let queued = self.run(|e, now| {
             let notice = e.payment(&receipt_id).map(|p| p.notice.clone());
             let mut step = e.resend(&receipt_id, stored, station, now);
@@ -838,34 +994,53 @@ impl Node {
         engine.sweep(self.now());
     }
 
-    /// Deletes journal rows older than the retention and expired idempotency entries.
-    pub async fn maintenance(&self) -> Result<(), StoreError> {
+    /// Deletes what the retention periods let go: journal rows, expired idempotency entries,
+    /// finished payments with their receipts (batch after batch, other commits in between).
+    pub async fn maintenance(&self) -> Result<usize, StoreError> {
+        const DAY_MS: u64 = 86_400_000;
         let now = self.now();
-        let keep = u64::from(self.registry().config().journal.retention_days) * 86_400_000;
-        self.store.maintenance(now.saturating_sub(keep), now).await
+        let cfg = self.registry().config();
+        let journal = u64::from(cfg.journal.retention_days) * DAY_MS;
+        let finished = match cfg.node.retention_days {
+            0 => 0,
+            days => now.saturating_sub(u64::from(days) * DAY_MS),
+        };
+        let r = crate::store::Retention {
+            now,
+            journal_before: now.saturating_sub(journal),
+            finished_before: finished,
+        };
+        let mut deleted = 0;
+        loop {
+            let n = self.store.maintenance(r).await?;
+            deleted += n;
+            if n < crate::store::schema::RETENTION_BATCH {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// One page of the journal.
-    pub fn journal_page(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
-        self.store.query_journal(q)
+    pub async fn journal_page(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
+        self.store.query_journal(q).await
     }
 
     /// A notice's story: its attempts, their payments and receipt copies, the journal rows.
-    pub fn notice_story(&self, key: &NoticeKey) -> Result<serde_json::Value, StoreError> {
-        let rows = self.notice_rows(key)?;
+    pub async fn notice_story(&self, key: &NoticeKey) -> Result<serde_json::Value, StoreError> {
+        let rows = self.notice_rows(key).await?;
         let mut payments = Vec::new();
-        for p in self.store.payments_of_notice(key)? {
-            let recipients = self.store.load_recipients(&p.token)?;
+        for p in self.store.payments_of_notice(key).await? {
+            let recipients = self.store.load_recipients(&p.token).await?;
             payments.push((p, recipients));
         }
-        let history = self.store.status_history(key)?;
+        let history = self.store.status_history(key).await?;
         Ok(crate::journal::story::notice_story(
             key, rows, &payments, &history,
         ))
     }
 
     /// A notice's journal rows, in the order things happened.
-    pub fn notice_rows(&self, key: &NoticeKey) -> Result<Vec<JournalRow>, StoreError> {
+    pub async fn notice_rows(&self, key: &NoticeKey) -> Result<Vec<JournalRow>, StoreError> {
         let mut rows = Vec::new();
         let mut q = JournalQuery {
             notice_number: Some(key.notice_number.to_string()),
@@ -873,7 +1048,7 @@ impl Node {
             ..JournalQuery::default()
         };
         loop {
-            let page = self.store.query_journal(&q)?;
+            let page = self.store.query_journal(&q).await?;
             let full = page.len() == q.limit;
             q.after = page.last().map(crate::journal::Cursor::of);
             rows.extend(page);
@@ -885,21 +1060,23 @@ impl Node {
     }
 
     /// Receipt copies in a status, newest first.
-    pub fn recipients_by_status(
+    pub async fn recipients_by_status(
         &self,
         status: &str,
         limit: usize,
     ) -> Result<Vec<crate::engine::Recipient>, StoreError> {
-        self.store.recipients_by_status(status, limit)
+        self.store.recipients_by_status(status, limit).await
     }
 
     /// How many receipt copies are FAILED.
-    pub fn failed_recipients(&self) -> Result<u64, StoreError> {
-        self.store.failed_recipients()
+    pub async fn failed_recipients(&self) -> Result<u64, StoreError> {
+        self.store.failed_recipients().await
     }
 
     /// The Prometheus text exposition of the node's metrics (`GET /metrics`).
-    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+    pub async fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        // Read first: the engine's and the schedules' locks are not held across a store read.
+        let receipt_copies_failed = self.store.failed_recipients().await.ok();
         let (_, payments_in_memory, activations_in_flight, _) = self.engine().sizes();
         let (deadlines_pending, (receipt_copies_pending, receipt_copies_in_flight)) = {
             let s = self.schedule();
@@ -911,7 +1088,7 @@ impl Node {
             deadlines_pending,
             receipt_copies_pending,
             receipt_copies_in_flight,
-            receipt_copies_failed: self.store.failed_recipients().ok(),
+            receipt_copies_failed,
             payments_in_memory,
             activations_in_flight,
             store_transactions: stats.transactions,
@@ -922,12 +1099,12 @@ impl Node {
 
     /// Liveness and a few numbers. The store is down when it does not answer now, or when a
     /// commit or a read failed within [`STORE_FAILURE_WINDOW`].
-    pub fn health(&self) -> Health {
+    pub async fn health(&self) -> Health {
         let failed_at = self.store_failed_at.load(Ordering::Relaxed);
-        let store = self.store.health().and_then(|()| {
+        let store = self.store.health().await.and_then(|()| {
             let ago = self.now().saturating_sub(failed_at);
             if failed_at != 0 && ago < STORE_FAILURE_WINDOW.as_millis() as u64 {
-                Err(StoreError(format!(
+                Err(StoreError::failed(format!(
                     "a commit or a read failed {ago} ms ago"
                 )))
             } else {

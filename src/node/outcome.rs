@@ -34,7 +34,7 @@ struct OutcomeInput {
 }
 
 impl Node {
-    pub(super) async fn outcome_v1(&self, r: SendPaymentOutcomeReq) -> (Reply, Keys) {
+    pub(super) async fn outcome_v1(&self, r: &SendPaymentOutcomeReq) -> (Reply, Keys) {
         let input = OutcomeInput {
             version: Version::V1,
             tokens: vec![r.payment_token.clone()],
@@ -42,7 +42,7 @@ impl Node {
             details: r.details.clone().map(details_v2),
         };
         self.outcome(
-            &r,
+            r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             input,
@@ -50,7 +50,7 @@ impl Node {
         .await
     }
 
-    pub(super) async fn outcome_v2(&self, r: SendPaymentOutcomeV2Request) -> (Reply, Keys) {
+    pub(super) async fn outcome_v2(&self, r: &SendPaymentOutcomeV2Request) -> (Reply, Keys) {
         let input = OutcomeInput {
             version: Version::V2,
             tokens: r.payment_tokens.payment_token.to_vec(),
@@ -58,7 +58,7 @@ impl Node {
             details: r.details.clone(),
         };
         self.outcome(
-            &r,
+            r,
             (&r.id_psp, &r.id_broker_psp, &r.id_channel),
             r.idempotency_key.as_ref(),
             input,
@@ -82,10 +82,11 @@ impl Node {
         // The channel's payment model is not checked on an outcome: the official BDD test
         // SEM_SPO_07 gets OK from channel 60000000001_07, not ATTIVATO_PRESSO_PSP.
         for t in &input.tokens {
-            if let Err(f) = self.hydrate_payment(t) {
+            if let Err(f) = self.hydrate_payment(t).await {
                 return (self.refuse(&ctx, f).await, keys);
             }
         }
+        let mut spontaneous = None;
         if let Some(p) = input.tokens.first().and_then(|t| {
             let engine = self.engine();
             engine.payment(t).map(|p| {
@@ -101,11 +102,7 @@ impl Node {
         }) {
             keys = keys.notice(&p.0);
             keys.station = Some(p.1);
-            if let Some(activated_at) = p.2 {
-                let now = self.now();
-                self.metrics
-                    .psp_outcome(ids.0.as_str(), now.saturating_sub(activated_at), now);
-            }
+            spontaneous = p.2.map(|activated_at| (activated_at, self.now()));
         }
         let cmd = OutcomeCommand {
             ctx,
@@ -115,6 +112,14 @@ impl Node {
             details: input.details,
         };
         let queued = self.run(|e, now| e.outcome(self.registry(), cmd, now));
-        (self.reply(M::OPERATION, queued).await, keys)
+        let reply = self.reply(M::OPERATION, queued).await;
+        // Counted once per request: a run that lost a race is run again.
+        if let Some((activated_at, now)) = spontaneous
+            && !self.lost_race()
+        {
+            self.metrics
+                .psp_outcome(ids.0.as_str(), now.saturating_sub(activated_at), now);
+        }
+        (reply, keys)
     }
 }

@@ -40,6 +40,15 @@ impl TokenIssuer {
         }
     }
 
+    /// Where the engine's revision stamps start (see [`crate::engine::Revision`]): random, or
+    /// fixed by the seed.
+    pub fn stamp_base(&self) -> u64 {
+        match &self.seeded {
+            None => rand::random(),
+            Some(state) => mix(state.load(Ordering::Relaxed) ^ 0x7265_7669_7369_6f6e),
+        }
+    }
+
     /// A fresh token issued at `now`.
     pub fn issue(&self, now: Millis) -> PaymentToken {
         let random: u128 = match &self.seeded {

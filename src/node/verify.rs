@@ -21,16 +21,12 @@ use crate::registry::Caller;
 impl Node {
     pub(super) async fn verify(
         &self,
-        r: VerifyPaymentNoticeReq,
+        r: &VerifyPaymentNoticeReq,
         caller: Caller<'_>,
     ) -> (Reply, Keys) {
         let key = NoticeKey::from_qr(&r.qr_code);
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel).notice(&key);
-        let ctx = self.request_ctx(
-            &r,
-            psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel),
-            None,
-        );
+        let ctx = self.request_ctx(r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
         let checks = self
             .registry()
             .require_psp_activation(&caller)
@@ -40,10 +36,13 @@ impl Node {
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
         keys.station = Some(Text35::truncated(&route.station.id));
-        let state = self.hydrate_notice(&key).and_then(|_| {
-            let engine = self.engine();
-            engine.payable(&key, self.registry().timings().expiry, self.now())
-        });
+        let state = match self.hydrate_notice(&key).await {
+            Ok(()) => {
+                let engine = self.engine();
+                engine.payable(&key, self.registry().timings().expiry, self.now())
+            }
+            Err(f) => Err(f),
+        };
         if let Err(f) = state {
             return (self.refuse(&ctx, f).await, keys);
         }

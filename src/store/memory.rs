@@ -1,6 +1,9 @@
 //! A store in memory, with the SQLite store's semantics: each commit is atomic (all its writes
-//! or none), commits are applied in the order they were queued, and reads see only what is
-//! applied. For tests and the simulation: in [`Durability::Manual`] mode a commit stays queued
+//! or none), its notice and payment writes are compare-and-set on their revisions (as in
+//! [`super::schema`]), commits are applied in the order they were queued, and reads see only
+//! what is applied. One difference: an idempotency entry replaces whatever entry is there (the
+//! SQL stores never write over a valid OK answer; the engine's property tests model the
+//! replacing store). For tests and the simulation: in [`Durability::Manual`] mode a commit stays queued
 //! (its future pending) until the test applies it, and [`MemoryStore::crash`] loses exactly
 //! the commits not yet applied, as a process crash loses what was not yet on disk.
 
@@ -9,11 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use super::{Commit, Store, StoreError, StoreStats};
+use super::{Commit, Read, Retention, Store, StoreError, StoreStats, schema};
 use crate::codec::types::{PaymentToken, Text35};
 use crate::engine::{
-    IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState, Payment, PaymentStatus,
-    ReceiptRecord, Recipient, RecipientStatus, StatusRow, Write,
+    IdemEntry, IdemKey, Notice, NoticeKey, NoticeState, Payment, PaymentStatus, ReceiptRecord,
+    Recipient, RecipientStatus, StatusRow, Write,
 };
 use crate::journal::rows::event_row;
 use crate::journal::segment::Rows;
@@ -57,13 +60,14 @@ struct Tables {
 
 enum Job {
     Commit(Vec<Write>),
-    Maintenance { journal_before: Millis, now: Millis },
+    Maintenance(Retention),
     Flush,
 }
 
 struct Inner {
     tables: Tables,
-    queued: VecDeque<(Job, oneshot::Sender<Result<(), StoreError>>)>,
+    /// Each job with where its result goes (a maintenance job's: how many payments it deleted).
+    queued: VecDeque<(Job, oneshot::Sender<Result<usize, StoreError>>)>,
     durability: Durability,
     next_journal_id: u64,
     stats: StoreStats,
@@ -108,7 +112,7 @@ impl MemoryStore {
         self.lock().queued.clear();
     }
 
-    fn request(&self, job: Job) -> Commit {
+    fn request(&self, job: Job) -> Read<'static, usize> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
         match inner.durability {
@@ -121,59 +125,73 @@ impl MemoryStore {
         drop(inner);
         Box::pin(async move {
             rx.await
-                .unwrap_or_else(|_| Err(StoreError("the store stopped before the commit".into())))
+                .unwrap_or_else(|_| Err(StoreError::failed("the store stopped before the commit")))
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Tables) -> T) -> Result<T, StoreError> {
-        Ok(f(&self.lock().tables))
+    fn commit_job(&self, job: Job) -> Commit {
+        let done = self.request(job);
+        Box::pin(async move { done.await.map(drop) })
+    }
+
+    /// A read, answered at once.
+    fn read<'a, T: Send + 'a>(&self, f: impl FnOnce(&Tables) -> T) -> Read<'a, T> {
+        Box::pin(std::future::ready(Ok(f(&self.lock().tables))))
     }
 }
 
 impl Inner {
-    fn run(&mut self, job: Job) -> Result<(), StoreError> {
+    fn run(&mut self, job: Job) -> Result<usize, StoreError> {
         match job {
             Job::Commit(writes) => {
                 self.stats.transactions += 1;
                 self.stats.commit_jobs += 1;
-                self.commit(writes)
+                self.commit(writes).map(|()| 0)
             }
-            Job::Maintenance {
-                journal_before,
-                now,
-            } => {
-                self.tables.journal.retain(|_, e| e.at >= journal_before);
-                self.tables.idempotency.retain(|_, e| e.valid_to > now);
-                Ok(())
-            }
-            Job::Flush => Ok(()),
+            Job::Maintenance(r) => Ok(self.tables.retain(r)),
+            Job::Flush => Ok(0),
         }
     }
 
-    /// All the writes or none: the only write that can fail is a receipt generated twice.
+    /// All the writes or none: a write over a record changed since the engine read it is a
+    /// conflict, a receipt generated twice a failure (as the stores' constraints say).
     fn commit(&mut self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let t = &self.tables;
         let mut receipts = Vec::new();
         for w in &writes {
-            if let Write::Receipt(r) = w {
-                if self.tables.receipts.contains_key(&r.receipt_id)
-                    || receipts.contains(&&r.receipt_id)
-                {
-                    return Err(StoreError(format!(
-                        "UNIQUE constraint failed: receipts.receipt_id ({})",
-                        r.receipt_id
-                    )));
+            match w {
+                Write::Notice { notice, expected } => {
+                    let stored = t.notices.get(&notice.key).map_or(0, |n| n.revision);
+                    if stored != *expected {
+                        return Err(StoreError::Conflict("notice".into()));
+                    }
                 }
-                receipts.push(&r.receipt_id);
+                Write::Payment { payment, expected } => {
+                    let stored = t.payments.get(&payment.token).map_or(0, |p| p.revision);
+                    if stored != *expected {
+                        return Err(StoreError::Conflict("payment".into()));
+                    }
+                }
+                Write::Receipt(r) => {
+                    if t.receipts.contains_key(&r.receipt_id) || receipts.contains(&&r.receipt_id) {
+                        return Err(StoreError::Failed(format!(
+                            "UNIQUE constraint failed: receipts.receipt_id ({})",
+                            r.receipt_id
+                        )));
+                    }
+                    receipts.push(&r.receipt_id);
+                }
+                _ => {}
             }
         }
         let t = &mut self.tables;
         for w in writes {
             match w {
-                Write::Notice(n) => {
-                    t.notices.insert(n.key.clone(), n);
+                Write::Notice { notice, .. } => {
+                    t.notices.insert(notice.key.clone(), notice);
                 }
-                Write::Payment(p) => {
-                    t.payments.insert(p.token.clone(), *p);
+                Write::Payment { payment, .. } => {
+                    t.payments.insert(payment.token.clone(), *payment);
                 }
                 Write::Receipt(r) => {
                     t.receipts.insert(r.receipt_id.clone(), r);
@@ -221,6 +239,36 @@ impl Inner {
 }
 
 impl Tables {
+    /// One round of retention (see [`Retention`]): returns how many finished payments it
+    /// deleted (at most [`schema::RETENTION_BATCH`]).
+    fn retain(&mut self, r: Retention) -> usize {
+        self.journal.retain(|_, e| e.at >= r.journal_before);
+        for rows in self.history.values_mut() {
+            rows.retain(|row| row.at >= r.journal_before);
+        }
+        self.history.retain(|_, rows| !rows.is_empty());
+        self.idempotency.retain(|_, e| e.valid_to > r.now);
+        let finished: Vec<PaymentToken> = self
+            .payments
+            .values()
+            .filter(|p| {
+                p.activated_at < r.finished_before
+                    && p.status != PaymentStatus::Paying
+                    && self
+                        .recipients_of(p.token.as_str())
+                        .all(|c| c.status != RecipientStatus::Pending)
+            })
+            .map(|p| p.token.clone())
+            .take(schema::RETENTION_BATCH)
+            .collect();
+        for t in &finished {
+            self.recipients.remove(t);
+            self.receipts.remove(t);
+            self.payments.remove(t);
+        }
+        finished.len()
+    }
+
     fn notice_or_free(&self, key: &NoticeKey) -> Notice {
         self.notices
             .get(key)
@@ -241,10 +289,10 @@ impl Tables {
 }
 
 impl Store for MemoryStore {
-    fn load_notice(
-        &self,
-        key: &NoticeKey,
-    ) -> Result<Option<(Notice, Option<Payment>)>, StoreError> {
+    fn load_notice<'a>(
+        &'a self,
+        key: &'a NoticeKey,
+    ) -> Read<'a, Option<(Notice, Option<Payment>)>> {
         self.read(|t| {
             let n = t.notices.get(key)?.clone();
             let payment = match &n.state {
@@ -255,7 +303,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn load_payment(&self, token: &str) -> Result<Option<(Payment, Notice)>, StoreError> {
+    fn load_payment<'a>(&'a self, token: &'a str) -> Read<'a, Option<(Payment, Notice)>> {
         self.read(|t| {
             let p = t.payments.get(token)?.clone();
             let n = t.notice_or_free(&p.notice);
@@ -263,19 +311,15 @@ impl Store for MemoryStore {
         })
     }
 
-    fn load_idempotency(&self, key: &IdemKey) -> Result<Option<IdemEntry>, StoreError> {
+    fn load_idempotency<'a>(&'a self, key: &'a IdemKey) -> Read<'a, Option<IdemEntry>> {
         self.read(|t| t.idempotency.get(&idem_id(key)).cloned())
     }
 
-    fn load_recipients(&self, receipt_id: &str) -> Result<Vec<Recipient>, StoreError> {
+    fn load_recipients<'a>(&'a self, receipt_id: &'a str) -> Read<'a, Vec<Recipient>> {
         self.read(|t| t.recipients_of(receipt_id).cloned().collect())
     }
 
-    fn load_receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError> {
-        self.read(|t| t.receipts.get(receipt_id).cloned())
-    }
-
-    fn paying_payments(&self) -> Result<Vec<(Payment, Notice)>, StoreError> {
+    fn paying_payments(&self) -> Read<'_, Vec<(Payment, Notice)>> {
         self.read(|t| {
             t.payments
                 .values()
@@ -285,7 +329,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn recipients_in_delivery(&self) -> Result<Vec<Recipient>, StoreError> {
+    fn recipients_in_delivery(&self) -> Read<'_, Vec<Recipient>> {
         self.read(|t| {
             t.recipients
                 .values()
@@ -295,7 +339,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn failed_recipients(&self) -> Result<u64, StoreError> {
+    fn failed_recipients(&self) -> Read<'_, u64> {
         self.read(|t| {
             t.all_recipients()
                 .filter(|r| r.status == RecipientStatus::Failed)
@@ -303,11 +347,11 @@ impl Store for MemoryStore {
         })
     }
 
-    fn recipients_by_status(
-        &self,
-        status: &str,
+    fn recipients_by_status<'a>(
+        &'a self,
+        status: &'a str,
         limit: usize,
-    ) -> Result<Vec<Recipient>, StoreError> {
+    ) -> Read<'a, Vec<Recipient>> {
         self.read(|t| {
             let mut out: Vec<Recipient> = t
                 .all_recipients()
@@ -320,7 +364,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn payments_of_notice(&self, key: &NoticeKey) -> Result<Vec<Payment>, StoreError> {
+    fn payments_of_notice<'a>(&'a self, key: &'a NoticeKey) -> Read<'a, Vec<Payment>> {
         self.read(|t| {
             let mut out: Vec<Payment> = t
                 .payments
@@ -333,12 +377,12 @@ impl Store for MemoryStore {
         })
     }
 
-    fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, StoreError> {
+    fn status_history<'a>(&'a self, key: &'a NoticeKey) -> Read<'a, Vec<StatusRow>> {
         self.read(|t| t.history.get(key).cloned().unwrap_or_default())
     }
 
     fn commit(&self, writes: Vec<Write>) -> Commit {
-        self.request(Job::Commit(writes))
+        self.commit_job(Job::Commit(writes))
     }
 
     fn journal(&self, rows: Rows) {
@@ -350,7 +394,7 @@ impl Store for MemoryStore {
         }
     }
 
-    fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
+    fn query_journal<'a>(&'a self, q: &'a JournalQuery) -> Read<'a, Vec<JournalRow>> {
         // In time order, then by id, as the SQLite store lists them.
         self.read(|t| {
             let mut hits: Vec<(Cursor, &JournalEntry)> = t
@@ -376,22 +420,21 @@ impl Store for MemoryStore {
         })
     }
 
-    fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
-        self.request(Job::Maintenance {
-            journal_before,
-            now,
-        })
+    fn maintenance(&self, r: Retention) -> Read<'_, usize> {
+        self.request(Job::Maintenance(r))
     }
 
     fn flush(&self) -> Commit {
-        self.request(Job::Flush)
+        self.commit_job(Job::Flush)
     }
 
-    fn health(&self) -> Result<(), StoreError> {
-        Ok(())
+    fn health(&self) -> Read<'_, ()> {
+        self.read(|_| ())
     }
 
     fn stats(&self) -> StoreStats {
         self.lock().stats
     }
+
+    fn close(&self) {}
 }

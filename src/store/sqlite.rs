@@ -10,33 +10,24 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use tokio::sync::oneshot;
 
-use super::{Commit, Store, StoreError, StoreStats};
-use crate::codec::node_for_psp::OutcomeDetailsV2;
-use crate::codec::pa_for_node::PaymentPaV2;
-use crate::codec::schema::{from_fragment, to_fragment};
-use crate::codec::types::{
-    Amount, FiscalCode, IdempotencyKey, IsoDate, NoticeNumber, Outcome, PaymentToken, Text35,
-    Text210,
-};
+use super::schema::{self, Dialect, Events, Fields, Val};
+use super::{Commit, Read, Retention, Store, StoreError, StoreStats};
 use crate::engine::{
-    ActivationRequest, IdemEntry, IdemKey, Millis, Notice, NoticeKey, NoticeState, OutcomeRecord,
-    Payment, PaymentStatus, PspRef, ReceiptRecord, Recipient, RecipientStatus, Reply, StationRef,
-    StatusOf, StatusRow, Version, Write,
+    CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, Payment, Recipient, StatusRow, Write,
 };
-use crate::fault::FaultCode;
-use crate::journal::rows::event_row;
-use crate::journal::segment::{RowRef, Rows, SegmentWriter};
+use crate::journal::segment::{Rows, SegmentWriter};
 use crate::journal::writer::{JournalWriter, journal_dir};
 use crate::journal::{JournalQuery, JournalRow, legacy};
 
-/// The schema, one entry per version: applied in order, recorded in `PRAGMA user_version`.
-const MIGRATIONS: &[&str] = &[
+/// The schema, one step per version: applied in order, recorded in `PRAGMA user_version`.
+const MIGRATIONS: &[Migration] = &[
     // 1: the initial schema. Large values written once (payment data, receipt copies) live in
     // their own tables so the rows updated at every transition stay small.
-    "
+    Migration::Sql(
+        "
     CREATE TABLE notices (
         fiscal_code TEXT NOT NULL,
         notice_number TEXT NOT NULL,
@@ -120,19 +111,58 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_notice ON events (notice_number);
     CREATE INDEX events_token ON events (token);
     ",
+    ),
     // 2: the fault code of each cached response, so a replay is journaled without reading the
     // envelope (entries written before are filled in from it, once).
-    "
+    Migration::Sql(
+        "
     ALTER TABLE idempotency ADD COLUMN fault_code TEXT;
     UPDATE idempotency
        SET fault_code = substr(response, instr(response, '<faultCode>') + 11,
                                instr(response, '</faultCode>') - instr(response, '<faultCode>') - 11)
      WHERE instr(response, '<faultCode>') > 0;
     ",
-    // 3: status histories in the official vocabulary (`crate::engine::history`), clustered by
-    // notice: one row per notice per commit (its history rows as lines, see `StatusBatch`),
-    // so a commit pays one insert for them; ids come from the journal's sequence.
-    "
+    ),
+    // 3: revisions (compare-and-set writes) and compact rows: a receipt's body once per version
+    // instead of once per copy (each copy keeps its own envelope around it), large values
+    // packed from now on (rows written before stay plain text: both are read), the PAYING
+    // payments indexed by deadline (what takes a dead node's deadlines over reads).
+    Migration::Sql(
+        "
+    ALTER TABLE notices ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE payments ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX payments_paying;
+    CREATE INDEX payments_paying ON payments (deadline) WHERE status = 'PAYING';
+    DROP INDEX recipients_pending;
+    CREATE INDEX recipients_pending ON recipients (status) WHERE status = 'PENDING';
+    ALTER TABLE recipients ADD COLUMN head TEXT NOT NULL DEFAULT '';
+    ALTER TABLE recipients ADD COLUMN tail TEXT NOT NULL DEFAULT '';
+    CREATE TABLE receipts_v3 (
+        receipt_id TEXT PRIMARY KEY,
+        fiscal_code TEXT NOT NULL,
+        notice_number TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        body_v1 BLOB,
+        body_v2 BLOB
+    ) WITHOUT ROWID;
+    INSERT INTO receipts_v3 (receipt_id, fiscal_code, notice_number, created_at)
+        SELECT receipt_id, fiscal_code, notice_number, created_at FROM receipts;
+    ",
+    ),
+    Migration::Rust(split_copies),
+    Migration::Sql(
+        "
+    DROP TABLE recipient_requests;
+    DROP TABLE receipts;
+    ALTER TABLE receipts_v3 RENAME TO receipts;
+    ",
+    ),
+    // 4: status histories in the official vocabulary (`crate::engine::history`), clustered by
+    // notice: one row per notice per commit (its history rows as lines, see
+    // `schema::status_rows`), so a commit pays one insert for them; ids come from the
+    // journal's sequence.
+    Migration::Sql(
+        "
     CREATE TABLE status_history (
         fiscal_code TEXT NOT NULL,
         notice_number TEXT NOT NULL,
@@ -142,9 +172,52 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (fiscal_code, notice_number, id)
     ) WITHOUT ROWID;
     ",
-    // 4: the journal is listed in time order (then by id), its state changes too.
-    "CREATE INDEX events_at ON events (at);",
+    ),
+    // 5: the journal is listed in time order (then by id), its state changes too; the failed
+    // copies are counted (`/metrics`, the console).
+    Migration::Sql(
+        "
+    CREATE INDEX events_at ON events (at);
+    CREATE INDEX recipients_failed ON recipients (status) WHERE status = 'FAILED';
+    ",
+    ),
 ];
+
+/// A schema step.
+enum Migration {
+    Sql(&'static str),
+    /// A step SQL cannot say.
+    Rust(fn(&rusqlite::Transaction<'_>) -> Result<(), StoreError>),
+}
+
+/// Migration 3: each copy's envelope cut around its receipt; the receipt's body kept once per
+/// version, packed.
+fn split_copies(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let mut st = tx.prepare(
+        "SELECT r.receipt_id, r.station, r.version, q.request FROM recipients r
+           JOIN recipient_requests q ON q.receipt_id = r.receipt_id AND q.station = r.station",
+    )?;
+    let mut rows = st.query([])?;
+    while let Some(row) = rows.next()? {
+        let (id, station, version, request): (String, String, i64, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let parts = CopyParts::split(&request).ok_or_else(|| {
+            StoreError::Failed(format!("receipt {id} copy {station}: no receipt element"))
+        })?;
+        tx.execute(
+            "UPDATE recipients SET head = ?1, tail = ?2 WHERE receipt_id = ?3 AND station = ?4",
+            params![parts.head, parts.tail, id, station],
+        )?;
+        let column = if version == 1 { "body_v1" } else { "body_v2" };
+        tx.execute(
+            &format!(
+                "UPDATE receipts_v3 SET {column} = ?1 WHERE receipt_id = ?2 AND {column} IS NULL"
+            ),
+            params![schema::pack(parts.body), id],
+        )?;
+    }
+    Ok(())
+}
 
 /// The columns of `events` (state changes): with the exchanges in the segments, the event
 /// journal. (Also the columns of the `journal` table of the journal database earlier versions
@@ -175,11 +248,7 @@ type Done = oneshot::Sender<Result<(), StoreError>>;
 
 enum Job {
     Commit(Vec<Write>, Done),
-    Maintenance {
-        journal_before: Millis,
-        now: Millis,
-        done: Done,
-    },
+    Maintenance(Retention, oneshot::Sender<Result<usize, StoreError>>),
     Flush(Done),
 }
 
@@ -247,25 +316,30 @@ fn durable_or_refuse(conn: &Connection) -> Result<(), StoreError> {
     if mode.eq_ignore_ascii_case("wal") && synchronous >= 2 {
         Ok(())
     } else {
-        Err(StoreError(format!(
+        Err(StoreError::Failed(format!(
             "the database is in journal_mode={mode}, synchronous={synchronous}: a commit would not \
              survive a power cut (WAL with synchronous=FULL required), refusing to run"
         )))
     }
 }
 
-fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
+fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreError> {
     let version: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if version > migrations.len() {
-        return Err(StoreError(format!(
+        return Err(StoreError::Failed(format!(
             "database schema version {version} is newer than this node ({})",
             migrations.len()
         )));
     }
-    for (i, sql) in migrations.iter().enumerate().skip(version) {
+    for (i, m) in migrations.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
-        tx.execute_batch(&sql.replace("JOURNAL_COLUMNS", JOURNAL_COLUMNS))?;
+        match m {
+            Migration::Sql(sql) => {
+                tx.execute_batch(&sql.replace("JOURNAL_COLUMNS", JOURNAL_COLUMNS))?
+            }
+            Migration::Rust(step) => step(&tx)?,
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -288,7 +362,7 @@ impl SqliteStore {
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let journal_dir = journal_dir(path);
         let (mut segments, last_exchange) = SegmentWriter::open(&journal_dir)
-            .map_err(|e| StoreError(format!("{}: {e}", journal_dir.display())))?;
+            .map_err(|e| StoreError::Failed(format!("{}: {e}", journal_dir.display())))?;
         let last_exchange = legacy::import(path, &mut segments, last_exchange)?;
         let last_event = writer.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
             r.get::<_, i64>(0)
@@ -313,7 +387,7 @@ impl SqliteStore {
             thread::Builder::new()
                 .name(name.into())
                 .spawn(f)
-                .map_err(|e| StoreError(format!("cannot start {name}: {e}")))
+                .map_err(|e| StoreError::Failed(format!("cannot start {name}: {e}")))
         };
         let c = counters.clone();
         let checkpoint_path = path.to_path_buf();
@@ -379,10 +453,10 @@ impl SqliteStore {
         let sent = self.send(make(tx));
         Box::pin(async move {
             if !sent {
-                return Err(StoreError("the store is closed".into()));
+                return Err(StoreError::failed("the store is closed"));
             }
             rx.await
-                .unwrap_or_else(|_| Err(StoreError("the store writer stopped".into())))
+                .unwrap_or_else(|_| Err(StoreError::failed("the store writer stopped")))
         })
     }
 
@@ -395,7 +469,7 @@ impl SqliteStore {
                 .inner
                 .readers
                 .lock()
-                .map_err(|_| StoreError("reader pool poisoned".into()))?;
+                .map_err(|_| StoreError::failed("reader pool poisoned"))?;
             pool.pop()
         };
         let conn = match conn {
@@ -491,596 +565,301 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counter
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
 }
 
-/// Writes a group of jobs in one transaction (one fsync). If any job fails (it should not: the
-/// engine only produces consistent writes), the transaction is rolled back and each job is
-/// retried alone, so only the faulty one is refused.
+/// Writes a group of jobs in one transaction (one fsync). If any job fails (a conflict, or a
+/// fault), the transaction is rolled back and each job is retried alone, so only the faulty one
+/// is refused.
 fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
     let next_id = || counters.next_journal_id.fetch_add(1, Ordering::Relaxed);
-    let run = |conn: &mut Connection, jobs: &[Job]| -> Result<(), StoreError> {
+    let run = |conn: &mut Connection, jobs: &[Job]| -> Result<Vec<usize>, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for job in jobs {
-            run_job(&tx, job, &next_id)?;
-        }
+        let done = jobs
+            .iter()
+            .map(|job| run_job(&tx, job, &next_id))
+            .collect::<Result<Vec<_>, _>>()?;
         // A commit failing with an I/O error (a full disk, a failed fsync) after its steps were
         // made, for the tests; the transaction is rolled back as SQLite does on such an error.
         #[cfg(feature = "failpoints")]
-        fail::fail_point!("store.commit_io_error", |_| Err(StoreError(
+        fail::fail_point!("store.commit_io_error", |_| Err(StoreError::Failed(
             "disk I/O error (injected)".into()
         )));
         tx.commit()?;
-        Ok(())
+        Ok(done)
     };
-    let results: Vec<Result<(), StoreError>> = match run(conn, &batch) {
-        Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+    let results: Vec<Result<usize, StoreError>> = match run(conn, &batch) {
+        Ok(done) => done.into_iter().map(Ok).collect(),
         Err(e) if batch.len() == 1 => vec![Err(e)],
         Err(e) => {
-            tracing::warn!(error = %e, jobs = batch.len(), "group commit failed: retrying its jobs one by one");
+            tracing::debug!(error = %e, jobs = batch.len(), "group commit failed: retrying its jobs one by one");
             batch
                 .iter()
-                .map(|job| run(conn, std::slice::from_ref(job)))
+                .map(|job| run(conn, std::slice::from_ref(job)).map(|d| d[0]))
                 .collect()
         }
     };
     crate::failpoints::failpoint!("store.committed", results.iter().any(Result::is_ok));
     for (job, r) in batch.into_iter().zip(results) {
-        let (Job::Commit(_, done) | Job::Maintenance { done, .. } | Job::Flush(done)) = job;
-        if let Err(e) = &r {
+        if let Err(e @ StoreError::Failed(_)) = &r {
             tracing::error!(error = %e, "store write failed");
         }
-        let _ = done.send(r);
+        match job {
+            Job::Commit(_, done) | Job::Flush(done) => {
+                let _ = done.send(r.map(drop));
+            }
+            Job::Maintenance(_, done) => {
+                let _ = done.send(r);
+            }
+        }
     }
 }
 
-fn run_job(c: &Connection, job: &Job, next_id: &dyn Fn() -> u64) -> Result<(), StoreError> {
+/// Runs one job in the writer's transaction; a maintenance job says how many finished payments
+/// it deleted.
+fn run_job(c: &Connection, job: &Job, next_id: &dyn Fn() -> u64) -> Result<usize, StoreError> {
     match job {
         Job::Commit(writes, _) => {
-            let mut statuses = StatusBatch::default();
-            for w in writes {
-                apply(c, w, next_id, &mut statuses)?;
+            let dialect = Dialect {
+                events: Events::Numbered,
+                lease: None,
+            };
+            for op in schema::plan(writes, dialect, next_id) {
+                let changed = c
+                    .prepare_cached(op.sql)?
+                    .execute(rusqlite::params_from_iter(op.params.iter()))?;
+                if let Some(what) = op.cas
+                    && changed != 1
+                {
+                    return Err(StoreError::Conflict(what.into()));
+                }
             }
-            statuses.write(c, next_id)
+            Ok(0)
         }
-        Job::Maintenance {
-            journal_before,
-            now,
-            ..
-        } => {
-            c.execute("DELETE FROM events WHERE at < ?1", [*journal_before as i64])?;
-            c.execute(
-                "DELETE FROM status_history WHERE at < ?1",
-                [*journal_before as i64],
-            )?;
-            c.execute(
-                "DELETE FROM idempotency WHERE valid_to <= ?1",
-                [*now as i64],
-            )?;
-            Ok(())
-        }
-        Job::Flush(_) => Ok(()),
+        Job::Maintenance(r, _) => retain(c, r),
+        Job::Flush(_) => Ok(0),
     }
 }
 
-fn state_columns(s: &NoticeState) -> (&'static str, Option<&str>) {
-    match s {
-        NoticeState::Free => ("FREE", None),
-        NoticeState::Paying(t) => ("PAYING", Some(t.as_str())),
-        NoticeState::Paid(t) => ("PAID", Some(t.as_str())),
-    }
-}
-
-/// The status-history rows of one commit, gathered by notice: each notice's rows are written as
-/// one table row, one line per history row: `at kind status token [station]`, tab-separated.
-#[derive(Default)]
-struct StatusBatch<'a> {
-    notices: Vec<(&'a NoticeKey, Millis, String)>,
-}
-
-impl<'a> StatusBatch<'a> {
-    fn push(&mut self, s: &'a StatusRow) {
-        let i = match self.notices.iter().position(|(n, ..)| *n == &s.notice) {
-            Some(i) => i,
-            None => {
-                self.notices.push((&s.notice, s.at, String::new()));
-                self.notices.len() - 1
-            }
-        };
-        let lines = &mut self.notices[i].2;
-        use std::fmt::Write as _;
-        let _ = write!(
-            lines,
-            "{}\t{}\t{}\t{}",
-            s.at,
-            s.of.kind(),
-            s.of.status(),
-            s.of.token().as_str()
-        );
-        if let Some(station) = s.of.station() {
-            lines.push('\t');
-            lines.push_str(station.as_str());
+/// One round of retention (see [`Retention`]): returns how many finished payments it deleted.
+fn retain(c: &Connection, r: &Retention) -> Result<usize, StoreError> {
+    c.execute(
+        "DELETE FROM events WHERE at < ?1",
+        [r.journal_before as i64],
+    )?;
+    c.execute(
+        "DELETE FROM status_history WHERE at < ?1",
+        [r.journal_before as i64],
+    )?;
+    c.prepare_cached(schema::DELETE_OLD_IDEMPOTENCY)?
+        .execute([r.now as i64])?;
+    let tokens: Vec<String> = c
+        .prepare_cached(schema::FINISHED_PAYMENTS)?
+        .query_map(
+            params![r.finished_before as i64, schema::RETENTION_BATCH as i64],
+            |row| row.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    for t in &tokens {
+        for sql in schema::DELETE_FINISHED {
+            c.prepare_cached(sql)?.execute([t])?;
         }
-        lines.push('\n');
+    }
+    Ok(tokens.len())
+}
+
+impl rusqlite::ToSql for Val<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Val::Null => ValueRef::Null,
+            Val::Int(i) => ValueRef::Integer(*i),
+            Val::Text(t) => ValueRef::Text(t.as_bytes()),
+            Val::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+impl Fields for Row<'_> {
+    fn int(&self, col: &str) -> Result<Option<i64>, String> {
+        self.get(col).map_err(|e| format!("{col}: {e}"))
     }
 
-    fn write(self, c: &Connection, next_id: &dyn Fn() -> u64) -> Result<(), StoreError> {
-        for (notice, at, lines) in self.notices {
-            c.prepare_cached(
-                "INSERT INTO status_history (fiscal_code, notice_number, id, at, rows) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                notice.fiscal_code.as_str(),
-                notice.notice_number.as_str(),
-                next_id() as i64,
-                at as i64,
-                lines
-            ])?;
+    fn text(&self, col: &str) -> Result<Option<String>, String> {
+        self.get(col).map_err(|e| format!("{col}: {e}"))
+    }
+
+    fn bytes(&self, col: &str) -> Result<Option<Vec<u8>>, String> {
+        self.get(col).map_err(|e| format!("{col}: {e}"))
+    }
+
+    fn xml(&self, col: &str) -> Result<Option<String>, String> {
+        use rusqlite::types::ValueRef;
+        match self.get_ref(col).map_err(|e| format!("{col}: {e}"))? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
+            ValueRef::Blob(b) => schema::unpack(b)
+                .map(Some)
+                .map_err(|e| format!("{col}: {e}")),
+            other => Err(format!("{col}: unexpected {:?}", other.data_type())),
         }
-        Ok(())
     }
 }
 
-/// The rows of one `status_history` line set (see [`StatusBatch`]).
-fn status_rows(key: &NoticeKey, lines: &str) -> Result<Vec<StatusRow>, String> {
-    lines
-        .lines()
-        .map(|line| {
-            let mut f = line.split('\t');
-            let mut next = || f.next().ok_or_else(|| format!("short line '{line}'"));
-            let at = next()?.parse::<u64>().map_err(|e| e.to_string())?;
-            let kind = next()?.parse::<u8>().map_err(|e| e.to_string())?;
-            let status = next()?;
-            let token = PaymentToken::new(next()?)?;
-            let station = next().ok().map(Text35::new).transpose()?;
-            let of = StatusOf::from_columns(kind, status, token, station)
-                .ok_or_else(|| format!("unknown status '{line}'"))?;
-            Ok(StatusRow {
-                at,
-                notice: key.clone(),
-                of,
-            })
-        })
-        .collect()
-}
-
-fn apply<'a>(
+/// Runs a query and decodes every row with `decode`.
+fn all<T>(
     c: &Connection,
-    w: &'a Write,
-    next_id: &dyn Fn() -> u64,
-    statuses: &mut StatusBatch<'a>,
-) -> Result<(), StoreError> {
-    match w {
-        Write::Notice(n) => {
-            let (state, token) = state_columns(&n.state);
-            c.prepare_cached(
-                "INSERT INTO notices (fiscal_code, notice_number, state, token, demanded_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (fiscal_code, notice_number) DO UPDATE SET state = excluded.state, token = excluded.token, demanded_at = excluded.demanded_at",
-            )?
-            .execute(params![n.key.fiscal_code.as_str(), n.key.notice_number.as_str(), state, token, n.demanded_at.map(|v| v as i64)])?;
-        }
-        Write::Payment(p) => save_payment(c, p)?,
-        Write::Receipt(r) => {
-            // A receipt is generated once: a second insert with other content would be a bug.
-            c.prepare_cached("INSERT INTO receipts (receipt_id, fiscal_code, notice_number, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![r.receipt_id.as_str(), r.notice.fiscal_code.as_str(), r.notice.notice_number.as_str(), r.body, r.created_at as i64])?;
-        }
-        Write::Recipient(r) => {
-            // The copy's bytes are written once; status changes touch only the small row.
-            c.prepare_cached("INSERT OR IGNORE INTO recipient_requests (receipt_id, station, request) VALUES (?1, ?2, ?3)")?
-                .execute(params![r.receipt_id.as_str(), r.station.as_str(), r.request])?;
-            c.prepare_cached(
-                "INSERT INTO recipients (receipt_id, station, ec, version, status, attempts, next_attempt_at, last_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (receipt_id, station) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
-                   next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
-            )?
-            .execute(params![
-                r.receipt_id.as_str(),
-                r.station.as_str(),
-                r.ec.as_str(),
-                r.version.number(),
-                r.status.as_str(),
-                r.attempts,
-                r.next_attempt_at as i64,
-                r.last_error
-            ])?;
-        }
-        Write::PutIdempotency(e) => {
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO idempotency (psp, key, primitive, request_hash, response, fault_code, token, valid_to, inserted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                e.key.psp,
-                e.key.key,
-                e.key.primitive,
-                &e.request_hash[..],
-                e.reply.envelope,
-                e.reply.fault.map(FaultCode::as_str),
-                e.token.as_ref().map(|t| t.as_str()),
-                e.valid_to as i64,
-                e.inserted_at as i64
-            ])?;
-        }
-        Write::DeleteIdempotency { key: k, token } => {
-            c.prepare_cached("DELETE FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3 AND token = ?4")?
-                .execute(params![k.psp, k.key, k.primitive, token.as_str()])?;
-        }
-        Write::Event(e) => insert_event(c, next_id(), &event_row(e))?,
-        Write::Status(s) => statuses.push(s),
+    table: &str,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Row<'_>) -> Result<T, String>,
+) -> Result<Vec<T>, StoreError> {
+    let mut st = c.prepare_cached(sql)?;
+    let mut rows = st.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row).map_err(|e| schema::corrupt(table, e))?);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// A notice's status histories, in the order they were written (see [`crate::engine::history`]).
-pub(crate) fn status_history(c: &Connection, key: &NoticeKey) -> rusqlite::Result<Vec<StatusRow>> {
-    let mut st = c.prepare_cached(
-        "SELECT rows FROM status_history WHERE fiscal_code = ?1 AND notice_number = ?2 ORDER BY id",
-    )?;
-    let rows = st.query_map(
+pub(crate) fn status_history(
+    c: &Connection,
+    key: &NoticeKey,
+) -> Result<Vec<StatusRow>, StoreError> {
+    let lines = all(
+        c,
+        "status_history",
+        schema::SELECT_STATUS_HISTORY,
         params![key.fiscal_code.as_str(), key.notice_number.as_str()],
-        |row| text(row, "rows", |lines| status_rows(key, &lines)),
+        |row| Ok(row.text("rows")?.unwrap_or_default()),
     )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.concat())
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend(schema::status_rows(key, &l).map_err(|e| schema::corrupt("status_history", e))?);
+    }
+    Ok(out)
 }
 
-fn save_payment(c: &Connection, p: &Payment) -> Result<(), StoreError> {
-    // The EC's data never changes after activation: written once, not at every transition.
-    c.prepare_cached("INSERT OR IGNORE INTO payment_data (token, data) VALUES (?1, ?2)")?
-        .execute(params![p.token.as_str(), to_fragment("data", &p.data)])?;
-    let o = p.outcome.as_ref();
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO payments (token, fiscal_code, notice_number, status, id_psp, id_broker_psp, id_channel, psp_version,
-           station, station_broker, station_version, idempotency_key, amount_cents, due_date, payment_note, expiration_ms,
-           payment_method, touch_point, activated_at, deadline, outcome, outcome_at, outcome_psp, outcome_broker,
-           outcome_channel, outcome_version, outcome_details)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,
-           ?25, ?26, ?27)",
-    )?
-    .execute(params![
-        p.token.as_str(),
-        p.notice.fiscal_code.as_str(),
-        p.notice.notice_number.as_str(),
-        p.status.as_str(),
-        p.psp.id_psp.as_str(),
-        p.psp.id_broker_psp.as_str(),
-        p.psp.id_channel.as_str(),
-        p.psp_version.number(),
-        p.station.id.as_str(),
-        p.station.broker.as_str(),
-        p.station.version.number(),
-        p.idempotency_key.as_ref().map(|k| k.as_str()),
-        p.request.amount.cents() as i64,
-        p.request.due_date.as_ref().map(|d| d.as_str()),
-        p.request.payment_note.as_ref().map(|n| n.as_str()),
-        p.request.expiration_ms,
-        p.request.payment_method.map(|m| m.as_str()),
-        p.request.touch_point.map(|t| t.as_str()),
-        p.activated_at as i64,
-        p.deadline as i64,
-        o.map(|o| o.outcome.as_str()),
-        o.map(|o| o.received_at as i64),
-        o.map(|o| o.psp.id_psp.as_str()),
-        o.map(|o| o.psp.id_broker_psp.as_str()),
-        o.map(|o| o.psp.id_channel.as_str()),
-        o.map(|o| o.version.number()),
-        o.and_then(|o| o.details.as_ref()).map(|d| to_fragment("details", d)),
-    ])?;
-    Ok(())
-}
-
-/// A state change's journal row, in the transaction of the change.
-fn insert_event(c: &Connection, id: u64, e: &RowRef<'_>) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT INTO events (id, at, component, category, primitive, subtype, fiscal_code, notice_number, iuv,
-           token, psp, channel, station, outcome, caller, callee, payload, detail, duration_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-    )?
-    .execute(params![
-        id as i64,
-        e.at as i64,
-        e.component,
-        e.category.map(|c| c.as_str()),
-        e.primitive,
-        e.subtype.map(|s| s.as_str()),
-        e.fiscal_code,
-        e.notice_number,
-        e.iuv,
-        e.token,
-        e.psp,
-        e.channel,
-        e.station,
-        e.outcome,
-        e.caller,
-        e.callee,
-        e.payload,
-        e.detail,
-        e.duration_ms.map(|d| d as i64)
-    ])?;
-    Ok(())
-}
-
-fn corrupt(what: &str, why: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("{what}: {why}").into(),
-    )
-}
-
-fn text<T>(
-    row: &Row<'_>,
-    i: &str,
-    parse: impl FnOnce(String) -> Result<T, String>,
-) -> rusqlite::Result<T> {
-    let s: String = row.get(i)?;
-    parse(s).map_err(|e| corrupt(i, e))
-}
-
-fn opt_text<T>(
-    row: &Row<'_>,
-    i: &str,
-    parse: impl FnOnce(String) -> Result<T, String>,
-) -> rusqlite::Result<Option<T>> {
-    let s: Option<String> = row.get(i)?;
-    s.map(parse).transpose().map_err(|e| corrupt(i, e))
-}
-
-fn notice_key(row: &Row<'_>) -> rusqlite::Result<NoticeKey> {
-    Ok(NoticeKey {
-        fiscal_code: text(row, "fiscal_code", FiscalCode::new)?,
-        notice_number: text(row, "notice_number", NoticeNumber::new)?,
-    })
-}
-
-fn notice_from(row: &Row<'_>) -> rusqlite::Result<Notice> {
-    let key = notice_key(row)?;
-    let state: String = row.get("state")?;
-    let token: Option<String> = row.get("token")?;
-    let token = || {
-        token
-            .clone()
-            .ok_or_else(|| corrupt("token", "missing"))
-            .and_then(|t| PaymentToken::new(t).map_err(|e| corrupt("token", e)))
-    };
-    let state = match state.as_str() {
-        "FREE" => NoticeState::Free,
-        "PAYING" => NoticeState::Paying(token()?),
-        "PAID" => NoticeState::Paid(token()?),
-        other => return Err(corrupt("state", other)),
-    };
-    Ok(Notice {
-        key,
-        state,
-        demanded_at: row.get::<_, Option<i64>>("demanded_at")?.map(|v| v as u64),
-    })
-}
-
-fn payment_from(row: &Row<'_>) -> rusqlite::Result<Payment> {
-    let t35 = |i: &str| text(row, i, Text35::new);
-    let outcome = match opt_text(row, "outcome", |s| s.parse::<Outcome>())? {
-        None => None,
-        Some(outcome) => Some(OutcomeRecord {
-            outcome,
-            received_at: row.get::<_, i64>("outcome_at")? as u64,
-            psp: PspRef {
-                id_psp: t35("outcome_psp")?,
-                id_broker_psp: t35("outcome_broker")?,
-                id_channel: t35("outcome_channel")?,
-            },
-            version: Version::from_number(row.get("outcome_version")?),
-            details: opt_text(row, "outcome_details", |s| {
-                from_fragment::<OutcomeDetailsV2>(&s).map_err(|v| v.to_string())
-            })?,
-        }),
-    };
-    Ok(Payment {
-        token: text(row, "token", PaymentToken::new)?,
-        notice: notice_key(row)?,
-        psp: PspRef {
-            id_psp: t35("id_psp")?,
-            id_broker_psp: t35("id_broker_psp")?,
-            id_channel: t35("id_channel")?,
-        },
-        psp_version: Version::from_number(row.get("psp_version")?),
-        station: StationRef {
-            id: t35("station")?,
-            broker: t35("station_broker")?,
-            version: Version::from_number(row.get("station_version")?),
-        },
-        idempotency_key: opt_text(row, "idempotency_key", IdempotencyKey::new)?,
-        request: ActivationRequest {
-            amount: Amount::from_cents(row.get::<_, i64>("amount_cents")? as u64)
-                .map_err(|e| corrupt("amount_cents", e))?,
-            due_date: opt_text(row, "due_date", |s| {
-                <IsoDate as crate::codec::schema::Simple>::parse(&s)
-            })?,
-            payment_note: opt_text(row, "payment_note", Text210::new)?,
-            expiration_ms: row.get("expiration_ms")?,
-            payment_method: opt_text(row, "payment_method", |s| s.parse())?,
-            touch_point: opt_text(row, "touch_point", |s| s.parse())?,
-        },
-        data: text(row, "data", |s| {
-            from_fragment::<PaymentPaV2>(&s).map_err(|v| v.to_string())
-        })?,
-        activated_at: row.get::<_, i64>("activated_at")? as u64,
-        deadline: row.get::<_, i64>("deadline")? as u64,
-        status: text(row, "status", |s| PaymentStatus::parse(&s).ok_or(s))?,
-        outcome,
-    })
-}
-
-fn recipient_from(row: &Row<'_>) -> rusqlite::Result<Recipient> {
-    Ok(Recipient {
-        receipt_id: text(row, "receipt_id", PaymentToken::new)?,
-        station: text(row, "station", Text35::new)?,
-        ec: text(row, "ec", FiscalCode::new)?,
-        version: Version::from_number(row.get("version")?),
-        request: row.get("request")?,
-        status: text(row, "status", |s| RecipientStatus::parse(&s).ok_or(s))?,
-        attempts: row.get("attempts")?,
-        next_attempt_at: row.get::<_, i64>("next_attempt_at")? as u64,
-        last_error: row.get("last_error")?,
-    })
-}
-
-fn load_payment_row(c: &Connection, token: &str) -> Result<Option<Payment>, StoreError> {
-    Ok(c.prepare_cached("SELECT payments.*, payment_data.data FROM payments JOIN payment_data USING (token) WHERE token = ?1")?
-        .query_row([token], payment_from)
-        .optional()?)
-}
-
-fn load_notice_row(c: &Connection, key: &NoticeKey) -> Result<Option<Notice>, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT * FROM notices WHERE fiscal_code = ?1 AND notice_number = ?2")?
-            .query_row(
-                params![key.fiscal_code.as_str(), key.notice_number.as_str()],
-                notice_from,
-            )
-            .optional()?,
-    )
+impl SqliteStore {
+    /// A read on a pooled connection, answered at once.
+    fn now<'a, T: Send + 'a>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Read<'a, T> {
+        Box::pin(std::future::ready(self.read(f)))
+    }
 }
 
 impl Store for SqliteStore {
-    fn load_notice(
-        &self,
-        key: &NoticeKey,
-    ) -> Result<Option<(Notice, Option<Payment>)>, StoreError> {
-        self.read(|c| {
-            let Some(n) = load_notice_row(c, key)? else {
-                return Ok(None);
-            };
-            let payment = match &n.state {
-                NoticeState::Free => None,
-                NoticeState::Paying(t) | NoticeState::Paid(t) => load_payment_row(c, t.as_str())?,
-            };
-            Ok(Some((n, payment)))
-        })
-    }
-
-    fn load_payment(&self, token: &str) -> Result<Option<(Payment, Notice)>, StoreError> {
-        self.read(|c| {
-            let Some(p) = load_payment_row(c, token)? else {
-                return Ok(None);
-            };
-            let n =
-                load_notice_row(c, &p.notice)?.unwrap_or_else(|| Notice::free(p.notice.clone()));
-            Ok(Some((p, n)))
-        })
-    }
-
-    fn load_idempotency(&self, key: &IdemKey) -> Result<Option<IdemEntry>, StoreError> {
-        self.read(|c| {
-            Ok(c.prepare_cached("SELECT request_hash, response, fault_code, token, valid_to, inserted_at FROM idempotency WHERE psp = ?1 AND key = ?2 AND primitive = ?3")?
-                .query_row(params![key.psp, key.key, key.primitive], |row| {
-                    let hash: Vec<u8> = row.get(0)?;
-                    Ok(IdemEntry {
-                        key: key.clone(),
-                        request_hash: hash.try_into().map_err(|_| corrupt("request_hash", "not 32 bytes"))?,
-                        reply: Reply {
-                            envelope: row.get("response")?,
-                            fault: opt_text(row, "fault_code", |c| {
-                                FaultCode::parse(&c).ok_or(c)
-                            })?,
-                        },
-                        token: opt_text(row, "token", PaymentToken::new)?,
-                        valid_to: row.get::<_, i64>("valid_to")? as u64,
-                        inserted_at: row.get::<_, i64>("inserted_at")? as u64,
-                    })
-                })
-                .optional()?)
-        })
-    }
-
-    fn load_recipients(&self, receipt_id: &str) -> Result<Vec<Recipient>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT recipients.*, recipient_requests.request FROM recipients JOIN recipient_requests USING (receipt_id, station) WHERE receipt_id = ?1 ORDER BY station",
+    fn load_notice<'a>(
+        &'a self,
+        key: &'a NoticeKey,
+    ) -> Read<'a, Option<(Notice, Option<Payment>)>> {
+        self.now(|c| {
+            let found = all(
+                c,
+                "notices",
+                schema::SELECT_NOTICE,
+                params![key.fiscal_code.as_str(), key.notice_number.as_str()],
+                |row| Ok((schema::notice_from(row)?, schema::payment_from(row)?)),
             )?;
-            let rows = st.query_map([receipt_id], recipient_from)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(found
+                .into_iter()
+                .next()
+                .and_then(|(n, p)| n.map(|n| (n, p))))
         })
     }
 
-    fn load_receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError> {
-        self.read(|c| {
-            Ok(
-                c.prepare_cached("SELECT * FROM receipts WHERE receipt_id = ?1")?
-                    .query_row([receipt_id], |row| {
-                        Ok(ReceiptRecord {
-                            receipt_id: text(row, "receipt_id", PaymentToken::new)?,
-                            notice: notice_key(row)?,
-                            body: row.get("body")?,
-                            created_at: row.get::<_, i64>("created_at")? as u64,
-                        })
-                    })
-                    .optional()?,
+    fn load_payment<'a>(&'a self, token: &'a str) -> Read<'a, Option<(Payment, Notice)>> {
+        self.now(|c| {
+            Ok(all(c, "payments", &schema::QUERIES.payment, [token], |r| {
+                schema::payment_pair(r)
+            })?
+            .into_iter()
+            .next())
+        })
+    }
+
+    fn load_idempotency<'a>(&'a self, key: &'a IdemKey) -> Read<'a, Option<IdemEntry>> {
+        self.now(|c| {
+            Ok(all(
+                c,
+                "idempotency",
+                schema::SELECT_IDEMPOTENCY,
+                params![key.psp, key.key, key.primitive],
+                |row| schema::idem_from(row, key),
+            )?
+            .into_iter()
+            .next())
+        })
+    }
+
+    fn load_recipients<'a>(&'a self, receipt_id: &'a str) -> Read<'a, Vec<Recipient>> {
+        self.now(|c| {
+            all(
+                c,
+                "recipients",
+                &schema::QUERIES.recipients_of,
+                [receipt_id],
+                |r| schema::recipient_from(r),
             )
         })
     }
 
-    fn paying_payments(&self) -> Result<Vec<(Payment, Notice)>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare("SELECT payments.*, payment_data.data FROM payments JOIN payment_data USING (token) WHERE status = 'PAYING'")?;
-            let payments = st
-                .query_map([], payment_from)?
-                .collect::<Result<Vec<_>, _>>()?;
-            payments
-                .into_iter()
-                .map(|p| {
-                    let n = load_notice_row(c, &p.notice)?
-                        .unwrap_or_else(|| Notice::free(p.notice.clone()));
-                    Ok((p, n))
-                })
-                .collect()
+    fn paying_payments(&self) -> Read<'_, Vec<(Payment, Notice)>> {
+        self.now(|c| {
+            all(c, "payments", &schema::QUERIES.paying, [], |r| {
+                schema::payment_pair(r)
+            })
         })
     }
 
-    fn recipients_in_delivery(&self) -> Result<Vec<Recipient>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT recipients.*, recipient_requests.request FROM recipients JOIN recipient_requests USING (receipt_id, station) WHERE receipt_id IN (SELECT receipt_id FROM recipients WHERE status = ?1) ORDER BY receipt_id",
-            )?;
-            let rows = st.query_map(params![RecipientStatus::Pending.as_str()], recipient_from)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    fn recipients_in_delivery(&self) -> Read<'_, Vec<Recipient>> {
+        self.now(|c| {
+            all(c, "recipients", &schema::QUERIES.in_delivery, [], |r| {
+                schema::recipient_from(r)
+            })
         })
     }
 
-    fn failed_recipients(&self) -> Result<u64, StoreError> {
-        // `status <> 'NOTIFIED'` lets SQLite count in the partial index `recipients_pending`.
-        self.read(|c| {
-            Ok(c.prepare_cached(
-                "SELECT COUNT(*) FROM recipients WHERE status = 'FAILED' AND status <> 'NOTIFIED'",
-            )?
-            .query_row([], |r| r.get::<_, i64>(0))? as u64)
+    fn failed_recipients(&self) -> Read<'_, u64> {
+        self.now(|c| {
+            Ok(
+                c.prepare_cached("SELECT COUNT(*) FROM recipients WHERE status = 'FAILED'")?
+                    .query_row([], |r| r.get::<_, i64>(0))? as u64,
+            )
         })
     }
 
-    fn recipients_by_status(
-        &self,
-        status: &str,
+    fn recipients_by_status<'a>(
+        &'a self,
+        status: &'a str,
         limit: usize,
-    ) -> Result<Vec<Recipient>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT recipients.*, recipient_requests.request FROM recipients JOIN recipient_requests USING (receipt_id, station) WHERE status = ?1 ORDER BY next_attempt_at DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(
+    ) -> Read<'a, Vec<Recipient>> {
+        self.now(move |c| {
+            all(
+                c,
+                "recipients",
+                &schema::QUERIES.by_status,
                 params![status, limit.min(i64::MAX as usize) as i64],
-                recipient_from,
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                |r| schema::recipient_from(r),
+            )
         })
     }
 
-    fn payments_of_notice(&self, key: &NoticeKey) -> Result<Vec<Payment>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached("SELECT payments.*, payment_data.data FROM payments JOIN payment_data USING (token) WHERE fiscal_code = ?1 AND notice_number = ?2 ORDER BY activated_at")?;
-            let rows = st.query_map(params![key.fiscal_code.as_str(), key.notice_number.as_str()], payment_from)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    fn payments_of_notice<'a>(&'a self, key: &'a NoticeKey) -> Read<'a, Vec<Payment>> {
+        self.now(|c| {
+            all(
+                c,
+                "payments",
+                &schema::QUERIES.of_notice,
+                params![key.fiscal_code.as_str(), key.notice_number.as_str()],
+                |row| schema::payment_pair(row).map(|(p, _)| p),
+            )
         })
     }
 
-    fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, StoreError> {
-        self.read(|c| Ok(status_history(c, key)?))
+    fn status_history<'a>(&'a self, key: &'a NoticeKey) -> Read<'a, Vec<StatusRow>> {
+        self.now(|c| status_history(c, key))
     }
 
     fn commit(&self, writes: Vec<Write>) -> Commit {
@@ -1091,20 +870,24 @@ impl Store for SqliteStore {
         self.inner.journal.append(rows);
     }
 
-    fn query_journal(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
-        self.read(|c| Ok(crate::journal::query::query(c, &self.inner.journal_dir, q)?))
+    fn query_journal<'a>(&'a self, q: &'a JournalQuery) -> Read<'a, Vec<JournalRow>> {
+        self.now(|c| Ok(crate::journal::query::query(c, &self.inner.journal_dir, q)?))
     }
 
-    fn maintenance(&self, journal_before: Millis, now: Millis) -> Commit {
-        let state = self.request(|done| Job::Maintenance {
-            journal_before,
-            now,
-            done,
-        });
-        let journal = self.inner.journal.retain(journal_before);
+    fn maintenance(&self, r: Retention) -> Read<'_, usize> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(Job::Maintenance(r, tx));
+        // Both writers are asked at once: the future depends only on requests already sent.
+        let journal = self.inner.journal.retain(r.journal_before);
         Box::pin(async move {
-            state.await?;
-            Ok(journal.await?)
+            if !sent {
+                return Err(StoreError::failed("the store is closed"));
+            }
+            let deleted = rx
+                .await
+                .unwrap_or_else(|_| Err(StoreError::failed("the store writer stopped")))?;
+            journal.await?;
+            Ok(deleted)
         })
     }
 
@@ -1129,17 +912,24 @@ impl Store for SqliteStore {
         Some(self.inner.counters.metrics.clone())
     }
 
-    fn health(&self) -> Result<(), StoreError> {
-        self.read(|c| {
+    fn health(&self) -> Read<'_, ()> {
+        self.now(|c| {
             Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(drop)?)
         })
+    }
+
+    fn close(&self) {
+        SqliteStore::close(self);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
+    use crate::engine::Millis;
     use crate::journal::{Category, JournalEntry, Subtype};
     use crate::store::Store;
 
@@ -1163,6 +953,8 @@ mod tests {
                 limit: 10_000,
                 ..JournalQuery::default()
             })
+            .now_or_never()
+            .expect("SQLite reads answer at once")
             .unwrap()
     }
 
@@ -1209,6 +1001,45 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_database_keeps_its_receipt_copies_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let mut c = Connection::open(&db).unwrap();
+        migrate(&mut c, &MIGRATIONS[..2]).unwrap();
+        let copy = |station: &str, receipt: &str| {
+            format!(
+                "<soapenv:Envelope><soapenv:Body><pafn:paSendRTV2Request><idPA>77777777777</idPA><idStation>{station}</idStation>{receipt}</pafn:paSendRTV2Request></soapenv:Body></soapenv:Envelope>"
+            )
+        };
+        let body = "<receipt><receiptId>t1</receiptId><outcome>OK</outcome></receipt>";
+        c.execute_batch(
+            "INSERT INTO receipts VALUES ('t1', '77777777777', '302000000000000001', '<receipt/>', 5);",
+        )
+        .unwrap();
+        for (station, status) in [("S1", "NOTIFIED"), ("S2", "PENDING")] {
+            c.execute(
+                "INSERT INTO recipients VALUES ('t1', ?1, '77777777777', 2, ?2, 1, 9, NULL)",
+                [station, status],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO recipient_requests VALUES ('t1', ?1, ?2)",
+                [station, &copy(station, body)],
+            )
+            .unwrap();
+        }
+        drop(c);
+        let store = SqliteStore::open(&db).unwrap();
+        let copies = store.load_recipients("t1").now_or_never().unwrap().unwrap();
+        assert_eq!(copies.len(), 2);
+        for r in &copies {
+            assert_eq!(r.request, copy(r.station.as_str(), body));
+        }
+        assert_eq!(copies[1].status, crate::engine::RecipientStatus::Pending);
+        store.close();
+    }
+
+    #[test]
     fn state_changes_and_exchanges_page_together_in_id_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("node.db")).unwrap();
@@ -1243,7 +1074,7 @@ mod tests {
             ..JournalQuery::default()
         };
         loop {
-            let page = store.query_journal(&q).unwrap();
+            let page = store.query_journal(&q).now_or_never().unwrap().unwrap();
             if page.is_empty() {
                 break;
             }
@@ -1275,7 +1106,7 @@ mod tests {
         for (pragma, value) in [("synchronous", "NORMAL"), ("synchronous", "OFF")] {
             conn.pragma_update(None, pragma, value).unwrap();
             let e = durable_or_refuse(&conn).unwrap_err();
-            assert!(e.0.contains("refusing to run"), "{e}");
+            assert!(e.to_string().contains("refusing to run"), "{e}");
         }
         conn.pragma_update(None, "synchronous", "FULL").unwrap();
         conn.pragma_update(None, "journal_mode", "DELETE").unwrap();

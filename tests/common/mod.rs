@@ -1,6 +1,9 @@
-//! The integration-test harness: a real node (real HTTP, real SQLite in a temporary directory)
-//! in front of a real simulated EC, and builders for the PSP requests.
+//! The integration-test harness: a real node (real HTTP, a real store: SQLite in a temporary
+//! directory, or a database of the test PostgreSQL, see [`pg`]) in front of a real simulated
+//! EC, and builders for the PSP requests.
 #![allow(dead_code)]
+
+pub mod pg;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,7 +13,7 @@ use pagonode::codec::node_for_psp::*;
 use pagonode::codec::service::ServicePayload;
 use pagonode::codec::types::*;
 use pagonode::codec::{AnyMessage, Body, Limits, Message, read_any, write_envelope};
-use pagonode::config::Config;
+use pagonode::config::{Config, Database};
 use pagonode::mock_ec::{MockEc, MockEcConfig, MockEcServer, StoredReceipt};
 use pagonode::server::RunningNode;
 
@@ -177,7 +180,7 @@ impl Harness {
 /// database is `db` to `<dir>/<source>-<pid>-<n>.jsonl`, one JSON object per row as
 /// `pagonode journal query --json --payload` prints them: `.ci/xsd-emitted` takes the messages
 /// the node and the EC emitted from these files and checks them against the official XSDs.
-pub fn export_journal(db: &std::path::Path, source: &str) {
+pub fn export_journal(db: &Database, source: &str) {
     use std::io::Write as _;
     let Ok(dir) = std::env::var("PAGONODE_DUMP_DIR") else {
         return;
@@ -188,7 +191,7 @@ pub fn export_journal(db: &std::path::Path, source: &str) {
     let path = dir.join(format!("{source}-{}-{n}.jsonl", std::process::id()));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let reader = pagonode::journal::cli::JournalReader::open(db)
-        .unwrap_or_else(|e| panic!("journal of {}: {e}", db.display()));
+        .unwrap_or_else(|e| panic!("journal of {db}: {e}"));
     let mut failed = None;
     reader
         .query_all(&pagonode::journal::JournalQuery::default(), None, |row| {
@@ -198,7 +201,7 @@ pub fn export_journal(db: &std::path::Path, source: &str) {
                 failed = Some(e);
             }
         })
-        .unwrap_or_else(|e| panic!("reading the journal of {}: {e}", db.display()));
+        .unwrap_or_else(|e| panic!("reading the journal of {db}: {e}"));
     if let Some(e) = failed {
         panic!("{}: {e}", path.display());
     }
@@ -449,6 +452,10 @@ impl Harness {
             .replace("{DOWN_URL}", &closed_port_url())
             .replace("{DB}", db.to_str().unwrap());
         let mut config = Config::from_toml_str(&text).unwrap();
+        if pg::on_postgres() {
+            let server = pg::server().expect("PAGONODE_TEST_STORE=postgres needs PostgreSQL");
+            config.node.database = Database::Postgres(server.database().await);
+        }
         tweak(&mut config, &ec_server.url());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let admin = admin.then(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());

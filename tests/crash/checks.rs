@@ -1,8 +1,11 @@
-//! The final checks of the crash and power-cut tests: the node's SQLite file and journal
-//! (read-only) against what the PSP side was told and what the simulated EC received.
+//! The final checks of the crash and power-cut tests: the node's store and journal (read-only;
+//! a SQLite file, or the PostgreSQL database of a cluster) against what the PSP side was told
+//! and what the simulated EC received.
+// Shared by the crash tests of one node and of a cluster: each uses part of it.
+#![allow(dead_code)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pagonode::mock_ec::StoredReceipt;
 use rusqlite::{Connection, OpenFlags};
@@ -71,7 +74,78 @@ pub struct Db {
     pub notices: HashMap<(String, String), (String, Option<String>)>,
 }
 
-fn open(path: &Path) -> Result<Connection, String> {
+/// Where the node's state is: its SQLite file, or the PostgreSQL database of a cluster.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// A column's value.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Value {
+    fn text(&self) -> Option<String> {
+        match self {
+            Value::Text(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    fn int(&self) -> Option<u64> {
+        match self {
+            Value::Int(i) => Some(*i as u64),
+            _ => None,
+        }
+    }
+
+    fn blob(&self) -> Option<&[u8]> {
+        match self {
+            Value::Blob(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl Source {
+    /// The rows of `sql` (read-only, beside the running nodes).
+    pub fn rows(&self, sql: &str) -> Result<Vec<Vec<Value>>, String> {
+        match self {
+            Source::Sqlite(path) => sqlite_rows(path, sql),
+            Source::Postgres(url) => {
+                let (url, sql) = (url.clone(), sql.to_string());
+                std::thread::spawn(move || postgres_rows(&url, &sql))
+                    .join()
+                    .map_err(|_| "the PostgreSQL reader panicked".to_string())?
+            }
+        }
+    }
+
+    /// The table of the state changes' journal rows.
+    fn events(&self) -> &'static str {
+        match self {
+            Source::Sqlite(_) => "events",
+            Source::Postgres(_) => "journal",
+        }
+    }
+
+    fn count(&self, sql: &str) -> Result<u64, String> {
+        self.rows(sql)?
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Value::int)
+            .ok_or_else(|| format!("no count from {sql}"))
+    }
+}
+
+fn sqlite_rows(path: &Path, sql: &str) -> Result<Vec<Vec<Value>>, String> {
+    use rusqlite::types::ValueRef;
     let c = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -79,138 +153,162 @@ fn open(path: &Path) -> Result<Connection, String> {
     .map_err(|e| format!("{}: {e}", path.display()))?;
     c.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    Ok(c)
+    let mut st = c.prepare(sql).map_err(|e| format!("{sql}: {e}"))?;
+    let n = st.column_count();
+    let mut rows = st.query([]).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+        let mut row = Vec::with_capacity(n);
+        for i in 0..n {
+            row.push(match r.get_ref(i).map_err(|e| e.to_string())? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(v) => Value::Int(v),
+                ValueRef::Real(v) => Value::Int(v as i64),
+                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+            });
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn postgres_rows(url: &str, sql: &str) -> Result<Vec<Vec<Value>>, String> {
+    use tokio_postgres::types::Type;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        tokio::spawn(conn);
+        let rows = client
+            .query(sql, &[])
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
+        let e = |e: tokio_postgres::Error| e.to_string();
+        let mut out = Vec::new();
+        for r in rows {
+            let mut row = Vec::new();
+            for (i, col) in r.columns().iter().enumerate() {
+                let v = match *col.type_() {
+                    Type::INT8 => r.try_get::<_, Option<i64>>(i).map_err(e)?.map(Value::Int),
+                    Type::INT4 => r
+                        .try_get::<_, Option<i32>>(i)
+                        .map_err(e)?
+                        .map(|v| Value::Int(v.into())),
+                    Type::BYTEA => r
+                        .try_get::<_, Option<Vec<u8>>>(i)
+                        .map_err(e)?
+                        .map(Value::Blob),
+                    _ => r
+                        .try_get::<_, Option<String>>(i)
+                        .map_err(e)?
+                        .map(Value::Text),
+                };
+                row.push(v.unwrap_or(Value::Null));
+            }
+            out.push(row);
+        }
+        Ok(out)
+    })
 }
 
 /// (PAYING payments whose deadline passed at `now`, PENDING recipients, FAILED recipients).
-pub fn open_work(path: &Path, now: u64) -> Result<(u64, u64, u64), String> {
-    let c = open(path)?;
-    let count = |sql: &str| {
-        c.query_row(sql, [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| e.to_string())
-    };
+pub fn open_work(db: &Source, now: u64) -> Result<(u64, u64, u64), String> {
     Ok((
-        count(&format!(
+        db.count(&format!(
             "SELECT count(*) FROM payments WHERE status = 'PAYING' AND deadline <= {now}"
         ))?,
-        count("SELECT count(*) FROM recipients WHERE status = 'PENDING'")?,
-        count("SELECT count(*) FROM recipients WHERE status = 'FAILED'")?,
+        db.count("SELECT count(*) FROM recipients WHERE status = 'PENDING'")?,
+        db.count("SELECT count(*) FROM recipients WHERE status = 'FAILED'")?,
     ))
 }
 
 /// PAYING payments whose deadline passed at `now`: (token, deadline).
-pub fn overdue(path: &Path, now: u64) -> Result<Vec<(String, u64)>, String> {
-    let c = open(path)?;
-    let mut st = c
-        .prepare("SELECT token, deadline FROM payments WHERE status = 'PAYING' AND deadline <= ?1 ORDER BY deadline LIMIT 10")
-        .map_err(|e| e.to_string())?;
-    let rows = st
-        .query_map([now as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-        })
-        .map_err(|e| e.to_string())?;
-    rows.collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
+pub fn overdue(db: &Source, now: u64) -> Result<Vec<(String, u64)>, String> {
+    Ok(db
+        .rows(&format!("SELECT token, deadline FROM payments WHERE status = 'PAYING' AND deadline <= {now} ORDER BY deadline LIMIT 10"))?
+        .iter()
+        .map(|r| (r[0].text().unwrap_or_default(), r[1].int().unwrap_or(0)))
+        .collect())
 }
 
 impl Db {
-    pub fn read(path: &Path) -> Result<Db, String> {
-        let c = open(path)?;
-        let e = |e: rusqlite::Error| e.to_string();
+    pub fn read(db: &Source) -> Result<Db, String> {
         let mut payments = HashMap::new();
-        let mut st = c
-            .prepare("SELECT token, fiscal_code, notice_number, status, activated_at, deadline, outcome, outcome_at FROM payments")
-            .map_err(e)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    DbPayment {
-                        fc: r.get(1)?,
-                        nn: r.get(2)?,
-                        status: r.get(3)?,
-                        activated_at: r.get::<_, i64>(4)? as u64,
-                        deadline: r.get::<_, i64>(5)? as u64,
-                        outcome: r.get(6)?,
-                        outcome_at: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                    },
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (token, p) = row.map_err(e)?;
-            payments.insert(token, p);
+        for r in db.rows("SELECT token, fiscal_code, notice_number, status, activated_at, deadline, outcome, outcome_at FROM payments")? {
+            payments.insert(
+                r[0].text().unwrap_or_default(),
+                DbPayment {
+                    fc: r[1].text().unwrap_or_default(),
+                    nn: r[2].text().unwrap_or_default(),
+                    status: r[3].text().unwrap_or_default(),
+                    activated_at: r[4].int().unwrap_or(0),
+                    deadline: r[5].int().unwrap_or(0),
+                    outcome: r[6].text(),
+                    outcome_at: r[7].int(),
+                },
+            );
         }
         let mut events: HashMap<String, Vec<DbEvent>> = HashMap::new();
         let mut all_events = Vec::new();
-        let mut st = c
-            .prepare("SELECT token, primitive, at, outcome, station FROM events WHERE component = 'engine' ORDER BY id")
-            .map_err(e)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    DbEvent {
-                        kind: r.get(1)?,
-                        at: r.get::<_, i64>(2)? as u64,
-                        outcome: r.get(3)?,
-                        station: r.get(4)?,
-                    },
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (token, ev) = row.map_err(e)?;
+        let sql = format!(
+            "SELECT token, primitive, at, outcome, station FROM {} WHERE component = 'engine' ORDER BY id",
+            db.events()
+        );
+        for r in db.rows(&sql)? {
+            let ev = DbEvent {
+                kind: r[1].text().unwrap_or_default(),
+                at: r[2].int().unwrap_or(0),
+                outcome: r[3].text(),
+                station: r[4].text(),
+            };
             all_events.push((ev.kind.clone(), ev.at));
-            if let Some(t) = token {
+            if let Some(t) = r[0].text() {
                 events.entry(t).or_default().push(ev);
             }
         }
-        let mut st = c.prepare("SELECT receipt_id FROM receipts").map_err(e)?;
-        let receipts = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(e)?
-            .collect::<Result<BTreeSet<_>, _>>()
-            .map_err(e)?;
+        let receipts = db
+            .rows("SELECT receipt_id FROM receipts")?
+            .iter()
+            .filter_map(|r| r[0].text())
+            .collect::<BTreeSet<_>>();
         let mut recipients = HashMap::new();
-        let mut st = c
-            .prepare(
-                "SELECT r.receipt_id, r.station, r.status, r.ec, q.request FROM recipients r
-                 LEFT JOIN recipient_requests q ON q.receipt_id = r.receipt_id AND q.station = r.station",
-            )
-            .map_err(e)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    DbRecipient {
-                        status: r.get(2)?,
-                        ec: r.get(3)?,
-                        request: r.get(4)?,
-                    },
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (k, v) = row.map_err(e)?;
-            recipients.insert(k, v);
+        for r in db.rows(
+            "SELECT r.receipt_id, r.station, r.status, r.ec, r.head, r.tail,
+                    CASE r.version WHEN 1 THEN c.body_v1 ELSE c.body_v2 END
+               FROM recipients r LEFT JOIN receipts c ON c.receipt_id = r.receipt_id",
+        )? {
+            let request = match (r[4].text(), r[6].blob(), r[5].text()) {
+                (Some(head), Some(body), Some(tail)) => {
+                    pagonode::store::schema::join_copy(&head, body, &tail).ok()
+                }
+                _ => None,
+            };
+            recipients.insert(
+                (
+                    r[0].text().unwrap_or_default(),
+                    r[1].text().unwrap_or_default(),
+                ),
+                DbRecipient {
+                    status: r[2].text().unwrap_or_default(),
+                    ec: r[3].text().unwrap_or_default(),
+                    request,
+                },
+            );
         }
         let mut notices = HashMap::new();
-        let mut st = c
-            .prepare("SELECT fiscal_code, notice_number, state, token FROM notices")
-            .map_err(e)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    (r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?),
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (k, v) = row.map_err(e)?;
-            notices.insert(k, v);
+        for r in db.rows("SELECT fiscal_code, notice_number, state, token FROM notices")? {
+            notices.insert(
+                (
+                    r[0].text().unwrap_or_default(),
+                    r[1].text().unwrap_or_default(),
+                ),
+                (r[2].text().unwrap_or_default(), r[3].text()),
+            );
         }
         Ok(Db {
             payments,
@@ -262,6 +360,7 @@ pub fn check(
     crashes: &[Crash],
     phases: &[PhaseSpan],
     mock: &[StoredReceipt],
+    cluster: bool,
 ) -> Report {
     let mut r = Report {
         violations: ledger
@@ -284,8 +383,10 @@ pub fn check(
     acknowledged_payments(&mut r, db, ledger, &activations, &delivered);
     no_conflicting_receipts(&mut r, db, mock);
     expiries(&mut r, db);
-    crash_deadlines(&mut r, db, ledger, crashes);
-    psp_expirations(&mut r, db, ledger, crashes);
+    // A cluster is never down: the other nodes fire a dead node's deadlines, on time.
+    let down: &[Crash] = if cluster { &[] } else { crashes };
+    crash_deadlines(&mut r, db, ledger, crashes, down);
+    psp_expirations(&mut r, db, ledger, down);
     nothing_lost(&mut r, db, ledger);
     state_changes_complete(&mut r, db);
     ec_phases(&mut r, db, ledger, phases);
@@ -427,7 +528,11 @@ pub struct JournalCheck {
 /// [`SCHEDULING_SLACK_MS`]) before it. Written exchanges are synced at least every
 /// [`JOURNAL_SYNC_MS`]: a power cut also takes those of that last second. State changes are
 /// committed with the state: [`state_changes_complete`] allows no loss at all.
-pub fn journal(db: &Path, ledger: &Ledger, crashes: &[Crash]) -> JournalCheck {
+pub fn journal(
+    db: &pagonode::config::Database,
+    ledger: &Ledger,
+    crashes: &[Crash],
+) -> JournalCheck {
     use pagonode::journal::JournalQuery;
     let reader = match pagonode::journal::cli::JournalReader::open(db) {
         Ok(r) => r,
@@ -851,19 +956,20 @@ fn expiries(r: &mut Report, db: &Db) {
 /// 4. Deadlines pending at a crash fired after the restart, and every expiry came from its
 ///    timer (soon after the deadline, or after the restart when the node was down then), not
 ///    from a later request that happened to touch the notice; abandoned notices are payable
-///    again.
-fn crash_deadlines(r: &mut Report, db: &Db, ledger: &Ledger, crashes: &[Crash]) {
+///    again. `down`: the disruptions a deadline may have waited for (none in a cluster, where
+///    the other nodes take a dead one's deadlines over).
+fn crash_deadlines(r: &mut Report, db: &Db, ledger: &Ledger, crashes: &[Crash], down: &[Crash]) {
     let mut untimely = BTreeSet::new();
     for (t, p) in &db.payments {
         if let Some(e) = db.events_of(t, "EXPIRED").first()
-            && e.at > fire_by(p.deadline, crashes)
+            && e.at > fire_by(p.deadline, down)
         {
             untimely.insert(t.as_str());
             r.violations.push(format!(
                 "token {t}: deadline {} fired at {}, after {} (its timer did not fire; something else expired it)",
                 p.deadline,
                 e.at,
-                fire_by(p.deadline, crashes)
+                fire_by(p.deadline, down)
             ));
         }
     }
@@ -876,7 +982,7 @@ fn crash_deadlines(r: &mut Report, db: &Db, ledger: &Ledger, crashes: &[Crash]) 
         let Some(c) = pending_at else { continue };
         match db.events_of(t, "EXPIRED").first() {
             Some(e) => {
-                if e.at < c.spawned_at {
+                if e.at < c.spawned_at && !down.is_empty() {
                     r.violations.push(format!("token {t}: pending at the kill at {}, expired at {} before the restart at {}", c.killed_at, e.at, c.spawned_at));
                 } else if !untimely.contains(t.as_str()) {
                     r.pending_fired += 1;

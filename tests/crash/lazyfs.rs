@@ -27,6 +27,8 @@
 //! links, extended attributes. Locks are the kernel's own (the filesystem does not take the
 //! POSIX-lock capability), so SQLite's locking works as on a local disk, including its
 //! shared-memory file (mmap).
+// Shared by the crash tests of one node and of a cluster: each uses part of it.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};

@@ -4,6 +4,8 @@
 //! actually received. A request whose connection died (the node was killed) is "unknown": it is
 //! sent again, byte for byte with the same idempotency key, once the node is back, and the
 //! answer to that retry is what counts, as for a real PSP.
+// Shared by the crash tests of one node and of a cluster: each uses part of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -214,8 +216,11 @@ pub fn copies_for(seg: &str, scenario: &str) -> Vec<Copy> {
 
 pub struct Shared {
     http: reqwest::Client,
-    url: String,
-    health: String,
+    /// Each node's (nodeForPsp URL, health URL): a request goes to the next in turn, and a
+    /// request whose connection died is sent again to the next one (a cluster: any node serves
+    /// any request).
+    nodes: Vec<(String, String)>,
+    turn: std::sync::atomic::AtomicUsize,
     pub stop: AtomicBool,
     pub ledger: Mutex<Ledger>,
     pub phases: Mutex<Vec<PhaseSpan>>,
@@ -224,7 +229,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(port: u16) -> Shared {
+    /// The PSP side of nodes listening on `ports` (one node, or a cluster).
+    pub fn new(ports: &[u16]) -> Shared {
         Shared {
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -233,8 +239,16 @@ impl Shared {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("HTTP client"),
-            url: format!("http://127.0.0.1:{port}/node-for-psp/v1"),
-            health: format!("http://127.0.0.1:{port}/health"),
+            nodes: ports
+                .iter()
+                .map(|port| {
+                    (
+                        format!("http://127.0.0.1:{port}/node-for-psp/v1"),
+                        format!("http://127.0.0.1:{port}/health"),
+                    )
+                })
+                .collect(),
+            turn: Default::default(),
             stop: AtomicBool::new(false),
             ledger: Mutex::default(),
             phases: Mutex::default(),
@@ -268,13 +282,13 @@ impl Shared {
         )
     }
 
-    /// Waits (bounded) until a node answers `/health`.
-    async fn wait_up(&self) {
+    /// Waits (bounded) until node `i` answers `/health`.
+    async fn wait_up(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let up = self
                 .http
-                .get(&self.health)
+                .get(&self.nodes[i].1)
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await
@@ -287,7 +301,8 @@ impl Shared {
     }
 
     /// Sends a request until an answer is received: a connection that dies is retried with the
-    /// same bytes (same idempotency key) once the node is back.
+    /// same bytes (same idempotency key) on the next node (the same one if it is alone), once it
+    /// is up.
     async fn call<M: Message>(&self, req: &M) -> Option<Called> {
         let body = write_envelope(req);
         let action = M::OPERATION.soap_action();
@@ -295,11 +310,12 @@ impl Shared {
         let give_up = Instant::now() + Duration::from_secs(120);
         let mut retried = false;
         self.ledger().requests += 1;
+        let mut node = self.turn.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
         loop {
             let sent = now_ms();
             let resp = self
                 .http
-                .post(&self.url)
+                .post(&self.nodes[node].0)
                 .header("Content-Type", "text/xml; charset=utf-8")
                 .header("SOAPAction", action)
                 .body(body.clone())
@@ -328,7 +344,8 @@ impl Shared {
                 self.violation(format!("{action}: no answer for 120 s"));
                 return None;
             }
-            self.wait_up().await;
+            node = (node + 1) % self.nodes.len();
+            self.wait_up(node).await;
         }
     }
 
@@ -561,10 +578,20 @@ impl Shared {
 
     /// An activation whose outcome never comes: its deadline must fire, even across a crash.
     async fn abandoned_flow(&self, rng: &mut Prng, psp: &Psp) {
+        let exp = rng.range(300, 1200);
+        self.abandon(rng, psp, exp).await;
+    }
+
+    /// An abandoned activation just before a kill: its deadline is pending at the kill.
+    pub async fn deadline_probe(&self, rng: &mut Prng) {
+        let psp = if rng.coin() { &PSP1 } else { &PSP2 };
+        self.abandon(rng, psp, 1500).await;
+    }
+
+    async fn abandon(&self, rng: &mut Prng, psp: &Psp, exp: u64) {
         let seg = if rng.coin() { "02" } else { "01" };
         let scenario = ["00", "12", "13"][rng.range(0, 3) as usize];
         let nn = self.notice(seg, scenario);
-        let exp = rng.range(300, 1200);
         self.activate(
             rng,
             psp,

@@ -4,6 +4,8 @@
 //! itself at a named point, where the test kills it. Every incarnation logs to its own file in
 //! the test's directory; the child is killed when this handle is dropped (a failing test leaves
 //! no node behind).
+// Shared by the crash tests of one node and of a cluster: each uses part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -47,6 +49,8 @@ pub struct NodeProc {
     http: reqwest::Client,
     child: Option<Child>,
     incarnation: u32,
+    /// Environment variables of every incarnation.
+    env: Vec<(String, String)>,
 }
 
 impl NodeProc {
@@ -63,7 +67,13 @@ impl NodeProc {
                 .expect("HTTP client"),
             child: None,
             incarnation: 0,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of every incarnation started from now on.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.env.push((key.into(), value.into()));
     }
 
     fn log_path(&self, incarnation: u32) -> PathBuf {
@@ -84,6 +94,7 @@ impl NodeProc {
             .arg(&self.config)
             .env("RUST_LOG", "warn")
             .env("FAILPOINTS", failpoints)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,5 +1,6 @@
 //! One run of the crash test or of the power-cut test: the node as a child process on a real
-//! SQLite file (for a power cut, on the filesystem of `lazyfs.rs`), PSP workers paying notices
+//! store (a SQLite file: for a power cut, on the filesystem of `lazyfs.rs`; or, for the crash
+//! test with `PAGONODE_TEST_STORE=postgres`, a database of the test PostgreSQL), PSP workers paying notices
 //! against the simulated EC (in this process, so it survives every disruption), and the node
 //! disrupted over and over: killed with SIGKILL, or its power cut, at random moments and at
 //! named windows reached through failpoints (`src/failpoints.rs`). Between some disruptions the
@@ -9,13 +10,16 @@
 //!
 //! At the end, after the deliveries drain, the node's database, its journal and the EC's
 //! receipts are checked (`checks.rs`).
+// Shared by the crash tests of one node and of a cluster: each uses part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use pagonode::config::Database;
 use pagonode::mock_ec::{MockEc, MockEcConfig, MockEcServer, ScriptAction, ScriptRule};
 
 use crate::checks::{self, Db};
@@ -94,10 +98,10 @@ fn failpoints(i: usize, rng: &mut Prng) -> String {
 }
 
 /// How the run is sized.
-struct Settings {
-    disruptions: usize,
-    workers: usize,
-    seed: u64,
+pub struct Settings {
+    pub disruptions: usize,
+    pub workers: usize,
+    pub seed: u64,
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -113,7 +117,7 @@ fn env_number(name: &str) -> Option<u64> {
 /// failures, 3 plain).
 const DEFAULT_DISRUPTIONS: u64 = 21;
 
-fn settings(d: Disruption) -> Settings {
+pub fn settings(d: Disruption) -> Settings {
     let p = d.env_prefix();
     let disruptions = env_number(&format!("{p}_KILLS")).unwrap_or(DEFAULT_DISRUPTIONS) as usize;
     assert!(disruptions >= 1, "{p}_KILLS must be at least 1");
@@ -125,10 +129,10 @@ fn settings(d: Disruption) -> Settings {
     }
 }
 
-/// Two free loopback ports (node, EC), below the ephemeral range when possible: while the node
+/// `n` free loopback ports (nodes, EC), below the ephemeral range when possible: while a node
 /// (or the EC) is down, no outgoing connection can then take its port and stop it from
 /// listening again.
-fn free_ports(rng: &mut Prng) -> (u16, u16) {
+pub fn free_ports(rng: &mut Prng, n: usize) -> Vec<u16> {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
@@ -139,23 +143,22 @@ fn free_ports(rng: &mut Prng) -> (u16, u16) {
             let port = rng.range(10_000, low) as u16;
             if !ports.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 ports.push(port);
-                if ports.len() == 2 {
-                    return (ports[0], ports[1]);
+                if ports.len() == n {
+                    return ports;
                 }
             }
         }
     }
-    let l: Vec<std::net::TcpListener> = (0..2)
+    let l: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
-    let port = |i: usize| l[i].local_addr().unwrap().port();
-    (port(0), port(1))
+    l.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 /// The test configuration (`tests/common/node.toml`) for the child node: its placeholders
 /// filled, a fixed port (the restarted node takes the same one), short EC timeouts and receipt
 /// retries, and so many attempts that no receipt may fail during the run.
-fn node_config(db: &Path, ec_url: &str, port: u16) -> String {
+pub fn node_config(db: &Database, ec_url: &str, port: u16) -> String {
     let down = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
@@ -163,7 +166,7 @@ fn node_config(db: &Path, ec_url: &str, port: u16) -> String {
     let text = common::CONFIG
         .replace("{EC_URL}", ec_url)
         .replace("{DOWN_URL}", &down)
-        .replace("{DB}", db.to_str().unwrap());
+        .replace("{DB}", &db.to_string());
     let mut doc: toml::Table = text.parse().expect("tests/common/node.toml");
     let table = |doc: &toml::Table, name: &str| -> toml::Table {
         doc.get(name)
@@ -191,7 +194,7 @@ fn node_config(db: &Path, ec_url: &str, port: u16) -> String {
     let out = toml::to_string(&doc).expect("configuration");
     let parsed = pagonode::config::Config::from_toml_str(&out)
         .expect("the crash test configuration is valid");
-    assert_eq!(parsed.node.database, db);
+    assert_eq!(&parsed.node.database, db);
     assert_eq!(parsed.timings.ec_timeout_ms, 500);
     assert_eq!(parsed.receipts.max_attempts, 1_000_000);
     out
@@ -201,14 +204,14 @@ fn node_config(db: &Path, ec_url: &str, port: u16) -> String {
 pub const OUTCOME_DEADLINE_MS: u64 = 700;
 
 /// The simulated EC, whose server can be stopped ("down") and started again on its address.
-struct Ec {
-    mock: MockEc,
+pub struct Ec {
+    pub mock: MockEc,
     addr: SocketAddr,
-    server: Option<MockEcServer>,
+    pub server: Option<MockEcServer>,
 }
 
 impl Ec {
-    async fn start(port: u16) -> Ec {
+    pub async fn start(port: u16) -> Ec {
         let mock = MockEc::new(MockEcConfig::from_toml_str(common::CONFIG).unwrap());
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -220,11 +223,11 @@ impl Ec {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    async fn begin(&mut self, phase: Phase) {
+    pub async fn begin(&mut self, phase: Phase) {
         match phase {
             Phase::Down => {
                 if let Some(s) = self.server.take() {
@@ -242,7 +245,7 @@ impl Ec {
         }
     }
 
-    async fn end(&mut self, phase: Phase) {
+    pub async fn end(&mut self, phase: Phase) {
         match phase {
             Phase::Down => {
                 let deadline = Instant::now() + Duration::from_secs(10);
@@ -307,7 +310,7 @@ impl Target {
 
 /// Polls the database until no payment is PAYING past its deadline and no receipt copy is
 /// PENDING. A FAILED copy ends the wait: with a million attempts allowed, none may fail.
-async fn drain(db: &Path, secs: u64) -> Result<(), String> {
+pub async fn drain(db: &checks::Source, secs: u64) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let (paying, pending, failed) = checks::open_work(db, now_ms())?;
@@ -331,6 +334,12 @@ async fn drain(db: &Path, secs: u64) -> Result<(), String> {
 
 /// The whole run; panics with every violation found.
 pub async fn run(disruption: Disruption) {
+    if disruption == Disruption::PowerCut && common::pg::on_postgres() {
+        // The power-cut layer is the node's own disk: a node on PostgreSQL writes none of its
+        // state there (PostgreSQL's own durability is its own).
+        eprintln!("power-cut test: not run on PostgreSQL (the node keeps no state on its disk)");
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         // fuser logs the replies the kernel no longer wants (requests of a killed node).
         .with_env_filter("error,fuser=off")
@@ -361,11 +370,22 @@ pub async fn run(disruption: Disruption) {
     let data_dir: PathBuf = layer
         .as_ref()
         .map_or_else(|| dir.path().to_path_buf(), |l| l.path().to_path_buf());
-    let db_path = data_dir.join("node.db");
-    let (port, ec_port) = free_ports(&mut Prng::new(s.seed ^ u64::from(std::process::id())));
+    let (database, source) = if common::pg::on_postgres() {
+        let server = common::pg::server().expect("PAGONODE_TEST_STORE=postgres needs PostgreSQL");
+        let url = server.database().await;
+        (
+            Database::Postgres(url.clone()),
+            checks::Source::Postgres(url),
+        )
+    } else {
+        let path = data_dir.join("node.db");
+        (Database::Sqlite(path.clone()), checks::Source::Sqlite(path))
+    };
+    let ports = free_ports(&mut Prng::new(s.seed ^ u64::from(std::process::id())), 2);
+    let (port, ec_port) = (ports[0], ports[1]);
     let mut ec = Ec::start(ec_port).await;
     let config = dir.path().join("node.toml");
-    std::fs::write(&config, node_config(&db_path, &ec.url(), port)).unwrap();
+    std::fs::write(&config, node_config(&database, &ec.url(), port)).unwrap();
     let mut rng = Prng::new(s.seed);
     let mut target = Target {
         node: NodeProc::new(env!("CARGO_BIN_EXE_pagonode"), &config, dir.path(), port),
@@ -379,7 +399,7 @@ pub async fn run(disruption: Disruption) {
         .unwrap_or_else(|e| panic!("{e}"));
 
     // Load.
-    let shared = Arc::new(Shared::new(port));
+    let shared = Arc::new(Shared::new(&[port]));
     let mut workers = Vec::new();
     for w in 0..s.workers {
         workers.push(tokio::spawn(load::worker(
@@ -419,6 +439,9 @@ pub async fn run(disruption: Disruption) {
             }
             Plan::Random(_) => {
                 tokio::time::sleep(Duration::from_millis(rng.range(200, 2000))).await;
+                if phase.is_none() {
+                    shared.deadline_probe(&mut rng).await;
+                }
             }
         }
         let down = Duration::from_millis(rng.range(0, 300));
@@ -465,7 +488,7 @@ pub async fn run(disruption: Disruption) {
     let wait = latest.saturating_sub(now_ms()) + 300;
     tokio::time::sleep(Duration::from_millis(wait)).await;
     let mut violations = Vec::new();
-    if let Err(e) = drain(&db_path, 20).await {
+    if let Err(e) = drain(&source, 20).await {
         violations.push(e);
     }
     let mut tasks = Vec::new();
@@ -487,7 +510,7 @@ pub async fn run(disruption: Disruption) {
     }
 
     // Drain, one more disruption and restart with nothing in flight, drain again.
-    if let Err(e) = drain(&db_path, 60).await {
+    if let Err(e) = drain(&source, 60).await {
         violations.push(e);
     }
     // The node idle for longer than the journal's sync period: this disruption may take no
@@ -498,7 +521,7 @@ pub async fn run(disruption: Disruption) {
     .await;
     crashes.push(target.disrupt(Duration::from_millis(50), "").await);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    if let Err(e) = drain(&db_path, 20).await {
+    if let Err(e) = drain(&source, 20).await {
         violations.push(e);
     }
     // The graceful stop writes the journal out: what the checks and the contract dump read.
@@ -507,17 +530,17 @@ pub async fn run(disruption: Disruption) {
     }
 
     // Checks.
-    let db = Db::read(&db_path).unwrap_or_else(|e| panic!("reading the node's database: {e}"));
+    let db = Db::read(&source).unwrap_or_else(|e| panic!("reading the node's database: {e}"));
     let mock_receipts = ec.mock.receipts();
     let phases = shared.phases.lock().unwrap().clone();
     let (report, requests, unknown, journal): (checks::Report, u64, u64, checks::JournalCheck) = {
         let ledger = shared.ledger();
-        let report = checks::check(&db, &ledger, &crashes, &phases, &mock_receipts);
-        let journal = checks::journal(&db_path, &ledger, &crashes);
+        let report = checks::check(&db, &ledger, &crashes, &phases, &mock_receipts, false);
+        let journal = checks::journal(&database, &ledger, &crashes);
         (report, ledger.requests, ledger.unknown, journal)
     };
     common::export_journal(
-        &db_path,
+        &database,
         match disruption {
             Disruption::Kill => "crash-test",
             Disruption::PowerCut => "power-cut-test",
