@@ -596,6 +596,18 @@ fn read_reply(body: &str) -> (String, Option<String>) {
     (code, token.map(|t| t.to_string()))
 }
 
+/// The front door's answers to a caller that does not authenticate: given before the
+/// idempotency cache is read, and never cached (docs/decisions.md, "Front door").
+const REFUSED_BEFORE_THE_CACHE: &[&str] = &[
+    "PPT_AUTENTICAZIONE",
+    "PPT_PSP_SCONOSCIUTO",
+    "PPT_PSP_DISABILITATO",
+    "PPT_INTERMEDIARIO_PSP_SCONOSCIUTO",
+    "PPT_INTERMEDIARIO_PSP_DISABILITATO",
+    "PPT_CANALE_SCONOSCIUTO",
+    "PPT_CANALE_DISABILITATO",
+];
+
 impl Sim {
     fn new(seed: u64, tracing: bool) -> Sim {
         let sqlite = seed % 10 == 3;
@@ -1271,8 +1283,9 @@ impl Sim {
                 );
             } else {
                 self.count("other requests under a valid key checked");
+                // Unless its caller does not authenticate: refused before the cache is read.
                 ensure!(
-                    code == "PPT_ERRORE_IDEMPOTENZA",
+                    code == "PPT_ERRORE_IDEMPOTENZA" || REFUSED_BEFORE_THE_CACHE.contains(&code),
                     "another {} under key {key} while its entry is valid: {code}",
                     r.action
                 );
@@ -1285,18 +1298,9 @@ impl Sim {
         // earliest request that may have written it. A caller that does not authenticate is
         // refused before the cache is consulted, and nothing is cached for it
         // (docs/decisions.md, "Front door").
-        if !matches!(
-            code,
-            "PPT_ERRORE_IDEMPOTENZA"
-                | "PPT_SYSTEM_ERROR"
-                | "PPT_AUTENTICAZIONE"
-                | "PPT_PSP_SCONOSCIUTO"
-                | "PPT_PSP_DISABILITATO"
-                | "PPT_INTERMEDIARIO_PSP_SCONOSCIUTO"
-                | "PPT_INTERMEDIARIO_PSP_DISABILITATO"
-                | "PPT_CANALE_SCONOSCIUTO"
-                | "PPT_CANALE_DISABILITATO"
-        ) {
+        if !(matches!(code, "PPT_ERRORE_IDEMPOTENZA" | "PPT_SYSTEM_ERROR")
+            || REFUSED_BEFORE_THE_CACHE.contains(&code))
+        {
             let sent_at = self
                 .requests
                 .iter()
