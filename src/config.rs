@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::codec::types::{FiscalCode, Iban, Password, ServiceCode, Text35};
 
@@ -37,7 +37,7 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeSection,
@@ -58,9 +58,12 @@ pub struct Config {
     pub service: Vec<ServiceConfig>,
     /// The simulated EC's own table: read by `pagonode mock-ec`, ignored by the node.
     pub mock_ec: Option<toml::Value>,
+    /// The file the configuration was read from: SIGHUP and `/config/refresh` read it again.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSection {
     /// Where nodeForPsp is served.
@@ -171,7 +174,7 @@ impl Database {
 }
 
 /// Whether the nodeForPsp listener requires a client certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     Optional,
@@ -180,7 +183,7 @@ pub enum ClientAuth {
 
 /// What a peer may hold of the node: time, connections and requests (`[limits]`). Timeouts and
 /// connection caps hold for every listener; rates for nodeForPsp. A rate of 0 is off.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FrontLimits {
     /// Time for a client to send a request's head (the request line and headers), on a new
@@ -208,7 +211,7 @@ pub struct FrontLimits {
 }
 
 /// The answer to a request over its rate (`limits.over_rate`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OverRate {
     #[serde(rename = "http_429")]
@@ -259,7 +262,7 @@ impl std::fmt::Display for Database {
 
 /// How the node reaches stations (`[outbound]`): the defaults of every station, each of which
 /// a station may override.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Outbound {
     /// Largest answer read from a station; a longer one is not a valid answer
@@ -287,6 +290,17 @@ impl Default for Outbound {
     }
 }
 
+/// The URL or path as written (the stored versions mask its password: see
+/// [`crate::reconfig`]).
+impl Serialize for Database {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Database::Sqlite(p) => p.serialize(s),
+            Database::Postgres(url) => url.serialize(s),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Database {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Database, D::Error> {
         String::deserialize(d).map(|s| Database::parse(&s))
@@ -294,7 +308,7 @@ impl<'de> Deserialize<'de> for Database {
 }
 
 /// When an expired payment token stops locking its notice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExpiryMode {
     /// At its deadline: the token is cancelled then, and every transition also compares `now`
@@ -308,7 +322,7 @@ pub enum ExpiryMode {
 }
 
 /// The node's timings, in milliseconds unless the name says otherwise.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timings {
     /// Token lifetime when activate omits `expirationTime` (`default_token_duration_validity_millis`).
@@ -351,7 +365,7 @@ impl Default for Timings {
 }
 
 /// How receipts are retried (official: 48 attempts one hour apart).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiptPolicy {
     pub max_attempts: u32,
@@ -370,7 +384,7 @@ impl Default for ReceiptPolicy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalSection {
     pub enabled: bool,
@@ -391,7 +405,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PspConfig {
     pub id: String,
@@ -405,7 +419,7 @@ pub struct PspConfig {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PspBrokerConfig {
     pub id: String,
@@ -434,7 +448,7 @@ impl PspBrokerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     pub id: String,
@@ -460,7 +474,7 @@ fn default_models() -> Vec<String> {
 /// The payment model verify and activate require of the channel.
 pub const ATTIVATO_PRESSO_PSP: &str = "ATTIVATO_PRESSO_PSP";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EcConfig {
     pub fiscal_code: String,
@@ -474,7 +488,7 @@ pub struct EcConfig {
     pub ibans: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EcBrokerConfig {
     pub id: String,
@@ -482,7 +496,7 @@ pub struct EcBrokerConfig {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
     pub id: String,
@@ -513,7 +527,7 @@ fn one() -> u8 {
 }
 
 /// `PA_STAZIONE_PA`: which station serves which notices of an EC.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationLinkConfig {
     pub ec: String,
@@ -530,7 +544,7 @@ pub struct StationLinkConfig {
 }
 
 /// A spontaneous-payment service of the catalogue ("catalogoServizi").
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// `idServizio` (5 characters).
@@ -551,7 +565,7 @@ fn two() -> u8 {
 }
 
 /// A `soggettoErogante`: an EC offering the service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceProviderConfig {
     /// `idSoggettoServizio` (5 characters): what the PSP sends in demandPaymentNotice.
@@ -582,7 +596,9 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
-        Config::from_toml_str(&text)
+        let mut cfg = Config::from_toml_str(&text)?;
+        cfg.file = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// `node.database` from [`DATABASE_ENV`], when it is set.
@@ -599,7 +615,8 @@ impl Config {
         Config::from_toml_str(EXAMPLE).expect("the shipped example configuration is valid")
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// The checks [`Config::from_toml_str`] runs after parsing.
+    pub fn check(&self) -> Result<(), ConfigError> {
         if let Some(level) = &self.log.level {
             tracing_subscriber::EnvFilter::try_new(level)
                 .map_err(|e| err("log.level", e.to_string()))?;
