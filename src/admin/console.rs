@@ -160,7 +160,8 @@ pub async fn login(
     form: web::Form<Login>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    let node_cfg = &node.registry().config().node;
+    let registry = node.registry();
+    let node_cfg = &registry.config().node;
     let Some(id) = token_id(node_cfg, form.token.as_bytes()) else {
         tracing::info!(target: "pagonode::audit", address = %super::peer(&req), "console login refused");
         return login_page(
