@@ -13,12 +13,70 @@ use crate::codec::types::{FiscalCode, Iban, Password, ServiceCode, Text35};
 /// The example configuration shipped with the node (also what `pagonode` with no arguments runs).
 pub const EXAMPLE: &str = include_str!("../pagonode.example.toml");
 
-/// A configuration error: the key (TOML path) and what is wrong with it.
+/// A configuration error: the key (TOML path), its line in the document when known, and what
+/// is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration error at `{key}`: {message}")]
+#[error("configuration error at `{key}`{}: {message}", line.map(|n| format!(" (line {n})")).unwrap_or_default())]
 pub struct ConfigError {
     pub key: String,
     pub message: String,
+    /// The key's line in the document (a parse error names it in `key`).
+    pub line: Option<usize>,
+}
+
+impl ConfigError {
+    /// The error with the line of its key in `text`, when it can be found there.
+    pub fn located_in(mut self, text: &str) -> ConfigError {
+        if self.line.is_none() && !self.key.contains("(line ") {
+            self.line = locate(text, &self.key);
+        }
+        self
+    }
+}
+
+/// The line (1-based) of a key like `station[2].url` or `timings.token_max_ms` in a TOML
+/// document written with table headers (`[[station]]`, `[timings]`): the key's own line, else
+/// its table's header.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let header = |l: &str| l.starts_with('[');
+    let (mut start, mut end) = (0, lines.len());
+    let mut path = String::new();
+    let mut found = None;
+    for seg in key.split('.') {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        let table = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
+        let wanted = match index {
+            Some(_) => format!("[[{table}]]"),
+            None => format!("[{table}]"),
+        };
+        let at = (start..end)
+            .filter(|&i| lines[i] == wanted)
+            .nth(index.unwrap_or(0));
+        if let Some(h) = at {
+            // The table runs to the next header that is not one of its own sub-tables.
+            let own = [format!("[{table}."), format!("[[{table}.")];
+            start = h + 1;
+            end = (start..end)
+                .find(|&i| header(lines[i]) && !own.iter().any(|o| lines[i].starts_with(o)))
+                .unwrap_or(end);
+            found = Some(h + 1);
+            path = table;
+            continue;
+        }
+        let own_key = (start..end)
+            .take_while(|&i| !header(lines[i]))
+            .find(|&i| lines[i].split('=').next().map(str::trim) == Some(name));
+        return own_key.map(|i| i + 1).or(found);
+    }
+    found
 }
 
 /// Something the node accepts but will refuse at request time: a reference the official node's
@@ -34,6 +92,7 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
         message: message.into(),
+        line: None,
     }
 }
 
@@ -589,7 +648,7 @@ impl Config {
             let key = e.span().map(|s| describe_span(text, s)).unwrap_or_default();
             err(key, e.message().to_string())
         })?;
-        cfg.check()?;
+        cfg.check().map_err(|e| e.located_in(text))?;
         Ok(cfg)
     }
 
@@ -1176,6 +1235,18 @@ mod tests {
             Some(Path::new("/var/lib/pagonode/pagonode.db"))
         );
         assert!(c.psp.is_empty(), "parties are the operator's to add");
+    }
+
+    #[test]
+    fn errors_name_the_line_of_their_key() {
+        let bad = EXAMPLE.replacen("password = \"pwdpwdpwd\"", "password = \"short\"", 1);
+        let e = Config::from_toml_str(&bad).unwrap_err();
+        let line = bad.lines().position(|l| l.contains("\"short\"")).unwrap() + 1;
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.to_string().contains(&format!("(line {line})")), "{e}");
+        let text = "[node]\nlisten = \"x\"\n\n[timings]\n# a comment\ntoken_max_ms = 0\n";
+        let e = Config::from_toml_str(text).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("timings.token_max_ms", Some(6)));
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub fn check_runtime_change(current: &Config, new: &Config) -> Result<(), Config
         message: "is read at start only: restart the node to change it (keep the running value \
                   in a configuration applied at runtime)"
             .into(),
+        line: None,
     };
     if let Some(key) = changed_instance_local(current, new) {
         return Err(restart(key.into()));
