@@ -649,7 +649,10 @@ async fn post_config(
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the configuration is not UTF-8");
     };
-    let result = match crate::config::Config::from_toml_str(text) {
+    let running = node.registry();
+    // Lines are the document's own unless it carried redacted secrets (then rewritten).
+    let restored = crate::reconfig::restore_secrets(text, running.config());
+    let result = match crate::config::Config::from_toml_str(restored.as_deref().unwrap_or(text)) {
         Ok(config) => {
             node.apply_config(config, &operator.token_id, crate::node::Origin::Admin)
                 .await

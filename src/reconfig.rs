@@ -185,6 +185,58 @@ fn json_of(config: &Config) -> Json {
         .unwrap_or(Json::Null)
 }
 
+/// A document shown by `GET /admin/config` and sent back: each secret left as [`REDACTED`]
+/// takes the running value of the same key (entities matched by id). `None`: the document
+/// holds no redacted value (or does not parse: it is then refused as it is).
+pub fn restore_secrets(text: &str, running: &Config) -> Option<String> {
+    if !text.contains(REDACTED) {
+        return None;
+    }
+    let mut doc = serde_json::to_value(toml::from_str::<toml::Table>(text).ok()?).ok()?;
+    let mut current = serde_json::to_value(running).ok()?;
+    drop_nulls(&mut current);
+    restore("", &mut doc, &current);
+    toml::to_string(&doc).ok()
+}
+
+fn redacted_somewhere(v: &Json) -> bool {
+    match v {
+        Json::String(s) => s.contains(REDACTED),
+        Json::Array(items) => items.iter().any(redacted_somewhere),
+        Json::Object(map) => map.values().any(redacted_somewhere),
+        _ => false,
+    }
+}
+
+fn restore(table: &str, doc: &mut Json, current: &Json) {
+    match (doc, current) {
+        (Json::Object(d), Json::Object(c)) => {
+            for (k, v) in d.iter_mut() {
+                let Some(cv) = c.get(k) else { continue };
+                if (secret(k) || k == "database") && redacted_somewhere(v) {
+                    *v = cv.clone();
+                } else {
+                    restore(k, v, cv);
+                }
+            }
+        }
+        (Json::Array(items), Json::Array(running)) => {
+            for item in items.iter_mut() {
+                let Some(id) = entity_id(table, item) else {
+                    continue;
+                };
+                if let Some(c) = running
+                    .iter()
+                    .find(|r| entity_id(table, r).as_deref() == Some(id.as_str()))
+                {
+                    restore(table, item, c);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// An entity's id, if `item` is one of an array of entities named `table`.
 fn entity_id(table: &str, item: &Json) -> Option<String> {
     let field = |name: &str| item.get(name).map(scalar_text);
@@ -427,6 +479,17 @@ mod tests {
         let d = diff(&c, &n);
         assert!(d.contains("password"), "{d}");
         assert!(!d.contains("anotherpwd") && !d.contains(&c.channel[0].password));
+    }
+
+    #[test]
+    fn a_shown_configuration_sent_back_keeps_the_running_secrets() {
+        let mut c = Config::example();
+        c.node.admin_tokens.insert("alice".into(), "alice-secret-token".into());
+        let shown = redacted(&c);
+        let restored = restore_secrets(&shown, &c).expect("redacted values");
+        let back = Config::from_toml_str(&restored).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(restore_secrets(&canonical(&c), &c), None);
     }
 
     #[test]
