@@ -659,7 +659,8 @@ async fn post_config(
         }
         Err(e) => Err(e.into()),
     };
-    // A key refused at runtime (one read at start only) is named with its line too.
+    // Errors name the line of the document sent (also a key read at start only, and in a
+    // document whose redacted secrets were filled in above).
     let result = result.map_err(|e| match e {
         crate::node::ApplyError::Config(c) => c.located_in(text).into(),
         other => other,
@@ -703,7 +704,10 @@ async fn refresh_config(
     let what = path.into_inner();
     let action = format!("Refresh configuration {what}");
     if !REFRESHABLE.contains(&what.as_str()) {
-        let why = format!("unknown configuration '{what}': one of {}", REFRESHABLE.join(", "));
+        let why = format!(
+            "unknown configuration '{what}': one of {}",
+            REFRESHABLE.join(", ")
+        );
         return action_answer(StatusCode::NOT_FOUND, &action, &why);
     }
     let result = match node.reload_file(&operator.token_id).await {

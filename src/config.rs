@@ -25,9 +25,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// The error with the line of its key in `text`, when it can be found there.
+    /// The error with the line of its key in `text`, when it can be found there (a parse error
+    /// names its line in its key).
     pub fn located_in(mut self, text: &str) -> ConfigError {
-        if self.line.is_none() && !self.key.contains("(line ") {
+        if !self.key.contains("(line ") {
             self.line = locate(text, &self.key);
         }
         self

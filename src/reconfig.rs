@@ -137,7 +137,12 @@ pub fn shared_hash(config: &Config) -> String {
 }
 
 /// Keys whose values are secrets: shown as [`REDACTED`], and in diffs as "changed".
-const SECRET_KEYS: &[&str] = &["password", "admin_token", "admin_tokens", "subscription_keys"];
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "admin_token",
+    "admin_tokens",
+    "subscription_keys",
+];
 
 pub const REDACTED: &str = "********";
 
@@ -458,7 +463,10 @@ mod tests {
             d.contains(&format!("~ station.{station}.enabled: true -> false")),
             "{d}"
         );
-        let removed = patch(&c, &serde_json::json!({ "psp": { c.psp[0].id.clone(): null } }));
+        let removed = patch(
+            &c,
+            &serde_json::json!({ "psp": { c.psp[0].id.clone(): null } }),
+        );
         // The removed PSP is still named by a channel: refused as at start.
         assert!(matches!(removed, Err(PatchError::Config(_))), "{removed:?}");
         let bad = patch(&c, &serde_json::json!({ "timings": { "token_max_ms": 0 } }));
@@ -484,7 +492,9 @@ mod tests {
     #[test]
     fn a_shown_configuration_sent_back_keeps_the_running_secrets() {
         let mut c = Config::example();
-        c.node.admin_tokens.insert("alice".into(), "alice-secret-token".into());
+        c.node
+            .admin_tokens
+            .insert("alice".into(), "alice-secret-token".into());
         let shown = redacted(&c);
         let restored = restore_secrets(&shown, &c).expect("redacted values");
         let back = Config::from_toml_str(&restored).unwrap();
@@ -505,11 +515,14 @@ mod tests {
         let mut n = c.clone();
         n.psp[0].enabled = false;
         assert!(check_runtime_change(&c, &n).is_ok());
-        assert_eq!(shared_hash(&c), shared_hash(&{
-            let mut d = c.clone();
-            d.node.listen = "0.0.0.0:9".into();
-            d
-        }));
+        assert_eq!(
+            shared_hash(&c),
+            shared_hash(&{
+                let mut d = c.clone();
+                d.node.listen = "0.0.0.0:9".into();
+                d
+            })
+        );
         assert_ne!(shared_hash(&c), shared_hash(&n));
     }
 }

@@ -154,12 +154,8 @@ impl Node {
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
         crate::failpoints::failpoint!("activate.ec_answered", data.is_ok());
         let queued = match data {
-            Ok(data) => {
-                self.run(|e, now| e.activation_completed(&registry, &token, data, now))
-            }
-            Err(f) => {
-                self.run(|e, now| e.activation_failed(registry.timings(), &token, &f, now))
-            }
+            Ok(data) => self.run(|e, now| e.activation_completed(&registry, &token, data, now)),
+            Err(f) => self.run(|e, now| e.activation_failed(registry.timings(), &token, &f, now)),
         };
         let reply = self.reply(op, queued).await;
         if reply.fault.is_none() {

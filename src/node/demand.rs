@@ -23,8 +23,7 @@ impl Node {
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel);
         let ctx = self.request_ctx(r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
         let registry = self.registry();
-        let svc = match registry.resolve_service(&r.id_soggetto_servizio, self.today())
-        {
+        let svc = match registry.resolve_service(&r.id_soggetto_servizio, self.today()) {
             Ok(s) => s,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use driver::{Due, TAKEOVER_MS};
-pub use reconfig::{ActiveVersion, ApplyError, Applied, FOLLOW_EVERY, Origin, follow_store};
 #[cfg(unix)]
 pub use reconfig::reload_on_hangup;
+pub use reconfig::{ActiveVersion, Applied, ApplyError, FOLLOW_EVERY, Origin, follow_store};
 pub use token::TokenIssuer;
 
 use crate::clock::Clock;
@@ -563,8 +563,8 @@ impl Node {
                         op.soap_action(),
                         m.root()
                     );
-                    let known = credentials(&m)
-                        .is_some_and(|c| self.identify(&registry, c, peer).is_ok());
+                    let known =
+                        credentials(&m).is_some_and(|c| self.identify(&registry, c, peer).is_ok());
                     let reply = Reply::ko(op, &NodeFault::SoapActionErrata(why), true);
                     (reply, Keys::default(), known)
                 }

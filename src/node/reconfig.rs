@@ -98,8 +98,7 @@ impl Node {
     /// Puts a checked configuration in force.
     fn install(&self, config: Config, active: ActiveVersion) {
         self.front.set_keys(&config);
-        *self.registry.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Registry::new(config));
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Registry::new(config));
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) = active;
     }
 
@@ -255,7 +254,12 @@ impl Node {
 
     /// Logs and journals a version applied.
     fn journal_version(&self, version: u64, by: &str, diff: &str) {
-        tracing::info!(version, by, changes = diff.lines().count(), "configuration applied");
+        tracing::info!(
+            version,
+            by,
+            changes = diff.lines().count(),
+            "configuration applied"
+        );
         if self.registry().config().journal.enabled {
             self.store
                 .journal(rows::config_applied(self.now(), version, by, diff));
@@ -294,13 +298,21 @@ pub async fn follow_store(node: Arc<Node>) {
 pub async fn reload_on_hangup(node: Arc<Node>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("SIGHUP cannot be listened for: the configuration is reloaded only through the admin API");
+        tracing::warn!(
+            "SIGHUP cannot be listened for: the configuration is reloaded only through the admin API"
+        );
         return;
     };
     while hangups.recv().await.is_some() {
         match node.reload_file("sighup").await {
-            Ok(a) => tracing::info!(version = a.version, changed = !a.diff.is_empty(), "SIGHUP: configuration file read again"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: configuration refused, the running one is kept"),
+            Ok(a) => tracing::info!(
+                version = a.version,
+                changed = !a.diff.is_empty(),
+                "SIGHUP: configuration file read again"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: configuration refused, the running one is kept")
+            }
         }
     }
 }

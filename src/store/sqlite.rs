@@ -954,22 +954,21 @@ impl Store for SqliteStore {
 
     fn latest_config(&self) -> Read<'_, Option<ConfigVersion>> {
         self.now(|c| {
-            Ok(c
-                .prepare_cached(
-                    "SELECT version, applied_at, applied_by, toml, file_hash, diff
+            Ok(c.prepare_cached(
+                "SELECT version, applied_at, applied_by, toml, file_hash, diff
                        FROM config_versions ORDER BY version DESC LIMIT 1",
-                )?
-                .query_row([], |r| {
-                    Ok(ConfigVersion {
-                        version: r.get::<_, i64>(0)? as u64,
-                        applied_at: r.get::<_, i64>(1)? as u64,
-                        applied_by: r.get(2)?,
-                        toml: r.get(3)?,
-                        file_hash: r.get(4)?,
-                        diff: r.get(5)?,
-                    })
+            )?
+            .query_row([], |r| {
+                Ok(ConfigVersion {
+                    version: r.get::<_, i64>(0)? as u64,
+                    applied_at: r.get::<_, i64>(1)? as u64,
+                    applied_by: r.get(2)?,
+                    toml: r.get(3)?,
+                    file_hash: r.get(4)?,
+                    diff: r.get(5)?,
                 })
-                .optional()?)
+            })
+            .optional()?)
         })
     }
 

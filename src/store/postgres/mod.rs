@@ -27,7 +27,8 @@ use tokio_postgres::{Client, Row, Statement};
 
 use super::schema::{self, Dialect, Events, Fields, Lease, Val};
 use super::{
-    Commit, ConfigVersion, Read, Retention, SharedStore, Store, StoreError, StoreOptions, StoreStats,
+    Commit, ConfigVersion, Read, Retention, SharedStore, Store, StoreError, StoreOptions,
+    StoreStats,
 };
 use crate::engine::{
     IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, StatusRow, Write,
