@@ -630,6 +630,7 @@ fn applied_answer(
             "diff": a.diff.lines().collect::<Vec<_>>(),
         })),
         Err(ApplyError::Config(e)) => config_refused(&e),
+        Err(e @ ApplyError::Patch(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ ApplyError::NoFile) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e @ ApplyError::Store(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -679,14 +680,7 @@ async fn patch_config(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
     };
-    let result = match crate::reconfig::patch(node.registry().config(), &patch) {
-        Ok(config) => {
-            node.apply_config(config, &operator.token_id, crate::node::Origin::Admin)
-                .await
-        }
-        Err(crate::reconfig::PatchError::Config(e)) => Err(e.into()),
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+    let result = node.patch_config(&patch, &operator.token_id).await;
     applied_answer(result, &operator, "patch")
 }
 

@@ -11,9 +11,12 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pagonode::codec::node_for_psp::{SendPaymentOutcomeRes, VerifyPaymentNoticeRes};
+use pagonode::codec::node_for_psp::{
+    ActivatePaymentNoticeRes, SendPaymentOutcomeRes, VerifyPaymentNoticeRes,
+};
 use pagonode::codec::{Message, write_envelope};
 use pagonode::config::{Config, Database};
+use pagonode::mock_ec::{ScriptAction, ScriptRule};
 use pagonode::server::RunningNode;
 use serde_json::{Value, json};
 
@@ -221,6 +224,59 @@ async fn a_broadcast_flag_flipped_at_runtime_changes_the_next_fan_out() {
     h.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_in_flight_finishes_under_the_configuration_it_started_with() {
+    let h = Harness::start_admin(with_alice).await;
+    let base = h.admin_url();
+    let nn = notice("02", "00");
+    h.ec.add_script(
+        ScriptRule::new("paGetPaymentV2", ScriptAction::Delay)
+            .for_notice(&nn)
+            .with_delay_ms(1_000),
+    )
+    .unwrap();
+    let in_flight = {
+        let (url, req) = (h.url(), activate(&PSP1, EC, &nn, 1000, None));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("SOAPAction", "activatePaymentNotice")
+                .header("Content-Type", "text/xml")
+                .body(write_envelope(&req))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    eventually(10, "the station asked for the payment data", || async {
+        h.ec.requests()
+            .iter()
+            .any(|r| {
+                r.operation.as_deref() == Some("paGetPaymentV2")
+                    && r.notice_number.as_deref() == Some(nn.as_str())
+            })
+            .then_some(())
+    })
+    .await;
+    // The Comune's IBAN is no longer registered: a transfer to it is refused from now on.
+    patch(
+        &base,
+        json!({ "ec": { EC: { "ibans": ["IT02A0301503200000003517230"] } } }),
+    )
+    .await;
+    let activated = in_flight.await.unwrap();
+    ok::<ActivatePaymentNoticeRes>(&activated);
+    h.refused::<_, ActivatePaymentNoticeRes>(
+        &activate(&PSP1, EC, &notice("02", "00"), 1000, None),
+        "PPT_STAZIONE_INT_PA_ERRORE_RESPONSE",
+    )
+    .await;
+    h.stop().await;
+}
+
 /// The time between a payment's activation and its deadline, from the admin story.
 async fn lifetime_ms(base: &str, nn: &str, token: &str) -> i64 {
     let (_, story) = admin_json("GET", base, &format!("/admin/payments/{EC}/{nn}"), None).await;
@@ -333,6 +389,12 @@ async fn a_refused_configuration_names_its_key_and_line_and_changes_nothing() {
         (400, Some("node.listen")),
         "{v}"
     );
+
+    for not_a_patch in ["[1]", "{\"psp\":"] {
+        let (status, v) =
+            admin_json("PATCH", &base, "/admin/config", Some(not_a_patch.into())).await;
+        assert_eq!(status, 400, "{not_a_patch}: {v}");
+    }
 
     // Nothing changed.
     assert_eq!(running(&base).await, (version, shown));

@@ -53,6 +53,18 @@ pub enum ApplyError {
     Store(#[from] StoreError),
     #[error("the node was started without a configuration file")]
     NoFile,
+    /// A merge patch that cannot be applied (not an object, or no TOML once applied).
+    #[error(transparent)]
+    Patch(reconfig::PatchError),
+}
+
+impl From<reconfig::PatchError> for ApplyError {
+    fn from(e: reconfig::PatchError) -> ApplyError {
+        match e {
+            reconfig::PatchError::Config(c) => ApplyError::Config(c),
+            other => ApplyError::Patch(other),
+        }
+    }
 }
 
 /// A configuration applied.
@@ -112,9 +124,34 @@ impl Node {
         by: &str,
         origin: Origin,
     ) -> Result<Applied, ApplyError> {
+        self.apply_with(|_| Ok(new), by, origin).await
+    }
+
+    /// Applies a JSON merge patch of the running configuration (see [`reconfig::patch`]) as
+    /// [`Node::apply_config`] applies a document.
+    pub async fn patch_config(
+        &self,
+        patch: &serde_json::Value,
+        by: &str,
+    ) -> Result<Applied, ApplyError> {
+        self.apply_with(
+            |running| Ok(reconfig::patch(running, patch)?),
+            by,
+            Origin::Admin,
+        )
+        .await
+    }
+
+    /// Applies the configuration `make` makes of the running one, one application at a time.
+    async fn apply_with(
+        &self,
+        make: impl FnOnce(&Config) -> Result<Config, ApplyError>,
+        by: &str,
+        origin: Origin,
+    ) -> Result<Applied, ApplyError> {
         let _one_at_a_time = self.applying.lock().await;
         let running = self.running();
-        let new = reconfig::prepare(new, running.config());
+        let new = reconfig::prepare(make(running.config())?, running.config());
         new.check()?;
         reconfig::check_runtime_change(running.config(), &new)?;
         let active = self.active_version();
@@ -165,9 +202,14 @@ impl Node {
     pub async fn reload_file(&self, by: &str) -> Result<Applied, ApplyError> {
         let path = self.running().config().file.clone();
         let path = path.ok_or(ApplyError::NoFile)?;
+        let file = path.display().to_string();
         let new = tokio::task::spawn_blocking(move || Config::from_file(&path))
             .await
-            .map_err(|e| StoreError::failed(format!("reading the configuration file: {e}")))??;
+            .map_err(|e| ConfigError {
+                key: file,
+                message: format!("cannot read: {e}"),
+                line: None,
+            })??;
         self.apply_config(new, by, Origin::File).await
     }
 
