@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use driver::{Due, TAKEOVER_MS};
 #[cfg(unix)]
 pub use reconfig::reload_on_hangup;
-pub use reconfig::{ActiveVersion, Applied, ApplyError, FOLLOW_EVERY, Origin, follow_store};
+pub use reconfig::{ActiveVersion, Applied, ApplyError, Origin, follow_store};
 pub use token::TokenIssuer;
 
 use crate::clock::Clock;

@@ -310,7 +310,7 @@ impl Node {
 }
 
 /// How often a node sharing its store looks for a new configuration version.
-pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Adopts, within [`FOLLOW_EVERY`], each configuration version another node on the shared
 /// store applies. A version this node cannot take is logged once and skipped.
