@@ -367,7 +367,14 @@ pub fn patch(running: &Config, patch: &Json) -> Result<Config, PatchError> {
     merge("", &mut doc, patch);
     drop_nulls(&mut doc);
     let text = toml::to_string(&doc).map_err(|e| PatchError::Toml(e.to_string()))?;
-    let mut cfg = Config::from_toml_str(&text)?;
+    // The document checked is made here: a line of it would point nowhere the caller sees.
+    let mut cfg = Config::from_toml_str(&text).map_err(|mut e| {
+        e.line = None;
+        if let Some(at) = e.key.find(" (line ") {
+            e.key.truncate(at);
+        }
+        e
+    })?;
     cfg.file = running.file.clone();
     Ok(cfg)
 }
@@ -473,7 +480,19 @@ mod tests {
         let Err(PatchError::Config(e)) = bad else {
             panic!("{bad:?}")
         };
-        assert_eq!(e.key, "timings.token_max_ms");
+        assert_eq!((e.key.as_str(), e.line), ("timings.token_max_ms", None));
+        let bad = patch(
+            &c,
+            &serde_json::json!({ "timings": { "token_max_ms": "soon" } }),
+        );
+        let Err(PatchError::Config(e)) = bad else {
+            panic!("{bad:?}")
+        };
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("timings.token_max_ms", None),
+            "{e}"
+        );
     }
 
     #[test]

@@ -154,6 +154,12 @@ async fn a_psp_disabled_at_runtime_is_refused_on_the_same_connection() {
         metrics.contains(&format!("pagonode_config_version {}", before + 2)),
         "{metrics}"
     );
+    let (status, live) = admin("GET", &base, "/console/live", None).await;
+    assert_eq!(status, 200, "{live}");
+    assert!(
+        live.contains(&format!("v{}", before + 2)) && live.contains("applied by alice"),
+        "{live}"
+    );
     // (The journal is written in the background.)
     let applied = format!("configuration version {} applied by alice", before + 1);
     let disabled = format!("~ psp.{}.enabled: true -> false", PSP1.id);
@@ -666,4 +672,10 @@ async fn two_nodes_on_postgresql_switch_together() {
     ok::<SendPaymentOutcomeRes>(&body);
     other.stop().await;
     h.stop().await;
+}
+
+/// Every test above, again on PostgreSQL (see `common::pg`).
+#[test]
+fn on_postgresql() {
+    common::pg::run_again_on_postgres();
 }
