@@ -119,7 +119,9 @@ pub fn prepare(mut new: Config, running: &Config) -> Config {
 }
 
 /// The canonical TOML of a configuration: what the store keeps and the diffs compare. The
-/// database's password is masked (each instance has its own `node.database`).
+/// database's password is masked (each instance has its own `node.database`). A configuration
+/// read from TOML always writes back (its paths are UTF-8, unset keys are left out): the
+/// fallback, a comment, would be refused by any node reading it.
 pub fn canonical(config: &Config) -> String {
     let mut c = config.clone();
     c.node.database = Database::parse(&config.node.database.to_string());
