@@ -55,7 +55,7 @@ enum Command {
     /// Replay traces (PSP/EC conversations, `docs/traces.md`) against a node; fails unless all pass.
     Replay(pagonode::replay::ReplayArgs),
     /// Read the event journal from a node's database (read-only): rows, a payment's story, a trace.
-    Journal(Box<pagonode::journal::cli::JournalArgs>),
+    Journal(Box<pagonode::cli::journal::JournalArgs>),
     /// Receipt delivery on a running node (admin listener): list FAILED copies, re-send.
     Receipts(pagonode::delivery::cli::ReceiptsArgs),
     /// Check SOAP messages (files, or `-` for stdin) against the nodeForPsp/paForNode contract.
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Replay(args)) => return pagonode::replay::main(args),
         Some(Command::Journal(args)) => {
-            return pagonode::journal::cli::main(args, pagonode::replay::export::export);
+            return pagonode::cli::journal::main(args, pagonode::replay::export::export);
         }
         _ => {}
     }

@@ -4,6 +4,8 @@
 //! share one store ([`SharedStore`]); [`MemoryStore`] has the same semantics in memory, for
 //! tests and the simulation.
 
+pub mod journal_query;
+pub mod legacy;
 pub mod memory;
 pub mod postgres;
 pub mod schema;

@@ -13,6 +13,7 @@ use std::thread;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
+use super::legacy;
 use super::schema::{self, Dialect, Events, Fields, Val};
 use super::{Commit, ConfigVersion, Read, Retention, Store, StoreError, StoreStats};
 use crate::engine::{
@@ -20,7 +21,7 @@ use crate::engine::{
 };
 use crate::journal::segment::{Rows, SegmentWriter};
 use crate::journal::writer::{JournalWriter, journal_dir};
-use crate::journal::{JournalQuery, JournalRow, legacy};
+use crate::journal::{JournalQuery, JournalRow};
 
 /// The schema, one step per version: applied in order, recorded in `PRAGMA user_version`.
 const MIGRATIONS: &[Migration] = &[
@@ -912,7 +913,7 @@ impl Store for SqliteStore {
     }
 
     fn query_journal<'a>(&'a self, q: &'a JournalQuery) -> Read<'a, Vec<JournalRow>> {
-        self.now(|c| Ok(crate::journal::query::query(c, &self.inner.journal_dir, q)?))
+        self.now(|c| Ok(super::journal_query::query(c, &self.inner.journal_dir, q)?))
     }
 
     fn maintenance(&self, r: Retention) -> Read<'_, usize> {

@@ -604,7 +604,7 @@ async fn insert_journal<'a>(pool: &Pool, batch: &'a [Rows]) -> Result<u64, Store
 
 /// One page of the journal (every node's), in time order (then by id).
 async fn query_journal(client: &Client, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
-    let (filter, args) = crate::journal::query::filters(q);
+    let (filter, args) = crate::store::journal_query::filters(q);
     let sql = format!(
         "SELECT id, {} FROM journal WHERE {filter} ORDER BY at, id LIMIT {}",
         schema::JOURNAL_FIELDS,
@@ -612,7 +612,9 @@ async fn query_journal(client: &Client, q: &JournalQuery) -> Result<Vec<JournalR
     );
     let rows = client.query(&sql, &params(&args)).await.map_err(failed)?;
     rows.iter()
-        .map(|r| crate::journal::query::journal_from(r).map_err(|e| schema::corrupt("journal", e)))
+        .map(|r| {
+            crate::store::journal_query::journal_from(r).map_err(|e| schema::corrupt("journal", e))
+        })
         .collect()
 }
 

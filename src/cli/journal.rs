@@ -11,11 +11,11 @@ use std::process::ExitCode;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::story::{self, Classification, row_json, timestamp};
-use super::{Cursor, JournalQuery, JournalRow, parse_time};
 use crate::codec::types::{FiscalCode, NoticeNumber};
 use crate::config::{Config, Database};
 use crate::engine::{NoticeKey, StatusRow};
+use crate::journal::story::{self, Classification, row_json, timestamp};
+use crate::journal::{Cursor, JournalQuery, JournalRow, parse_time};
 
 /// Where the database is: named, or taken from a node configuration.
 #[derive(Debug, Clone, clap::Args)]
@@ -215,7 +215,7 @@ impl JournalReader {
         Ok(JournalReader {
             backend: Backend::Sqlite {
                 conn,
-                exchanges: super::writer::journal_dir(db),
+                exchanges: crate::journal::writer::journal_dir(db),
             },
             name: db.display().to_string(),
         })
@@ -225,7 +225,8 @@ impl JournalReader {
     pub fn query(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
         match &self.backend {
             Backend::Sqlite { conn, exchanges } => {
-                super::query::query(conn, exchanges, q).map_err(|e| format!("{}: {e}", self.name))
+                crate::store::journal_query::query(conn, exchanges, q)
+                    .map_err(|e| format!("{}: {e}", self.name))
             }
             Backend::Postgres { url } => std::thread::scope(|s| {
                 s.spawn(|| crate::store::postgres::read_journal(url, q))
