@@ -27,8 +27,8 @@ use tokio_postgres::{Client, Row, Statement};
 
 use super::schema::{self, Dialect, Events, Fields, Lease, Val};
 use super::{
-    Commit, ConfigVersion, Read, Retention, SharedStore, Store, StoreError, StoreOptions,
-    StoreStats,
+    Commit, CommitCounters, ConfigVersion, Read, Retention, SharedStore, Store, StoreError,
+    StoreOptions, StoreStats,
 };
 use crate::engine::{
     IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, StatusRow, Write,
@@ -71,15 +71,8 @@ struct Inner {
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     journal: Mutex<Option<mpsc::UnboundedSender<JournalMsg>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    counters: Arc<Counters>,
+    counters: Arc<CommitCounters>,
     lease: Lease,
-}
-
-#[derive(Default)]
-struct Counters {
-    transactions: AtomicU64,
-    commit_jobs: AtomicU64,
-    metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 fn failed(e: tokio_postgres::Error) -> StoreError {
@@ -199,7 +192,7 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(StoreError::failed)?;
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(CommitCounters::default());
         let lease = Lease {
             owner: rand::random::<u64>() >> 1 | 1,
             lease_ms: options.lease_ms,
@@ -349,7 +342,7 @@ fn retryable(e: &StoreError, conn: &Option<Conn>) -> bool {
 async fn writer(
     target: Arc<connect::Target>,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    counters: Arc<Counters>,
+    counters: Arc<CommitCounters>,
     dialect: Dialect,
 ) {
     let mut conn: Option<Conn> = None;
@@ -380,13 +373,7 @@ async fn writer(
             }
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect::<Vec<_>>(),
         };
-        if commits > 0 {
-            counters.transactions.fetch_add(1, Ordering::Relaxed);
-            counters.commit_jobs.fetch_add(commits, Ordering::Relaxed);
-            let m = &counters.metrics;
-            m.transaction_seconds.observe_duration(writing.elapsed());
-            m.batch_commits.observe(commits);
-        }
+        counters.committed(commits, writing);
         // Committed, nobody told yet: the crash window the crash test stops the node in.
         crate::failpoints::failpoint!("store.committed", results.iter().any(Result::is_ok));
         for (job, r) in batch.into_iter().zip(results) {
@@ -627,16 +614,11 @@ async fn status_history(client: &Client, key: &NoticeKey) -> Result<Vec<StatusRo
         )
         .await
         .map_err(failed)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let lines: String = row
-            .try_get(0)
-            .map_err(|e| schema::corrupt("status_history", e.to_string()))?;
-        out.extend(
-            schema::status_rows(key, &lines).map_err(|e| schema::corrupt("status_history", e))?,
-        );
-    }
-    Ok(out)
+    schema::status_history(
+        key,
+        rows.iter()
+            .map(|r| r.text("rows").map(Option::unwrap_or_default)),
+    )
 }
 
 /// Runs `read` on a connection of its own to the database at `url` (the read-only
@@ -914,10 +896,7 @@ impl Store for PgStore {
     }
 
     fn stats(&self) -> StoreStats {
-        StoreStats {
-            transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
-            commit_jobs: self.inner.counters.commit_jobs.load(Ordering::Relaxed),
-        }
+        self.inner.counters.stats()
     }
 
     fn metrics(&self) -> Option<Arc<crate::metrics::StoreMetrics>> {
