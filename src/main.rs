@@ -144,7 +144,9 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), String> {
     let signal = pagonode::server::shutdown_signal();
-    let node = RunningNode::start(config, None, None).await?;
+    let node = RunningNode::start(config, None, None)
+        .await
+        .map_err(|e| e.to_string())?;
     match node.admin_url() {
         Some(admin) => tracing::info!(url = %node.url(), %admin, "node listening"),
         None => tracing::info!(url = %node.url(), "node listening (admin listener off)"),
@@ -178,7 +180,9 @@ async fn demo(database: PathBuf, fresh: bool) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let signal = pagonode::server::shutdown_signal();
-    let node = RunningNode::start(config.clone(), None, None).await?;
+    let node = RunningNode::start(config.clone(), None, None)
+        .await
+        .map_err(|e| e.to_string())?;
     let channel = &config.channel[0];
     println!();
     println!("pagonode demo is running.");
