@@ -626,15 +626,15 @@ async fn status_history(client: &Client, key: &NoticeKey) -> Result<Vec<StatusRo
 fn read_alone<T>(
     url: &str,
     read: impl AsyncFnOnce(&Client) -> Result<T, StoreError>,
-) -> Result<T, String> {
+) -> Result<T, StoreError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(StoreError::failed)?;
     rt.block_on(async {
-        let t = target(url).map_err(|e| e.to_string())?;
-        let (client, task) = connect_one(&t).await.map_err(|e| e.to_string())?;
-        let out = read(&client).await.map_err(|e| e.to_string());
+        let t = target(url)?;
+        let (client, task) = connect_one(&t).await?;
+        let out = read(&client).await;
         drop(client);
         task.abort();
         out
@@ -642,12 +642,12 @@ fn read_alone<T>(
 }
 
 /// One page of the journal of the database at `url`.
-pub fn read_journal(url: &str, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
+pub fn read_journal(url: &str, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
     read_alone(url, async |c| query_journal(c, q).await)
 }
 
 /// A notice's status histories in the database at `url`.
-pub fn read_status_history(url: &str, key: &NoticeKey) -> Result<Vec<StatusRow>, String> {
+pub fn read_status_history(url: &str, key: &NoticeKey) -> Result<Vec<StatusRow>, StoreError> {
     read_alone(url, async |c| status_history(c, key).await)
 }
 
