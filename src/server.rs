@@ -50,9 +50,8 @@ pub enum StartError {
     /// A listener's address could not be read, or the HTTP server refused the listener.
     #[error("{0}")]
     Listener(#[from] std::io::Error),
-    /// The certificate or key files of `node.tls_cert` (the message names the file).
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] crate::front::certs::CertError),
     #[error(
         "the admin listener {0} (node.admin_listen) is reachable beyond loopback and has no \
          admin token: set node.admin_token, or listen on 127.0.0.1"
@@ -132,8 +131,8 @@ impl RunningNode {
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
-        let tls = crate::front::certs::server_config(&config.node).map_err(StartError::Tls)?;
-        let admin_tls = crate::front::certs::admin_config(&config.node).map_err(StartError::Tls)?;
+        let tls = crate::front::certs::server_config(&config.node)?;
+        let admin_tls = crate::front::certs::admin_config(&config.node)?;
         if let Some(l) = &admin_listener {
             admin_exposure(l, &config.node)?;
         }
