@@ -90,7 +90,9 @@ enum Failure {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// The load generator's and the receipts command's own report.
+    #[error(transparent)]
+    Receipts(#[from] pagonode::delivery::cli::ReceiptsError),
+    /// The load generator's own report.
     #[error("{0}")]
     Tool(String),
 }
@@ -153,9 +155,7 @@ fn main() -> ExitCode {
             }
             Command::MockEc { config } => mock_ec(config.as_ref()).await,
             Command::Loadgen(args) => pagonode::loadgen::run(args).await.map_err(Failure::Tool),
-            Command::Receipts(args) => pagonode::delivery::cli::run(args)
-                .await
-                .map_err(Failure::Tool),
+            Command::Receipts(args) => Ok(pagonode::delivery::cli::run(args).await?),
             Command::Validate { .. } | Command::Replay(_) | Command::Journal(_) => {
                 unreachable!("handled above")
             }
