@@ -101,6 +101,12 @@ routes! {
     // Both spellings the official BDD suite's harness calls.
     GET "/monitoring/v1/jobs/trigger/{job}" => trigger_job, Token;
     GET "/jobs/trigger/{job}" => trigger_job, Token;
+    GET "/admin/config" => get_config, Token;
+    POST "/admin/config" => post_config, Token;
+    PATCH "/admin/config" => patch_config, Token;
+    // Both spellings, as for the job triggers.
+    GET "/monitoring/v1/config/refresh/{what}" => refresh_config, Token;
+    GET "/config/refresh/{what}" => refresh_config, Token;
     GET "/console/" => console::home, Token;
     GET "/console/live" => console::live, Token;
     GET "/console/journal" => console::journal, Token;
@@ -128,7 +134,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(
         web::FormConfig::default()
             .error_handler(|e, _| bad_request_error(format!("bad form: {e}"))),
-    );
+    )
+    // A whole configuration (`POST /admin/config`) may list thousands of parties.
+    .app_data(web::PayloadConfig::new(CONFIG_BODY_LIMIT));
     serve_routes(cfg);
     cfg.default_service(web::to(no_route));
 }
@@ -579,15 +587,162 @@ async fn service_levels(node: web::Data<Arc<Node>>) -> HttpResponse {
     }))
 }
 
+/// The largest configuration document `POST`/`PATCH /admin/config` read.
+const CONFIG_BODY_LIMIT: usize = 16 << 20;
+
+/// `GET /admin/config`: the running configuration as TOML (canonical, secrets redacted), its
+/// version in a leading comment and in `X-Config-Version`.
+async fn get_config(node: web::Data<Arc<Node>>) -> HttpResponse {
+    let active = node.active_version();
+    let text = crate::reconfig::redacted(node.registry().config());
+    let at = crate::journal::story::timestamp(active.applied_at);
+    HttpResponse::Ok()
+        .content_type("application/toml; charset=utf-8")
+        .insert_header(("X-Config-Version", active.version.to_string()))
+        .body(format!(
+            "# configuration version {}, applied by {} at {at}\n{text}",
+            active.version, active.applied_by
+        ))
+}
+
+/// The answer to a configuration applied, or refused (400 naming the key, and the line for a
+/// document that does not parse; 409 when the node has no file to read; 500 when the store
+/// failed: in every case nothing changed).
+fn applied_answer(
+    result: Result<crate::node::Applied, crate::node::ApplyError>,
+    operator: &Operator,
+    how: &str,
+) -> HttpResponse {
+    use crate::node::ApplyError;
+    tracing::info!(
+        target: "pagonode::audit",
+        token = %operator.token_id,
+        address = %operator.address,
+        version = result.as_ref().ok().map(|a| a.version),
+        changed = result.as_ref().ok().map(|a| !a.diff.is_empty()),
+        error = result.as_ref().err().map(|e| e.to_string()),
+        "admin: configuration {how}"
+    );
+    match result {
+        Ok(a) => HttpResponse::Ok().json(json!({
+            "version": a.version,
+            "changed": !a.diff.is_empty(),
+            "diff": a.diff.lines().collect::<Vec<_>>(),
+        })),
+        Err(ApplyError::Config(e)) => config_refused(&e),
+        Err(e @ ApplyError::Patch(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ ApplyError::NoFile) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ ApplyError::Store(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// 400 for a configuration refused, naming its key.
+fn config_refused(e: &crate::config::ConfigError) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({ "error": e.to_string(), "key": e.key }))
+}
+
+/// `POST /admin/config`: a whole TOML document, checked as at start, applied as a new version.
+async fn post_config(
+    body: web::Bytes,
+    operator: web::ReqData<Operator>,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the configuration is not UTF-8");
+    };
+    let running = node.registry();
+    // Lines are the document's own unless it carried redacted secrets (then rewritten).
+    let restored = crate::reconfig::restore_secrets(text, running.config());
+    let result = match crate::config::Config::from_toml_str(restored.as_deref().unwrap_or(text)) {
+        Ok(config) => {
+            node.apply_config(config, &operator.token_id, crate::node::Origin::Admin)
+                .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    // Errors name the line of the document sent (also a key read at start only, and in a
+    // document whose redacted secrets were filled in above).
+    let result = result.map_err(|e| match e {
+        crate::node::ApplyError::Config(c) => c.located_in(text).into(),
+        other => other,
+    });
+    applied_answer(result, &operator, "document")
+}
+
+/// `PATCH /admin/config`: a JSON merge patch (RFC 7386) of the running configuration, entities
+/// addressed by id (see [`crate::reconfig`]), applied as a new version.
+async fn patch_config(
+    body: web::Bytes,
+    operator: web::ReqData<Operator>,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
+    let patch: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let result = node.patch_config(&patch, &operator.token_id).await;
+    applied_answer(result, &operator, "patch")
+}
+
+/// What `/config/refresh/{what}` accepts: the official node's cache names (this node has one
+/// configuration: each refreshes it whole).
+const REFRESHABLE: &[&str] = &["CONFIG", "ALL", "PA", "PSP"];
+
+/// `GET /config/refresh/{CONFIG|ALL|PA|PSP}`: reads the configuration file again (a node
+/// started without one adopts the last stored version), in the official `ActionResponse`.
+async fn refresh_config(
+    path: web::Path<String>,
+    operator: web::ReqData<Operator>,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
+    let what = path.into_inner();
+    let action = format!("Refresh configuration {what}");
+    if !REFRESHABLE.contains(&what.as_str()) {
+        let why = format!(
+            "unknown configuration '{what}': one of {}",
+            REFRESHABLE.join(", ")
+        );
+        return action_answer(StatusCode::NOT_FOUND, &action, &why);
+    }
+    let result = match node.reload_file(&operator.token_id).await {
+        Err(crate::node::ApplyError::NoFile) => node.adopt_stored().await.map(|_| ()),
+        other => other.map(drop),
+    };
+    tracing::info!(
+        target: "pagonode::audit",
+        token = %operator.token_id,
+        address = %operator.address,
+        error = result.as_ref().err().map(|e| e.to_string()),
+        "admin: configuration refresh"
+    );
+    let version = node.active_version().version;
+    match result {
+        Ok(()) => action_answer(
+            StatusCode::OK,
+            &action,
+            &format!("configuration version {version} in force"),
+        ),
+        Err(crate::node::ApplyError::Config(e)) => {
+            action_answer(StatusCode::BAD_REQUEST, &action, &e.to_string())
+        }
+        Err(e) => action_answer(StatusCode::INTERNAL_SERVER_ERROR, &action, &e.to_string()),
+    }
+}
+
 /// The official node's answer to a job trigger (`ActionResponse`: `success`, `action`,
 /// `description`), as its monitoring API's `jobs/trigger/{job}` route writes it: `text/plain`,
 /// HTTP 200 when the job ran, 500 when it failed (the official node framework's
 /// `NodoRoute.jobTrigger` and `PollerActor`, published in `pagopa/pagopa-fdr-nodo-dei-pagamenti`).
 /// (The one admin answer not in the `{"error": …}` shape: the official suite reads this one.)
 fn job_answer(status: StatusCode, job: &str, description: &str) -> HttpResponse {
+    action_answer(status, &format!("Trigger job {job}"), description)
+}
+
+/// An `ActionResponse` (see [`job_answer`]).
+fn action_answer(status: StatusCode, action: &str, description: &str) -> HttpResponse {
     let body = json!({
         "success": status.is_success(),
-        "action": format!("Trigger job {job}"),
+        "action": action,
         "description": description,
     });
     let content_type = if status.is_success() {

@@ -6,19 +6,78 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::codec::types::{FiscalCode, Iban, Password, ServiceCode, Text35};
 
 /// The example configuration shipped with the node (also what `pagonode` with no arguments runs).
 pub const EXAMPLE: &str = include_str!("../pagonode.example.toml");
 
-/// A configuration error: the key (TOML path) and what is wrong with it.
+/// A configuration error: the key (TOML path), its line in the document when known, and what
+/// is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration error at `{key}`: {message}")]
+#[error("configuration error at `{key}`{}: {message}", line.map(|n| format!(" (line {n})")).unwrap_or_default())]
 pub struct ConfigError {
     pub key: String,
     pub message: String,
+    /// The key's line in the document (a parse error names it in `key`).
+    pub line: Option<usize>,
+}
+
+impl ConfigError {
+    /// The error with the line of its key in `text`, when it can be found there (a parse error
+    /// names its line in its key).
+    pub fn located_in(mut self, text: &str) -> ConfigError {
+        if !self.key.contains("(line ") {
+            self.line = locate(text, &self.key);
+        }
+        self
+    }
+}
+
+/// The line (1-based) of a key like `station[2].url` or `timings.token_max_ms` in a TOML
+/// document written with table headers (`[[station]]`, `[timings]`): the key's own line, else
+/// its table's header.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let header = |l: &str| l.starts_with('[');
+    let (mut start, mut end) = (0, lines.len());
+    let mut path = String::new();
+    let mut found = None;
+    for seg in key.split('.') {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        let table = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
+        let wanted = match index {
+            Some(_) => format!("[[{table}]]"),
+            None => format!("[{table}]"),
+        };
+        let at = (start..end)
+            .filter(|&i| lines[i] == wanted)
+            .nth(index.unwrap_or(0));
+        if let Some(h) = at {
+            // The table runs to the next header that is not one of its own sub-tables.
+            let own = [format!("[{table}."), format!("[[{table}.")];
+            start = h + 1;
+            end = (start..end)
+                .find(|&i| header(lines[i]) && !own.iter().any(|o| lines[i].starts_with(o)))
+                .unwrap_or(end);
+            found = Some(h + 1);
+            path = table;
+            continue;
+        }
+        let own_key = (start..end)
+            .take_while(|&i| !header(lines[i]))
+            .find(|&i| lines[i].split('=').next().map(str::trim) == Some(name));
+        return own_key.map(|i| i + 1).or(found);
+    }
+    found
 }
 
 /// Something the node accepts but will refuse at request time: a reference the official node's
@@ -34,10 +93,11 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
         message: message.into(),
+        line: None,
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeSection,
@@ -58,9 +118,12 @@ pub struct Config {
     pub service: Vec<ServiceConfig>,
     /// The simulated EC's own table: read by `pagonode mock-ec`, ignored by the node.
     pub mock_ec: Option<toml::Value>,
+    /// The file the configuration was read from: SIGHUP and `/config/refresh` read it again.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSection {
     /// Where nodeForPsp is served.
@@ -171,7 +234,7 @@ impl Database {
 }
 
 /// Whether the nodeForPsp listener requires a client certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     Optional,
@@ -180,7 +243,7 @@ pub enum ClientAuth {
 
 /// What a peer may hold of the node: time, connections and requests (`[limits]`). Timeouts and
 /// connection caps hold for every listener; rates for nodeForPsp. A rate of 0 is off.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FrontLimits {
     /// Time for a client to send a request's head (the request line and headers), on a new
@@ -208,7 +271,7 @@ pub struct FrontLimits {
 }
 
 /// The answer to a request over its rate (`limits.over_rate`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OverRate {
     #[serde(rename = "http_429")]
@@ -259,7 +322,7 @@ impl std::fmt::Display for Database {
 
 /// How the node reaches stations (`[outbound]`): the defaults of every station, each of which
 /// a station may override.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Outbound {
     /// Largest answer read from a station; a longer one is not a valid answer
@@ -287,6 +350,17 @@ impl Default for Outbound {
     }
 }
 
+/// The URL or path as written (the stored versions mask its password: see
+/// [`crate::reconfig`]).
+impl Serialize for Database {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Database::Sqlite(p) => p.serialize(s),
+            Database::Postgres(url) => url.serialize(s),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Database {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Database, D::Error> {
         String::deserialize(d).map(|s| Database::parse(&s))
@@ -294,7 +368,7 @@ impl<'de> Deserialize<'de> for Database {
 }
 
 /// When an expired payment token stops locking its notice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExpiryMode {
     /// At its deadline: the token is cancelled then, and every transition also compares `now`
@@ -308,7 +382,7 @@ pub enum ExpiryMode {
 }
 
 /// The node's timings, in milliseconds unless the name says otherwise.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timings {
     /// Token lifetime when activate omits `expirationTime` (`default_token_duration_validity_millis`).
@@ -351,7 +425,7 @@ impl Default for Timings {
 }
 
 /// How receipts are retried (official: 48 attempts one hour apart).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiptPolicy {
     pub max_attempts: u32,
@@ -370,7 +444,7 @@ impl Default for ReceiptPolicy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalSection {
     pub enabled: bool,
@@ -391,7 +465,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PspConfig {
     pub id: String,
@@ -405,7 +479,7 @@ pub struct PspConfig {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PspBrokerConfig {
     pub id: String,
@@ -434,7 +508,7 @@ impl PspBrokerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     pub id: String,
@@ -460,7 +534,7 @@ fn default_models() -> Vec<String> {
 /// The payment model verify and activate require of the channel.
 pub const ATTIVATO_PRESSO_PSP: &str = "ATTIVATO_PRESSO_PSP";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EcConfig {
     pub fiscal_code: String,
@@ -474,7 +548,7 @@ pub struct EcConfig {
     pub ibans: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EcBrokerConfig {
     pub id: String,
@@ -482,7 +556,7 @@ pub struct EcBrokerConfig {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
     pub id: String,
@@ -513,7 +587,7 @@ fn one() -> u8 {
 }
 
 /// `PA_STAZIONE_PA`: which station serves which notices of an EC.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationLinkConfig {
     pub ec: String,
@@ -530,7 +604,7 @@ pub struct StationLinkConfig {
 }
 
 /// A spontaneous-payment service of the catalogue ("catalogoServizi").
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// `idServizio` (5 characters).
@@ -551,7 +625,7 @@ fn two() -> u8 {
 }
 
 /// A `soggettoErogante`: an EC offering the service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceProviderConfig {
     /// `idSoggettoServizio` (5 characters): what the PSP sends in demandPaymentNotice.
@@ -575,14 +649,16 @@ impl Config {
             let key = e.span().map(|s| describe_span(text, s)).unwrap_or_default();
             err(key, e.message().to_string())
         })?;
-        cfg.check()?;
+        cfg.check().map_err(|e| e.located_in(text))?;
         Ok(cfg)
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
-        Config::from_toml_str(&text)
+        let mut cfg = Config::from_toml_str(&text)?;
+        cfg.file = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// `node.database` from [`DATABASE_ENV`], when it is set.
@@ -599,7 +675,8 @@ impl Config {
         Config::from_toml_str(EXAMPLE).expect("the shipped example configuration is valid")
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// The checks [`Config::from_toml_str`] runs after parsing.
+    pub fn check(&self) -> Result<(), ConfigError> {
         if let Some(level) = &self.log.level {
             tracing_subscriber::EnvFilter::try_new(level)
                 .map_err(|e| err("log.level", e.to_string()))?;
@@ -1159,6 +1236,18 @@ mod tests {
             Some(Path::new("/var/lib/pagonode/pagonode.db"))
         );
         assert!(c.psp.is_empty(), "parties are the operator's to add");
+    }
+
+    #[test]
+    fn errors_name_the_line_of_their_key() {
+        let bad = EXAMPLE.replacen("password = \"pwdpwdpwd\"", "password = \"short\"", 1);
+        let e = Config::from_toml_str(&bad).unwrap_err();
+        let line = bad.lines().position(|l| l.contains("\"short\"")).unwrap() + 1;
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.to_string().contains(&format!("(line {line})")), "{e}");
+        let text = "[node]\nlisten = \"x\"\n\n[timings]\n# a comment\ntoken_max_ms = 0\n";
+        let e = Config::from_toml_str(text).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("timings.token_max_ms", Some(6)));
     }
 
     #[test]

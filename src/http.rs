@@ -151,8 +151,9 @@ async fn read_and_handle(req: &HttpRequest, mut payload: web::Payload, node: &No
         let op = crate::codec::detect_operation(action, query, b"");
         return node.over_rate(op, wait);
     }
-    let key = req.headers().get(front.keys.header()).map(|v| v.as_bytes());
-    match front.keys.check(key, req.query_string()) {
+    let keys = front.keys();
+    let key = req.headers().get(keys.header()).map(|v| v.as_bytes());
+    match keys.check(key, req.query_string()) {
         Ok(broker) => peer.key_broker = broker.map(str::to_string),
         Err(refusal) => {
             refused(Reason::SubscriptionKey, "HTTP_401", &peer);

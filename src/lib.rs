@@ -13,6 +13,7 @@ pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod mock_ec;
+pub mod reconfig;
 pub mod registry;
 pub mod store;
 pub mod wsdl;

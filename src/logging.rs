@@ -9,7 +9,9 @@ use std::io::IsTerminal;
 use serde::Deserialize;
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines (coloured when stderr is a terminal).
@@ -21,7 +23,7 @@ pub enum LogFormat {
 }
 
 /// The `[log]` table of the configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// `text` or `json` (`--log-format` and `PAGONODE_LOG_FORMAT` take precedence).

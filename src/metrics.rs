@@ -271,6 +271,8 @@ pub struct Gauges {
     pub activations_in_flight: usize,
     pub store_transactions: u64,
     pub store_commits: u64,
+    /// The running configuration's version (0: not stored yet).
+    pub config_version: u64,
 }
 
 /// The node's counters and histograms.
@@ -739,6 +741,12 @@ impl Collector for Scrape {
             "activations_in_flight",
             "Activations waiting for the station's payment data",
             g.activations_in_flight as f64,
+        )?;
+        gauge(
+            &mut e,
+            "config_version",
+            "The version of the configuration the node runs (config_versions)",
+            g.config_version as f64,
         )?;
 
         family(

@@ -112,6 +112,7 @@ impl RunningNode {
                 "subscription keys are on and these PSP brokers have none: their requests are refused (HTTP 401)"
             );
         }
+        let reload_on_hangup = config.file.is_some();
         let registry = Arc::new(Registry::new(config));
         let node = Arc::new(Node::new(
             registry,
@@ -120,6 +121,9 @@ impl RunningNode {
             Arc::new(SystemClock),
             TokenIssuer::random(),
         ));
+        node.settle_config()
+            .await
+            .map_err(|e| format!("configuration: {e}"))?;
 
         let mut tasks = vec![
             tokio::spawn(crate::node::driver::run(node.clone())),
@@ -127,6 +131,11 @@ impl RunningNode {
         ];
         if store.shared().is_some() {
             tasks.push(tokio::spawn(crate::node::driver::take_over(node.clone())));
+            tasks.push(tokio::spawn(crate::node::follow_store(node.clone())));
+        }
+        #[cfg(unix)]
+        if reload_on_hangup {
+            tasks.push(tokio::spawn(crate::node::reload_on_hangup(node.clone())));
         }
         let (paying, pending) = node
             .recover()

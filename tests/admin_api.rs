@@ -72,6 +72,7 @@ fn instance(path: &str) -> String {
         .replace("{notice_number}", "302000100000009424")
         .replace("{receipt_id}", "ffffffffffffffffffffffffffffffff")
         .replace("{job}", "paSendRt")
+        .replace("{what}", "CONFIG")
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ const TOKEN: &str = "s3cret-admin-token";
 /// gets.
 struct Route {
     pattern: &'static str,
-    post: bool,
+    method: &'static str,
     path: String,
     form: &'static str,
     refused: Option<u16>,
@@ -28,7 +28,7 @@ const UNAUTHORIZED: Option<u16> = Some(401);
 fn routes(token: &str, nn: &str) -> Vec<Route> {
     let get = |pattern, path: String, refused, authorized_status| Route {
         pattern,
-        post: false,
+        method: "GET",
         path,
         form: "",
         refused,
@@ -36,7 +36,7 @@ fn routes(token: &str, nn: &str) -> Vec<Route> {
     };
     let post = |pattern, path: String, form, refused, authorized_status| Route {
         pattern,
-        post: true,
+        method: "POST",
         path,
         form,
         refused,
@@ -87,6 +87,37 @@ fn routes(token: &str, nn: &str) -> Vec<Route> {
         get(
             "/jobs/trigger/{job}",
             "/jobs/trigger/mod3CancelV2".into(),
+            UNAUTHORIZED,
+            200,
+        ),
+        get("/admin/config", "/admin/config".into(), UNAUTHORIZED, 200),
+        // An empty document is the default configuration: refused (another listen address),
+        // nothing changed.
+        post(
+            "/admin/config",
+            "/admin/config".into(),
+            "",
+            UNAUTHORIZED,
+            400,
+        ),
+        // An empty merge patch: nothing changes.
+        Route {
+            pattern: "/admin/config",
+            method: "PATCH",
+            path: "/admin/config".into(),
+            form: "{}",
+            refused: UNAUTHORIZED,
+            authorized_status: 200,
+        },
+        get(
+            "/monitoring/v1/config/refresh/{what}",
+            "/monitoring/v1/config/refresh/CONFIG".into(),
+            UNAUTHORIZED,
+            200,
+        ),
+        get(
+            "/config/refresh/{what}",
+            "/config/refresh/ALL".into(),
             UNAUTHORIZED,
             200,
         ),
@@ -151,10 +182,10 @@ fn routes(token: &str, nn: &str) -> Vec<Route> {
 }
 
 /// The routes `src/admin.rs` declares (its `ROUTES` table is what the listener serves).
-fn registered() -> Vec<(bool, &'static str)> {
+fn registered() -> Vec<(&'static str, &'static str)> {
     pagonode::admin::ROUTES
         .iter()
-        .map(|r| (r.method == "POST", r.path))
+        .map(|r| (r.method, r.path))
         .collect()
 }
 
@@ -165,11 +196,8 @@ async fn call(
     authorization: Option<&str>,
 ) -> u16 {
     let url = format!("{base}{}", route.path);
-    let mut req = if route.post {
-        http.post(url)
-    } else {
-        http.get(url)
-    };
+    let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
+    let mut req = http.request(method, url);
     if !route.form.is_empty() {
         req = req
             .header("Content-Type", "application/x-www-form-urlencoded")
@@ -185,9 +213,9 @@ async fn call(
 fn the_table_lists_every_admin_route() {
     let registered = registered();
     assert!(registered.len() >= 7, "{registered:?}");
-    let listed: Vec<(bool, &str)> = routes("t", "n")
+    let listed: Vec<(&str, &str)> = routes("t", "n")
         .iter()
-        .map(|r| (r.post, r.pattern))
+        .map(|r| (r.method, r.pattern))
         .collect();
     for p in &registered {
         assert!(

@@ -396,6 +396,16 @@ impl Store for Counted {
     fn health(&self) -> Read<'_, ()> {
         self.store.health()
     }
+    fn save_config(&self, v: pagonode::store::ConfigVersion) -> Read<'_, u64> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.store.save_config(v)
+    }
+    fn latest_config(&self) -> Read<'_, Option<pagonode::store::ConfigVersion>> {
+        self.store.latest_config()
+    }
+    fn latest_config_version(&self) -> Read<'_, u64> {
+        self.store.latest_config_version()
+    }
     fn stats(&self) -> StoreStats {
         self.store.stats()
     }

@@ -161,7 +161,8 @@ pub async fn login(
     form: web::Form<Login>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    let node_cfg = &node.registry().config().node;
+    let registry = node.registry();
+    let node_cfg = &registry.config().node;
     let Some(id) = token_id(node_cfg, form.token.as_bytes()) else {
         tracing::info!(target: "pagonode::audit", address = %super::peer(&req), "console login refused");
         return login_page(
@@ -246,6 +247,7 @@ async fn live_view(node: &Node) -> Markup {
         .await
         .map_or_else(|e| e.to_string(), |n| n.to_string());
     let window = SLA_WINDOW_MS / 60_000;
+    let config = node.active_version();
     html! {
         p.muted { "Last " (window) " minutes, updated " time { (timestamp(now)) } ". Service level: "
             (SLA_TARGET_PERCENT) "% within 2 s." }
@@ -255,6 +257,8 @@ async fn live_view(node: &Node) -> Markup {
             div.card { span.big { (payments) } span { "payments in memory" } }
             div.card { span.big { (activating) } span { "activations waiting for their station" } }
             div.card { span.big { (if health.store.is_ok() { "UP" } else { "DOWN" }) } span { "store" } }
+            div.card #config-version { span.big { "v" (config.version) } span { "configuration, applied by "
+                (config.applied_by) " at " time { (timestamp(config.applied_at)) } } }
         }
         h2 { "EC stations: answers within 2 s" }
         table #stations {

@@ -43,7 +43,8 @@ pub struct Peer {
 /// The front door's state: keys, limiters and counters.
 #[derive(Debug)]
 pub struct FrontDoor {
-    pub keys: SubscriptionKeys,
+    /// Replaced whole when a configuration is applied at runtime.
+    keys: std::sync::RwLock<Arc<SubscriptionKeys>>,
     pub rates: RateLimits,
     /// Open nodeForPsp connections per address.
     pub connections: Arc<Connections>,
@@ -54,12 +55,23 @@ pub struct FrontDoor {
 impl FrontDoor {
     pub fn new(config: &Config) -> FrontDoor {
         FrontDoor {
-            keys: SubscriptionKeys::new(config),
+            keys: std::sync::RwLock::new(Arc::new(SubscriptionKeys::new(config))),
             rates: RateLimits::new(&config.limits),
             connections: Connections::new(config.limits.max_connections_per_address),
             refusals: Refusals::default(),
             body_timeout: Duration::from_millis(config.limits.body_timeout_ms),
         }
+    }
+
+    /// The subscription keys in force.
+    pub fn keys(&self) -> Arc<SubscriptionKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts the keys (and key header) of a configuration applied at runtime in force.
+    pub fn set_keys(&self, config: &Config) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(SubscriptionKeys::new(config));
     }
 
     /// Forgets the limiters' state of peers gone quiet.

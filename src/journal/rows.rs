@@ -189,6 +189,25 @@ pub fn internal_error(at: Millis, detail: &str) -> Rows {
     rows
 }
 
+/// The row of a configuration version applied (`who` applied it; `diff` is what changed).
+pub fn config_applied(at: Millis, version: u64, who: &str, diff: &str) -> Rows {
+    let detail = format!("configuration version {version} applied by {who}\n{diff}");
+    let mut rows = Rows::new();
+    rows.push(&RowRef {
+        at,
+        component: "node",
+        category: Some(Category::Internal),
+        primitive: "configApplied",
+        subtype: Some(Subtype::Intern),
+        outcome: Some("OK"),
+        caller: Some(who),
+        callee: Some(NODE),
+        detail: Some(&detail),
+        ..RowRef::default()
+    });
+    rows
+}
+
 /// The row of a state change (the store commits it with the change).
 pub fn event_row(e: &StateEvent) -> RowRef<'_> {
     RowRef {

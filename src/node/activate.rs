@@ -97,10 +97,10 @@ impl Node {
         if let Some(reply) = self.idempotent_reply(&ctx).await {
             return (reply, keys);
         }
-        let checks = self
-            .registry()
+        let registry = self.registry();
+        let checks = registry
             .require_psp_activation(&caller)
-            .and_then(|_| self.registry().route_notice(a.qr));
+            .and_then(|_| registry.route_notice(a.qr));
         let route = match checks {
             Ok(route) => route,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
@@ -125,12 +125,12 @@ impl Node {
             outcome_deadline_ms: caller
                 .channel
                 .outcome_deadline_ms
-                .unwrap_or(self.registry().timings().outcome_deadline_ms),
+                .unwrap_or(registry.timings().outcome_deadline_ms),
         };
         let (queued, done) = {
             let mut engine = self.engine();
             let now = self.now();
-            match engine.activate(self.registry().timings(), cmd, now) {
+            match engine.activate(registry.timings(), cmd, now) {
                 ActivateStep::Done(step) => (self.queue(engine, step), true),
                 ActivateStep::CallEc(pre) => (self.queue(engine, pre), false),
             }
@@ -146,20 +146,16 @@ impl Node {
                 return (self.conflicted(op), keys);
             }
             Err(super::Failed::Fault(f)) => {
-                let queued = self
-                    .run(|e, now| e.activation_failed(self.registry().timings(), &token, &f, now));
+                let queued =
+                    self.run(|e, now| e.activation_failed(registry.timings(), &token, &f, now));
                 return (self.reply(op, queued).await, keys);
             }
         }
         let data = self.get_payment(&route, a.qr, &a.request, &keys).await;
         crate::failpoints::failpoint!("activate.ec_answered", data.is_ok());
         let queued = match data {
-            Ok(data) => {
-                self.run(|e, now| e.activation_completed(self.registry(), &token, data, now))
-            }
-            Err(f) => {
-                self.run(|e, now| e.activation_failed(self.registry().timings(), &token, &f, now))
-            }
+            Ok(data) => self.run(|e, now| e.activation_completed(&registry, &token, data, now)),
+            Err(f) => self.run(|e, now| e.activation_failed(registry.timings(), &token, &f, now)),
         };
         let reply = self.reply(op, queued).await;
         if reply.fault.is_none() {

@@ -35,7 +35,9 @@ impl Node {
             node: self,
             key: &key,
         };
-        let cfg = &self.registry().config().receipts;
+        // One snapshot for the whole attempt.
+        let registry = self.registry();
+        let cfg = &registry.config().receipts;
         let policy = DeliveryPolicy {
             max_attempts: cfg.max_attempts,
             retry_interval_ms: cfg.retry_interval_ms,
@@ -43,13 +45,13 @@ impl Node {
         let Some(copy) = self.engine().due_delivery(&key, self.now()).cloned() else {
             return;
         };
-        let Some(station) = self.registry().station(&key.station) else {
+        let Some(station) = registry.station(&key.station) else {
             let why = format!("station {} no longer configured", key.station);
             let queued = self.run(|e, now| e.delivery_result(&key, now, Err(why), policy, now));
             let _ = self.finish(queued).await;
             return;
         };
-        let timeout = Duration::from_millis(self.registry().receipt_timeout_ms(station));
+        let timeout = Duration::from_millis(registry.receipt_timeout_ms(station));
         let sent_at = self.now();
         let (result, exchange, op) = match copy.version {
             Version::V1 => {

@@ -22,10 +22,8 @@ impl Node {
     pub(super) async fn demand(&self, r: &DemandPaymentNoticeRequest) -> (Reply, Keys) {
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel);
         let ctx = self.request_ctx(r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
-        let svc = match self
-            .registry()
-            .resolve_service(&r.id_soggetto_servizio, self.today())
-        {
+        let registry = self.registry();
+        let svc = match registry.resolve_service(&r.id_soggetto_servizio, self.today()) {
             Ok(s) => s,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
         };
@@ -49,7 +47,7 @@ impl Node {
             id_soggetto_servizio: r.id_soggetto_servizio.clone(),
             dati_specifici_servizio_request: r.dati_specifici_servizio.clone(),
         };
-        let timeout = Duration::from_millis(self.registry().station_timeout_ms(svc.route.station));
+        let timeout = Duration::from_millis(registry.station_timeout_ms(svc.route.station));
         let (result, exchange) = self
             .ec
             .call::<_, PaDemandPaymentNoticeResponse>(svc.route.station, &req, timeout)

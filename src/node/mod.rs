@@ -15,6 +15,7 @@ mod demand;
 pub mod driver;
 mod jobs;
 mod outcome;
+mod reconfig;
 mod token;
 mod verify;
 
@@ -24,6 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use driver::{Due, TAKEOVER_MS};
+#[cfg(unix)]
+pub use reconfig::reload_on_hangup;
+pub use reconfig::{ActiveVersion, Applied, ApplyError, Origin, follow_store};
 pub use token::TokenIssuer;
 
 use crate::clock::Clock;
@@ -46,7 +50,13 @@ use crate::store::{Commit, Store, StoreError, StoreStats};
 
 /// The node's shared state.
 pub struct Node {
-    registry: Arc<Registry>,
+    /// The running configuration, swapped whole when a new version is applied: each request
+    /// reads one snapshot of it from start to end (see [`Node::registry`]).
+    registry: std::sync::RwLock<Arc<Registry>>,
+    /// The running configuration's version, who applied it and when.
+    active: Mutex<ActiveVersion>,
+    /// Applications of new versions, one at a time.
+    applying: tokio::sync::Mutex<()>,
     engine: Mutex<Engine>,
     store: Arc<dyn Store>,
     ec: EcClient,
@@ -234,7 +244,9 @@ impl Node {
             front: FrontDoor::new(registry.config()),
             store_failed_at: AtomicU64::new(0),
             incidents: AtomicU64::new(0),
-            registry,
+            active: Mutex::new(ActiveVersion::unversioned(registry.config())),
+            applying: tokio::sync::Mutex::new(()),
+            registry: std::sync::RwLock::new(registry),
             engine: Mutex::new(Engine::with_stamps(tokens.stamp_base())),
             shared,
             store,
@@ -254,9 +266,13 @@ impl Node {
         &self.metrics
     }
 
-    /// The configured parties and timings. Every registry read goes through here.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The configured parties and timings. Every registry read goes through here: within a
+    /// request, the snapshot it started with (see [`reconfig::SNAPSHOT`]); elsewhere, the
+    /// running configuration.
+    pub fn registry(&self) -> Arc<Registry> {
+        reconfig::SNAPSHOT
+            .try_with(Arc::clone)
+            .unwrap_or_else(|_| self.running())
     }
 
     /// The front door: keys, limiters, refusal counters.
@@ -473,7 +489,8 @@ impl Node {
     }
 
     /// Handles one nodeForPsp request from `peer`: the HTTP layer's entry point. The request is
-    /// authenticated ([`Node::admit`]) before anything of it is cached or journaled.
+    /// authenticated ([`Node::admit`]) before anything of it is cached or journaled, and runs
+    /// under one snapshot of the configuration.
     pub async fn handle_request(
         &self,
         peer: &Peer,
@@ -482,7 +499,20 @@ impl Node {
         body: &[u8],
         too_big: bool,
     ) -> SoapReply {
+        self.with_snapshot(self.serve(peer, soap_action, query, body, too_big))
+            .await
+    }
+
+    async fn serve(
+        &self,
+        peer: &Peer,
+        soap_action: Option<&str>,
+        query: Option<&str>,
+        body: &[u8],
+        too_big: bool,
+    ) -> SoapReply {
         let started = self.now();
+        let registry = self.registry();
         let Some(op) = crate::codec::detect_operation(soap_action, query, body) else {
             tracing::warn!(bytes = body.len(), "request for no recognisable operation");
             return SoapReply::soap(
@@ -533,7 +563,8 @@ impl Node {
                         op.soap_action(),
                         m.root()
                     );
-                    let known = credentials(&m).is_some_and(|c| self.identify(c, peer).is_ok());
+                    let known =
+                        credentials(&m).is_some_and(|c| self.identify(&registry, c, peer).is_ok());
                     let reply = Reply::ko(op, &NodeFault::SoapActionErrata(why), true);
                     (reply, Keys::default(), known)
                 }
@@ -542,14 +573,13 @@ impl Node {
                         let (reply, keys) = not_served(op);
                         (reply, keys, false)
                     }
-                    Some(cred) => match self.admit(op, cred, peer) {
+                    Some(cred) => match self.admit(&registry, op, cred, peer) {
                         Ok(caller) => {
                             let (reply, keys) = self.dispatch(m, caller).await;
                             (reply, keys, true)
                         }
                         Err(Refusal::Fault(fault)) => {
-                            let extended = self
-                                .registry()
+                            let extended = registry
                                 .psp_broker(cred.id_broker_psp)
                                 .is_none_or(|b| b.extended_fault_bean);
                             return SoapReply::answer(Reply::ko(op, &fault, extended), op);
@@ -594,12 +624,13 @@ impl Node {
     /// official order), then the peer's client certificate and subscription key, which must be
     /// the claimed broker's; then the broker's rate. A refusal is counted and told
     /// ([`Node::tell_refusal`]).
-    fn admit(
+    fn admit<'r>(
         &self,
+        registry: &'r Registry,
         op: Operation,
         cred: PspCredentials<'_>,
         peer: &Peer,
-    ) -> Result<Caller<'_>, Refusal> {
+    ) -> Result<Caller<'r>, Refusal> {
         let refused = |code: &str, reason: Reason| {
             self.tell_refusal(
                 Some(op),
@@ -609,7 +640,7 @@ impl Node {
                 peer,
             );
         };
-        let caller = match self.identify(cred, peer) {
+        let caller = match self.identify(registry, cred, peer) {
             Ok(caller) => caller,
             Err((fault, reason)) => {
                 refused(fault.code(), reason);
@@ -627,13 +658,13 @@ impl Node {
     }
 
     /// The caller a request's credentials and its peer name, or why they do not.
-    fn identify(
+    fn identify<'r>(
         &self,
+        registry: &'r Registry,
         cred: PspCredentials<'_>,
         peer: &Peer,
-    ) -> Result<Caller<'_>, (NodeFault, Reason)> {
-        let caller = self
-            .registry()
+    ) -> Result<Caller<'r>, (NodeFault, Reason)> {
+        let caller = registry
             .authenticate(cred)
             .map_err(|f| (f, Reason::Authentication))?;
         if !certs::allows(caller.broker, peer.certificate.as_ref()) {
@@ -999,7 +1030,8 @@ impl Node {
     pub async fn maintenance(&self) -> Result<usize, StoreError> {
         const DAY_MS: u64 = 86_400_000;
         let now = self.now();
-        let cfg = self.registry().config();
+        let registry = self.registry();
+        let cfg = registry.config();
         let journal = u64::from(cfg.journal.retention_days) * DAY_MS;
         let finished = match cfg.node.retention_days {
             0 => 0,
@@ -1093,6 +1125,7 @@ impl Node {
             activations_in_flight,
             store_transactions: stats.transactions,
             store_commits: stats.commit_jobs,
+            config_version: self.active_version().version,
         };
         self.metrics.render(gauges, self.store.metrics())
     }
@@ -1148,7 +1181,7 @@ impl Node {
             id_channel: field("idChannel")?,
             password: &password,
         };
-        self.identify(cred, peer).ok()?;
+        self.identify(&self.registry(), cred, peer).ok()?;
         Some(Sniffed {
             psp: cred.id_psp.to_string(),
             key: field("idempotencyKey").map(str::to_string),

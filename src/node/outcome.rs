@@ -111,7 +111,8 @@ impl Node {
             outcome: input.outcome,
             details: input.details,
         };
-        let queued = self.run(|e, now| e.outcome(self.registry(), cmd, now));
+        let registry = self.registry();
+        let queued = self.run(|e, now| e.outcome(&registry, cmd, now));
         let reply = self.reply(M::OPERATION, queued).await;
         // Counted once per request: a run that lost a race is run again.
         if let Some((activated_at, now)) = spontaneous

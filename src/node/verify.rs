@@ -27,10 +27,10 @@ impl Node {
         let key = NoticeKey::from_qr(&r.qr_code);
         let mut keys = Keys::psp(&r.id_psp, &r.id_channel).notice(&key);
         let ctx = self.request_ctx(r, psp_ref(&r.id_psp, &r.id_broker_psp, &r.id_channel), None);
-        let checks = self
-            .registry()
+        let registry = self.registry();
+        let checks = registry
             .require_psp_activation(&caller)
-            .and_then(|_| self.registry().route_notice(&r.qr_code));
+            .and_then(|_| registry.route_notice(&r.qr_code));
         let route = match checks {
             Ok(route) => route,
             Err(f) => return (self.refuse(&ctx, f).await, keys),
@@ -39,7 +39,7 @@ impl Node {
         let state = match self.hydrate_notice(&key).await {
             Ok(()) => {
                 let engine = self.engine();
-                engine.payable(&key, self.registry().timings().expiry, self.now())
+                engine.payable(&key, registry.timings().expiry, self.now())
             }
             Err(f) => Err(f),
         };
@@ -52,7 +52,7 @@ impl Node {
             id_station: Text35::truncated(&route.station.id),
             qr_code: r.qr_code.clone(),
         };
-        let timeout = Duration::from_millis(self.registry().station_timeout_ms(route.station));
+        let timeout = Duration::from_millis(registry.station_timeout_ms(route.station));
         let (result, exchange) = self
             .ec
             .call::<_, PaVerifyPaymentNoticeRes>(route.station, &req, timeout)

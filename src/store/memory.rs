@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use super::{Commit, Read, Retention, Store, StoreError, StoreStats, schema};
+use super::{Commit, ConfigVersion, Read, Retention, Store, StoreError, StoreStats, schema};
 use crate::codec::types::{PaymentToken, Text35};
 use crate::engine::{
     IdemEntry, IdemKey, Notice, NoticeKey, NoticeState, Payment, PaymentStatus, ReceiptRecord,
@@ -56,12 +56,15 @@ struct Tables {
     journal: BTreeMap<u64, JournalEntry>,
     /// The official status histories, by notice, in the order written.
     history: BTreeMap<NoticeKey, Vec<StatusRow>>,
+    /// The configuration versions, oldest first.
+    configs: Vec<ConfigVersion>,
 }
 
 enum Job {
     Commit(Vec<Write>),
     Maintenance(Retention),
     Flush,
+    SaveConfig(ConfigVersion),
 }
 
 struct Inner {
@@ -150,6 +153,13 @@ impl Inner {
             }
             Job::Maintenance(r) => Ok(self.tables.retain(r)),
             Job::Flush => Ok(0),
+            Job::SaveConfig(mut v) => {
+                let configs = &mut self.tables.configs;
+                v.version = configs.last().map_or(0, |c| c.version) + 1;
+                let n = v.version as usize;
+                configs.push(v);
+                Ok(n)
+            }
         }
     }
 
@@ -430,6 +440,19 @@ impl Store for MemoryStore {
 
     fn health(&self) -> Read<'_, ()> {
         self.read(|_| ())
+    }
+
+    fn save_config(&self, v: ConfigVersion) -> Read<'_, u64> {
+        let saved = self.request(Job::SaveConfig(v));
+        Box::pin(async move { saved.await.map(|n| n as u64) })
+    }
+
+    fn latest_config(&self) -> Read<'_, Option<ConfigVersion>> {
+        self.read(|t| t.configs.last().cloned())
+    }
+
+    fn latest_config_version(&self) -> Read<'_, u64> {
+        self.read(|t| t.configs.last().map_or(0, |c| c.version))
     }
 
     fn stats(&self) -> StoreStats {

@@ -78,6 +78,23 @@ pub struct Retention {
     pub finished_before: Millis,
 }
 
+/// One applied configuration (`config_versions`): the node's configuration history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigVersion {
+    /// 1, 2, …: numbered by the store.
+    pub version: u64,
+    pub applied_at: Millis,
+    /// The admin token's id, `sighup` or `file`.
+    pub applied_by: String,
+    /// The configuration's canonical TOML ([`crate::reconfig::canonical`]).
+    pub toml: String,
+    /// The shared hash ([`crate::reconfig::shared_hash`]) of the configuration file the
+    /// applying node had read: at start, the stored version wins while the file's is the same.
+    pub file_hash: String,
+    /// What changed from the version before ([`crate::reconfig::diff`]).
+    pub diff: String,
+}
+
 /// Durable state. Reads are short; commits are asynchronous and grouped.
 pub trait Store: Send + Sync + 'static {
     /// A notice and the payment its state names.
@@ -122,6 +139,13 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Commit;
     /// A cheap liveness check of the database.
     fn health(&self) -> Read<'_, ()>;
+    /// Stores a configuration version, numbered after the last one (its `version` is not
+    /// read), durably; returns its number.
+    fn save_config(&self, v: ConfigVersion) -> Read<'_, u64>;
+    /// The last configuration version stored.
+    fn latest_config(&self) -> Read<'_, Option<ConfigVersion>>;
+    /// The number of the last configuration version (0: none), polled by nodes sharing the store.
+    fn latest_config_version(&self) -> Read<'_, u64>;
     /// Counters since start: transactions (each one fsync) and commit jobs written.
     fn stats(&self) -> StoreStats;
     /// The store's own histograms and counters for `/metrics` (transactions, group commits,

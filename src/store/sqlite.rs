@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::schema::{self, Dialect, Events, Fields, Val};
-use super::{Commit, Read, Retention, Store, StoreError, StoreStats};
+use super::{Commit, ConfigVersion, Read, Retention, Store, StoreError, StoreStats};
 use crate::engine::{
     CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, Payment, Recipient, RecipientStatus, StatusRow,
     Write,
@@ -183,6 +183,19 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX recipients_failed ON recipients (status) WHERE status = 'FAILED';
     ",
     ),
+    // 6: the configuration versions applied at runtime (`crate::reconfig`).
+    Migration::Sql(
+        "
+    CREATE TABLE config_versions (
+        version INTEGER PRIMARY KEY,
+        applied_at INTEGER NOT NULL,
+        applied_by TEXT NOT NULL,
+        toml TEXT NOT NULL,
+        file_hash TEXT NOT NULL,
+        diff TEXT NOT NULL
+    );
+    ",
+    ),
 ];
 
 /// A schema step.
@@ -252,6 +265,8 @@ enum Job {
     Commit(Vec<Write>, Done),
     Maintenance(Retention, oneshot::Sender<Result<usize, StoreError>>),
     Flush(Done),
+    /// A configuration version; the sender gets its number.
+    SaveConfig(ConfigVersion, oneshot::Sender<Result<usize, StoreError>>),
 }
 
 /// The SQLite store. Cloning shares it.
@@ -454,6 +469,22 @@ impl SqliteStore {
         }
     }
 
+    /// Sends the writer a job answering a number.
+    fn counted(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<usize, StoreError>>) -> Job,
+    ) -> Read<'static, usize> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(make(tx));
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::failed("the store is closed"));
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError::failed("the store writer stopped")))
+        })
+    }
+
     fn request(&self, make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job) -> Commit {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(make(tx));
@@ -611,7 +642,7 @@ fn write_batch(conn: &mut Connection, batch: Vec<Job>, counters: &Counters) {
             Job::Commit(_, done) | Job::Flush(done) => {
                 let _ = done.send(r.map(drop));
             }
-            Job::Maintenance(_, done) => {
+            Job::Maintenance(_, done) | Job::SaveConfig(_, done) => {
                 let _ = done.send(r);
             }
         }
@@ -641,6 +672,16 @@ fn run_job(c: &Connection, job: &Job, next_id: &dyn Fn() -> u64) -> Result<usize
         }
         Job::Maintenance(r, _) => retain(c, r),
         Job::Flush(_) => Ok(0),
+        Job::SaveConfig(v, _) => Ok(c
+            .prepare_cached(
+                "INSERT INTO config_versions (version, applied_at, applied_by, toml, file_hash, diff)
+                 VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM config_versions), ?1, ?2, ?3, ?4, ?5)
+                 RETURNING version",
+            )?
+            .query_row(
+                params![v.applied_at as i64, v.applied_by, v.toml, v.file_hash, v.diff],
+                |r| r.get::<_, i64>(0),
+            )? as usize),
     }
 }
 
@@ -881,17 +922,11 @@ impl Store for SqliteStore {
     }
 
     fn maintenance(&self, r: Retention) -> Read<'_, usize> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self.send(Job::Maintenance(r, tx));
+        let deleted = self.counted(|tx| Job::Maintenance(r, tx));
         // Both writers are asked at once: the future depends only on requests already sent.
         let journal = self.inner.journal.retain(r.journal_before);
         Box::pin(async move {
-            if !sent {
-                return Err(StoreError::failed("the store is closed"));
-            }
-            let deleted = rx
-                .await
-                .unwrap_or_else(|_| Err(StoreError::failed("the store writer stopped")))?;
+            let deleted = deleted.await?;
             journal.await?;
             Ok(deleted)
         })
@@ -916,6 +951,41 @@ impl Store for SqliteStore {
 
     fn metrics(&self) -> Option<Arc<crate::metrics::StoreMetrics>> {
         Some(self.inner.counters.metrics.clone())
+    }
+
+    fn save_config(&self, v: ConfigVersion) -> Read<'_, u64> {
+        let saved = self.counted(|tx| Job::SaveConfig(v, tx));
+        Box::pin(async move { saved.await.map(|n| n as u64) })
+    }
+
+    fn latest_config(&self) -> Read<'_, Option<ConfigVersion>> {
+        self.now(|c| {
+            Ok(c.prepare_cached(
+                "SELECT version, applied_at, applied_by, toml, file_hash, diff
+                       FROM config_versions ORDER BY version DESC LIMIT 1",
+            )?
+            .query_row([], |r| {
+                Ok(ConfigVersion {
+                    version: r.get::<_, i64>(0)? as u64,
+                    applied_at: r.get::<_, i64>(1)? as u64,
+                    applied_by: r.get(2)?,
+                    toml: r.get(3)?,
+                    file_hash: r.get(4)?,
+                    diff: r.get(5)?,
+                })
+            })
+            .optional()?)
+        })
+    }
+
+    fn latest_config_version(&self) -> Read<'_, u64> {
+        self.now(|c| {
+            Ok(c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM config_versions",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
     }
 
     fn health(&self) -> Read<'_, ()> {

@@ -143,6 +143,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX journal_at ON journal (at, id);
     CREATE INDEX recipients_failed ON recipients (receipt_id) WHERE status = 'FAILED';
     ",
+    // 4: the configuration versions applied at runtime (`crate::reconfig`), which every node
+    // on the database adopts.
+    "
+    CREATE TABLE config_versions (
+        version BIGINT PRIMARY KEY,
+        applied_at BIGINT NOT NULL,
+        applied_by TEXT NOT NULL,
+        toml TEXT NOT NULL,
+        file_hash TEXT NOT NULL,
+        diff TEXT NOT NULL
+    );
+    ",
 ];
 
 /// Brings the schema up to date. Nodes starting together wait for each other on the lock;

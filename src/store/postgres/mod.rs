@@ -26,7 +26,10 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, Row, Statement};
 
 use super::schema::{self, Dialect, Events, Fields, Lease, Val};
-use super::{Commit, Read, Retention, SharedStore, Store, StoreError, StoreOptions, StoreStats};
+use super::{
+    Commit, ConfigVersion, Read, Retention, SharedStore, Store, StoreError, StoreOptions,
+    StoreStats,
+};
 use crate::engine::{
     IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, RecipientStatus, StatusRow,
     Write,
@@ -840,6 +843,72 @@ impl Store for PgStore {
         Box::pin(async move {
             self.one("health", "SELECT 1", &[], |_| Ok(())).await?;
             Ok(())
+        })
+    }
+
+    fn save_config(&self, v: ConfigVersion) -> Read<'_, u64> {
+        Box::pin(async move {
+            let mut client = self.inner.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(failed)?;
+            // Nodes applying at once are numbered one after the other.
+            tx.batch_execute("LOCK TABLE config_versions IN EXCLUSIVE MODE")
+                .await
+                .map_err(failed)?;
+            let row = tx
+                .query_one(
+                    "INSERT INTO config_versions (version, applied_at, applied_by, toml, file_hash, diff)
+                     VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM config_versions), $1, $2, $3, $4, $5)
+                     RETURNING version",
+                    &[
+                        &(v.applied_at as i64),
+                        &v.applied_by,
+                        &v.toml,
+                        &v.file_hash,
+                        &v.diff,
+                    ],
+                )
+                .await
+                .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn latest_config(&self) -> Read<'_, Option<ConfigVersion>> {
+        Box::pin(async move {
+            self.one(
+                "config_versions",
+                "SELECT version, applied_at, applied_by, toml, file_hash, diff
+                   FROM config_versions ORDER BY version DESC LIMIT 1",
+                &[],
+                |r| {
+                    let text = |i: usize| r.try_get::<_, String>(i).map_err(|e| e.to_string());
+                    let int = |i: usize| r.try_get::<_, i64>(i).map_err(|e| e.to_string());
+                    Ok(ConfigVersion {
+                        version: int(0)? as u64,
+                        applied_at: int(1)? as u64,
+                        applied_by: text(2)?,
+                        toml: text(3)?,
+                        file_hash: text(4)?,
+                        diff: text(5)?,
+                    })
+                },
+            )
+            .await
+        })
+    }
+
+    fn latest_config_version(&self) -> Read<'_, u64> {
+        Box::pin(async move {
+            let n = self
+                .one(
+                    "config_versions",
+                    "SELECT COALESCE(MAX(version), 0) FROM config_versions",
+                    &[],
+                    |r| r.try_get::<_, i64>(0).map_err(|e| e.to_string()),
+                )
+                .await?;
+            Ok(n.unwrap_or(0).max(0) as u64)
         })
     }
 
