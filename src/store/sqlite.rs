@@ -20,8 +20,8 @@ use super::{
     Commit, CommitCounters, ConfigVersion, Read, Retention, Store, StoreError, StoreStats,
 };
 use crate::engine::{
-    CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, Payment, Recipient, RecipientStatus, StatusRow,
-    Write,
+    CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, Payment, Recipient, RecipientStatus,
+    StatusRow, Write,
 };
 use crate::journal::segment::{Rows, SegmentWriter};
 use crate::journal::writer::{JournalWriter, journal_dir};
