@@ -720,6 +720,8 @@ struct MIdem {
     response: String,
     token: Option<String>,
     valid_to: Millis,
+    /// An OK answer: it holds its key while valid (a failure can be answered over).
+    ok: bool,
 }
 
 /// An entry the command must cache, once its reply is known.
@@ -1881,7 +1883,15 @@ impl World {
                     "{what}: paymentToken {:?}, expected {token:?}",
                     r.token
                 );
-                if let Some(c) = cache {
+                // A valid OK answer holds its key: a request under the same key that started
+                // before it was cached keeps its own answer uncached.
+                let held = cache.as_ref().is_some_and(|c| {
+                    self.model
+                        .idem
+                        .get(&c.key)
+                        .is_some_and(|e| e.ok && e.valid_to > self.now)
+                });
+                if let Some(c) = cache.as_ref().filter(|_| !held) {
                     // Property 4: the cached response is written with the reply.
                     let put = step.writes.iter().find_map(|w| match w {
                         Write::PutIdempotency(e)
@@ -1910,6 +1920,7 @@ impl World {
                             response: reply.clone(),
                             token: c.token.clone(),
                             valid_to: c.valid_to,
+                            ok: r.code == "OK",
                         },
                     );
                 } else {

@@ -175,6 +175,14 @@ impl Engine {
         step: &mut Step,
     ) {
         let Some(idem) = &ctx.idem else { return };
+        // A key holds the first valid OK answer given under it (as the stores enforce): a
+        // request with the same key that started before that answer was cached, and finished
+        // after, keeps its own answer without taking the key.
+        if let Some((_, Recent::Entry(held))) = self.recent_idem.get(&idem.key)
+            && held.keeps_key_at(now)
+        {
+            return;
+        }
         let entry = IdemEntry {
             key: idem.key.clone(),
             request_hash: idem.hash,

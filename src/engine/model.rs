@@ -318,6 +318,15 @@ pub struct IdemEntry {
     pub inserted_at: Millis,
 }
 
+impl IdemEntry {
+    /// Whether a new entry under the same key, written at `at`, must leave this one in place:
+    /// a valid OK answer holds its key until it expires (or its activation ends); a failure
+    /// can be answered over.
+    pub fn keeps_key_at(&self, at: Millis) -> bool {
+        self.valid_to > at && self.reply.fault.is_none()
+    }
+}
+
 /// What kind of internal state change a [`StateEvent`] records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
