@@ -73,7 +73,12 @@ async fn node(config: Config, store: Arc<dyn Store>) -> Arc<Node> {
 async fn call<M: Message>(node: &Node, req: &M) -> AnyMessage {
     let body = write_envelope(req);
     let reply = node
-        .handle_soap(Some(M::OPERATION.soap_action()), None, body.as_bytes(), false)
+        .handle_soap(
+            Some(M::OPERATION.soap_action()),
+            None,
+            body.as_bytes(),
+            false,
+        )
         .await;
     match read_any(reply.body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) if reply.status == 200 && reply.fault.is_none() => m,

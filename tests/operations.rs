@@ -322,7 +322,9 @@ fn loadgen_reports_the_node_footprint_and_fails_under_its_floor() {
     };
     assert!(figure("node 0: ", "KB written per flow") > 0.5, "{stdout}");
     let memory = stdout.split("peak resident memory ").nth(1).unwrap_or("");
-    let memory: f64 = memory[..memory.find(" MB").unwrap_or(0)].parse().unwrap_or(0.0);
+    let memory: f64 = memory[..memory.find(" MB").unwrap_or(0)]
+        .parse()
+        .unwrap_or(0.0);
     assert!(memory >= 4.0, "{stdout}");
     assert!(figure("store growth: ", "KB per payment") > 0.1, "{stdout}");
     assert!(figure("cpu node 0: ", "s total") > 0.0, "{stdout}");
