@@ -491,7 +491,7 @@ async fn recipients(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match node
-        .recipients_by_status(status.as_str(), params.limit.unwrap_or(100).clamp(1, 1000))
+        .recipients_by_status(status, params.limit.unwrap_or(100).clamp(1, 1000))
         .await
     {
         Ok(list) => HttpResponse::Ok().json(

@@ -358,7 +358,7 @@ impl Store for Counted {
     }
     fn recipients_by_status<'a>(
         &'a self,
-        status: &'a str,
+        status: pagonode::engine::RecipientStatus,
         limit: usize,
     ) -> Read<'a, Vec<pagonode::engine::Recipient>> {
         self.store.recipients_by_status(status, limit)

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{COOKIE, JournalParams, Operator, notice_key, resend_as, token_id};
+use crate::engine::RecipientStatus;
 use crate::journal::story::timestamp;
 use crate::journal::{Cursor, JournalRow};
 use crate::metrics::{Level, SLA_TARGET_PERCENT, SLA_WINDOW_MS};
@@ -525,7 +526,7 @@ pub async fn receipts(
     params: web::Query<ReceiptsParams>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    let list = match node.recipients_by_status("FAILED", 1000).await {
+    let list = match node.recipients_by_status(RecipientStatus::Failed, 1000).await {
         Ok(l) => l,
         Err(e) => return failed(e),
     };

@@ -1,11 +1,14 @@
 //! The production [`EcTransport`]: HTTP(S) with reqwest over rustls. One client (connection
 //! pool) per distinct TLS identity and proxy (`[outbound]` and its per-station overrides: client
-//! certificate, CA bundle, proxy), built at start and reused; answers read as they stream in, up
-//! to the station's cap.
+//! certificate, CA bundle, proxy) and per thread, reused; answers read as they stream in, up to
+//! the station's cap.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use thread_local::ThreadLocal;
 
 use super::{Answer, EcTransport, Post, Posted, TransportError};
 use crate::config::Config;
@@ -22,54 +25,91 @@ struct Identity {
 }
 
 /// Stations over HTTP(S).
+///
+/// Each thread has clients of its own: a pooled connection is driven by the runtime of the
+/// thread that opened it, so an exchange started on an HTTP worker would otherwise hop to another
+/// thread (and wake it) for every read and write. Built on a thread's first exchange from the
+/// identities checked at start.
 #[derive(Clone)]
 pub struct HttpTransport {
-    /// The client of stations with the `[outbound]` identity (and of unknown ones).
+    identities: Arc<Identities>,
+    clients: Arc<ThreadLocal<Clients>>,
+}
+
+/// Who is who: the `[outbound]` identity, and the stations with one of their own.
+struct Identities {
+    default: Identity,
+    /// By station id; stations sharing an identity share its index in `distinct`.
+    stations: HashMap<String, usize>,
+    distinct: Vec<Identity>,
+}
+
+/// One thread's clients, as [`Identities`] lays them out.
+struct Clients {
     default: reqwest::Client,
-    /// Stations with an identity of their own, by id (stations sharing one share its client).
-    stations: HashMap<String, reqwest::Client>,
+    distinct: Vec<reqwest::Client>,
 }
 
 impl HttpTransport {
-    /// The clients `config` needs; an unreadable certificate, key or bundle, or a bad proxy URL,
-    /// is an error naming its key.
+    /// The transport `config` needs; an unreadable certificate, key or bundle, or a bad proxy
+    /// URL, is an error naming its key.
     pub fn new(config: &Config) -> Result<HttpTransport, String> {
         crate::install_crypto_provider();
         let out = &config.outbound;
         let pair = |cert: &Option<PathBuf>, key: &Option<PathBuf>| cert.clone().zip(key.clone());
-        let default_identity = Identity {
+        let default = Identity {
             client_cert: pair(&out.client_cert, &out.client_key),
             ca_bundle: out.ca_bundle.clone(),
             proxy: out.proxy.clone(),
         };
-        let default = client(&default_identity).map_err(|e| format!("outbound: {e}"))?;
-        let mut built: HashMap<Identity, reqwest::Client> = HashMap::new();
+        client(&default).map_err(|e| format!("outbound: {e}"))?;
+        let mut distinct: Vec<Identity> = Vec::new();
         let mut stations = HashMap::new();
         for (i, s) in config.station.iter().enumerate() {
             let identity = Identity {
                 client_cert: pair(&s.client_cert, &s.client_key)
-                    .or_else(|| default_identity.client_cert.clone()),
+                    .or_else(|| default.client_cert.clone()),
                 ca_bundle: s.ca_bundle.clone().or_else(|| out.ca_bundle.clone()),
                 proxy: s.proxy.clone().or_else(|| out.proxy.clone()),
             };
-            if identity == default_identity {
+            if identity == default {
                 continue;
             }
-            let http = match built.get(&identity) {
-                Some(c) => c.clone(),
+            let index = match distinct.iter().position(|d| *d == identity) {
+                Some(index) => index,
                 None => {
-                    let c = client(&identity).map_err(|e| format!("station[{i}]: {e}"))?;
-                    built.insert(identity, c.clone());
-                    c
+                    client(&identity).map_err(|e| format!("station[{i}]: {e}"))?;
+                    distinct.push(identity);
+                    distinct.len() - 1
                 }
             };
-            stations.insert(s.id.clone(), http);
+            stations.insert(s.id.clone(), index);
         }
-        Ok(HttpTransport { default, stations })
+        Ok(HttpTransport {
+            identities: Arc::new(Identities {
+                default,
+                stations,
+                distinct,
+            }),
+            clients: Arc::new(ThreadLocal::new()),
+        })
     }
 
-    fn client_for(&self, station: &str) -> &reqwest::Client {
-        self.stations.get(station).unwrap_or(&self.default)
+    /// This thread's client for `station`. Every identity was built once at start; building it
+    /// again fails only if its files changed since, which is the station's connection failing.
+    fn client_for(&self, station: &str) -> Result<reqwest::Client, TransportError> {
+        let ids = &self.identities;
+        let clients = self.clients.get_or_try(|| {
+            Ok::<_, String>(Clients {
+                default: client(&ids.default)?,
+                distinct: ids.distinct.iter().map(client).collect::<Result<_, _>>()?,
+            })
+        });
+        let clients = clients.map_err(TransportError::Connect)?;
+        Ok(match ids.stations.get(station) {
+            Some(&i) => clients.distinct[i].clone(),
+            None => clients.default.clone(),
+        })
     }
 }
 
@@ -119,7 +159,7 @@ impl EcTransport for HttpTransport {
             let limit = request.max_response_bytes;
             let exchange = async {
                 let resp = self
-                    .client_for(request.station)
+                    .client_for(request.station)?
                     .post(request.url)
                     .header("Content-Type", "text/xml; charset=utf-8")
                     .header("SOAPAction", format!("\"{}\"", request.soap_action))

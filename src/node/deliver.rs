@@ -118,8 +118,9 @@ impl Node {
             result.as_ref().map(drop),
         );
         match &result {
+            // One line per copy is too many at INFO: `/metrics` counts them.
             Ok(()) => {
-                tracing::info!(receipt = %key.receipt_id, station = %key.station, "receipt delivered")
+                tracing::debug!(receipt = %key.receipt_id, station = %key.station, "receipt delivered")
             }
             Err(f) => {
                 tracing::warn!(receipt = %key.receipt_id, station = %key.station, error = %f, "receipt delivery failed")

@@ -1094,7 +1094,7 @@ impl Node {
     /// Receipt copies in a status, newest first.
     pub async fn recipients_by_status(
         &self,
-        status: &str,
+        status: crate::engine::RecipientStatus,
         limit: usize,
     ) -> Result<Vec<crate::engine::Recipient>, StoreError> {
         self.store.recipients_by_status(status, limit).await

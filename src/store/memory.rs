@@ -359,13 +359,13 @@ impl Store for MemoryStore {
 
     fn recipients_by_status<'a>(
         &'a self,
-        status: &'a str,
+        status: RecipientStatus,
         limit: usize,
     ) -> Read<'a, Vec<Recipient>> {
         self.read(|t| {
             let mut out: Vec<Recipient> = t
                 .all_recipients()
-                .filter(|r| r.status.as_str() == status)
+                .filter(|r| r.status == status)
                 .cloned()
                 .collect();
             out.sort_by_key(|r| std::cmp::Reverse(r.next_attempt_at));

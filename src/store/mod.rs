@@ -19,7 +19,8 @@ pub use sqlite::SqliteStore;
 
 use crate::config::Database;
 use crate::engine::{
-    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, StatusRow, Write,
+    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, RecipientStatus, StatusRow,
+    Write,
 };
 use crate::journal::segment::Rows;
 use crate::journal::{JournalError, JournalQuery, JournalRow};
@@ -115,7 +116,7 @@ pub trait Store: Send + Sync + 'static {
     /// Copies in a given status, newest first (admin).
     fn recipients_by_status<'a>(
         &'a self,
-        status: &'a str,
+        status: RecipientStatus,
         limit: usize,
     ) -> Read<'a, Vec<Recipient>>;
     /// Payments of a notice, oldest first (admin: a payment's story).

@@ -307,7 +307,21 @@ pub struct Queries {
     /// Every copy of the receipts of the array `$1` (PostgreSQL).
     pub recipients_of_many: String,
     pub in_delivery: String,
-    pub by_status: String,
+    /// Copies in a status, newest first, at most `$1`: one text per status, the status
+    /// written out so that the partial index of that status can serve it (a bound value cannot
+    /// select a partial index in a plan made once).
+    by_status: [String; 3],
+}
+
+impl Queries {
+    pub fn by_status(&self, status: RecipientStatus) -> &str {
+        let i = match status {
+            RecipientStatus::Pending => 0,
+            RecipientStatus::Notified => 1,
+            RecipientStatus::Failed => 2,
+        };
+        &self.by_status[i]
+    }
 }
 
 pub static QUERIES: std::sync::LazyLock<Queries> = std::sync::LazyLock::new(|| Queries {
@@ -326,9 +340,17 @@ pub static QUERIES: std::sync::LazyLock<Queries> = std::sync::LazyLock::new(|| Q
     in_delivery: format!(
         "{SELECT_RECIPIENTS} WHERE r.receipt_id IN (SELECT receipt_id FROM recipients WHERE status = 'PENDING') ORDER BY r.receipt_id"
     ),
-    by_status: format!(
-        "{SELECT_RECIPIENTS} WHERE r.status = $1 ORDER BY r.next_attempt_at DESC LIMIT $2"
-    ),
+    by_status: [
+        RecipientStatus::Pending,
+        RecipientStatus::Notified,
+        RecipientStatus::Failed,
+    ]
+    .map(|status| {
+        format!(
+            "{SELECT_RECIPIENTS} WHERE r.status = '{}' ORDER BY r.next_attempt_at DESC LIMIT $1",
+            status.as_str()
+        )
+    }),
 });
 
 pub const SELECT_IDEMPOTENCY: &str =

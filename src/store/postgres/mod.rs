@@ -31,7 +31,8 @@ use super::{
     StoreStats,
 };
 use crate::engine::{
-    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, StatusRow, Write,
+    IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, RecipientStatus, StatusRow,
+    Write,
 };
 use crate::journal::segment::{RowRef, Rows};
 use crate::journal::{JournalQuery, JournalRow};
@@ -761,15 +762,15 @@ impl Store for PgStore {
 
     fn recipients_by_status<'a>(
         &'a self,
-        status: &'a str,
+        status: RecipientStatus,
         limit: usize,
     ) -> Read<'a, Vec<Recipient>> {
         Box::pin(async move {
             let limit = limit.min(i64::MAX as usize) as i64;
             self.all(
                 "recipients",
-                &schema::QUERIES.by_status,
-                &[&status, &limit],
+                schema::QUERIES.by_status(status),
+                &[&limit],
                 schema::recipient_from,
             )
             .await
