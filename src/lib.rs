@@ -24,6 +24,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 pub mod admin;
+pub mod cli;
 pub mod delivery;
 pub mod http;
 pub mod loadgen;

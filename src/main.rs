@@ -55,7 +55,7 @@ enum Command {
     /// Replay traces (PSP/EC conversations, `docs/traces.md`) against a node; fails unless all pass.
     Replay(pagonode::replay::ReplayArgs),
     /// Read the event journal from a node's database (read-only): rows, a payment's story, a trace.
-    Journal(Box<pagonode::journal::cli::JournalArgs>),
+    Journal(Box<pagonode::cli::journal::JournalArgs>),
     /// Receipt delivery on a running node (admin listener): list FAILED copies, re-send.
     Receipts(pagonode::delivery::cli::ReceiptsArgs),
     /// Check SOAP messages (files, or `-` for stdin) against the nodeForPsp/paForNode contract.
@@ -69,9 +69,37 @@ enum Command {
     },
 }
 
-fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+/// Why a command failed (printed as `pagonode: …`).
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Config(#[from] pagonode::config::ConfigError),
+    #[error(transparent)]
+    MockConfig(#[from] pagonode::mock_ec::MockConfigError),
+    #[error(transparent)]
+    Start(#[from] pagonode::server::StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot delete {}: {source}", path.display())]
+    Delete {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Receipts(#[from] pagonode::delivery::cli::ReceiptsError),
+    /// The load generator's own report.
+    #[error("{0}")]
+    Tool(String),
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
     match path {
-        Some(p) => Config::from_file(p).map_err(|e| e.to_string()),
+        Some(p) => Ok(Config::from_file(p)?),
         None => Ok(Config::example()),
     }
 }
@@ -94,7 +122,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Replay(args)) => return pagonode::replay::main(args),
         Some(Command::Journal(args)) => {
-            return pagonode::journal::cli::main(args, pagonode::replay::export::export);
+            return pagonode::cli::journal::main(args, pagonode::replay::export::export);
         }
         _ => {}
     }
@@ -131,8 +159,8 @@ fn main() -> ExitCode {
                 serve(config).await
             }
             Command::MockEc { config } => mock_ec(config.as_ref()).await,
-            Command::Loadgen(args) => pagonode::loadgen::run(args).await,
-            Command::Receipts(args) => pagonode::delivery::cli::run(args).await,
+            Command::Loadgen(args) => pagonode::loadgen::run(args).await.map_err(Failure::Tool),
+            Command::Receipts(args) => Ok(pagonode::delivery::cli::run(args).await?),
             Command::Validate { .. } | Command::Replay(_) | Command::Journal(_) => {
                 unreachable!("handled above")
             }
@@ -147,7 +175,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config) -> Result<(), Failure> {
     let signal = pagonode::server::shutdown_signal();
     let node = RunningNode::start(config, None, None).await?;
     match node.admin_url() {
@@ -158,30 +186,29 @@ async fn serve(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn mock_ec(path: Option<&PathBuf>) -> Result<(), String> {
+async fn mock_ec(path: Option<&PathBuf>) -> Result<(), Failure> {
     let cfg = match path {
         Some(p) => MockEcConfig::from_file(p)?,
         None => MockEcConfig::from_toml_str(pagonode::config::EXAMPLE)?,
     };
-    pagonode::mock_ec::run(cfg).await.map_err(|e| e.to_string())
+    Ok(pagonode::mock_ec::run(cfg).await?)
 }
 
 /// The demo: the simulated EC and a node with the example configuration, in one process.
-async fn demo(database: PathBuf, fresh: bool) -> Result<(), String> {
+async fn demo(database: PathBuf, fresh: bool) -> Result<(), Failure> {
     let mut config = Config::example();
     config.node.database = pagonode::config::Database::Sqlite(database.clone());
     let mock_cfg = MockEcConfig::from_toml_str(pagonode::config::EXAMPLE)?;
     let mock_addr = mock_cfg.listen.clone();
-    let listener = std::net::TcpListener::bind(&mock_addr)
-        .map_err(|e| format!("cannot listen on {mock_addr}: {e}"))?;
+    let listener = std::net::TcpListener::bind(&mock_addr).map_err(|source| Failure::Listen {
+        addr: mock_addr.clone(),
+        source,
+    })?;
     // Only now: a demo already running holds the port above, and keeps its database.
     if fresh {
         remove_database(&database)?;
     }
-    let ec = MockEc::new(mock_cfg)
-        .start(listener)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ec = MockEc::new(mock_cfg).start(listener).await?;
     let signal = pagonode::server::shutdown_signal();
     let node = RunningNode::start(config.clone(), None, None).await?;
     let channel = &config.channel[0];
@@ -214,7 +241,7 @@ async fn demo(database: PathBuf, fresh: bool) -> Result<(), String> {
 
 /// Deletes a database, its WAL files and its journal directory (`<stem>.journal/`), whichever
 /// exist.
-fn remove_database(database: &std::path::Path) -> Result<(), String> {
+fn remove_database(database: &std::path::Path) -> Result<(), Failure> {
     let with_suffix = |suffix: &str| {
         let mut name = database.as_os_str().to_owned();
         name.push(suffix);
@@ -229,15 +256,19 @@ fn remove_database(database: &std::path::Path) -> Result<(), String> {
     for file in &files {
         match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("cannot delete {}: {e}", file.display()));
+                return Err(Failure::Delete {
+                    path: file.clone(),
+                    source: e,
+                });
             }
             _ => {}
         }
     }
     match std::fs::remove_dir_all(&journal) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("cannot delete {}: {e}", journal.display()))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Failure::Delete {
+            path: journal,
+            source: e,
+        }),
         _ => Ok(()),
     }
 }

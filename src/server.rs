@@ -34,8 +34,43 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// How often retention runs (old journal rows, expired idempotency entries, finished payments).
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 
-fn bind(addr: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{database}: {source}")]
+    Store {
+        database: String,
+        source: crate::store::StoreError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// A listener's address could not be read, or the HTTP server refused the listener.
+    #[error("{0}")]
+    Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::front::certs::CertError),
+    #[error(
+        "the admin listener {0} (node.admin_listen) is reachable beyond loopback and has no \
+         admin token: set node.admin_token, or listen on 127.0.0.1"
+    )]
+    AdminExposed(SocketAddr),
+    /// The HTTP client towards the ECs could not be built.
+    #[error("{0}")]
+    Transport(String),
+    #[error("configuration: {0}")]
+    Configuration(#[from] crate::node::ApplyError),
+    #[error("recovery failed: {0}")]
+    Recovery(#[from] crate::fault::NodeFault),
+}
+
+fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|source| StartError::Listen {
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 /// Applies `[limits]` to a listener's `HttpServer`: header and keep-alive timeouts, and the
@@ -72,13 +107,16 @@ impl RunningNode {
         config: Config,
         listener: Option<TcpListener>,
         admin_listener: Option<TcpListener>,
-    ) -> Result<RunningNode, String> {
+    ) -> Result<RunningNode, StartError> {
         let options = StoreOptions {
             lease_ms: config.timings.receipt_timeout_ms + crate::node::TAKEOVER_MS,
         };
         let store = crate::store::open(&config.node.database, options)
             .await
-            .map_err(|e| format!("{}: {e}", config.node.database))?;
+            .map_err(|source| StartError::Store {
+                database: config.node.database.to_string(),
+                source,
+            })?;
         let listener = match listener {
             Some(l) => l,
             None => bind(&config.node.listen)?,
@@ -98,7 +136,7 @@ impl RunningNode {
         if let Some(l) = &admin_listener {
             admin_exposure(l, &config.node)?;
         }
-        let transport = HttpTransport::new(&config)?;
+        let transport = HttpTransport::new(&config).map_err(StartError::Transport)?;
         let mut limits = config.limits.clone();
         limits.max_connections =
             crate::front::limits::connections_within_descriptors(limits.max_connections);
@@ -121,9 +159,7 @@ impl RunningNode {
             Arc::new(SystemClock),
             TokenIssuer::random(),
         ));
-        node.settle_config()
-            .await
-            .map_err(|e| format!("configuration: {e}"))?;
+        node.settle_config().await?;
 
         let mut tasks = vec![
             tokio::spawn(crate::node::driver::run(node.clone())),
@@ -137,17 +173,14 @@ impl RunningNode {
         if reload_on_hangup {
             tasks.push(tokio::spawn(crate::node::reload_on_hangup(node.clone())));
         }
-        let (paying, pending) = node
-            .recover()
-            .await
-            .map_err(|f| format!("recovery failed: {f}"))?;
+        let (paying, pending) = node.recover().await?;
         tracing::info!(
             payments_in_flight = paying,
             receipts_to_deliver = pending,
             "state recovered from the store"
         );
 
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let addr = listener.local_addr()?;
         let data = web::Data::new(node.clone());
         let app_data = data.clone();
         let connections = node.front().connections.clone();
@@ -164,14 +197,13 @@ impl RunningNode {
         let server = match tls {
             Some(tls) => server.listen_rustls_0_23(listener, tls),
             None => server.listen(listener),
-        }
-        .map_err(|e| e.to_string())?
+        }?
         .run();
         let mut servers = vec![(server.handle(), tokio::spawn(server))];
 
         let mut admin_addr = None;
         if let Some(l) = admin_listener {
-            admin_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
+            admin_addr = Some(l.local_addr()?);
             let data = data.clone();
             let connections = Connections::new(limits.max_connections_per_address);
             let admin = HttpServer::new(move || {
@@ -187,8 +219,7 @@ impl RunningNode {
             let admin = match admin_tls {
                 Some(tls) => admin.listen_rustls_0_23(l, tls),
                 None => admin.listen(l),
-            }
-            .map_err(|e| e.to_string())?
+            }?
             .run();
             servers.push((admin.handle(), tokio::spawn(admin)));
         }
@@ -247,15 +278,15 @@ impl RunningNode {
 
 /// Refuses an admin listener reachable beyond loopback without an admin token: it would let
 /// anyone on the network read payments and re-send receipts.
-fn admin_exposure(listener: &TcpListener, node: &crate::config::NodeSection) -> Result<(), String> {
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+fn admin_exposure(
+    listener: &TcpListener,
+    node: &crate::config::NodeSection,
+) -> Result<(), StartError> {
+    let addr = listener.local_addr()?;
     if addr.ip().is_loopback() || crate::admin::tokens(node).next().is_some() {
         return Ok(());
     }
-    Err(format!(
-        "the admin listener {addr} (node.admin_listen) is reachable beyond loopback and has no \
-         admin token: set node.admin_token, or listen on 127.0.0.1"
-    ))
+    Err(StartError::AdminExposed(addr))
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not when the

@@ -198,7 +198,7 @@ async fn a_flushed_journal_survives_a_power_cut() {
     drop(store);
     layer.restart().unwrap();
     let reader =
-        pagonode::journal::cli::JournalReader::open(&pagonode::config::Database::Sqlite(db))
+        pagonode::cli::journal::JournalReader::open(&pagonode::config::Database::Sqlite(db))
             .unwrap();
     let mut found = 0;
     reader

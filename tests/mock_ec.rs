@@ -802,13 +802,16 @@ async fn demand_creates_a_payable_notice() {
 #[test]
 fn configuration_errors_name_the_key() {
     let bad = CONFIG.replace("segregation_code = \"02\"", "segregation_code = \"2\"");
-    let err = MockEcConfig::from_toml_str(&bad).unwrap_err();
+    let err = MockEcConfig::from_toml_str(&bad).unwrap_err().to_string();
     assert!(err.contains("mock_ec.service[0].segregation_code"), "{err}");
-    let err =
-        MockEcConfig::from_toml_str("[mock_ec]\n[[mock_ec.ec]]\nfiscal_code = 7\n").unwrap_err();
+    let err = MockEcConfig::from_toml_str("[mock_ec]\n[[mock_ec.ec]]\nfiscal_code = 7\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("fiscal_code"), "{err}");
     let unknown_ec = "[[mock_ec.position]]\nfiscal_code = \"12345678901\"\nnotice_number = \"302000000000000001\"\n";
-    let err = MockEcConfig::from_toml_str(unknown_ec).unwrap_err();
+    let err = MockEcConfig::from_toml_str(unknown_ec)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("mock_ec.position[0].fiscal_code"), "{err}");
 }
 
@@ -818,6 +821,8 @@ fn the_shipped_example_configuration_loads() {
     let cfg = MockEcConfig::from_file(path).unwrap();
     assert_eq!(cfg.listen, "127.0.0.1:8090");
     assert!(cfg.ec.iter().any(|ec| ec.fiscal_code == EC));
-    let err = MockEcConfig::from_file("/nonexistent/pagonode.toml").unwrap_err();
+    let err = MockEcConfig::from_file("/nonexistent/pagonode.toml")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("/nonexistent/pagonode.toml:"), "{err}");
 }

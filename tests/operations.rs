@@ -361,7 +361,8 @@ async fn the_node_serves_https_from_pem_files() {
     let err = pagonode::server::RunningNode::start(config, Some(listener), None)
         .await
         .err()
-        .expect("no private key: no node");
+        .expect("no private key: no node")
+        .to_string();
     assert!(
         err.ends_with("cert.pem: no private key in PEM form"),
         "{err}"

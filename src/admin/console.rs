@@ -526,7 +526,10 @@ pub async fn receipts(
     params: web::Query<ReceiptsParams>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    let list = match node.recipients_by_status(RecipientStatus::Failed, 1000).await {
+    let list = match node
+        .recipients_by_status(RecipientStatus::Failed, 1000)
+        .await
+    {
         Ok(l) => l,
         Err(e) => return failed(e),
     };

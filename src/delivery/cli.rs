@@ -47,14 +47,45 @@ pub enum ReceiptsCommand {
     },
 }
 
-/// Runs the subcommand; the error is what to print.
-pub async fn run(args: ReceiptsArgs) -> Result<(), String> {
+/// Why `pagonode receipts` failed (printed as is).
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptsError {
+    /// The HTTP client could not be built, or a request not formed.
+    #[error("{0}")]
+    Client(#[from] reqwest::Error),
+    #[error("{url}: {source}")]
+    Url {
+        url: String,
+        source: <reqwest::Url as std::str::FromStr>::Err,
+    },
+    /// The admin listener could not be reached, or its answer not read.
+    #[error("{url}: {source}")]
+    Unreachable {
+        url: reqwest::Url,
+        source: reqwest::Error,
+    },
+    #[error("{url}: {status}: not a JSON answer ({source})")]
+    NotJson {
+        url: reqwest::Url,
+        status: reqwest::StatusCode,
+        source: serde_json::Error,
+    },
+    /// A non-2xx answer, with its `error` text.
+    #[error("{url}: {status}: {reason}")]
+    Refused {
+        url: reqwest::Url,
+        status: reqwest::StatusCode,
+        reason: String,
+    },
+}
+
+/// Runs the subcommand.
+pub async fn run(args: ReceiptsArgs) -> Result<(), ReceiptsError> {
     crate::install_crypto_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     match args.command {
         ReceiptsCommand::List {
             target,
@@ -93,7 +124,8 @@ pub async fn run(args: ReceiptsArgs) -> Result<(), String> {
                 "{}/admin/receipts/{receipt_id}/resend",
                 target.admin.trim_end_matches('/')
             );
-            let mut url = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            let mut url =
+                reqwest::Url::parse(&url).map_err(|source| ReceiptsError::Url { url, source })?;
             if let Some(s) = &station {
                 url.query_pairs_mut().append_pair("station", s);
             }
@@ -113,28 +145,37 @@ async fn call(
     client: &reqwest::Client,
     req: reqwest::RequestBuilder,
     target: &AdminTarget,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, ReceiptsError> {
     let req = match &target.token {
         Some(t) => req.bearer_auth(t),
         None => req,
     };
-    let req = req.build().map_err(|e| e.to_string())?;
+    let req = req.build()?;
     let url = req.url().clone();
-    let resp = client
-        .execute(req)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let unreachable = |source| ReceiptsError::Unreachable {
+        url: url.clone(),
+        source,
+    };
+    let resp = client.execute(req).await.map_err(unreachable)?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
-    let body: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{url}: {status}: not a JSON answer ({e})"))?;
+    let text = resp.text().await.map_err(unreachable)?;
+    let body: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ReceiptsError::NotJson {
+            url: url.clone(),
+            status,
+            source,
+        })?;
     if status.is_success() {
         Ok(body)
     } else {
-        Err(format!(
-            "{url}: {status}: {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        ))
+        Err(ReceiptsError::Refused {
+            url,
+            status,
+            reason: body["error"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_string(),
+        })
     }
 }
 

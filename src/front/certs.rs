@@ -3,7 +3,7 @@
 //! certificate ([`PeerCertificate`]: its SHA-256 fingerprint and subject), and how a PSP broker's
 //! allowed certificates are matched against it. PEM files are read with rustls-pki-types.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::RootCertStore;
@@ -14,34 +14,80 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{ClientAuth, NodeSection, PspBrokerConfig};
 
+/// Why a PEM file, or a listener's TLS configuration, was refused: the message names the file
+/// (after the configuration key, for a listener's).
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no certificate in PEM form", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("{}: no private key in PEM form", .0.display())]
+    NoKey(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Refused {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    /// The file of a `[node]` key (`node.tls_cert`...) was refused.
+    #[error("{key}: {source}")]
+    NodeFile {
+        key: &'static str,
+        source: Box<CertError>,
+    },
+    #[error("node.tls_client_ca: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The certificate chain and the key do not make a server configuration.
+    #[error("node.tls_cert: {0}")]
+    Chain(#[from] rustls::Error),
+}
+
+impl CertError {
+    /// Names the `[node]` key the file was given by.
+    fn of(key: &'static str) -> impl FnOnce(CertError) -> CertError {
+        move |e| CertError::NodeFile {
+            key,
+            source: Box::new(e),
+        }
+    }
+}
+
 /// The certificates of a PEM file (a chain, or a CA bundle), with errors naming the file.
-pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|source| CertError::Pem {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate in PEM form", path.display()));
+        return Err(CertError::NoCertificate(path.to_path_buf()));
     }
     Ok(certs)
 }
 
 /// The private key of a PEM file.
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            format!("{}: no private key in PEM form", path.display())
-        }
-        e => format!("{}: {e}", path.display()),
+        rustls::pki_types::pem::Error::NoItemsFound => CertError::NoKey(path.to_path_buf()),
+        source => CertError::Pem {
+            path: path.to_path_buf(),
+            source,
+        },
     })
 }
 
 /// A root store of the certificates of a PEM bundle.
-pub fn read_roots(path: &Path) -> Result<RootCertStore, String> {
+pub fn read_roots(path: &Path) -> Result<RootCertStore, CertError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        roots.add(cert).map_err(|source| CertError::Refused {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     Ok(roots)
 }
@@ -49,20 +95,20 @@ pub fn read_roots(path: &Path) -> Result<RootCertStore, String> {
 /// The TLS configuration of the nodeForPsp listener: its certificate and key, and, with
 /// `tls_client_ca`, client certificates verified against those CAs (required, or optional and
 /// then checked per broker by [`allows`]).
-pub fn server_config(node: &NodeSection) -> Result<Option<rustls::ServerConfig>, String> {
+pub fn server_config(node: &NodeSection) -> Result<Option<rustls::ServerConfig>, CertError> {
     listener_config(node, true)
 }
 
 /// The TLS configuration of the admin listener: the node's certificate and key, and no client
 /// certificates (the PSPs' CAs say nothing of an operator; the admin token does).
-pub fn admin_config(node: &NodeSection) -> Result<Option<rustls::ServerConfig>, String> {
+pub fn admin_config(node: &NodeSection) -> Result<Option<rustls::ServerConfig>, CertError> {
     listener_config(node, false)
 }
 
 fn listener_config(
     node: &NodeSection,
     client_certificates: bool,
-) -> Result<Option<rustls::ServerConfig>, String> {
+) -> Result<Option<rustls::ServerConfig>, CertError> {
     let (Some(cert), Some(key)) = (&node.tls_cert, &node.tls_key) else {
         return Ok(None);
     };
@@ -71,24 +117,22 @@ fn listener_config(
     let builder = match node.tls_client_ca.as_ref().filter(|_| client_certificates) {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let roots = Arc::new(read_roots(ca).map_err(|e| format!("node.tls_client_ca: {e}"))?);
+            let roots = Arc::new(read_roots(ca).map_err(CertError::of("node.tls_client_ca"))?);
             let verifier = WebPkiClientVerifier::builder(roots);
             let verifier = match node.tls_client_auth {
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
                 ClientAuth::Required => verifier,
             };
-            let verifier = verifier
-                .build()
-                .map_err(|e| format!("node.tls_client_ca: {e}"))?;
+            let verifier = verifier.build()?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let chain = read_certificates(cert).map_err(|e| format!("node.tls_cert: {e}"))?;
-    let key = read_private_key(key).map_err(|e| format!("node.tls_key: {e}"))?;
+    let chain = read_certificates(cert).map_err(CertError::of("node.tls_cert"))?;
+    let key = read_private_key(key).map_err(CertError::of("node.tls_key"))?;
     builder
         .with_single_cert(chain, key)
         .map(Some)
-        .map_err(|e| format!("node.tls_cert: {e}"))
+        .map_err(CertError::from)
 }
 
 /// What the node knows of the certificate a client presented (verified by the handshake).

@@ -2,8 +2,10 @@
 //! takes part in and every internal state change, with the official fields.
 //!
 //! Everything about the journal lives here: its types, how rows are built ([`rows`]), the
-//! segment files of the SOAP exchanges and their writer ([`segment`], [`writer`]), queries
-//! ([`query`]), a payment's story ([`story`]) and the read-only command ([`cli`]).
+//! segment files of the SOAP exchanges and their writer ([`segment`], [`writer`]) and a
+//! payment's story ([`story`]). The journal depends on no store: each store reads its own
+//! tables back ([`crate::store::journal_query`]), and the read-only `pagonode journal` command
+//! ([`crate::cli::journal`]) reads through both.
 //!
 //! State changes come from the engine as [`Write::Event`](crate::engine::Write) and the store
 //! commits them in the same transaction as the change they describe, so the journal never misses
@@ -11,18 +13,24 @@
 //! journal writer, off the payment path. Both share one id sequence: merged by id, they are the
 //! journal.
 
-pub mod cli;
-pub mod legacy;
-pub mod query;
 pub mod rows;
 pub mod segment;
 pub mod story;
 pub mod writer;
 
-pub use query::parse_time;
 pub use rows::Keys;
 
 use crate::engine::Millis;
+
+/// Parses a time bound: epoch milliseconds or an RFC 3339 timestamp.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis().max(0) as u64)
+        .map_err(|e| format!("'{s}': {e}"))
+}
 
 /// `categoriaEvento`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

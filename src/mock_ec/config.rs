@@ -4,7 +4,7 @@
 //! (`mock_ec.position[0].amount: ...`).
 
 use std::net::ToSocketAddrs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -168,28 +168,55 @@ struct ConfigFile {
     mock_ec: MockEcConfig,
 }
 
+/// Why a `[mock_ec]` configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MockConfigError {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// One message per bad key (`mock_ec.ec[0].fiscal_code: …`), printed one a line.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The error of a file's contents, after its path.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: Box<MockConfigError>,
+    },
+}
+
 impl MockEcConfig {
     /// Reads the `[mock_ec]` table of a TOML document (the defaults if there is none) and checks it.
-    pub fn from_toml_str(s: &str) -> Result<Self, String> {
-        let file: ConfigFile = toml::from_str(s).map_err(|e| e.to_string())?;
+    pub fn from_toml_str(s: &str) -> Result<Self, MockConfigError> {
+        let file: ConfigFile = toml::from_str(s)?;
         file.mock_ec.validate()?;
         Ok(file.mock_ec)
     }
 
     /// [`MockEcConfig::from_toml_str`] on a file; errors start with the path.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, String> {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, MockConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::from_toml_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|source| MockConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|e| MockConfigError::File {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
-    /// Checks every value; the error lists each bad key, one a line.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every value; the error lists each bad key.
+    pub fn validate(&self) -> Result<(), MockConfigError> {
         let (_, errors) = self.resolve();
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("\n"))
+            Err(MockConfigError::Invalid(errors))
         }
     }
 
@@ -668,9 +695,11 @@ mod tests {
             notice_number = "302000100000009424"
             amount = "10.5"
         "#;
-        let err = MockEcConfig::from_toml_str(bad).unwrap_err();
+        let err = MockEcConfig::from_toml_str(bad).unwrap_err().to_string();
         assert!(err.contains("mock_ec.ec[0].fiscal_code"), "{err}");
-        let err = MockEcConfig::from_toml_str("[mock_ec]\nlisten_on = 1\n").unwrap_err();
+        let err = MockEcConfig::from_toml_str("[mock_ec]\nlisten_on = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_on"), "{err}");
         let two = r#"
             [[mock_ec.position]]
@@ -682,7 +711,7 @@ mod tests {
             amount = "1.00"
             iban = "IT00"
         "#;
-        let err = MockEcConfig::from_toml_str(two).unwrap_err();
+        let err = MockEcConfig::from_toml_str(two).unwrap_err().to_string();
         assert!(
             err.contains("mock_ec.position[0].amount: 12.00 differs"),
             "{err}"

@@ -63,8 +63,8 @@ use actix_web::dev::ServerHandle;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    DEFAULT_LISTEN, DebtorConfig, EcConfig, MockEcConfig, PositionConfig, ServiceConfig,
-    StampConfig, TransferConfig,
+    DEFAULT_LISTEN, DebtorConfig, EcConfig, MockConfigError, MockEcConfig, PositionConfig,
+    ServiceConfig, StampConfig, TransferConfig,
 };
 pub use faults::{
     MOCK_ID, PAA_ID_DOMINIO_ERRATO, PAA_PAGAMENTO_ANNULLATO, PAA_PAGAMENTO_DUPLICATO,

@@ -177,7 +177,9 @@ async fn start_node(trace: &Trace, target: &Target, ec_url: &str) -> Result<Node
             .replace("{DB}", &db.to_string_lossy());
         let config =
             Config::from_toml_str(&text).map_err(|e| format!("node configuration: {e}"))?;
-        RunningNode::start(config, Some(bind("127.0.0.1:0")?), None).await
+        RunningNode::start(config, Some(bind("127.0.0.1:0")?), None)
+            .await
+            .map_err(|e| e.to_string())
     }
     .await;
     match started {

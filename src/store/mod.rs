@@ -4,6 +4,8 @@
 //! share one store ([`SharedStore`]); [`MemoryStore`] has the same semantics in memory, for
 //! tests and the simulation.
 
+pub mod journal_query;
+pub mod legacy;
 pub mod memory;
 pub mod postgres;
 pub mod schema;
@@ -12,6 +14,7 @@ pub(crate) mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use memory::{Durability, MemoryStore};
 pub use postgres::PgStore;
@@ -65,6 +68,43 @@ pub type Read<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send
 pub struct StoreStats {
     pub transactions: u64,
     pub commit_jobs: u64,
+}
+
+/// What a store counts of its group commits, for [`Store::stats`] and `/metrics`.
+#[derive(Default)]
+pub(crate) struct CommitCounters {
+    transactions: AtomicU64,
+    commit_jobs: AtomicU64,
+    pub(crate) metrics: Arc<crate::metrics::StoreMetrics>,
+}
+
+impl CommitCounters {
+    pub(crate) fn new(metrics: crate::metrics::StoreMetrics) -> CommitCounters {
+        CommitCounters {
+            metrics: Arc::new(metrics),
+            ..Default::default()
+        }
+    }
+
+    /// One transaction begun at `started` wrote `commits` commits. Only commits count
+    /// (maintenance and flushes do not): they are what the payment path waits for.
+    pub(crate) fn committed(&self, commits: u64, started: std::time::Instant) {
+        if commits > 0 {
+            self.transactions.fetch_add(1, Ordering::Relaxed);
+            self.commit_jobs.fetch_add(commits, Ordering::Relaxed);
+            self.metrics
+                .transaction_seconds
+                .observe_duration(started.elapsed());
+            self.metrics.batch_commits.observe(commits);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        StoreStats {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            commit_jobs: self.commit_jobs.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// What [`Store::maintenance`] deletes.

@@ -721,6 +721,35 @@ pub fn status_rows(key: &NoticeKey, lines: &str) -> Result<Vec<StatusRow>, Strin
         .collect()
 }
 
+/// A notice's status histories from the texts of its `status_history` rows, in the order read.
+pub fn status_history(
+    key: &NoticeKey,
+    texts: impl IntoIterator<Item = Result<String, String>>,
+) -> Result<Vec<StatusRow>, StoreError> {
+    let mut out = Vec::new();
+    for text in texts {
+        out.extend(
+            text.and_then(|t| status_rows(key, &t))
+                .map_err(|e| corrupt("status_history", e))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The migrations (indexes in a list of `count`) a database at schema `version` still needs;
+/// a database migrated by a newer node is refused.
+pub fn pending_migrations(
+    version: usize,
+    count: usize,
+) -> Result<std::ops::Range<usize>, StoreError> {
+    if version > count {
+        return Err(StoreError::Failed(format!(
+            "database schema version {version} is newer than this node ({count})"
+        )));
+    }
+    Ok(version..count)
+}
+
 fn payment_values(p: &Payment, expected: u64) -> Vec<Val<'_>> {
     let o = p.outcome.as_ref();
     vec![

@@ -14,15 +14,18 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
+use super::legacy;
 use super::schema::{self, Dialect, Events, Fields, Val};
-use super::{Commit, ConfigVersion, Read, Retention, Store, StoreError, StoreStats};
+use super::{
+    Commit, CommitCounters, ConfigVersion, Read, Retention, Store, StoreError, StoreStats,
+};
 use crate::engine::{
-    CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, Payment, Recipient, RecipientStatus, StatusRow,
-    Write,
+    CopyParts, IdemEntry, IdemKey, Notice, NoticeKey, Payment, Recipient, RecipientStatus,
+    StatusRow, Write,
 };
 use crate::journal::segment::{Rows, SegmentWriter};
 use crate::journal::writer::{JournalWriter, journal_dir};
-use crate::journal::{JournalQuery, JournalRow, legacy};
+use crate::journal::{JournalQuery, JournalRow};
 
 /// The schema, one step per version: applied in order, recorded in `PRAGMA user_version`.
 const MIGRATIONS: &[Migration] = &[
@@ -289,14 +292,11 @@ struct Inner {
     stop: Mutex<Option<mpsc::Sender<()>>>,
 }
 
-#[derive(Default)]
 struct Counters {
-    transactions: AtomicU64,
-    commit_jobs: AtomicU64,
+    commits: CommitCounters,
     /// The next journal row id, shared by the state changes and the exchanges so that ids
     /// order the whole journal.
     next_journal_id: Arc<AtomicU64>,
-    metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 /// At most this many commits go in one transaction.
@@ -347,15 +347,9 @@ fn durable_or_refuse(conn: &Connection) -> Result<(), StoreError> {
 fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), StoreError> {
     let version: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
-    if version > migrations.len() {
-        return Err(StoreError::Failed(format!(
-            "database schema version {version} is newer than this node ({})",
-            migrations.len()
-        )));
-    }
-    for (i, m) in migrations.iter().enumerate().skip(version) {
+    for i in schema::pending_migrations(version, migrations.len())? {
         let tx = conn.transaction()?;
-        match m {
+        match &migrations[i] {
             Migration::Sql(sql) => {
                 tx.execute_batch(&sql.replace("JOURNAL_COLUMNS", JOURNAL_COLUMNS))?
             }
@@ -392,11 +386,10 @@ impl SqliteStore {
         let journal = JournalWriter::start(segments, next_journal_id.clone())?;
         let counters = Arc::new(Counters {
             next_journal_id,
-            metrics: Arc::new(crate::metrics::StoreMetrics {
+            commits: CommitCounters::new(crate::metrics::StoreMetrics {
                 journal_bytes: journal.bytes_written(),
                 ..Default::default()
             }),
-            ..Default::default()
         });
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -469,23 +462,11 @@ impl SqliteStore {
         }
     }
 
-    /// Sends the writer a job answering a number.
-    fn counted(
+    /// Sends the writer a job; the future is its answer.
+    fn ask<T: Send + 'static>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<usize, StoreError>>) -> Job,
-    ) -> Read<'static, usize> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self.send(make(tx));
-        Box::pin(async move {
-            if !sent {
-                return Err(StoreError::failed("the store is closed"));
-            }
-            rx.await
-                .unwrap_or_else(|_| Err(StoreError::failed("the store writer stopped")))
-        })
-    }
-
-    fn request(&self, make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job) -> Commit {
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Read<'static, T> {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(make(tx));
         Box::pin(async move {
@@ -589,15 +570,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, counters: &Counter
             .count() as u64;
         let writing = std::time::Instant::now();
         write_batch(&mut conn, batch, counters);
-        // Commits count (maintenance and flushes do not): they are what the payment path waits
-        // for.
-        if jobs > 0 {
-            counters.transactions.fetch_add(1, Ordering::Relaxed);
-            counters.commit_jobs.fetch_add(jobs, Ordering::Relaxed);
-            let m = &counters.metrics;
-            m.transaction_seconds.observe_duration(writing.elapsed());
-            m.batch_commits.observe(jobs);
-        }
+        counters.commits.committed(jobs, writing);
     }
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
 }
@@ -772,18 +745,14 @@ pub(crate) fn status_history(
     c: &Connection,
     key: &NoticeKey,
 ) -> Result<Vec<StatusRow>, StoreError> {
-    let lines = all(
+    let texts = all(
         c,
         "status_history",
         schema::SELECT_STATUS_HISTORY,
         params![key.fiscal_code.as_str(), key.notice_number.as_str()],
         |row| Ok(row.text("rows")?.unwrap_or_default()),
     )?;
-    let mut out = Vec::new();
-    for l in lines {
-        out.extend(schema::status_rows(key, &l).map_err(|e| schema::corrupt("status_history", e))?);
-    }
-    Ok(out)
+    schema::status_history(key, texts.into_iter().map(Ok))
 }
 
 impl SqliteStore {
@@ -910,7 +879,7 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Commit {
-        self.request(|done| Job::Commit(writes, done))
+        self.ask(|done| Job::Commit(writes, done))
     }
 
     fn journal(&self, rows: Rows) {
@@ -918,11 +887,11 @@ impl Store for SqliteStore {
     }
 
     fn query_journal<'a>(&'a self, q: &'a JournalQuery) -> Read<'a, Vec<JournalRow>> {
-        self.now(|c| Ok(crate::journal::query::query(c, &self.inner.journal_dir, q)?))
+        self.now(|c| Ok(super::journal_query::query(c, &self.inner.journal_dir, q)?))
     }
 
     fn maintenance(&self, r: Retention) -> Read<'_, usize> {
-        let deleted = self.counted(|tx| Job::Maintenance(r, tx));
+        let deleted = self.ask(|tx| Job::Maintenance(r, tx));
         // Both writers are asked at once: the future depends only on requests already sent.
         let journal = self.inner.journal.retain(r.journal_before);
         Box::pin(async move {
@@ -934,7 +903,7 @@ impl Store for SqliteStore {
 
     /// Both writers are asked at once: the future depends only on requests already sent.
     fn flush(&self) -> Commit {
-        let state = self.request(Job::Flush);
+        let state = self.ask(Job::Flush);
         let journal = self.inner.journal.flush();
         Box::pin(async move {
             state.await?;
@@ -943,18 +912,15 @@ impl Store for SqliteStore {
     }
 
     fn stats(&self) -> StoreStats {
-        StoreStats {
-            transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
-            commit_jobs: self.inner.counters.commit_jobs.load(Ordering::Relaxed),
-        }
+        self.inner.counters.commits.stats()
     }
 
     fn metrics(&self) -> Option<Arc<crate::metrics::StoreMetrics>> {
-        Some(self.inner.counters.metrics.clone())
+        Some(self.inner.counters.commits.metrics.clone())
     }
 
     fn save_config(&self, v: ConfigVersion) -> Read<'_, u64> {
-        let saved = self.counted(|tx| Job::SaveConfig(v, tx));
+        let saved = self.ask(|tx| Job::SaveConfig(v, tx));
         Box::pin(async move { saved.await.map(|n| n as u64) })
     }
 

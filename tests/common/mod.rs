@@ -190,7 +190,7 @@ pub fn export_journal(db: &Database, source: &str) {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let path = dir.join(format!("{source}-{}-{n}.jsonl", std::process::id()));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let reader = pagonode::journal::cli::JournalReader::open(db)
+    let reader = pagonode::cli::journal::JournalReader::open(db)
         .unwrap_or_else(|e| panic!("journal of {db}: {e}"));
     let mut failed = None;
     reader

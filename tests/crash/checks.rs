@@ -534,7 +534,7 @@ pub fn journal(
     crashes: &[Crash],
 ) -> JournalCheck {
     use pagonode::journal::JournalQuery;
-    let reader = match pagonode::journal::cli::JournalReader::open(db) {
+    let reader = match pagonode::cli::journal::JournalReader::open(db) {
         Ok(r) => r,
         Err(e) => {
             return JournalCheck {

@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 use crate::engine::Millis;
-use crate::store::StoreError;
+use crate::store::{StoreError, schema};
 
 /// The advisory lock key of schema changes and of the journal's partition upkeep.
 const SCHEMA_LOCK: i64 = 0x7061_676f_6e6f_6465; // "pagonode"
@@ -187,15 +187,11 @@ async fn apply(client: &mut Client) -> Result<(), StoreError> {
         .await
         .map_err(StoreError::failed)?;
     let version = row.get::<_, i32>(0) as usize;
-    if version > MIGRATIONS.len() {
-        return Err(StoreError::Failed(format!(
-            "database schema version {version} is newer than this node ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for i in schema::pending_migrations(version, MIGRATIONS.len())? {
         let tx = client.transaction().await.map_err(StoreError::failed)?;
-        tx.batch_execute(sql).await.map_err(StoreError::failed)?;
+        tx.batch_execute(MIGRATIONS[i])
+            .await
+            .map_err(StoreError::failed)?;
         tx.execute(
             "INSERT INTO pagonode_schema (version) VALUES ($1)",
             &[&((i + 1) as i32)],

@@ -27,8 +27,8 @@ use tokio_postgres::{Client, Row, Statement};
 
 use super::schema::{self, Dialect, Events, Fields, Lease, Val};
 use super::{
-    Commit, ConfigVersion, Read, Retention, SharedStore, Store, StoreError, StoreOptions,
-    StoreStats,
+    Commit, CommitCounters, ConfigVersion, Read, Retention, SharedStore, Store, StoreError,
+    StoreOptions, StoreStats,
 };
 use crate::engine::{
     IdemEntry, IdemKey, Millis, Notice, NoticeKey, Payment, Recipient, RecipientStatus, StatusRow,
@@ -72,15 +72,8 @@ struct Inner {
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     journal: Mutex<Option<mpsc::UnboundedSender<JournalMsg>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    counters: Arc<Counters>,
+    counters: Arc<CommitCounters>,
     lease: Lease,
-}
-
-#[derive(Default)]
-struct Counters {
-    transactions: AtomicU64,
-    commit_jobs: AtomicU64,
-    metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 fn failed(e: tokio_postgres::Error) -> StoreError {
@@ -200,7 +193,7 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(StoreError::failed)?;
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(CommitCounters::default());
         let lease = Lease {
             owner: rand::random::<u64>() >> 1 | 1,
             lease_ms: options.lease_ms,
@@ -350,7 +343,7 @@ fn retryable(e: &StoreError, conn: &Option<Conn>) -> bool {
 async fn writer(
     target: Arc<connect::Target>,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    counters: Arc<Counters>,
+    counters: Arc<CommitCounters>,
     dialect: Dialect,
 ) {
     let mut conn: Option<Conn> = None;
@@ -381,13 +374,7 @@ async fn writer(
             }
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect::<Vec<_>>(),
         };
-        if commits > 0 {
-            counters.transactions.fetch_add(1, Ordering::Relaxed);
-            counters.commit_jobs.fetch_add(commits, Ordering::Relaxed);
-            let m = &counters.metrics;
-            m.transaction_seconds.observe_duration(writing.elapsed());
-            m.batch_commits.observe(commits);
-        }
+        counters.committed(commits, writing);
         // Committed, nobody told yet: the crash window the crash test stops the node in.
         crate::failpoints::failpoint!("store.committed", results.iter().any(Result::is_ok));
         for (job, r) in batch.into_iter().zip(results) {
@@ -605,7 +592,7 @@ async fn insert_journal<'a>(pool: &Pool, batch: &'a [Rows]) -> Result<u64, Store
 
 /// One page of the journal (every node's), in time order (then by id).
 async fn query_journal(client: &Client, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
-    let (filter, args) = crate::journal::query::filters(q);
+    let (filter, args) = crate::store::journal_query::filters(q);
     let sql = format!(
         "SELECT id, {} FROM journal WHERE {filter} ORDER BY at, id LIMIT {}",
         schema::JOURNAL_FIELDS,
@@ -613,7 +600,9 @@ async fn query_journal(client: &Client, q: &JournalQuery) -> Result<Vec<JournalR
     );
     let rows = client.query(&sql, &params(&args)).await.map_err(failed)?;
     rows.iter()
-        .map(|r| crate::journal::query::journal_from(r).map_err(|e| schema::corrupt("journal", e)))
+        .map(|r| {
+            crate::store::journal_query::journal_from(r).map_err(|e| schema::corrupt("journal", e))
+        })
         .collect()
 }
 
@@ -626,16 +615,11 @@ async fn status_history(client: &Client, key: &NoticeKey) -> Result<Vec<StatusRo
         )
         .await
         .map_err(failed)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let lines: String = row
-            .try_get(0)
-            .map_err(|e| schema::corrupt("status_history", e.to_string()))?;
-        out.extend(
-            schema::status_rows(key, &lines).map_err(|e| schema::corrupt("status_history", e))?,
-        );
-    }
-    Ok(out)
+    schema::status_history(
+        key,
+        rows.iter()
+            .map(|r| r.text("rows").map(Option::unwrap_or_default)),
+    )
 }
 
 /// Runs `read` on a connection of its own to the database at `url` (the read-only
@@ -643,15 +627,15 @@ async fn status_history(client: &Client, key: &NoticeKey) -> Result<Vec<StatusRo
 fn read_alone<T>(
     url: &str,
     read: impl AsyncFnOnce(&Client) -> Result<T, StoreError>,
-) -> Result<T, String> {
+) -> Result<T, StoreError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(StoreError::failed)?;
     rt.block_on(async {
-        let t = target(url).map_err(|e| e.to_string())?;
-        let (client, task) = connect_one(&t).await.map_err(|e| e.to_string())?;
-        let out = read(&client).await.map_err(|e| e.to_string());
+        let t = target(url)?;
+        let (client, task) = connect_one(&t).await?;
+        let out = read(&client).await;
         drop(client);
         task.abort();
         out
@@ -659,12 +643,12 @@ fn read_alone<T>(
 }
 
 /// One page of the journal of the database at `url`.
-pub fn read_journal(url: &str, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
+pub fn read_journal(url: &str, q: &JournalQuery) -> Result<Vec<JournalRow>, StoreError> {
     read_alone(url, async |c| query_journal(c, q).await)
 }
 
 /// A notice's status histories in the database at `url`.
-pub fn read_status_history(url: &str, key: &NoticeKey) -> Result<Vec<StatusRow>, String> {
+pub fn read_status_history(url: &str, key: &NoticeKey) -> Result<Vec<StatusRow>, StoreError> {
     read_alone(url, async |c| status_history(c, key).await)
 }
 
@@ -913,10 +897,7 @@ impl Store for PgStore {
     }
 
     fn stats(&self) -> StoreStats {
-        StoreStats {
-            transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
-            commit_jobs: self.inner.counters.commit_jobs.load(Ordering::Relaxed),
-        }
+        self.inner.counters.stats()
     }
 
     fn metrics(&self) -> Option<Arc<crate::metrics::StoreMetrics>> {

@@ -11,11 +11,11 @@ use std::process::ExitCode;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::story::{self, Classification, row_json, timestamp};
-use super::{Cursor, JournalQuery, JournalRow, parse_time};
 use crate::codec::types::{FiscalCode, NoticeNumber};
 use crate::config::{Config, Database};
 use crate::engine::{NoticeKey, StatusRow};
+use crate::journal::story::{self, Classification, row_json, timestamp};
+use crate::journal::{Cursor, JournalQuery, JournalRow, parse_time};
 
 /// Where the database is: named, or taken from a node configuration.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,16 +29,37 @@ pub struct Source {
     pub config: Option<PathBuf>,
 }
 
+/// Why `pagonode journal` failed (printed after `pagonode journal: `).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("say which database: --database FILE|URL or --config FILE")]
+    NoDatabase,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A fiscal code, notice number or time bound that is not one (the parser's message).
+    #[error("{0}")]
+    Argument(String),
+    #[error("--payment '{0}': expected <fiscal code>/<notice number>")]
+    Payment(String),
+    #[error("the journal has nothing about {0}/{1}")]
+    Nothing(String, String),
+    /// The exporter's own message.
+    #[error("{0}")]
+    Export(String),
+}
+
 impl Source {
-    fn database(&self) -> Result<Database, String> {
+    fn database(&self) -> Result<Database, CommandError> {
         match (&self.database, &self.config) {
             (Some(db), _) => Ok(Database::parse(db)),
             (None, Some(cfg)) => {
-                let mut config = Config::from_file(cfg).map_err(|e| e.to_string())?;
+                let mut config = Config::from_file(cfg)?;
                 config.apply_env();
                 Ok(config.node.database)
             }
-            (None, None) => Err("say which database: --database FILE|URL or --config FILE".into()),
+            (None, None) => Err(CommandError::NoDatabase),
         }
     }
 }
@@ -135,6 +156,35 @@ pub struct JournalArgs {
     pub query: QueryArgs,
 }
 
+/// Why a node's journal could not be read; the message names the database.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{}: no such database", .0.display())]
+    Missing(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Path {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{name}: {source}")]
+    Journal {
+        name: String,
+        source: crate::journal::JournalError,
+    },
+    #[error("{name}: {source}")]
+    Store {
+        name: String,
+        source: crate::store::StoreError,
+    },
+    #[error("{name}: the journal reader panicked")]
+    Panicked { name: String },
+}
+
 /// The journal of a node's database, opened read-only.
 pub struct JournalReader {
     backend: Backend,
@@ -158,8 +208,11 @@ const PAGE: usize = 1000;
 /// stopped node (a clean stop folds the WAL in and removes it): it is opened `immutable`, so
 /// that SQLite does not create `-wal`/`-shm` files next to it. A running node's database is read
 /// through its WAL like any reader would.
-fn read_only_uri(db: &Path) -> Result<String, String> {
-    let abs = std::path::absolute(db).map_err(|e| format!("{}: {e}", db.display()))?;
+fn read_only_uri(db: &Path) -> Result<String, ReadError> {
+    let abs = std::path::absolute(db).map_err(|source| ReadError::Path {
+        path: db.to_path_buf(),
+        source,
+    })?;
     let mut wal = abs.clone().into_os_string();
     wal.push("-wal");
     let encoded: String = abs
@@ -184,7 +237,7 @@ fn read_only_uri(db: &Path) -> Result<String, String> {
 impl JournalReader {
     /// Opens a node's journal read-only: a SQLite database (and its segments), or a
     /// PostgreSQL database (checked at once).
-    pub fn open(db: &Database) -> Result<JournalReader, String> {
+    pub fn open(db: &Database) -> Result<JournalReader, ReadError> {
         match db {
             Database::Sqlite(path) => JournalReader::open_file(path),
             Database::Postgres(url) => {
@@ -201,38 +254,62 @@ impl JournalReader {
         }
     }
 
-    fn open_file(db: &Path) -> Result<JournalReader, String> {
+    fn open_file(db: &Path) -> Result<JournalReader, ReadError> {
         if !db.is_file() {
-            return Err(format!("{}: no such database", db.display()));
+            return Err(ReadError::Missing(db.to_path_buf()));
         }
+        let opened = |source| ReadError::Open {
+            path: db.to_path_buf(),
+            source,
+        };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(read_only_uri(db)?, flags)
-            .map_err(|e| format!("{}: {e}", db.display()))?;
+        let conn = Connection::open_with_flags(read_only_uri(db)?, flags).map_err(opened)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+            .map_err(opened)?;
         Ok(JournalReader {
             backend: Backend::Sqlite {
                 conn,
-                exchanges: super::writer::journal_dir(db),
+                exchanges: crate::journal::writer::journal_dir(db),
             },
             name: db.display().to_string(),
         })
     }
 
     /// One page of rows matching `q`, oldest first.
-    pub fn query(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, String> {
+    pub fn query(&self, q: &JournalQuery) -> Result<Vec<JournalRow>, ReadError> {
         match &self.backend {
             Backend::Sqlite { conn, exchanges } => {
-                super::query::query(conn, exchanges, q).map_err(|e| format!("{}: {e}", self.name))
+                crate::store::journal_query::query(conn, exchanges, q).map_err(|source| {
+                    ReadError::Journal {
+                        name: self.name.clone(),
+                        source,
+                    }
+                })
             }
-            Backend::Postgres { url } => std::thread::scope(|s| {
-                s.spawn(|| crate::store::postgres::read_journal(url, q))
-                    .join()
-                    .map_err(|_| "the journal reader panicked".to_string())?
-            })
-            .map_err(|e| format!("{}: {e}", self.name)),
+            Backend::Postgres { url } => {
+                self.alone(|| crate::store::postgres::read_journal(url, q))
+            }
+        }
+    }
+
+    /// Runs a PostgreSQL read on a thread of its own.
+    fn alone<T: Send>(
+        &self,
+        read: impl FnOnce() -> Result<T, crate::store::StoreError> + Send,
+    ) -> Result<T, ReadError> {
+        std::thread::scope(|s| s.spawn(read).join())
+            .map_err(|_| ReadError::Panicked {
+                name: self.name.clone(),
+            })?
+            .map_err(|source| self.store_error(source))
+    }
+
+    fn store_error(&self, source: crate::store::StoreError) -> ReadError {
+        ReadError::Store {
+            name: self.name.clone(),
+            source,
         }
     }
 
@@ -242,7 +319,7 @@ impl JournalReader {
         q: &JournalQuery,
         limit: Option<usize>,
         mut each: impl FnMut(&JournalRow),
-    ) -> Result<usize, String> {
+    ) -> Result<usize, ReadError> {
         let mut seen = 0;
         let mut q = q.clone();
         loop {
@@ -261,7 +338,7 @@ impl JournalReader {
     }
 
     /// A notice's status histories (none in a database older than them).
-    pub fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, String> {
+    pub fn status_history(&self, key: &NoticeKey) -> Result<Vec<StatusRow>, ReadError> {
         match &self.backend {
             Backend::Sqlite { conn, .. } => {
                 let read = || -> Result<Vec<StatusRow>, crate::store::StoreError> {
@@ -275,19 +352,16 @@ impl JournalReader {
                     }
                     crate::store::sqlite::status_history(conn, key)
                 };
-                read().map_err(|e| format!("{}: {e}", self.name))
+                read().map_err(|e| self.store_error(e))
             }
-            Backend::Postgres { url } => std::thread::scope(|s| {
-                s.spawn(|| crate::store::postgres::read_status_history(url, key))
-                    .join()
-                    .map_err(|_| "the journal reader panicked".to_string())?
-            })
-            .map_err(|e| format!("{}: {e}", self.name)),
+            Backend::Postgres { url } => {
+                self.alone(|| crate::store::postgres::read_status_history(url, key))
+            }
         }
     }
 
     /// A notice's rows, in the order things happened.
-    pub fn notice_rows(&self, key: &NoticeKey) -> Result<Vec<JournalRow>, String> {
+    pub fn notice_rows(&self, key: &NoticeKey) -> Result<Vec<JournalRow>, ReadError> {
         let mut rows = Vec::new();
         let q = JournalQuery {
             notice_number: Some(key.notice_number.to_string()),
@@ -345,16 +419,21 @@ fn indented(payload: &str) -> String {
     payload.lines().map(|l| format!("    {l}\n")).collect()
 }
 
-fn notice_key(fc: &str, nn: &str) -> Result<NoticeKey, String> {
+fn notice_key(fc: &str, nn: &str) -> Result<NoticeKey, CommandError> {
     Ok(NoticeKey {
-        fiscal_code: FiscalCode::new(fc)?,
-        notice_number: NoticeNumber::new(nn)?,
+        fiscal_code: FiscalCode::new(fc).map_err(CommandError::Argument)?,
+        notice_number: NoticeNumber::new(nn).map_err(CommandError::Argument)?,
     })
 }
 
-fn query(args: &QueryArgs) -> Result<(), String> {
+fn query(args: &QueryArgs) -> Result<(), CommandError> {
     let reader = JournalReader::open(&args.source.database()?)?;
-    let parse = |t: &Option<String>| t.as_deref().map(parse_time).transpose();
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(CommandError::Argument)
+    };
     let q = JournalQuery {
         notice_number: args.notice.clone(),
         fiscal_code: args.ec.clone(),
@@ -456,15 +535,15 @@ pub fn story_text(key: &NoticeKey, rows: &[JournalRow], history: &[StatusRow]) -
     out
 }
 
-fn story(args: &StoryArgs) -> Result<(), String> {
+fn story(args: &StoryArgs) -> Result<(), CommandError> {
     let key = notice_key(&args.fiscal_code, &args.notice_number)?;
     let reader = JournalReader::open(&args.source.database()?)?;
     let rows = reader.notice_rows(&key)?;
     let history = reader.status_history(&key)?;
     if rows.is_empty() && history.is_empty() {
-        return Err(format!(
-            "the journal has nothing about {}/{}",
-            args.fiscal_code, args.notice_number
+        return Err(CommandError::Nothing(
+            args.fiscal_code.clone(),
+            args.notice_number.clone(),
         ));
     }
     let text = if args.json {
@@ -481,14 +560,18 @@ fn story(args: &StoryArgs) -> Result<(), String> {
 pub type Exporter = fn(&[JournalRow], &str, &str, &str) -> Result<String, String>;
 
 /// The trace of one payment, from a database.
-pub fn export_payment(db: &Database, payment: &str, export: Exporter) -> Result<String, String> {
+pub fn export_payment(
+    db: &Database,
+    payment: &str,
+    export: Exporter,
+) -> Result<String, CommandError> {
     let (fc, nn) = payment
         .split_once('/')
-        .ok_or_else(|| format!("--payment '{payment}': expected <fiscal code>/<notice number>"))?;
+        .ok_or_else(|| CommandError::Payment(payment.to_string()))?;
     let key = notice_key(fc, nn)?;
     let reader = JournalReader::open(db)?;
     let rows = reader.notice_rows(&key)?;
-    export(&rows, fc, nn, &db.to_string())
+    export(&rows, fc, nn, &db.to_string()).map_err(CommandError::Export)
 }
 
 /// `pagonode journal …`: prints, and fails with a message on stderr.

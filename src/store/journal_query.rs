@@ -6,21 +6,10 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use crate::store::schema::{Fields, Val};
-
-use super::{
+use super::schema::{Fields, Val};
+use crate::journal::{
     Category, Cursor, JournalEntry, JournalError, JournalQuery, JournalRow, Subtype, segment,
 };
-
-/// Parses a time bound: epoch milliseconds or an RFC 3339 timestamp.
-pub fn parse_time(s: &str) -> Result<u64, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis().max(0) as u64)
-        .map_err(|e| format!("'{s}': {e}"))
-}
 
 /// One page of journal rows matching `q`, in time order (then by id): the state changes
 /// (`events` of `c`) merged with the SOAP exchanges of the segments in `exchanges`. The store

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use super::JournalError;
-use super::query::journal_from;
-use super::segment::{Rows, SegmentWriter};
+use super::journal_query::journal_from;
+use crate::journal::JournalError;
+use crate::journal::segment::{Rows, SegmentWriter};
 
 /// The journal database earlier versions kept beside the state database: `x.db` →
 /// `x.journal.db`.
