@@ -84,6 +84,10 @@ pub struct LoadArgs {
     /// in turn (an activation on one, its outcome on another).
     #[arg(long, default_value_t = 1, requires = "spawn")]
     pub nodes: usize,
+    /// Fail (non-zero exit) when the measured throughput is below this many flows per second
+    /// (activate+outcome pairs with the notice flow): the CI's floor against regressions.
+    #[arg(long, value_name = "N", conflicts_with = "compare_journal")]
+    pub min_pairs_per_sec: Option<f64>,
 }
 
 /// The PSP the load generator pays as (the example configuration's).
@@ -165,6 +169,74 @@ fn password() -> Password {
     Password::new(PSP.3).expect("static password")
 }
 
+/// The notice number and idempotency key of flow `n` of run `run_id`: a notice of the
+/// simulated EC's Comune (`302` + scenario `00`: one transfer, payable) that no other flow of
+/// the run uses.
+pub fn pair_key(run_id: u64, n: u64) -> (String, String) {
+    let notice = format!("30200{:05}{:08}", run_id % 100_000, n % 100_000_000);
+    (
+        notice,
+        // `[0-9]{11}_[a-zA-Z0-9]{10}`: the run and the flow in base 36, unique for 78
+        // billion flows of a run (a key reused with another request would be refused).
+        format!(
+            "{}_{}{}",
+            PSP.0,
+            base36(run_id % 36u64.pow(3), 3),
+            base36(n % 36u64.pow(7), 7)
+        ),
+    )
+}
+
+/// The activatePaymentNotice of a pair: 10.00 EUR for the notice, as the example
+/// configuration's first PSP.
+pub fn activate_request(
+    fiscal_code: String,
+    notice: String,
+    key: String,
+) -> Result<ActivatePaymentNoticeReq, String> {
+    Ok(ActivatePaymentNoticeReq {
+        id_psp: t35(PSP.0),
+        id_broker_psp: t35(PSP.1),
+        id_channel: t35(PSP.2),
+        password: password(),
+        idempotency_key: Some(IdempotencyKey::new(key)?),
+        qr_code: crate::codec::common::QrCode {
+            fiscal_code: FiscalCode::new(fiscal_code)?,
+            notice_number: NoticeNumber::new(notice)?,
+        },
+        expiration_time: None,
+        amount: Amount::from_cents(1000)?,
+        due_date: None,
+        payment_note: None,
+    })
+}
+
+/// The sendPaymentOutcome OK that completes a pair, paid by card through an app on `today`.
+pub fn outcome_request(
+    key: String,
+    token: PaymentToken,
+    today: chrono::NaiveDate,
+) -> Result<SendPaymentOutcomeReq, String> {
+    let date = IsoDate::from_naive(today);
+    Ok(SendPaymentOutcomeReq {
+        id_psp: t35(PSP.0),
+        id_broker_psp: t35(PSP.1),
+        id_channel: t35(PSP.2),
+        password: password(),
+        idempotency_key: Some(IdempotencyKey::new(key)?),
+        payment_token: token,
+        outcome: Outcome::Ok,
+        details: Some(OutcomeDetails {
+            payment_method: PaymentMethod::CreditCard,
+            payment_channel: Some(PaymentChannel::App),
+            fee: Amount::from_cents(100)?,
+            payer: None,
+            application_date: date.clone(),
+            transfer_date: date,
+        }),
+    })
+}
+
 impl Ctx {
     fn new(
         http: reqwest::Client,
@@ -227,19 +299,7 @@ impl Ctx {
     }
 
     fn next_key(&self) -> (String, String) {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let notice = format!("30200{:05}{:08}", self.run_id % 100_000, n % 100_000_000);
-        (
-            notice,
-            // `[0-9]{11}_[a-zA-Z0-9]{10}`: the run and the flow in base 36, unique for 78
-            // billion flows of a run (a key reused with another request would be refused).
-            format!(
-                "{}_{}{}",
-                PSP.0,
-                base36(self.run_id % 36u64.pow(3), 3),
-                base36(n % 36u64.pow(7), 7)
-            ),
-        )
+        pair_key(self.run_id, self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
     /// One flow; returns the per-operation latencies.
@@ -269,45 +329,14 @@ impl Ctx {
             notice = qr.notice_number.to_string();
             fiscal_code = qr.fiscal_code.to_string();
         }
-        let act = ActivatePaymentNoticeReq {
-            id_psp: t35(PSP.0),
-            id_broker_psp: t35(PSP.1),
-            id_channel: t35(PSP.2),
-            password: password(),
-            idempotency_key: Some(IdempotencyKey::new(key.clone())?),
-            qr_code: crate::codec::common::QrCode {
-                fiscal_code: FiscalCode::new(fiscal_code)?,
-                notice_number: NoticeNumber::new(notice)?,
-            },
-            expiration_time: None,
-            amount: Amount::from_cents(1000)?,
-            due_date: None,
-            payment_note: None,
-        };
+        let act = activate_request(fiscal_code, notice, key.clone())?;
         let (m, us) = self.call(&act).await?;
         lat.push(("activatePaymentNotice", us));
         let AnyMessage::ActivatePaymentNoticeRes(a) = m else {
             return Err("activate: wrong answer".into());
         };
         let token = a.payment_token.ok_or("activate: no token")?;
-        let date = IsoDate::from_naive(chrono::Utc::now().date_naive());
-        let spo = SendPaymentOutcomeReq {
-            id_psp: t35(PSP.0),
-            id_broker_psp: t35(PSP.1),
-            id_channel: t35(PSP.2),
-            password: password(),
-            idempotency_key: Some(IdempotencyKey::new(key)?),
-            payment_token: token,
-            outcome: Outcome::Ok,
-            details: Some(OutcomeDetails {
-                payment_method: PaymentMethod::CreditCard,
-                payment_channel: Some(PaymentChannel::App),
-                fee: Amount::from_cents(100)?,
-                payer: None,
-                application_date: date.clone(),
-                transfer_date: date,
-            }),
-        };
+        let spo = outcome_request(key, token, chrono::Utc::now().date_naive())?;
         let (_, us) = self.call(&spo).await?;
         lat.push(("sendPaymentOutcome", us));
         Ok(lat)
@@ -530,6 +559,10 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         None => vec![("load generator".to_string(), std::process::id())],
     };
     let cpu_before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
+    let footprint_before = spawned.as_ref().map(|sp| {
+        let written: Vec<u64> = sp.usage().into_iter().map(|(_, w)| w).collect();
+        (written, sp.store_bytes())
+    });
     let m = drive(
         &ctx,
         args.concurrency,
@@ -547,21 +580,36 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             return Err(e);
         }
     };
+    if let Some(sp) = &spawned {
+        // Receipts still in delivery and rows still being written belong to the flows run:
+        // the node's CPU, bytes and store growth are read once it is idle.
+        sp.settle().await;
+    }
     report(&args, &m.stats, m.secs, m.commits);
     let ticks = ticks_per_second();
-    let total_flows = m.stats.flows.len().max(1) as f64;
+    let completed = m.stats.completed.max(1) as f64;
     for ((name, pid), before) in pids.iter().zip(cpu_before) {
         let used = cpu_ticks(*pid).saturating_sub(before) as f64 / ticks;
         println!(
             "  cpu {name}: {:.2} s total, {:.3} ms per flow (whole run incl. warm-up)",
             used,
-            used * 1000.0 / total_flows
+            used * 1000.0 / completed
         );
+    }
+    if let (Some(sp), Some((written, store))) = (&spawned, footprint_before) {
+        sp.report_footprint(&written, store, m.stats.completed);
     }
     if let Some(sp) = spawned {
         sp.stop().await;
     }
-    verdict(m.stats.flows.is_empty(), m.stats.errors)
+    verdict(m.stats.flows.is_empty(), m.stats.errors)?;
+    let rate = m.stats.flows.len() as f64 / m.secs;
+    match args.min_pairs_per_sec {
+        Some(floor) if rate < floor => Err(format!(
+            "throughput {rate:.0} flows/s is below the floor of {floor:.0} (--min-pairs-per-sec)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A run fails when any flow failed (a failed flow is a fault, a timeout or a refused
@@ -805,6 +853,38 @@ fn written_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A process's peak resident set, in KiB (`VmHWM` of `/proc/PID/status`; 0 elsewhere).
+fn peak_resident_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A file's size (0 when it does not exist).
+fn file_bytes(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// The size of the files under `dir`, recursively (0 when it does not exist).
+fn tree_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// Clock ticks per second of `/proc` CPU times (USER_HZ, 100 on Linux).
 fn ticks_per_second() -> f64 {
     100.0
@@ -834,6 +914,8 @@ struct Spawned {
     nodes: Vec<(tokio::process::Child, String)>,
     ec: tokio::process::Child,
     dir: PathBuf,
+    /// The nodes' SQLite databases (none on PostgreSQL).
+    databases: Vec<PathBuf>,
     /// `--keep-dir`: stop gracefully and keep `dir`.
     keep: bool,
 }
@@ -857,18 +939,22 @@ impl Spawned {
         };
         let ec_port = free_port()?;
         let mut configs = Vec::new();
+        let mut databases = Vec::new();
         for (i, &journal) in journals.iter().enumerate() {
             let node_port = free_port()?;
-            let mut text =
-                base.replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
-                    .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
-                    .replace(
-                        "pagonode-demo.db",
-                        &args.database.clone().unwrap_or_else(|| {
-                            dir.join(format!("load{i}.db")).display().to_string()
-                        }),
-                    )
-                    .replace("admin_listen = \"127.0.0.1:8081\"", "");
+            let database = match &args.database {
+                Some(url) => url.clone(),
+                None => {
+                    let db = dir.join(format!("load{i}.db"));
+                    databases.push(db.clone());
+                    db.display().to_string()
+                }
+            };
+            let mut text = base
+                .replace("127.0.0.1:8080", &format!("127.0.0.1:{node_port}"))
+                .replace("127.0.0.1:8090", &format!("127.0.0.1:{ec_port}"))
+                .replace("pagonode-demo.db", &database)
+                .replace("admin_listen = \"127.0.0.1:8081\"", "");
             if !journal {
                 text = text.replace("[journal]\nenabled = true", "[journal]\nenabled = false");
             }
@@ -930,6 +1016,7 @@ impl Spawned {
                     nodes,
                     ec,
                     dir,
+                    databases,
                     keep: args.keep_dir.is_some(),
                 });
             }
@@ -968,6 +1055,46 @@ impl Spawned {
             .iter()
             .map(|(n, _)| n.id().map_or((0, 0), |p| (cpu_ticks(p), written_bytes(p))))
             .collect()
+    }
+
+    /// Bytes the nodes' SQLite stores take on disk: each database, its WAL and its journal
+    /// segments. `None` on PostgreSQL.
+    fn store_bytes(&self) -> Option<u64> {
+        if self.databases.is_empty() {
+            return None;
+        }
+        let mut total = 0;
+        for db in &self.databases {
+            let mut wal = db.clone().into_os_string();
+            wal.push("-wal");
+            total += file_bytes(db) + file_bytes(std::path::Path::new(&wal));
+            total += tree_bytes(&crate::journal::writer::journal_dir(db));
+        }
+        Some(total)
+    }
+
+    /// Prints what the run cost each node beyond CPU: bytes written to storage, its peak
+    /// resident memory, and how much the store grew per payment. `written` and `store` were
+    /// read before the run; `completed` flows ran, warm-up included.
+    fn report_footprint(&self, written: &[u64], store: Option<u64>, completed: u64) {
+        let n = completed.max(1) as f64;
+        for (i, ((node, _), before)) in self.nodes.iter().zip(written).enumerate() {
+            let Some(pid) = node.id() else { continue };
+            println!(
+                "  node {i}: {:.1} KB written per flow, peak resident memory {:.0} MB",
+                written_bytes(pid).saturating_sub(*before) as f64 / n / 1000.0,
+                peak_resident_kb(pid) as f64 / 1024.0
+            );
+        }
+        match (store, self.store_bytes()) {
+            (Some(before), Some(after)) => println!(
+                "  store growth: {:.2} KB per payment (database + WAL + journal, {:.1} MB to {:.1} MB)",
+                after.saturating_sub(before) as f64 / n / 1000.0,
+                before as f64 / 1e6,
+                after as f64 / 1e6
+            ),
+            _ => println!("  store growth: not measured (PostgreSQL)"),
+        }
     }
 
     async fn stop(mut self) {

@@ -286,6 +286,50 @@ fn loadgen_reports_progress_while_it_runs() {
     assert!(stdout.contains("errors: 0"), "{stdout}");
 }
 
+/// The report gives what a spawned node spent per flow (CPU, bytes written, store growth) and
+/// its peak memory; a throughput under `--min-pairs-per-sec` fails the run, saying so.
+#[test]
+fn loadgen_reports_the_node_footprint_and_fails_under_its_floor() {
+    let (ok, stdout, stderr) = loadgen(&[
+        "--spawn",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "2",
+        "--min-pairs-per-sec",
+        "1000000",
+    ]);
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(stdout.contains("errors: 0"), "{stdout}");
+    assert!(
+        stderr.contains("below the floor of 1000000 (--min-pairs-per-sec)"),
+        "{stderr}"
+    );
+    // Each figure is read back and must be plausible: a payment writes and stores something,
+    // and a node takes at least a few MB.
+    let figure = |prefix: &str, unit: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {stdout}"));
+        let rest = &line.trim_start()[prefix.len()..];
+        rest[..rest.find(unit).unwrap_or_else(|| panic!("{line}"))]
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    assert!(figure("node 0: ", "KB written per flow") > 0.5, "{stdout}");
+    let memory = stdout.split("peak resident memory ").nth(1).unwrap_or("");
+    let memory: f64 = memory[..memory.find(" MB").unwrap_or(0)]
+        .parse()
+        .unwrap_or(0.0);
+    assert!(memory >= 4.0, "{stdout}");
+    assert!(figure("store growth: ", "KB per payment") > 0.1, "{stdout}");
+    assert!(figure("cpu node 0: ", "s total") > 0.0, "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_serves_https_from_pem_files() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
