@@ -183,8 +183,7 @@ impl Inner {
                     }
                 }
                 Write::PutIdempotency(e) => {
-                    if t
-                        .idempotency
+                    if t.idempotency
                         .get(&idem_id(&e.key))
                         .is_some_and(|held| held.keeps_key_at(e.inserted_at))
                     {
