@@ -182,13 +182,12 @@ impl Inner {
                         return Err(StoreError::Conflict("payment".into()));
                     }
                 }
-                Write::PutIdempotency(e) => {
+                Write::PutIdempotency(e)
                     if t.idempotency
                         .get(&idem_id(&e.key))
-                        .is_some_and(|held| held.keeps_key_at(e.inserted_at))
-                    {
-                        return Err(StoreError::Conflict("idempotency entry".into()));
-                    }
+                        .is_some_and(|held| held.keeps_key_at(e.inserted_at)) =>
+                {
+                    return Err(StoreError::Conflict("idempotency entry".into()));
                 }
                 Write::Receipt(r) => {
                     if t.receipts.contains_key(&r.receipt_id) || receipts.contains(&&r.receipt_id) {
