@@ -243,19 +243,7 @@ async fn a_request_in_flight_finishes_under_the_configuration_it_started_with() 
     .unwrap();
     let in_flight = {
         let (url, req) = (h.url(), activate(&PSP1, EC, &nn, 1000, None));
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .header("SOAPAction", "activatePaymentNotice")
-                .header("Content-Type", "text/xml")
-                .body(write_envelope(&req))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { send_to(&reqwest::Client::new(), &url, &req).await })
     };
     eventually(10, "the station asked for the payment data", || async {
         h.ec.requests()
@@ -522,18 +510,7 @@ async fn sighup_and_refresh_read_the_file_again() {
     let soap = |req: pagonode::codec::node_for_psp::VerifyPaymentNoticeReq| {
         let http = http.clone();
         let url = url.clone();
-        async move {
-            http.post(&url)
-                .header("SOAPAction", "verifyPaymentNotice")
-                .header("Content-Type", "text/xml")
-                .body(write_envelope(&req))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { send_to(&http, &url, &req).await }
     };
     let pid = node.child.id() as libc::pid_t;
     let hangup = || assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
@@ -615,18 +592,7 @@ async fn two_nodes_on_postgresql_switch_together() {
     let http = reqwest::Client::new();
     let verify_on = |i: usize| {
         let (http, url) = (http.clone(), urls[i].clone());
-        async move {
-            http.post(url)
-                .header("SOAPAction", "verifyPaymentNotice")
-                .header("Content-Type", "text/xml")
-                .body(write_envelope(&verify(&PSP1, EC, &notice("02", "00"))))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { send_to(&http, &url, &verify(&PSP1, EC, &notice("02", "00"))).await }
     };
     for (i, enabled) in [(0, false), (1, true)] {
         let applied = Instant::now();
@@ -658,17 +624,7 @@ async fn two_nodes_on_postgresql_switch_together() {
         eprintln!("version {version} on both nodes after {took:?}");
     }
     let token = activate_ok(&h, &PSP1, EC, &notice("02", "00")).await;
-    let body = reqwest::Client::new()
-        .post(&urls[1])
-        .header("SOAPAction", "sendPaymentOutcome")
-        .header("Content-Type", "text/xml")
-        .body(write_envelope(&outcome(&PSP1, &token, true, None)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = send_to(&http, &urls[1], &outcome(&PSP1, &token, true, None)).await;
     ok::<SendPaymentOutcomeRes>(&body);
     other.stop().await;
     h.stop().await;

@@ -209,6 +209,21 @@ pub fn export_journal(db: &Database, source: &str) {
 }
 
 /// Parses an answer; it must be a valid message.
+/// Sends a request (SOAPAction = its operation) to the nodeForPsp endpoint at `url`, for nodes
+/// the tests start beside a [`Harness`]; returns the raw answer.
+pub async fn send_to<M: Message>(http: &reqwest::Client, url: &str, req: &M) -> String {
+    http.post(url)
+        .header("SOAPAction", M::OPERATION.soap_action())
+        .header("Content-Type", "text/xml")
+        .body(write_envelope(req))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn parse(body: &str) -> AnyMessage {
     match read_any(body.as_bytes(), Limits::DEFAULT) {
         Ok(Body::Message(m)) => m,
