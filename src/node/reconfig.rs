@@ -170,30 +170,12 @@ impl Node {
                 diff,
             });
         }
-        let applied_at = self.now();
-        let version = self
-            .store
-            .save_config(ConfigVersion {
-                version: 0,
-                applied_at,
-                applied_by: by.into(),
-                toml: reconfig::canonical(&new),
-                file_hash: file_hash.clone(),
-                diff: diff.clone(),
-            })
-            .await?;
+        let stored = self.store_version(&new, by, file_hash, &diff).await?;
+        let version = stored.version;
         for w in new.warnings() {
             tracing::warn!("{w}");
         }
-        self.install(
-            new,
-            ActiveVersion {
-                version,
-                applied_at,
-                applied_by: by.into(),
-                file_hash,
-            },
-        );
+        self.install(new, stored);
         self.journal_version(version, by, &diff);
         Ok(Applied { version, diff })
     }
@@ -272,26 +254,41 @@ impl Node {
             Some((_, before)) => reconfig::diff(before, file.config()),
             None => "initial configuration".into(),
         };
+        let stored = self
+            .store_version(file.config(), "file", hash, &diff)
+            .await?;
+        let version = stored.version;
+        *self.active.lock().unwrap_or_else(|p| p.into_inner()) = stored;
+        self.journal_version(version, "file", &diff);
+        Ok(())
+    }
+
+    /// Stores `config` as the next version, applied now by `by`, and returns that version.
+    async fn store_version(
+        &self,
+        config: &Config,
+        by: &str,
+        file_hash: String,
+        diff: &str,
+    ) -> Result<ActiveVersion, ApplyError> {
         let applied_at = self.now();
         let version = self
             .store
             .save_config(ConfigVersion {
                 version: 0,
                 applied_at,
-                applied_by: "file".into(),
-                toml: reconfig::canonical(file.config()),
-                file_hash: hash.clone(),
-                diff: diff.clone(),
+                applied_by: by.into(),
+                toml: reconfig::canonical(config),
+                file_hash: file_hash.clone(),
+                diff: diff.into(),
             })
             .await?;
-        *self.active.lock().unwrap_or_else(|p| p.into_inner()) = ActiveVersion {
+        Ok(ActiveVersion {
             version,
             applied_at,
-            applied_by: "file".into(),
-            file_hash: hash,
-        };
-        self.journal_version(version, "file", &diff);
-        Ok(())
+            applied_by: by.into(),
+            file_hash,
+        })
     }
 
     /// Logs and journals a version applied.
